@@ -1,0 +1,88 @@
+"""Pinhole camera with its pose on the vehicle: projection to and from the ground plane.
+
+Frames: the ground frame (e.g. base_link) and the camera *body* frame follow REP-103
+(x forward, y left, z up). ``pose`` = (x, y, z, roll, pitch, yaw) of the body frame in the
+ground frame, angles in radians applied as R = Rz(yaw) Ry(pitch) Rx(roll); positive pitch
+looks down. The optical frame (z forward, x right, y down) follows by the fixed rotation
+below, as in REP-103's ``_optical`` frames.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# Columns: the optical x, y, z axes expressed in the body frame.
+BODY_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0],
+                              [-1.0, 0.0, 0.0],
+                              [0.0, -1.0, 0.0]])
+
+
+def rotation_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    cr, sr, cp, sp, cy, sy = (np.cos(roll), np.sin(roll), np.cos(pitch), np.sin(pitch),
+                              np.cos(yaw), np.sin(yaw))
+    rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
+    ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
+    rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
+    return rz @ ry @ rx
+
+
+@dataclass(frozen=True)
+class CameraModel:
+    K: np.ndarray                   # 3x3 intrinsics
+    width: int
+    height: int
+    D: np.ndarray | None            # plumb_bob / rational distortion; None when rectified
+    R_ground_optical: np.ndarray    # optical -> ground rotation
+    t_ground_optical: np.ndarray    # camera centre in the ground frame
+
+    @classmethod
+    def from_pose(cls, K, width: int, height: int, pose, D=None) -> "CameraModel":
+        """``pose`` = (x, y, z, roll, pitch, yaw) of the camera body frame in the ground frame."""
+        x, y, z, roll, pitch, yaw = (float(v) for v in pose)
+        R = rotation_rpy(roll, pitch, yaw) @ BODY_FROM_OPTICAL
+        return cls.from_transform(K, width, height, R, np.array([x, y, z]), D)
+
+    @classmethod
+    def from_transform(cls, K, width: int, height: int, R_ground_optical, t_ground_optical,
+                       D=None) -> "CameraModel":
+        K = np.asarray(K, np.float64).reshape(3, 3)
+        if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+            raise ValueError(f"invalid camera matrix K (need finite values, fx, fy > 0): {K.ravel().tolist()}")
+        if width < 1 or height < 1:
+            raise ValueError(f"invalid image size {width}x{height}")
+        if D is not None:
+            D = np.asarray(D, np.float64).ravel()
+            if not np.all(np.isfinite(D)):
+                raise ValueError(f"invalid distortion coefficients: {D.tolist()}")
+            if not np.any(D):
+                D = None
+        return cls(K, int(width), int(height), D, np.asarray(R_ground_optical, np.float64),
+                   np.asarray(t_ground_optical, np.float64))
+
+    @staticmethod
+    def intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+        return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+    def project(self, points_ground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ground-frame points [N,3] -> pixel coordinates [N,2] and an in-front mask [N]."""
+        p_opt = (points_ground - self.t_ground_optical) @ self.R_ground_optical  # R^T (p - t)
+        in_front = p_opt[:, 2] > 1e-6
+        if self.D is None:
+            z = np.where(in_front, p_opt[:, 2], 1.0)
+            uv = (p_opt[:, :2] / z[:, None]) * self.K[[0, 1], [0, 1]] + self.K[:2, 2]
+        else:
+            uv, _ = cv2.projectPoints(p_opt.reshape(-1, 1, 3), np.zeros(3), np.zeros(3),
+                                      self.K, self.D)
+            uv = uv.reshape(-1, 2)
+        return uv, in_front
+
+    def pixel_rays(self) -> np.ndarray:
+        """Ground-frame unit-less ray directions [H, W, 3] through every pixel centre
+        (undistorted: for rendering a rectified image)."""
+        u, v = np.meshgrid(np.arange(self.width) + 0.0, np.arange(self.height) + 0.0)
+        x = (u - self.K[0, 2]) / self.K[0, 0]
+        y = (v - self.K[1, 2]) / self.K[1, 1]
+        rays_opt = np.stack([x, y, np.ones_like(x)], axis=-1)
+        return rays_opt @ self.R_ground_optical.T

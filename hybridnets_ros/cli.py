@@ -1,0 +1,276 @@
+"""``hybridnets`` command line: everything a user does outside ROS."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .weights import WeightsError, default_weights_path
+
+log = logging.getLogger("hybridnets")
+
+RANDOM_WEIGHTS_WARNING = (
+    "\n"
+    "!!! RANDOM WEIGHTS: the network is randomly initialised, so its boxes and masks are\n"
+    "!!! meaningless. This run only shows the pipeline working end to end. Get the real\n"
+    "!!! checkpoint with `hybridnets download-weights` or pass --weights PATH.\n")
+
+
+class CliError(Exception):
+    """A problem with the command line or set-up; printed without a trace, exit code 2."""
+
+
+def resolve_weights(weights: str | None, random_weights: bool) -> Path | None:
+    """The checkpoint to use: --weights, else the downloaded one; None means random."""
+    if weights:
+        return Path(weights)
+    cached = default_weights_path()
+    if cached.is_file():
+        log.info("using downloaded weights %s", cached)
+        return cached
+    if random_weights:
+        print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
+        return None
+    raise CliError(f"no weights: pass --weights PATH, run `hybridnets download-weights` (saves to "
+                   f"{cached}), or add --random-weights to check the pipeline with meaningless outputs")
+
+
+def build_pipeline(args, weights: Path | None):
+    from .backends import BackendUnavailable, create_backend
+    from .pipeline import Pipeline
+    from .weights import build_model
+
+    try:
+        model = build_model(weights, random_weights=weights is None)
+        backend = create_backend("torch", model, device=args.device)
+        return Pipeline(backend, args.size, args.conf, args.iou)
+    except (WeightsError, BackendUnavailable, ValueError) as exc:
+        raise CliError(str(exc)) from None
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", metavar="PATH",
+                   help=f"HybridNets checkpoint (default: {default_weights_path()} if downloaded)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="run with random weights when no checkpoint is found (meaningless outputs)")
+    p.add_argument("--size", type=int, default=640, help="letterbox target size (default 640)")
+    p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
+    p.add_argument("--iou", type=float, default=0.3, help="NMS IoU threshold (default 0.3)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hybridnets", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"hybridnets_ros {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("infer", help="detect and segment images, folders and videos",
+                       description="Write an annotated overlay per image (and an annotated video "
+                                   "per video) to the output folder.")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="image files, folders or videos")
+    _add_model_options(p)
+    p.add_argument("--output", default="out/infer", help="output folder (default out/infer)")
+    p.add_argument("--save-npz", action="store_true",
+                   help="also write <stem>.npz with det_boxes_xyxy, det_scores, det_classes, seg_mask")
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("download-weights", help="download the released checkpoint into the cache")
+    p.add_argument("--dest", help=f"where to save it (default {default_weights_path()})")
+    p.add_argument("--url", help="download from another address")
+    p.add_argument("--force", action="store_true", help="download again even if present")
+    p.set_defaults(func=cmd_download_weights)
+
+    p = sub.add_parser("demo", help="run the pipeline on the built-in synthetic road sequence",
+                       description="Uses the downloaded weights; tries to download them if "
+                                   "missing and falls back to random weights when offline.")
+    p.add_argument("--output", default="out/demo", help="output folder (default out/demo)")
+    p.add_argument("--frames", type=int, default=6, help="number of frames (default 6)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.set_defaults(func=cmd_demo, size=640, conf=0.25, iou=0.3)
+    return parser
+
+
+class _Outputs:
+    """Output file names: <stem>.<ext>, with a numeric suffix if a stem repeats."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.used: set[str] = set()
+
+    def stem(self, wanted: str) -> str:
+        stem, n = wanted, 2
+        while stem in self.used:
+            stem, n = f"{wanted}_{n}", n + 1
+        self.used.add(stem)
+        return stem
+
+
+def save_npz(path: Path, result) -> None:
+    d = result.detections
+    np.savez_compressed(path, det_boxes_xyxy=d.boxes.astype(np.float32),
+                        det_scores=d.scores.astype(np.float32),
+                        det_classes=d.classes.astype(np.int64), seg_mask=result.seg_mask)
+
+
+class _Stats:
+    def __init__(self):
+        self.frames = 0
+        self.timings: dict[str, list[float]] = {}
+
+    def add(self, result) -> None:
+        self.frames += 1
+        for stage, ms in result.timings_ms.items():
+            self.timings.setdefault(stage, []).append(ms)
+
+    def summary(self) -> str:
+        if not self.frames:
+            return "0 frames"
+        means = {k: float(np.mean(v)) for k, v in self.timings.items()}
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in means.items())
+        return f"{self.frames} frames, mean {sum(means.values()):.1f} ms/frame ({stages} ms)"
+
+
+def process_sources(pipeline, sources, output: Path, save: bool) -> tuple[_Stats, list[str]]:
+    """Run every source; returns the timing stats and one message per failed input."""
+    import cv2
+    from tqdm import tqdm
+
+    from .sources import InputError, VideoReader, count_frames, read_image
+    from .visualize import draw_overlay
+
+    names = _Outputs(output)
+    stats, failures = _Stats(), []
+    total = sum(count_frames(s) for s in sources)
+    names_of = pipeline.spec.class_names
+    with tqdm(total=total, unit="frame", disable=total <= 1, file=sys.stderr) as bar:
+        for source in sources:
+            try:
+                if source.kind == "image":
+                    image = read_image(source.path)
+                    result = pipeline(image)
+                    stem = names.stem(source.path.stem)
+                    cv2.imwrite(str(output / f"{stem}.jpg"),
+                                draw_overlay(image, result.seg_mask, result.detections, names_of))
+                    if save:
+                        save_npz(output / f"{stem}.npz", result)
+                    stats.add(result)
+                    bar.update(1)
+                    continue
+                reader = VideoReader(source.path)
+                stem = names.stem(source.path.stem)
+                writer = None
+                for index, frame in enumerate(reader):
+                    result = pipeline(frame)
+                    overlay = draw_overlay(frame, result.seg_mask, result.detections, names_of)
+                    if writer is None:
+                        writer = cv2.VideoWriter(str(output / f"{stem}.mp4"),
+                                                 cv2.VideoWriter_fourcc(*"mp4v"), reader.fps,
+                                                 (frame.shape[1], frame.shape[0]))
+                    writer.write(overlay)
+                    if save:
+                        save_npz(output / f"{stem}_{index:06d}.npz", result)
+                    stats.add(result)
+                    bar.update(1)
+                if writer is None:
+                    raise InputError(f"{source.path}: video has no readable frames")
+                writer.release()
+            except InputError as exc:
+                failures.append(str(exc))
+                tqdm.write(f"skipped {exc}", file=sys.stderr)
+    return stats, failures
+
+
+def cmd_infer(args) -> int:
+    from .sources import expand_sources
+
+    sources, failures = expand_sources(args.sources)
+    for message in failures:
+        print(f"skipped {message}", file=sys.stderr)
+    pipeline = build_pipeline(args, resolve_weights(args.weights, args.random_weights))
+    log.info("backend: %s", pipeline.backend.describe())
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    stats, failed = process_sources(pipeline, sources, output, args.save_npz)
+    failures += failed
+    print(f"hybridnets infer: {stats.summary()}; {len(failures)} input(s) failed; "
+          f"outputs in {output}")
+    return 1 if failures or not stats.frames else 0
+
+
+def cmd_download_weights(args) -> int:
+    from .weights import RELEASE_URL, download_weights
+
+    dest = Path(args.dest) if args.dest else default_weights_path()
+    if dest.is_file() and not args.force:
+        print(f"{dest} already exists (use --force to download again)")
+        return 0
+    try:
+        path = download_weights(dest, url=args.url or RELEASE_URL)
+    except WeightsError as exc:
+        raise CliError(str(exc)) from None
+    print(f"saved {path}")
+    return 0
+
+
+def demo_weights() -> Path | None:
+    """Downloaded weights, else try to download them; None (random) when that fails."""
+    from .weights import download_weights
+
+    path = default_weights_path()
+    if path.is_file():
+        return path
+    log.info("no weights at %s: trying to download them", path)
+    try:
+        return download_weights(path, timeout=15.0)
+    except WeightsError as exc:
+        log.warning("%s", exc)
+        print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
+        return None
+
+
+def cmd_demo(args) -> int:
+    import cv2
+
+    from .synthetic import SyntheticRoad, default_camera
+
+    pipeline = build_pipeline(args, demo_weights())
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    scene = SyntheticRoad(default_camera())
+    frames = output / "input"
+    frames.mkdir(exist_ok=True)
+    for i in range(args.frames):
+        cv2.imwrite(str(frames / f"frame_{i:03d}.png"), scene.render(i / 10.0)[0])
+    stats, failures = process_sources(pipeline, _image_sources(frames), output, save=True)
+    print(f"hybridnets demo: {stats.summary()} on {pipeline.backend.describe()}; "
+          f"overlays and .npz results in {output}")
+    return 1 if failures else 0
+
+
+def _image_sources(folder: Path):
+    from .sources import expand_sources
+    return expand_sources([str(folder)])[0]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"hybridnets {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""One frame's path: BGR image -> pre-processing -> backend -> post-processing -> Result.
+
+The pipeline knows nothing about ROS; the node, the CLI and the replay tool each hold one.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .anchors import generate_anchors
+from .backends import Backend, RawOutputs
+from .postprocess import Detections, as_tensor, class_map, detect
+from .preprocess import Letterbox, Preprocessor
+from .spec import BDD100K, ModelSpec
+
+
+@dataclass
+class Result:
+    detections: Detections
+    seg_mask: np.ndarray          # uint8 [h0, w0]: 0 background, 1 road, 2 lane
+    letterbox: Letterbox
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def check_threshold(name: str, value: float) -> float:
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be within [0, 1], got {value}")
+    return value
+
+
+class Pipeline:
+    def __init__(self, backend: Backend, input_size: int = 640, conf_threshold: float = 0.25,
+                 iou_threshold: float = 0.3, spec: ModelSpec = BDD100K):
+        self.backend = backend
+        self.spec = spec
+        self.preprocessor = Preprocessor(input_size, spec)
+        self.conf_threshold = check_threshold("conf_threshold", conf_threshold)
+        self.iou_threshold = check_threshold("iou_threshold", iou_threshold)
+        self._anchors: dict[tuple, torch.Tensor] = {}
+
+    @property
+    def input_size(self) -> int:
+        return self.preprocessor.target_size
+
+    def infer_raw(self, bgr: np.ndarray) -> tuple[RawOutputs, Letterbox]:
+        """Network outputs for one image and its letterbox (no post-processing)."""
+        tensor, letterbox = self.preprocessor(bgr)
+        return self.backend.infer(tensor), letterbox
+
+    def __call__(self, bgr: np.ndarray) -> Result:
+        t0 = time.perf_counter()
+        tensor, letterbox = self.preprocessor(bgr)
+        t1 = time.perf_counter()
+        raw = self.backend.infer(tensor)
+        t2 = time.perf_counter()
+        result = self.postprocess(raw, letterbox)
+        t3 = time.perf_counter()
+        result.timings_ms = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3,
+                             "postprocess": (t3 - t2) * 1e3}
+        return result
+
+    def postprocess(self, raw: RawOutputs, letterbox: Letterbox) -> Result:
+        regression = as_tensor(raw.regression)[0]
+        key = (letterbox.input_hw, regression.device)
+        if key not in self._anchors:
+            self._anchors[key] = torch.from_numpy(
+                generate_anchors(letterbox.input_hw, self.spec).copy()).to(regression.device)
+        detections = detect(regression, raw.classification[0], self._anchors[key], letterbox,
+                            self.conf_threshold, self.iou_threshold)
+        return Result(detections, class_map(raw.segmentation[0], letterbox), letterbox)

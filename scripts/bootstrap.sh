@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Creates/updates the project's virtual environment at .venv (idempotent; a no-op taking
+# well under a second when nothing changed).
+#   scripts/bootstrap.sh          run-time dependencies
+#   scripts/bootstrap.sh --test   plus the test dependencies
+# Environment: PYTHON (default python3) creates the venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=.venv
+PY=${PYTHON:-python3}
+WITH_TEST=0
+[[ "${1:-}" == "--test" ]] && WITH_TEST=1
+
+say() { echo "[bootstrap] $*"; }
+
+inputs=(requirements.txt setup.py setup.cfg scripts/bootstrap.sh)
+[[ $WITH_TEST == 1 ]] && inputs+=(requirements-test.txt)
+stamp="$VENV/.bootstrap-$WITH_TEST"
+digest=$(cat "${inputs[@]}" | sha256sum | cut -d' ' -f1)
+if [[ -x $VENV/bin/python && -f $stamp && "$(cat "$stamp")" == "$digest" ]]; then
+    exit 0
+fi
+
+if [[ ! -x $VENV/bin/python ]]; then
+    if "$PY" -c "import torch" >/dev/null 2>&1; then
+        # Keep the torch that is already installed (e.g. a Jetson's CUDA build).
+        say "$PY already has torch $("$PY" -c 'import torch; print(torch.__version__)'): creating $VENV with system site packages"
+        "$PY" -m venv --system-site-packages "$VENV"
+    else
+        say "creating $VENV with $("$PY" --version)"
+        "$PY" -m venv "$VENV"
+    fi
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+
+if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
+    say "installing torch==2.13.0"
+    # A local wheel (find-links) first; without one, a CPU-only machine gets PyTorch's CPU
+    # build rather than the default PyPI wheel with gigabytes of CUDA libraries.
+    if "${PIP[@]}" install -q --no-index --no-deps torch==2.13.0 2>/dev/null; then
+        "${PIP[@]}" install -q torch==2.13.0  # its dependencies, from the package index
+    else
+        if command -v nvidia-smi >/dev/null 2>&1 || [[ -e /dev/nvidia0 ]]; then
+            "${PIP[@]}" install -q torch==2.13.0
+        else
+            "${PIP[@]}" install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+        fi
+    fi
+fi
+
+say "installing Python dependencies"
+reqs=(-r requirements.txt)
+[[ $WITH_TEST == 1 ]] && reqs+=(-r requirements-test.txt)
+"${PIP[@]}" install -q "${reqs[@]}"
+"${PIP[@]}" install -q --no-deps -e .
+
+echo "$digest" > "$stamp"
+say "ready: $VENV ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

@@ -1,0 +1,33 @@
+"""ament_python package; also a plain pip-installable Python package."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "hybridnets_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*")),
+    ],
+    # Run-time dependencies come from rosdep (package.xml) in a ROS workspace and from
+    # requirements.txt in the project's venv; listing them here would make colcon's
+    # console scripts reject the distro's python3-opencv and python3-torch.
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="hybridnets_ros maintainers",
+    maintainer_email="maintainers@hybridnets-ros.dev",
+    description="HybridNets detection, drivable-area and lane segmentation for ROS 2",
+    license="MIT",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "hybridnets = hybridnets_ros.cli:main",
+        ],
+    },
+)

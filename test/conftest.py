@@ -1,0 +1,88 @@
+"""Shared fixtures. Reference data lives in ../shared beside the repository (also in CI)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("HYBRIDNETS_SHARED", REPO.parent / "shared"))
+GOLDEN = SHARED / "golden"
+DEMO_IMAGES = SHARED / "data" / "demo_images"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        message = f"reference data not found: {path} (set HYBRIDNETS_SHARED)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def golden_weights() -> Path:
+    return _need(GOLDEN / "hybridnets_random_seed0.pth")
+
+
+@pytest.fixture(scope="session")
+def golden_case() -> dict[str, np.ndarray]:
+    with np.load(_need(GOLDEN / "case_shared.npz")) as data:
+        return {k: data[k] for k in data.files}
+
+
+@pytest.fixture(scope="session")
+def demo_images() -> list[Path]:
+    return sorted(_need(DEMO_IMAGES).glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def golden_model(golden_weights):
+    from hybridnets_ros.weights import build_model
+    return build_model(golden_weights)
+
+
+@pytest.fixture(scope="session")
+def golden_pipeline(golden_model):
+    from hybridnets_ros.backends import create_backend
+    from hybridnets_ros.pipeline import Pipeline
+    return Pipeline(create_backend("torch", golden_model))
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch) -> Path:
+    """An empty weights cache, so no downloaded checkpoint leaks into a test."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HYBRIDNETS_CACHE", str(cache))
+    return cache
+
+
+def rel_l2(actual, expected) -> float:
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
+
+
+def match_detections(boxes, scores, classes, ref_boxes, ref_scores, ref_classes,
+                     iou_min: float = 0.99, score_tol: float = 1e-4) -> None:
+    """Every reference box matched one-to-one by a same-class box at IoU >= iou_min with a
+    score within score_tol, and no extra boxes."""
+    assert len(boxes) == len(ref_boxes), f"{len(boxes)} detections, reference has {len(ref_boxes)}"
+    if not len(ref_boxes):
+        return
+    from hybridnets_ros.nms import box_iou
+    iou = box_iou(torch.as_tensor(ref_boxes, dtype=torch.float64),
+                  torch.as_tensor(boxes, dtype=torch.float64)).numpy()
+    iou[np.asarray(ref_classes)[:, None] != np.asarray(classes)[None, :]] = 0
+    used = set()
+    for i in np.argsort(-np.asarray(ref_scores)):
+        candidates = [j for j in np.argsort(-iou[i]) if j not in used and iou[i, j] >= iou_min
+                      and abs(scores[j] - ref_scores[i]) <= score_tol]
+        assert candidates, (f"reference box {i} {ref_boxes[i]} (score {ref_scores[i]:.5f}) has no "
+                            f"match; best IoU {iou[i].max():.4f}")
+        used.add(candidates[0])

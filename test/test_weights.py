@@ -1,0 +1,82 @@
+"""Checkpoint errors are explained, downloads are verified and atomic."""
+import pytest
+import torch
+
+from hybridnets_ros.model import HybridNets
+from hybridnets_ros.weights import (WeightsError, build_model, download_weights, load_into,
+                                    read_state_dict)
+
+
+@pytest.fixture(scope="module")
+def golden_state(golden_weights):
+    return read_state_dict(golden_weights)
+
+
+def test_missing_empty_truncated_and_foreign_files(tmp_path, golden_weights):
+    with pytest.raises(WeightsError, match="not found"):
+        read_state_dict(tmp_path / "nope.pth")
+    with pytest.raises(WeightsError, match="not a file"):
+        read_state_dict(tmp_path)
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(WeightsError, match=r"empty \(0 bytes\)"):
+        read_state_dict(tmp_path / "empty.pth")
+    data = golden_weights.read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="cannot read .*cut.pth as a PyTorch checkpoint"):
+        read_state_dict(tmp_path / "cut.pth")
+    (tmp_path / "text.pth").write_text('{"not": "weights"}')
+    with pytest.raises(WeightsError, match="cannot read"):
+        read_state_dict(tmp_path / "text.pth")
+    torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "meta.pth")
+    with pytest.raises(WeightsError, match="not a state_dict of tensors"):
+        read_state_dict(tmp_path / "meta.pth")
+
+
+def test_key_mismatches_are_listed(golden_state):
+    state = dict(golden_state)
+    del state["encoder._conv_stem.weight"]
+    state["extra.weight"] = torch.zeros(1)
+    state["classifier.header.pointwise_conv.conv.bias"] = torch.zeros(90)  # a 10-class head
+    with pytest.raises(WeightsError) as info:
+        load_into(HybridNets(), state, "other.pth")
+    message = str(info.value)
+    assert "other.pth is not a HybridNets-D3 checkpoint" in message
+    assert "1 missing keys: encoder._conv_stem.weight" in message
+    assert "1 unexpected keys: extra.weight" in message
+    assert "classifier.header.pointwise_conv.conv.bias (90,) (expected (9,))" in message
+
+
+def test_many_missing_keys_are_summarised():
+    with pytest.raises(WeightsError, match=r"1502 missing keys: .*\(1497 more\)"):
+        load_into(HybridNets(), {}, "empty dict")
+
+
+def test_wrapped_state_dict_loads(tmp_path, golden_state):
+    torch.save({"model": golden_state, "epoch": 10}, tmp_path / "ckpt.pth")
+    model = build_model(tmp_path / "ckpt.pth")
+    assert torch.equal(model.state_dict()["segmentation_head.0.bias"],
+                       golden_state["segmentation_head.0.bias"])
+
+
+def test_random_weights_are_deterministic():
+    a, b = build_model(random_weights=True), build_model(random_weights=True)
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+    with pytest.raises(WeightsError, match="no weights"):
+        build_model()
+
+
+def test_download_is_verified_and_atomic(tmp_path, golden_weights):
+    dest = tmp_path / "cache" / "hybridnets.pth"
+    assert download_weights(dest, url=golden_weights.as_uri(), progress=False) == dest
+    assert dest.read_bytes() == golden_weights.read_bytes()
+
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(golden_weights.read_bytes()[:1000])
+    dest2 = tmp_path / "cache2" / "hybridnets.pth"
+    with pytest.raises(WeightsError, match="cannot read"):
+        download_weights(dest2, url=broken.as_uri(), progress=False)
+    assert list(dest2.parent.iterdir()) == []  # nothing partial left behind
+
+    with pytest.raises(WeightsError, match="cannot download"):
+        download_weights(dest2, url=(tmp_path / "absent.pth").as_uri(), progress=False)
+    assert list(dest2.parent.iterdir()) == []

@@ -78,11 +78,21 @@ class CameraModel:
             uv = uv.reshape(-1, 2)
         return uv, in_front
 
-    def pixel_rays(self) -> np.ndarray:
-        """Ground-frame unit-less ray directions [H, W, 3] through every pixel centre
-        (undistorted: for rendering a rectified image)."""
-        u, v = np.meshgrid(np.arange(self.width) + 0.0, np.arange(self.height) + 0.0)
-        x = (u - self.K[0, 2]) / self.K[0, 0]
-        y = (v - self.K[1, 2]) / self.K[1, 1]
+    def pixel_rays(self, uv: np.ndarray | None = None) -> np.ndarray:
+        """Ground-frame ray directions through pixel coordinates ``uv`` [..., 2], by default
+        through every pixel centre as [H, W, 3] (undistorted: a rectified image)."""
+        if uv is None:
+            uv = np.stack(np.meshgrid(np.arange(self.width) + 0.0, np.arange(self.height) + 0.0), -1)
+        x = (uv[..., 0] - self.K[0, 2]) / self.K[0, 0]
+        y = (uv[..., 1] - self.K[1, 2]) / self.K[1, 1]
         rays_opt = np.stack([x, y, np.ones_like(x)], axis=-1)
         return rays_opt @ self.R_ground_optical.T
+
+    def ground_points(self, uv: np.ndarray | None = None) -> np.ndarray:
+        """Where the rays through ``uv`` (default: every pixel) meet the ground plane z = 0;
+        NaN for rays at or above the horizon."""
+        rays = self.pixel_rays(uv)
+        origin = self.t_ground_optical
+        down = rays[..., 2] < -1e-12
+        dist = np.where(down, -origin[2] / np.where(down, rays[..., 2], -1.0), np.nan)
+        return origin + dist[..., None] * rays

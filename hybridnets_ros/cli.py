@@ -86,13 +86,20 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="download again even if present")
     p.set_defaults(func=cmd_download_weights)
 
-    p = sub.add_parser("demo", help="run the pipeline on the built-in synthetic road sequence",
-                       description="Uses the downloaded weights; tries to download them if "
-                                   "missing and falls back to random weights when offline.")
+    p = sub.add_parser(
+        "demo", help="run the ROS 2 graph on the built-in synthetic drive",
+        description="A player publishes frames with their CameraInfo, hybridnets_node (its own "
+                    "process) processes them and a recorder writes overlays, bird's-eye grids "
+                    "and a summary with rates and latencies. Uses the downloaded weights; tries "
+                    "to download them if missing and falls back to random weights when offline.")
     p.add_argument("--output", default="out/demo", help="output folder (default out/demo)")
-    p.add_argument("--frames", type=int, default=6, help="number of frames (default 6)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    p.set_defaults(func=cmd_demo, size=640, conf=0.25, iou=0.3)
+    p.add_argument("--frames", type=int, default=8, help="number of frames (default 8)")
+    p.add_argument("--rate", type=float, default=1.5, help="publish rate in Hz (default 1.5)")
+    p.add_argument("--source", help="a folder of images or a video instead of the synthetic drive")
+    p.add_argument("--camera-info", metavar="YAML",
+                   help="calibration of --source (camera_calibration_parsers YAML); without it "
+                        "no grids are published")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -235,27 +242,66 @@ def demo_weights() -> Path | None:
 
 
 def cmd_demo(args) -> int:
-    import cv2
+    import itertools
 
+    from .ros.camera_info import camera_info_from_model, camera_info_from_yaml
+    from .ros.demo import run_demo
     from .synthetic import SyntheticRoad, default_camera
 
-    pipeline = build_pipeline(args, demo_weights())
+    if args.frames < 1 or args.rate <= 0:
+        raise CliError("--frames must be >= 1 and --rate > 0")
+    frame_id = "camera_optical_frame"
+    if args.source:
+        sources, errors = _sources_or_fail(args.source)
+        frames = itertools.islice(_frames_of(sources), args.frames)
+        try:
+            camera_info = camera_info_from_yaml(args.camera_info, frame_id) if args.camera_info else None
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+    else:
+        scene = SyntheticRoad(default_camera())
+        frames = (scene.render(i / args.rate)[0] for i in range(args.frames))
+        camera_info = camera_info_from_model(scene.camera, frame_id)
+    weights = demo_weights()
     output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    scene = SyntheticRoad(default_camera())
-    frames = output / "input"
-    frames.mkdir(exist_ok=True)
-    for i in range(args.frames):
-        cv2.imwrite(str(frames / f"frame_{i:03d}.png"), scene.render(i / 10.0)[0])
-    stats, failures = process_sources(pipeline, _image_sources(frames), output, save=True)
-    print(f"hybridnets demo: {stats.summary()} on {pipeline.backend.describe()}; "
-          f"overlays and .npz results in {output}")
-    return 1 if failures else 0
+    try:
+        summary = run_demo(frames, camera_info, output, weights, rate_hz=args.rate,
+                           log=lambda text: log.info("%s", text))
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from None
+    latency = summary["end_to_end_latency_ms"]
+    diag = summary["node_diagnostics"]
+    print(f"hybridnets demo: {summary['frames_with_results']}/{summary['frames_published']} frames "
+          f"processed by hybridnets_node ({diag.get('backend', '?')}), end-to-end latency median "
+          f"{latency['median'] or float('nan'):.0f} ms, p95 {latency['p95'] or float('nan'):.0f} ms, "
+          f"dropped {diag.get('frames_dropped', '?')}; {len(summary['files'])} pictures and "
+          f"summary.json in {output}")
+    if summary["random_weights"]:
+        print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
+    return 0 if summary["frames_with_results"] else 1
 
 
-def _image_sources(folder: Path):
+def _sources_or_fail(path: str):
     from .sources import expand_sources
-    return expand_sources([str(folder)])[0]
+
+    sources, errors = expand_sources([path])
+    if errors or not sources:
+        raise CliError("; ".join(errors) or f"{path}: nothing to read")
+    return sources, errors
+
+
+def _frames_of(sources):
+    """BGR frames of image and video sources, skipping unreadable ones with a message."""
+    from .sources import InputError, VideoReader, read_image
+
+    for source in sources:
+        try:
+            if source.kind == "image":
+                yield read_image(source.path)
+            else:
+                yield from VideoReader(source.path)
+        except InputError as exc:
+            print(f"skipped {exc}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -38,16 +38,17 @@ class SyntheticRoad:
     camera: CameraModel
     speed: float = 10.0  # ego speed, m/s, moves the dashes
     seed: int = 0
+    lines: tuple[float, ...] = LANE_LINES_Y  # lateral positions of the lane lines
+    dashed: bool = True                      # inner lines (|y| < 5 m) dashed
+    vehicles: bool = True
 
     def __post_init__(self):
         rays = self.camera.pixel_rays()
-        origin = self.camera.t_ground_optical
-        down = rays[..., 2] < -1e-9
-        dist = np.where(down, -origin[2] / np.where(down, rays[..., 2], -1.0), 0.0)
-        self._ground = down & (dist < 500.0)
-        dist = np.where(self._ground, dist, 0.0)
-        self._gx = origin[0] + dist * rays[..., 0]
-        self._gy = origin[1] + dist * rays[..., 1]
+        points = self.camera.ground_points()
+        self._ground = np.isfinite(points[..., 0]) & (
+            np.linalg.norm(points - self.camera.t_ground_optical, axis=-1) < 500.0)
+        self._gx = np.where(self._ground, points[..., 0], 0.0)
+        self._gy = np.where(self._ground, points[..., 1], 0.0)
         rng = np.random.default_rng(self.seed)
         h, w = self._ground.shape
         self._noise = rng.normal(0, 6, (h, w, 1)).astype(np.float32)
@@ -62,9 +63,9 @@ class SyntheticRoad:
         ground = self._ground
         on_road = ground & (np.abs(gy) <= ROAD_HALF_WIDTH)
         lane = np.zeros_like(ground)
-        for y in LANE_LINES_Y:
+        for y in self.lines:
             line = ground & (np.abs(gy - y) <= LINE_WIDTH / 2)
-            if abs(y) < 5:  # inner lines are dashed
+            if self.dashed and abs(y) < 5:
                 line &= np.mod(gx, DASH + GAP) < DASH
             lane |= line
         classes = np.where(lane, 2, np.where(on_road, 1, 0)).astype(np.uint8)
@@ -72,7 +73,8 @@ class SyntheticRoad:
         image = np.where(on_road[..., None], np.array([95, 95, 95], np.float32), image)
         image = np.where(lane[..., None], np.array([235, 235, 235], np.float32), image)
         image = np.clip(image + self._noise, 0, 255).astype(np.uint8)
-        self._draw_vehicles(image, classes, t)
+        if self.vehicles:
+            self._draw_vehicles(image, classes, t)
         return image, classes
 
     def _draw_vehicles(self, image: np.ndarray, classes: np.ndarray, t: float) -> None:

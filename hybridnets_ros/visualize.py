@@ -26,3 +26,20 @@ def draw_overlay(bgr: np.ndarray, seg_mask: np.ndarray, detections: Detections,
         cv2.putText(out, f"{name} {score:.2f}", (x1, max(y1 - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX,
                     scale * 0.6, BOX_COLOR, thickness, cv2.LINE_AA)
     return out
+
+
+# BGR per occupancy value of the drivable grid: unseen, drivable, not drivable.
+_BEV_UNSEEN, _BEV_FREE, _BEV_BLOCKED, _BEV_LANE = (40, 40, 40), (150, 150, 150), (60, 110, 60), (0, 215, 255)
+
+
+def bev_image(drivable: np.ndarray, lane: np.ndarray, scale: int = 2) -> np.ndarray:
+    """Top-down picture of both grids: forward is up, left is left; lane cells on top."""
+    img = np.empty((*drivable.shape, 3), np.uint8)
+    img[:] = _BEV_UNSEEN
+    img[drivable == 0] = _BEV_FREE
+    img[drivable == 100] = _BEV_BLOCKED
+    img[lane == 100] = _BEV_LANE
+    # grid rows are y (left positive, increasing), columns are x (forward): rotate so that
+    # x points up and +y points left.
+    img = np.ascontiguousarray(np.flip(img.transpose(1, 0, 2), axis=(0, 1)))
+    return cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST) if scale != 1 else img

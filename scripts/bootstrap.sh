@@ -13,7 +13,8 @@ WITH_TEST=0
 
 say() { echo "[bootstrap] $*"; }
 
-inputs=(requirements.txt setup.py setup.cfg scripts/bootstrap.sh)
+inputs=(requirements.txt setup.py setup.cfg scripts/bootstrap.sh scripts/build_ros_interfaces.sh
+        $(find msg cmake -type f | LC_ALL=C sort))
 [[ $WITH_TEST == 1 ]] && inputs+=(requirements-test.txt)
 stamp="$VENV/.bootstrap-$WITH_TEST"
 digest=$(cat "${inputs[@]}" | sha256sum | cut -d' ' -f1)
@@ -53,6 +54,10 @@ reqs=(-r requirements.txt)
 [[ $WITH_TEST == 1 ]] && reqs+=(-r requirements-test.txt)
 "${PIP[@]}" install -q "${reqs[@]}"
 "${PIP[@]}" install -q --no-deps -e .
+
+# ROS 2 Kilted wheels (rclpy over Fast DDS, message packages) and vision_msgs built from
+# msg/ (not on the package index); a no-op when already done.
+bash scripts/build_ros_interfaces.sh "$VENV"
 
 echo "$digest" > "$stamp"
 say "ready: $VENV ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

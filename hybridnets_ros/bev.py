@@ -1,0 +1,113 @@
+"""Bird's-eye-view occupancy grids by inverse perspective mapping onto the ground plane.
+
+For a camera model and a grid, every cell centre (on z = 0 of the ground frame) is
+projected into the image once; a frame then costs one gather from the class map plus a
+table lookup. Cells that fall outside the image or behind the camera are unseen (-1).
+
+Values follow nav_msgs/OccupancyGrid: drivable grid 0 = drivable (road or lane marking,
+which is painted on the road), 100 = not drivable; lane grid 100 = lane line, 0 = none.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .camera import CameraModel
+from .spec import SEG_BACKGROUND, SEG_LANE, SEG_ROAD
+
+UNSEEN = -1
+FREE, OCCUPIED = 0, 100
+_UNSEEN_CODE = 3  # class code of unseen cells before the value lookup
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A grid in the ground frame: x forward over [x_min, x_max), y left over [y_min, y_max)."""
+
+    resolution: float = 0.10
+    x_min: float = 0.0
+    x_max: float = 40.0
+    y_min: float = -10.0
+    y_max: float = 10.0
+
+    def __post_init__(self):
+        if not (np.isfinite(self.resolution) and self.resolution > 0):
+            raise ValueError(f"grid resolution must be > 0, got {self.resolution}")
+        if not (self.x_max > self.x_min and self.y_max > self.y_min):
+            raise ValueError(f"empty grid range x [{self.x_min}, {self.x_max}), "
+                             f"y [{self.y_min}, {self.y_max})")
+        if self.width * self.height > 25_000_000:
+            raise ValueError(f"grid of {self.width}x{self.height} cells is too large")
+
+    @property
+    def width(self) -> int:   # cells along x (columns)
+        return int(round((self.x_max - self.x_min) / self.resolution))
+
+    @property
+    def height(self) -> int:  # cells along y (rows)
+        return int(round((self.y_max - self.y_min) / self.resolution))
+
+    def cell_centres(self) -> np.ndarray:
+        """[height, width, 3] ground-frame centres; row i is y, column j is x (row-major
+        from the origin corner, as OccupancyGrid data)."""
+        xs = self.x_min + (np.arange(self.width) + 0.5) * self.resolution
+        ys = self.y_min + (np.arange(self.height) + 0.5) * self.resolution
+        gx, gy = np.meshgrid(xs, ys)
+        return np.stack([gx, gy, np.zeros_like(gx)], axis=-1)
+
+
+# class code (background, road, lane, unseen) -> occupancy value
+_DRIVABLE_VALUES = np.zeros(4, np.int8)
+_DRIVABLE_VALUES[[SEG_BACKGROUND, SEG_ROAD, SEG_LANE, _UNSEEN_CODE]] = [OCCUPIED, FREE, FREE, UNSEEN]
+_LANE_VALUES = np.zeros(4, np.int8)
+_LANE_VALUES[[SEG_BACKGROUND, SEG_ROAD, SEG_LANE, _UNSEEN_CODE]] = [FREE, FREE, OCCUPIED, UNSEEN]
+
+
+class BevProjector:
+    """Class map [H, W] (0 background, 1 road, 2 lane) -> drivable and lane grids."""
+
+    def __init__(self, camera: CameraModel, grid: GridSpec):
+        self.camera = camera
+        self.grid = grid
+        centres = grid.cell_centres().reshape(-1, 3)
+        uv, in_front = camera.project(centres)
+        col = np.floor(uv[:, 0]).astype(np.int64)
+        row = np.floor(uv[:, 1]).astype(np.int64)
+        seen = in_front & (col >= 0) & (col < camera.width) & (row >= 0) & (row < camera.height)
+        self._index = np.where(seen, row * camera.width + col, 0)
+        self._unseen = np.flatnonzero(~seen)
+        self.seen_fraction = float(seen.mean())
+        shape = (grid.height, grid.width)
+        self._codes = np.empty(shape, np.uint8)
+        self.drivable = np.empty(shape, np.int8)
+        self.lane = np.empty(shape, np.int8)
+
+    def project(self, class_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fills and returns (drivable, lane) int8 grids; reused by the next call."""
+        if class_map.shape != (self.camera.height, self.camera.width):
+            raise ValueError(f"class map {class_map.shape[1]}x{class_map.shape[0]} does not match "
+                             f"the camera's {self.camera.width}x{self.camera.height}")
+        codes = self._codes.reshape(-1)
+        np.take(np.ascontiguousarray(class_map).reshape(-1), self._index, out=codes)
+        codes[self._unseen] = _UNSEEN_CODE
+        np.take(_DRIVABLE_VALUES, self._codes, out=self.drivable)
+        np.take(_LANE_VALUES, self._codes, out=self.lane)
+        return self.drivable, self.lane
+
+    def cell_points(self, cells: np.ndarray) -> np.ndarray:
+        """Ground-frame centres [N, 3] float32 of the cells where ``cells`` is true."""
+        rows, cols = np.nonzero(cells)
+        g = self.grid
+        pts = np.zeros((len(rows), 3), np.float32)
+        pts[:, 0] = g.x_min + (cols + 0.5) * g.resolution
+        pts[:, 1] = g.y_min + (rows + 0.5) * g.resolution
+        return pts
+
+
+def drivable_boundary(drivable: np.ndarray) -> np.ndarray:
+    """Non-drivable cells that touch a drivable one (8-neighbourhood), as a bool grid."""
+    free = (drivable == FREE).view(np.uint8)
+    near_free = cv2.dilate(free, np.ones((3, 3), np.uint8)).view(bool)
+    return (drivable == OCCUPIED) & near_free

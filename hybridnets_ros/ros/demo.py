@@ -1,0 +1,109 @@
+"""The main job: player -> hybridnets_node (its own process) -> recorder, over DDS.
+
+Publishes a frame sequence with its CameraInfo, lets the real node process it, records
+overlays, grid pictures and a summary with rates and latencies, then stops everything.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ..resources import share_file
+
+# Fast DDS' default transports lose most large best-effort images between processes;
+# every participant of the graph must use the same setting (see README).
+DDS_ENV = {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+
+
+def node_command(weights: Path | None, extra: list[str] = ()) -> list[str]:
+    args = [sys.executable, "-m", "hybridnets_ros.ros.node", "--ros-args",
+            "--params-file", str(share_file("config/hybridnets.yaml"))]
+    if weights is None:
+        args += ["-p", "allow_random_weights:=true"]
+    else:
+        args += ["-p", f"weights:={weights}"]
+    return args + list(extra)
+
+
+def run_demo(frames: Iterator[np.ndarray], camera_info, output: Path, weights: Path | None,
+             rate_hz: float = 2.0, startup_timeout: float = 120.0, log=print) -> dict:
+    """Runs the graph; returns the summary (also written to output/summary.json)."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from .player import FramePlayer, paced
+    from .recorder import OutputRecorder
+
+    for key, value in DDS_ENV.items():
+        os.environ.setdefault(key, value)
+    output.mkdir(parents=True, exist_ok=True)
+    node = subprocess.Popen(node_command(weights), env=os.environ.copy())
+    rclpy.init()
+    player = FramePlayer(camera_info=camera_info)
+    recorder = OutputRecorder(output)
+    executor = SingleThreadedExecutor()
+    executor.add_node(player)
+    executor.add_node(recorder)
+
+    def spin_for(seconds: float, until=lambda: False) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if until():
+                return True
+            if node.poll() is not None:
+                raise RuntimeError(f"hybridnets_node exited with code {node.returncode}")
+            executor.spin_once(timeout_sec=0.02)
+        return until()
+
+    try:
+        log("waiting for hybridnets_node to load the model and subscribe ...")
+        if not spin_for(startup_timeout, lambda: player.image_pub.get_subscription_count() > 0
+                        and recorder.count_publishers("detections") > 0):
+            raise RuntimeError(f"hybridnets_node did not come up within {startup_timeout:.0f} s")
+        spin_for(0.5)  # let the node's publishers match the recorder's subscriptions
+        for index, frame in paced(frames, rate_hz):
+            player.publish(index, frame)
+            spin_for(0.0)
+        last = player.published[-1].stamp_ns if player.published else None
+        log(f"published {len(player.published)} frames; waiting for the last results ...")
+        spin_for(30.0, lambda: last is None or last in recorder.arrival)
+        spin_for(1.5)  # one more /diagnostics period
+    finally:
+        node.send_signal(signal.SIGINT)
+        try:
+            node.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            node.wait()
+        executor.shutdown()
+        rclpy.try_shutdown()
+
+    files = []
+    for frame in player.published:
+        files += recorder.write(frame.stamp_ns, frame.index)
+    latencies = [(recorder.arrival[f.stamp_ns] - f.wall_time) * 1e3
+                 for f in player.published if f.stamp_ns in recorder.arrival]
+    diag = {}
+    if recorder.diagnostics is not None:
+        diag = {kv.key: kv.value for kv in recorder.diagnostics.status[0].values}
+    summary = {
+        "frames_published": len(player.published),
+        "frames_with_results": len(latencies),
+        "publish_rate_hz": rate_hz,
+        "end_to_end_latency_ms": {"median": float(np.median(latencies)) if latencies else None,
+                                  "p95": float(np.percentile(latencies, 95)) if latencies else None},
+        "node_diagnostics": diag,
+        "node_exit_code": node.returncode,
+        "random_weights": weights is None,
+        "files": files,
+    }
+    (output / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

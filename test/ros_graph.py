@@ -1,0 +1,170 @@
+"""Test harness for the real ROS graph: a hybridnets_node process and a probe node.
+
+Every test session uses its own DDS domain and the LARGE_DATA transports (see README),
+so tests neither see nor disturb other ROS traffic on the machine.
+"""
+from __future__ import annotations
+
+import array
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+DOMAIN_ID = 1 + os.getpid() % 100
+os.environ["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
+os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
+os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)  # LOCALHOST would disable LARGE_DATA
+
+import rclpy  # noqa: E402  (after the DDS environment is set)
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from nav_msgs.msg import OccupancyGrid  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
+from vision_msgs.msg import Detection2DArray  # noqa: E402
+
+from hybridnets_ros.ros.node import OUTPUT_QOS  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+OUTPUTS = {"detections": Detection2DArray, "drivable/mask": Image, "lane/mask": Image,
+           "drivable/grid": OccupancyGrid, "lane/grid": OccupancyGrid, "overlay": Image}
+
+
+class NodeProcess:
+    """hybridnets_node in its own process, its log in a file."""
+
+    def __init__(self, log_path: Path, params: dict, namespace: str = ""):
+        args = [sys.executable, "-m", "hybridnets_ros.ros.node", "--ros-args",
+                "--params-file", str(REPO / "config" / "hybridnets.yaml")]
+        if namespace:
+            args += ["-r", f"__ns:=/{namespace.strip('/')}"]
+        for key, value in params.items():
+            args += ["-p", f"{key}:={value}"]
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text()
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def stamp_ns(header) -> int:
+    return header.stamp.sec * 10**9 + header.stamp.nanosec
+
+
+class Probe(Node):
+    """Publishes inputs and keeps every output by input stamp; spins in a background thread."""
+
+    def __init__(self, namespace: str = ""):
+        super().__init__("test_probe", namespace=namespace)
+        self.image_pub = self.create_publisher(Image, "image", qos_profile_sensor_data)
+        self.compressed_pub = self.create_publisher(CompressedImage, "image/compressed",
+                                                    qos_profile_sensor_data)
+        self.info_pub = self.create_publisher(CameraInfo, "camera_info", qos_profile_sensor_data)
+        self.lock = threading.Lock()
+        self.outputs: dict[int, dict[str, object]] = {}
+        self.diagnostics: list[DiagnosticArray] = []
+        for topic, msg_type in OUTPUTS.items():
+            self.create_subscription(msg_type, topic, self._store(topic), OUTPUT_QOS)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        self.executor_ = SingleThreadedExecutor()
+        self.executor_.add_node(self)
+        self._thread = threading.Thread(target=self.executor_.spin, daemon=True)
+        self._thread.start()
+
+    def _store(self, topic):
+        def callback(msg):
+            with self.lock:
+                self.outputs.setdefault(stamp_ns(msg.header), {})[topic] = msg
+        return callback
+
+    def _on_diag(self, msg):
+        with self.lock:
+            self.diagnostics.append(msg)
+
+    def wait_for(self, condition, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            time.sleep(0.02)
+        return condition()
+
+    def wait_ready(self, node: NodeProcess, compressed: bool = False, timeout: float = 90) -> None:
+        pub = self.compressed_pub if compressed else self.image_pub
+        ready = self.wait_for(lambda: not node.alive() or (
+            pub.get_subscription_count() > 0 and self.count_publishers("detections") > 0), timeout)
+        assert ready and node.alive(), f"node did not come up:\n{node.log()}"
+        time.sleep(0.5)  # let its publishers match our subscriptions
+
+    def got(self, stamp: int) -> dict:
+        with self.lock:
+            return dict(self.outputs.get(stamp, {}))
+
+    def latest_diagnostics(self, after: float = 0.0, timeout: float = 5.0) -> dict:
+        """Key/values of a /diagnostics message that arrived after ``after`` (monotonic)."""
+        count = len(self.diagnostics)
+        self.wait_for(lambda: len(self.diagnostics) > count, timeout)
+        with self.lock:
+            status = self.diagnostics[-1].status[0]
+        return {kv.key: kv.value for kv in status.values}
+
+    def close(self):
+        self.executor_.shutdown()
+        self.destroy_node()
+
+
+def image_msg(bgr: np.ndarray, stamp: int, frame_id: str = "camera_optical_frame",
+              encoding: str = "bgr8") -> Image:
+    msg = Image(height=bgr.shape[0], width=bgr.shape[1], encoding=encoding,
+                step=bgr.shape[1] * (bgr.shape[2] if bgr.ndim == 3 else 1))
+    msg.header.frame_id = frame_id
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
+    data = array.array("B")
+    data.frombytes(np.ascontiguousarray(bgr).tobytes())
+    msg.data = data
+    return msg
+
+
+def camera_info_msg(K, width: int, height: int, stamp: int,
+                    frame_id: str = "camera_optical_frame") -> CameraInfo:
+    info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+    info.k = [float(v) for v in np.asarray(K).ravel()]
+    info.d = [0.0] * 5
+    info.header.frame_id = frame_id
+    info.header.stamp.sec, info.header.stamp.nanosec = divmod(stamp, 10**9)
+    return info
+
+
+def init_rclpy():
+    if not rclpy.ok():
+        rclpy.init(domain_id=DOMAIN_ID)

@@ -30,7 +30,7 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray  # noqa: E402
 
-from hybridnets_ros.ros.node import OUTPUT_QOS  # noqa: E402
+from hybridnets_ros.ros.outputs import OUTPUT_QOS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUTS = {"detections": Detection2DArray, "drivable/mask": Image, "lane/mask": Image,
@@ -123,7 +123,10 @@ class Probe(Node):
         pub = self.compressed_pub if compressed else self.image_pub
         ready = self.wait_for(lambda: not node.alive() or (
             pub.get_subscription_count() > 0 and self.count_publishers("detections") > 0), timeout)
-        assert ready and node.alive(), f"node did not come up:\n{node.log()}"
+        assert ready and node.alive(), (
+            f"node did not come up within {timeout} s (alive: {node.alive()}, subscribers: "
+            f"{pub.get_subscription_count()}, detections publishers: "
+            f"{self.count_publishers('detections')}):\n{node.log()}")
         time.sleep(0.5)  # let its publishers match our subscriptions
 
     def got(self, stamp: int) -> dict:
@@ -137,6 +140,24 @@ class Probe(Node):
         with self.lock:
             status = self.diagnostics[-1].status[0]
         return {kv.key: kv.value for kv in status.values}
+
+    def wait_diagnostics(self, condition, timeout: float = 15.0) -> dict:
+        """The first /diagnostics key/values (from now on) for which ``condition`` holds."""
+        seen = len(self.diagnostics)
+        found = {}
+
+        def check():
+            nonlocal seen, found
+            with self.lock:
+                new, seen = self.diagnostics[seen:], len(self.diagnostics)
+            for msg in new:
+                values = {kv.key: kv.value for kv in msg.status[0].values}
+                if condition(values):
+                    found = values
+                    return True
+            return False
+        assert self.wait_for(check, timeout), "no /diagnostics message met the condition"
+        return found
 
     def close(self):
         self.executor_.shutdown()

@@ -7,8 +7,6 @@ unsubscribes and keeps the model; ``autostart`` walks it to active by itself.
 """
 from __future__ import annotations
 
-import math
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -16,49 +14,25 @@ from dataclasses import dataclass
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy,
-                       qos_profile_sensor_data)
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
-from vision_msgs.msg import Detection2DArray
 
-from ..bev import OCCUPIED, BevProjector, GridSpec, drivable_boundary
-from ..camera import CameraModel
 from ..slot import LatestSlot
-from ..spec import SEG_LANE, SEG_ROAD
 from ..stats import NodeStats
-from ..visualize import draw_overlay
-from . import messages, params
+from . import params
 from .conversions import ImageConversionError, compressed_to_bgr, image_to_bgr
-
-OUTPUT_QOS = QoSProfile(reliability=QoSReliabilityPolicy.RELIABLE,
-                        history=QoSHistoryPolicy.KEEP_LAST, depth=2,
-                        durability=QoSDurabilityPolicy.VOLATILE)
+from .outputs import (GRID_OUTPUTS, OUTPUT_QOS, OUTPUTS, GridUnavailable, ProjectorCache,
+                      build_outputs, grid_spec)
 
 
 @dataclass
 class Frame:
     msg: Image | CompressedImage
     received: float  # time.monotonic() at arrival
-
-
-def camera_model_from_info(info: CameraInfo, pose, rectified: bool,
-                           transform=None) -> CameraModel:
-    """CameraModel from a CameraInfo and either a pose [x,y,z,r,p,y] of the camera body
-    frame or a (R_ground_optical, t) transform; raises ValueError on bad calibration."""
-    if rectified and any(info.p):
-        K = np.asarray(info.p, np.float64).reshape(3, 4)[:, :3]
-        D = None
-    else:
-        K = np.asarray(info.k, np.float64)
-        D = np.asarray(info.d, np.float64) if len(info.d) else None
-    if transform is not None:
-        return CameraModel.from_transform(K, info.width, info.height, *transform, D=D)
-    return CameraModel.from_pose(K, info.width, info.height, pose, D=D)
 
 
 class HybridNetsNode(LifecycleNode):
@@ -74,8 +48,7 @@ class HybridNetsNode(LifecycleNode):
         self._inputs = []
         self._pubs: dict[str, object] = {}
         self._camera_info: CameraInfo | None = None
-        self._projector: BevProjector | None = None
-        self._projector_key = None
+        self._projectors = ProjectorCache()
         self._said: set[str] = set()
         self._tf = _TfLookup.create(self)
         self._state = "unconfigured"
@@ -103,16 +76,8 @@ class HybridNetsNode(LifecycleNode):
         except Exception as exc:  # any load/build failure: stay unconfigured, say why
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
-        self._pubs = {
-            "detections": self.create_lifecycle_publisher(Detection2DArray, "detections", OUTPUT_QOS),
-            "drivable_mask": self.create_lifecycle_publisher(Image, "drivable/mask", OUTPUT_QOS),
-            "lane_mask": self.create_lifecycle_publisher(Image, "lane/mask", OUTPUT_QOS),
-            "drivable_grid": self.create_lifecycle_publisher(OccupancyGrid, "drivable/grid", OUTPUT_QOS),
-            "lane_grid": self.create_lifecycle_publisher(OccupancyGrid, "lane/grid", OUTPUT_QOS),
-            "drivable_points": self.create_lifecycle_publisher(PointCloud2, "drivable/points", OUTPUT_QOS),
-            "lane_points": self.create_lifecycle_publisher(PointCloud2, "lane/points", OUTPUT_QOS),
-            "overlay": self.create_lifecycle_publisher(Image, "overlay", OUTPUT_QOS),
-        }
+        self._pubs = {name: self.create_lifecycle_publisher(msg_type, topic, OUTPUT_QOS)
+                      for name, (topic, msg_type) in OUTPUTS.items()}
         self._state = "inactive"
         return super().on_configure(state)
 
@@ -176,7 +141,7 @@ class HybridNetsNode(LifecycleNode):
             self.destroy_lifecycle_publisher(pub)
         self._pubs = {}
         self.pipeline = None
-        self._projector = self._projector_key = None
+        self._projectors = ProjectorCache()
         self._state = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
 
@@ -216,7 +181,7 @@ class HybridNetsNode(LifecycleNode):
         current = {n: self.p(n) for n in ("grid_resolution", "grid_x_range", "grid_y_range")}
         current[name] = value
         try:
-            _grid_spec(current["grid_resolution"], current["grid_x_range"], current["grid_y_range"])
+            grid_spec(current["grid_resolution"], current["grid_x_range"], current["grid_y_range"])
         except ValueError as exc:
             return str(exc)
         return None
@@ -233,12 +198,12 @@ class HybridNetsNode(LifecycleNode):
                 self.stats.errors += 1
                 self.get_logger().error(f"processing failed: {type(exc).__name__}: {exc}")
 
-    def _subscribed(self, name: str) -> bool:
-        return self._pubs[name].get_subscription_count() > 0
-
     def _process(self, frame: Frame) -> None:
         msg = frame.msg
-        if not any(pub.get_subscription_count() for pub in self._pubs.values()):
+        wanted = {name for name, pub in self._pubs.items() if pub.get_subscription_count()}
+        if not self.p("publish_points"):
+            wanted -= {"drivable_points", "lane_points"}
+        if not wanted:
             self.stats.skipped_no_subscribers += 1
             return
         t0 = time.monotonic()
@@ -250,54 +215,18 @@ class HybridNetsNode(LifecycleNode):
         t1 = time.monotonic()
         result = self.pipeline(bgr)
         t2 = time.monotonic()
-        header = msg.header
-        class_names = self.pipeline.spec.class_names
-        pubs = self._pubs
-        pubs["detections"].publish(messages.detection_array(header, result.detections, class_names))
-        if self._subscribed("drivable_mask"):
-            pubs["drivable_mask"].publish(messages.image(header, _mask(result.seg_mask, SEG_ROAD), "mono8"))
-        if self._subscribed("lane_mask"):
-            pubs["lane_mask"].publish(messages.image(header, _mask(result.seg_mask, SEG_LANE), "mono8"))
-        self._publish_grids(header, result.seg_mask)
-        if self._subscribed("overlay"):
-            overlay = draw_overlay(bgr, result.seg_mask, result.detections, class_names)
-            pubs["overlay"].publish(messages.image(header, overlay, "bgr8"))
+        wanted.add("detections")  # published for every processed frame
+        projector = self._projector(msg.header, bgr.shape[:2]) if wanted & GRID_OUTPUTS else None
+        outputs = build_outputs(wanted, msg.header, bgr, result, self.pipeline.spec.class_names,
+                                projector, self.p("ground_frame"))
+        for name, out in outputs.items():
+            self._pubs[name].publish(out)
         t3 = time.monotonic()
         stages = dict(result.timings_ms, conversion=(t1 - t0) * 1e3, publish=(t3 - t2) * 1e3)
         self.stats.frame_processed((t3 - frame.received) * 1e3, stages)
 
-    def _publish_grids(self, header: Header, seg_mask: np.ndarray) -> None:
-        wanted = [n for n in ("drivable_grid", "lane_grid") if self._subscribed(n)]
-        points = self.p("publish_points") and any(
-            self._subscribed(n) for n in ("drivable_points", "lane_points"))
-        if not wanted and not points:
-            return
-        projector = self._current_projector(header, seg_mask.shape)
-        if projector is None:
-            return
-        drivable, lane = projector.project(seg_mask)
-        grid_header = Header(stamp=header.stamp, frame_id=self.p("ground_frame"))
-        if "drivable_grid" in wanted:
-            self._pubs["drivable_grid"].publish(messages.occupancy_grid(grid_header, drivable, projector.grid))
-        if "lane_grid" in wanted:
-            self._pubs["lane_grid"].publish(messages.occupancy_grid(grid_header, lane, projector.grid))
-        if points:
-            self._pubs["drivable_points"].publish(messages.point_cloud(
-                grid_header, projector.cell_points(drivable_boundary(drivable))))
-            self._pubs["lane_points"].publish(messages.point_cloud(
-                grid_header, projector.cell_points(lane == OCCUPIED)))
-
-    def _current_projector(self, header: Header, image_hw) -> BevProjector | None:
-        """The projector for the latest CameraInfo and pose, rebuilt only when they change."""
-        info = self._camera_info
-        if info is None:
-            self.say_once("no_camera_info", "no CameraInfo received on 'camera_info' yet: "
-                          "occupancy grids are not published until one arrives", "info")
-            return None
-        if (info.height, info.width) != tuple(image_hw):
-            self._reject("camera_info size mismatch", f"camera_info is {info.width}x{info.height} "
-                         f"but the image is {image_hw[1]}x{image_hw[0]}: grids skipped")
-            return None
+    def _projector(self, header: Header, image_hw):
+        """The bird's-eye lookup for this frame, or None (said once / counted)."""
         pose = list(self.p("camera_pose") or [])
         transform = None
         if not pose:
@@ -307,22 +236,22 @@ class HybridNetsNode(LifecycleNode):
                               f"'{self.p('ground_frame')}' to '{header.frame_id}' is available: "
                               "grids are not published")
                 return None
-        grid_params = (self.p("grid_resolution"), tuple(self.p("grid_x_range")),
-                       tuple(self.p("grid_y_range")))
-        key = (tuple(info.k), tuple(info.d), tuple(info.p), info.width, info.height,
-               tuple(pose), _transform_key(transform), self.p("rectified"), grid_params)
-        if key != self._projector_key:
-            try:
-                camera = camera_model_from_info(info, pose, self.p("rectified"), transform)
-                grid = _grid_spec(*grid_params)
-            except ValueError as exc:
-                self._reject("invalid camera_info", f"cannot use camera_info: {exc}")
-                return None
-            self._projector = BevProjector(camera, grid)
-            self._projector_key = key
-            self.get_logger().info(f"bird's-eye lookup built: {grid.width}x{grid.height} cells, "
-                                   f"{100 * self._projector.seen_fraction:.0f}% in view")
-        return self._projector
+        grid = (self.p("grid_resolution"), tuple(self.p("grid_x_range")), tuple(self.p("grid_y_range")))
+        try:
+            projector, rebuilt = self._projectors.get(self._camera_info, image_hw, grid,
+                                                      self.p("rectified"), pose, transform)
+        except GridUnavailable as exc:
+            if exc.reason == "no camera_info":
+                self.say_once("no_camera_info", "no CameraInfo received on 'camera_info' yet: "
+                              "occupancy grids are not published until one arrives", "info")
+            else:
+                self._reject(exc.reason, f"{exc}: grids skipped")
+            return None
+        if rebuilt:
+            g = projector.grid
+            self.get_logger().info(f"bird's-eye lookup built: {g.width}x{g.height} cells, "
+                                   f"{100 * projector.seen_fraction:.0f}% in view")
+        return projector
 
     # -------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self) -> None:
@@ -363,22 +292,6 @@ class HybridNetsNode(LifecycleNode):
         if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
             return False
         return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
-
-
-def _mask(seg_mask: np.ndarray, cls: int) -> np.ndarray:
-    return (seg_mask == cls).view(np.uint8) * np.uint8(255)
-
-
-def _grid_spec(resolution: float, x_range, y_range) -> GridSpec:
-    return GridSpec(float(resolution), float(x_range[0]), float(x_range[1]),
-                    float(y_range[0]), float(y_range[1]))
-
-
-def _transform_key(transform):
-    if transform is None:
-        return None
-    R, t = transform
-    return tuple(np.round(np.concatenate([R.ravel(), t]), 6))
 
 
 class _TfLookup:

@@ -14,7 +14,7 @@ from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
 
 from ..visualize import bev_image
-from .node import OUTPUT_QOS
+from .outputs import OUTPUT_QOS
 
 
 def _stamp_ns(header) -> int:

@@ -37,6 +37,7 @@ class NodeStats:
         self.received = RateMeter()
         self.processed = RateMeter()
         self._latencies: collections.deque[float] = collections.deque(maxlen=latency_window)
+        self._ages: collections.deque[float] = collections.deque(maxlen=latency_window)
         self._stages: dict[str, collections.deque[float]] = {}
         self.rejected: collections.Counter[str] = collections.Counter()
         self.skipped_no_subscribers = 0
@@ -46,10 +47,15 @@ class NodeStats:
         with self._lock:
             self.received.tick()
 
-    def frame_processed(self, latency_ms: float, stages_ms: dict[str, float]) -> None:
+    def frame_processed(self, latency_ms: float, stages_ms: dict[str, float],
+                        age_ms: float | None = None) -> None:
+        """``latency_ms``: arrival to outputs published (steady clock); ``age_ms``: outputs
+        published minus the image stamp, on the node's clock (bag time with use_sim_time)."""
         with self._lock:
             self.processed.tick()
             self._latencies.append(latency_ms)
+            if age_ms is not None:
+                self._ages.append(age_ms)
             for name, ms in stages_ms.items():
                 self._stages.setdefault(name, collections.deque(maxlen=self._latencies.maxlen)).append(ms)
 
@@ -71,6 +77,7 @@ class NodeStats:
                 "latency_median_ms": float(np.median(lat)) if lat is not None else float("nan"),
                 "latency_p95_ms": float(np.percentile(lat, 95)) if lat is not None else float("nan"),
                 "stage_median_ms": stages,
+                "input_age_median_ms": float(np.median(self._ages)) if self._ages else float("nan"),
                 "rejected": dict(self.rejected),
                 "skipped_no_subscribers": self.skipped_no_subscribers,
                 "errors": self.errors,

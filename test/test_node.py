@@ -247,3 +247,38 @@ def _compressed(data: bytes, stamp: int) -> CompressedImage:
     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
     msg.data = data
     return msg
+
+
+def test_sim_time_from_a_bag_player(tmp_path, golden_weights):
+    """As under `ros2 bag play --clock`: outputs carry bag time, and so do diagnostics."""
+    from rosgraph_msgs.msg import Clock
+    rg.init_rclpy()
+    node = rg.NodeProcess(tmp_path / "node.log", {"weights": golden_weights,
+                                                  "use_sim_time": "true"}, namespace="sim")
+    probe = rg.Probe(namespace="sim")
+    clock_pub = probe.create_publisher(Clock, "/clock", 10)
+    bag_time = 1_600_000_000 * 10**9  # a recording from 2020
+
+    def tick(ns):
+        msg = Clock()
+        msg.clock.sec, msg.clock.nanosec = divmod(ns, 10**9)
+        clock_pub.publish(msg)
+
+    try:
+        probe.wait_ready(node)
+        frame = np.full((720, 1280, 3), 100, np.uint8)
+        for i in range(2):
+            stamp = bag_time + i * 100_000_000
+            tick(stamp)
+            send(probe, frame, stamp)
+            assert probe.wait_for(lambda: "drivable/grid" in probe.got(stamp), 30), node.log()
+            tick(stamp + 50_000_000)
+        assert rg.stamp_ns(probe.got(stamp)["detections"].header) == stamp
+        with probe.lock:
+            diag_stamp = rg.stamp_ns(probe.diagnostics[-1].header)
+        assert abs(diag_stamp - bag_time) < 60 * 10**9, "diagnostics should be stamped in bag time"
+        age = float(probe.latest_diagnostics()["input_age_median_ms"])
+        assert 0 <= age < 60_000, f"input age {age} ms should be measured in bag time"
+    finally:
+        probe.close()
+        assert node.stop() == 0, node.log()

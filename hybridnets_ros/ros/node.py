@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import rclpy
+from rclpy.clock import Clock, ClockType
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -53,7 +54,10 @@ class HybridNetsNode(LifecycleNode):
         self._tf = _TfLookup.create(self)
         self._state = "unconfigured"
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._diag_timer = self.create_timer(self.p("diagnostics_period"), self._publish_diagnostics)
+        # Steady clock: diagnostics keep coming while a bag player pauses /clock; their stamps
+        # use the node's clock (bag time under use_sim_time).
+        self._diag_timer = self.create_timer(self.p("diagnostics_period"), self._publish_diagnostics,
+                                             clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     # ------------------------------------------------------------------ helpers
     def p(self, name: str):
@@ -223,7 +227,9 @@ class HybridNetsNode(LifecycleNode):
             self._pubs[name].publish(out)
         t3 = time.monotonic()
         stages = dict(result.timings_ms, conversion=(t1 - t0) * 1e3, publish=(t3 - t2) * 1e3)
-        self.stats.frame_processed((t3 - frame.received) * 1e3, stages)
+        stamp = msg.header.stamp
+        age_ms = (self.get_clock().now().nanoseconds - (stamp.sec * 10**9 + stamp.nanosec)) / 1e6
+        self.stats.frame_processed((t3 - frame.received) * 1e3, stages, age_ms)
 
     def _projector(self, header: Header, image_hw):
         """The bird's-eye lookup for this frame, or None (said once / counted)."""
@@ -275,6 +281,7 @@ class HybridNetsNode(LifecycleNode):
             "processed_rate_hz": f"{s['processed_rate_hz']:.2f}",
             "latency_median_ms": f"{s['latency_median_ms']:.1f}",
             "latency_p95_ms": f"{s['latency_p95_ms']:.1f}",
+            "input_age_median_ms": f"{s['input_age_median_ms']:.1f}",
             "skipped_no_subscribers": s["skipped_no_subscribers"],
             "errors": s["errors"],
             "rejected_total": sum(s["rejected"].values()),

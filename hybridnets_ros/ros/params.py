@@ -104,3 +104,28 @@ def validate(name: str, value: Any) -> str | None:
     elif name == "precision" and value not in ("fp32", "fp16", "int8"):
         return f"precision must be fp32, fp16 or int8, got {value!r}"
     return None
+
+
+def read_params_file(path) -> dict[str, Any]:
+    """Defaults overlaid with a ROS parameter file's values for hybridnets_node (the
+    ``/**`` wildcard or any key ending in ``hybridnets_node``); raises ValueError."""
+    from pathlib import Path
+
+    import yaml
+
+    values = {p.name: p.default for p in PARAMS}
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read parameter file {path}: {exc}") from None
+    for key, section in data.items():
+        if (key == "/**" or str(key).rstrip("/").endswith("hybridnets_node")) and isinstance(section, dict):
+            for name, value in (section.get("ros__parameters") or {}).items():
+                if name in values:
+                    if isinstance(values[name], float) and isinstance(value, int):
+                        value = float(value)
+                    reason = validate(name, value)
+                    if reason:
+                        raise ValueError(f"{path}: {reason}")
+                    values[name] = value
+    return values

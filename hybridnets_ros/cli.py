@@ -47,7 +47,8 @@ def build_pipeline(args, weights: Path | None):
 
     try:
         model = build_model(weights, random_weights=weights is None)
-        backend = create_backend("torch", model, device=args.device)
+        backend = create_backend(args.backend, model, device=args.device,
+                                 precision=args.precision, calib=args.calib, input_size=args.size)
         return Pipeline(backend, args.size, args.conf, args.iou)
     except (WeightsError, BackendUnavailable, ValueError) as exc:
         raise CliError(str(exc)) from None
@@ -62,6 +63,14 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
     p.add_argument("--iou", type=float, default=0.3, help="NMS IoU threshold (default 0.3)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--backend", default="auto",
+                   choices=("auto", "torch", "onnxruntime", "tensorrt", "torch2trt"),
+                   help="inference engine (default auto: the best one available, logged)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
+                   help="fp16: CUDA only; int8: onnxruntime (CPU), tensorrt, torch2trt, needs "
+                        "--calib (default fp32)")
+    p.add_argument("--calib", metavar="DIR",
+                   help="INT8 calibration images, frames like the camera's (6-32 are enough)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -95,11 +104,84 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="out/demo", help="output folder (default out/demo)")
     p.add_argument("--frames", type=int, default=8, help="number of frames (default 8)")
     p.add_argument("--rate", type=float, default=1.5, help="publish rate in Hz (default 1.5)")
-    p.add_argument("--source", help="a folder of images or a video instead of the synthetic drive")
+    p.add_argument("--source", help="a folder of images, a video or a bag instead of the synthetic drive")
     p.add_argument("--camera-info", metavar="YAML",
                    help="calibration of --source (camera_calibration_parsers YAML); without it "
                         "no grids are published")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("export", help="export ONNX or build a TensorRT engine ahead of time",
+                       description="ONNX (opset 17, static shape for the camera resolution and "
+                                   "--size, checked against PyTorch) or a TensorRT / torch2trt "
+                                   "engine, built into the cache the runtime loads from.")
+    p.add_argument("--weights", metavar="PATH", help="checkpoint (default: the downloaded one)")
+    p.add_argument("--random-weights", action="store_true", help="random weights (for testing)")
+    p.add_argument("--format", default="onnx", choices=("onnx", "engine", "torch2trt"),
+                   help="onnx, engine (TensorRT from the ONNX export) or torch2trt (default onnx)")
+    p.add_argument("--size", type=int, default=640, help="letterbox target size (default 640)")
+    p.add_argument("--camera", default="1280x720", metavar="WxH",
+                   help="camera resolution; with --size it fixes the input shape (default 1280x720)")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="fp16 engine (engine formats)")
+    precision.add_argument("--int8", action="store_true", help="INT8, calibrated on --calib DIR")
+    p.add_argument("--calib", metavar="DIR", help="INT8 calibration images")
+    p.add_argument("--device", default="cuda", help="GPU for engine formats (default cuda)")
+    p.add_argument("--output", metavar="PATH",
+                   help="also copy the result here (default for onnx: hybridnets_HxW.onnx)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="time the pipeline per stage for every available backend",
+                       description="Median and p95 ms per stage, end to end and frames per "
+                                   "second on real frames, plus the fidelity of each backend "
+                                   "to the first fp32 one. Random weights unless --weights or "
+                                   "a downloaded checkpoint.")
+    p.add_argument("--backend", action="append", metavar="NAME[:PRECISION]",
+                   help="torch-eager, torch, torch-cudagraph, onnxruntime, tensorrt, torch2trt; "
+                        "repeat or comma-separate (default: every one available)")
+    p.add_argument("--size", type=int, default=640, help="letterbox target size (default 640)")
+    p.add_argument("--frames", type=int, default=30, help="timed frames per backend (default 30)")
+    p.add_argument("--source", metavar="DIR", help="folder of images (default: synthetic frames)")
+    p.add_argument("--calib", metavar="DIR", help="INT8 calibration images (default: the source)")
+    p.add_argument("--weights", metavar="PATH", help="checkpoint (default: downloaded or random)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's, one per core)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "replay", help="run a bag's camera images through the pipeline into a new bag",
+        description="Reads a ROS 2 (mcap, sqlite3) or ROS 1 bag, runs every image through the "
+                    "node's pipeline and writes the node's outputs (detections, masks, grids "
+                    "when the bag has camera_info, overlay) to a new bag, each stamped like its "
+                    "image and recorded at the image's bag time. Ctrl-C keeps a valid bag.")
+    p.add_argument("in_bag", metavar="IN_BAG", help="bag folder or .mcap/.db3/.bag file")
+    p.add_argument("--out", required=True, metavar="OUT_BAG", help="output bag (must not exist)")
+    p.add_argument("--image-topic", help="Image or CompressedImage topic (default: the only one)")
+    p.add_argument("--camera-info-topic", help="CameraInfo topic (default: the one beside the images)")
+    p.add_argument("--params-file", metavar="YAML",
+                   help="node parameters: thresholds, camera_pose, grid (default config/hybridnets.yaml)")
+    p.add_argument("--weights", metavar="PATH", help="checkpoint (default: the downloaded one)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="run with random weights when no checkpoint is found (meaningless outputs)")
+    p.add_argument("--backend", help="inference engine (default: the params file's, auto)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--keep-input", action="store_true", help="copy the input bag's topics too")
+    p.add_argument("--video", metavar="FILE", help="also write the overlay beside the grids as MP4")
+    p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"),
+                   help="output storage (default mcap)")
+    p.add_argument("--namespace", default="", help="prefix of the output topics (default none)")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("make-bag", help="turn images or a video into a bag to replay",
+                       description="Writes /camera/image_raw (or /camera/image_raw/compressed) "
+                                   "and, with --camera-info, /camera/camera_info.")
+    p.add_argument("source", metavar="SOURCE", help="folder of images or a video file")
+    p.add_argument("--out", required=True, metavar="BAG", help="output bag (must not exist)")
+    p.add_argument("--rate", type=float, help="frames per second (default: the video's, else 10)")
+    p.add_argument("--camera-info", metavar="YAML", help="calibration (camera_calibration_parsers YAML)")
+    p.add_argument("--compressed", action="store_true", help="JPEG CompressedImage instead of Image")
+    p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"), help="default mcap")
+    p.set_defaults(func=cmd_make_bag)
     return parser
 
 
@@ -244,14 +326,24 @@ def demo_weights() -> Path | None:
 def cmd_demo(args) -> int:
     import itertools
 
+    from .ros.bags import BagError, is_bag
     from .ros.camera_info import camera_info_from_model, camera_info_from_yaml
     from .ros.demo import run_demo
+    from .ros.replay import frames_from_bag
     from .synthetic import SyntheticRoad, default_camera
 
     if args.frames < 1 or args.rate <= 0:
         raise CliError("--frames must be >= 1 and --rate > 0")
     frame_id = "camera_optical_frame"
-    if args.source:
+    if args.source and is_bag(args.source):
+        try:
+            camera_info, frames = frames_from_bag(Path(args.source))
+        except BagError as exc:
+            raise CliError(str(exc)) from None
+        if camera_info is not None:
+            camera_info.header.frame_id = frame_id
+        frames = itertools.islice(frames, args.frames)
+    elif args.source:
         sources, errors = _sources_or_fail(args.source)
         frames = itertools.islice(_frames_of(sources), args.frames)
         try:
@@ -279,6 +371,98 @@ def cmd_demo(args) -> int:
     if summary["random_weights"]:
         print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
     return 0 if summary["frames_with_results"] else 1
+
+
+def cmd_export(args) -> int:
+    from .backends import BackendUnavailable
+    from .export import run_export
+    from .quantize import CalibrationError
+
+    weights = resolve_weights(args.weights, args.random_weights)
+    try:
+        return run_export(args, weights)
+    except (WeightsError, BackendUnavailable, CalibrationError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_bench(args) -> int:
+    from .backends import BackendUnavailable
+    from .bench import main as bench_main
+
+    if args.frames < 1:
+        raise CliError("--frames must be at least 1")
+    try:
+        return bench_main(args)
+    except (WeightsError, BackendUnavailable, ValueError) as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_replay(args) -> int:
+    from tqdm import tqdm
+
+    from .resources import share_file
+    from .ros.bags import BagError
+    from .ros.params import read_params_file
+    from .ros.replay import replay
+
+    try:
+        params = read_params_file(args.params_file or share_file("config/hybridnets.yaml"))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    args.backend = args.backend or params["backend"]
+    args.precision, args.calib = params["precision"], None
+    args.size, args.conf, args.iou = params["input_size"], params["conf_threshold"], params["iou_threshold"]
+    pipeline = build_pipeline(args, resolve_weights(args.weights or params["weights"] or None,
+                                                    args.random_weights))
+    log.info("backend: %s", pipeline.backend.describe())
+
+    def progress(total):
+        return tqdm(total=total, unit="frame", file=sys.stderr, desc="replay")
+
+    try:
+        summary = replay(Path(args.in_bag), Path(args.out), pipeline, params,
+                         image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
+                         keep_input=args.keep_input, video=Path(args.video) if args.video else None,
+                         storage=args.storage, namespace=args.namespace, progress_factory=progress,
+                         say=lambda text: print(text, file=sys.stderr))
+    except BagError as exc:
+        raise CliError(str(exc)) from None
+    for note in summary.notes:
+        print(f"note: {note}", file=sys.stderr)
+    rejected = sum(summary.rejected.values())
+    state = "interrupted: " if summary.interrupted else ""
+    print(f"hybridnets replay: {state}{summary.frames} frames of {summary.image_topic} -> "
+          f"{summary.written} messages in {args.out}"
+          f"{' (with grids)' if summary.grids else ' (no grids)'}"
+          f"{f'; {rejected} images rejected' if rejected else ''}")
+    return 130 if summary.interrupted else (0 if summary.frames else 1)
+
+
+def cmd_make_bag(args) -> int:
+    from tqdm import tqdm
+
+    from .ros.bags import BagError
+    from .ros.camera_info import camera_info_from_yaml
+    from .ros.make_bag import FRAME_ID, make_bag
+    from .sources import VideoReader, count_frames
+
+    sources, _ = _sources_or_fail(args.source)
+    rate = args.rate
+    if rate is None:
+        rate = VideoReader(sources[0].path).fps if sources[0].kind == "video" else 10.0
+    if rate <= 0:
+        raise CliError("--rate must be > 0")
+    try:
+        info = camera_info_from_yaml(args.camera_info, FRAME_ID) if args.camera_info else None
+        with tqdm(total=sum(count_frames(s) for s in sources), unit="frame", file=sys.stderr,
+                  desc="make-bag") as bar:
+            count = make_bag(_frames_of(sources), Path(args.out), rate, info, args.compressed,
+                             args.storage, progress=bar.update)
+    except (BagError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    print(f"hybridnets make-bag: {count} frames at {rate:g} Hz -> {args.out}"
+          f"{' with camera_info' if info else ''}")
+    return 0 if count else 1
 
 
 def _sources_or_fail(path: str):

@@ -34,10 +34,18 @@ def check_threshold(name: str, value: float) -> float:
 
 class Pipeline:
     def __init__(self, backend: Backend, input_size: int = 640, conf_threshold: float = 0.25,
-                 iou_threshold: float = 0.3, spec: ModelSpec = BDD100K):
+                 iou_threshold: float = 0.3, spec: ModelSpec = BDD100K,
+                 device_path: bool | None = None):
         self.backend = backend
         self.spec = spec
-        self.preprocessor = Preprocessor(input_size, spec)
+        # The GPU data path (default when the backend runs on CUDA): one upload of the raw
+        # frame, pre- and post-processing on the device, only results come back.
+        self.device_path = backend.device.startswith("cuda") if device_path is None else device_path
+        if self.device_path:
+            from .gpu import TorchPreprocessor
+            self.preprocessor = TorchPreprocessor(input_size, spec, device=backend.device)
+        else:
+            self.preprocessor = Preprocessor(input_size, spec)
         self.conf_threshold = check_threshold("conf_threshold", conf_threshold)
         self.iou_threshold = check_threshold("iou_threshold", iou_threshold)
         self._anchors: dict[tuple, torch.Tensor] = {}
@@ -71,4 +79,5 @@ class Pipeline:
                 generate_anchors(letterbox.input_hw, self.spec).copy()).to(regression.device)
         detections = detect(regression, raw.classification[0], self._anchors[key], letterbox,
                             self.conf_threshold, self.iou_threshold)
-        return Result(detections, class_map(raw.segmentation[0], letterbox), letterbox)
+        return Result(detections, class_map(raw.segmentation[0], letterbox, self.device_path),
+                      letterbox)

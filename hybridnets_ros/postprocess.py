@@ -9,6 +9,7 @@ cropped by int(pad) on both sides then resized with nearest-neighbour.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -85,8 +86,12 @@ def scale_boxes(boxes: np.ndarray, letterbox: Letterbox) -> np.ndarray:
     return boxes
 
 
-def class_map(segmentation, letterbox: Letterbox) -> np.ndarray:
-    """[S,H,W] logits -> uint8 [h0,w0] class map (argmax, first index on ties)."""
+def class_map(segmentation, letterbox: Letterbox, on_device: bool | None = None) -> np.ndarray:
+    """[S,H,W] logits -> uint8 [h0,w0] class map (argmax, first index on ties).
+
+    ``on_device`` (default: when the logits are on CUDA) resizes where the logits are and
+    downloads only the final mask (the GPU data path); otherwise OpenCV resizes on the host.
+    """
     seg = as_tensor(segmentation)
     crop_h, crop_w = letterbox.crop_margins()
     seg = seg[:, crop_h:seg.shape[1] - crop_h, crop_w:seg.shape[2] - crop_w]
@@ -98,4 +103,20 @@ def class_map(segmentation, letterbox: Letterbox) -> np.ndarray:
         labels.masked_fill_(seg[k] > best, k)
         best = torch.maximum(best, seg[k])
     h0, w0 = letterbox.source_hw
+    if labels.is_cuda if on_device is None else on_device:
+        return resize_nearest(labels, (h0, w0)).cpu().numpy()
     return cv2.resize(labels.cpu().numpy(), (w0, h0), interpolation=cv2.INTER_NEAREST)
+
+
+@lru_cache(maxsize=16)
+def _nearest_index(src: int, dst: int, device: torch.device) -> torch.Tensor:
+    # OpenCV's INTER_NEAREST: source index floor(d * (1 / (dst / src))) in double.
+    index = np.minimum(np.floor(np.arange(dst) * (1.0 / (dst / src))).astype(np.int64), src - 1)
+    return torch.from_numpy(index).to(device)
+
+
+def resize_nearest(labels: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """cv2.resize(..., INTER_NEAREST) of a 2-D tensor, on the tensor's device."""
+    rows = _nearest_index(labels.shape[0], size_hw[0], labels.device)
+    cols = _nearest_index(labels.shape[1], size_hw[1], labels.device)
+    return labels.index_select(0, rows).index_select(1, cols)

@@ -54,6 +54,40 @@ def golden_pipeline(golden_model):
     return Pipeline(create_backend("torch", golden_model))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory) -> Path:
+    """Everything the tests cache (ONNX exports, INT8 models, engines) goes to one folder per
+    session, shared by the tests and the processes they start, never the user's cache."""
+    cache = tmp_path_factory.mktemp("hybridnets-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HYBRIDNETS_CACHE", str(cache))
+        yield cache
+
+
+@pytest.fixture(scope="session")
+def golden_onnx(golden_model, session_cache) -> Path:
+    """The golden model's ONNX export for the golden case's 384x640 input (exported once)."""
+    from hybridnets_ros.export import cached_onnx
+    return cached_onnx(golden_model, (384, 640))
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                                   reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
+
+
+requires_tensorrt = pytest.mark.skipif(
+    not (torch.cuda.is_available() and _has("tensorrt")),
+    reason="needs a CUDA GPU and TensorRT's Python bindings")
+requires_torch2trt = pytest.mark.skipif(
+    not (torch.cuda.is_available() and _has("tensorrt") and _has("torch2trt")),
+    reason="needs a CUDA GPU, TensorRT and torch2trt")
+
+
 @pytest.fixture
 def isolated_cache(tmp_path, monkeypatch) -> Path:
     """An empty weights cache, so no downloaded checkpoint leaks into a test."""

@@ -86,6 +86,7 @@ class Probe(Node):
 
     def __init__(self, namespace: str = ""):
         super().__init__("test_probe", namespace=namespace)
+        self._target = (f"/{namespace.strip('/')}" if namespace.strip("/") else "") + "/hybridnets_node"
         self.image_pub = self.create_publisher(Image, "image", qos_profile_sensor_data)
         self.compressed_pub = self.create_publisher(CompressedImage, "image/compressed",
                                                     qos_profile_sensor_data)
@@ -108,8 +109,10 @@ class Probe(Node):
         return callback
 
     def _on_diag(self, msg):
-        with self.lock:
-            self.diagnostics.append(msg)
+        # /diagnostics is global: keep only the node under test (same namespace as the probe)
+        if any(status.name == f"{self._target}: perception" for status in msg.status):
+            with self.lock:
+                self.diagnostics.append(msg)
 
     def wait_for(self, condition, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from conftest import REPO, match_detections
 from hybridnets_ros.cli import main

@@ -105,9 +105,18 @@ class HybridNetsNode(LifecycleNode):
         if device == "auto":
             import torch
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        backend = create_backend(self.p("backend"), model, device=device)
+        resolution = list(self.p("camera_resolution") or [])
+        backend = create_backend(self.p("backend"), model, device=device,
+                                 precision=self.p("precision"), input_size=self.p("input_size"),
+                                 calib=self.p("int8_calibration") or None,
+                                 source_hw=tuple(reversed(resolution)) if resolution else None)
         pipeline = Pipeline(backend, self.p("input_size"), self.p("conf_threshold"),
                             self.p("iou_threshold"))
+        if resolution:
+            input_hw = pipeline.preprocessor.letterbox(tuple(reversed(resolution))).input_hw
+            self.get_logger().info(f"preparing {backend.describe()} for {resolution[0]}x"
+                                   f"{resolution[1]} input (network {input_hw[1]}x{input_hw[0]}) ...")
+            backend.prepare(input_hw)
         self.get_logger().info(f"model ready in {time.monotonic() - started:.1f} s: "
                                f"{backend.describe()}")
         return pipeline
@@ -263,7 +272,7 @@ class HybridNetsNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         s = self.stats.snapshot()
         state = self._state
-        status = DiagnosticStatus(name=f"{self.get_name()}: perception",
+        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: perception",
                                   hardware_id=self.pipeline.backend.describe() if self.pipeline else "none")
         level, message = DiagnosticStatus.OK, "ok"
         if self.pipeline is None:

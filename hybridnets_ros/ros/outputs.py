@@ -99,8 +99,10 @@ class ProjectorCache:
 
 
 def build_outputs(wanted: set[str], header: Header, bgr: np.ndarray, result: Result,
-                  class_names, projector: BevProjector | None, ground_frame: str) -> dict:
-    """The wanted output messages of one frame (grids only when a projector is given)."""
+                  class_names, projector: BevProjector | None, ground_frame: str,
+                  grids: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """The wanted output messages of one frame (grids only when a projector is given;
+    ``grids`` = its (drivable, lane) for this frame if already projected)."""
     out = {}
     if "detections" in wanted:
         out["detections"] = messages.detection_array(header, result.detections, class_names)
@@ -109,7 +111,7 @@ def build_outputs(wanted: set[str], header: Header, bgr: np.ndarray, result: Res
             mask = (result.seg_mask == cls).view(np.uint8) * np.uint8(255)
             out[name] = messages.image(header, mask, "mono8")
     if projector is not None and wanted & GRID_OUTPUTS:
-        drivable, lane = projector.project(result.seg_mask)
+        drivable, lane = grids if grids is not None else projector.project(result.seg_mask)
         grid_header = Header(stamp=header.stamp, frame_id=ground_frame)
         if "drivable_grid" in wanted:
             out["drivable_grid"] = messages.occupancy_grid(grid_header, drivable, projector.grid)

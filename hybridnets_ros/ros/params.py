@@ -34,6 +34,11 @@ PARAMS = (
     Param("backend", "auto", f"inference engine: {', '.join(BACKENDS)}"),
     Param("device", "auto", "cpu, cuda or cuda:N; auto picks cuda when available"),
     Param("precision", "fp32", "fp32, fp16 (CUDA) or int8 (onnxruntime/tensorrt, calibrated)"),
+    Param("int8_calibration", "", "folder of frames like the camera's, to calibrate "
+          "precision int8 (cached afterwards)"),
+    Param("camera_resolution", [], "[width, height] of the camera: the engine for it is built "
+          "when the node is configured, not at the first frame (empty: at the first frame)",
+          type_=Parameter.Type.INTEGER_ARRAY),
     Param("input_size", 640, "letterbox target size (longer image side at the network input)",
           int_range=(128, 2048, 32)),
     Param("conf_threshold", 0.25, "detection score threshold", runtime=True,
@@ -99,6 +104,10 @@ def validate(name: str, value: Any) -> str | None:
     elif name == "grid_resolution":
         if not (isinstance(value, float) and value > 0):
             return f"grid_resolution must be > 0, got {value!r}"
+    elif name == "camera_resolution":
+        values = list(value or [])
+        if values and (len(values) != 2 or min(values) < 1):
+            return f"camera_resolution needs [width, height] > 0, got {values}"
     elif name == "backend" and value not in BACKENDS:
         return f"backend must be one of {', '.join(BACKENDS)}, got {value!r}"
     elif name == "precision" and value not in ("fp32", "fp16", "int8"):

@@ -48,7 +48,7 @@ class OutputRecorder(Node):
         return store
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
-        if any(s.name.startswith("hybridnets_node") or "perception" in s.name for s in msg.status):
+        if any(s.name.endswith("hybridnets_node: perception") for s in msg.status):
             self.diagnostics = msg
 
     def write(self, stamp: int, index: int) -> list[str]:

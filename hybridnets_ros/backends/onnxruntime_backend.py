@@ -1,0 +1,158 @@
+"""ONNX Runtime: CPU, or CUDA / TensorRT execution providers where onnxruntime-gpu has them.
+
+The model is exported to ONNX per input shape at the first frame of that shape (or by
+``prepare``) and cached on disk (``engine_cache``), so later starts only load it. fp32
+runs the export as is; int8 runs a static QDQ model calibrated on a folder of images
+(``quantize``), for CPUs with VNNI. Sessions use all graph optimisations and
+``torch.get_num_threads()`` intra-op threads (one knob for both libraries). I/O is bound
+to buffers allocated once per shape, so a frame allocates nothing for its outputs.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..engine_cache import EngineCache, weights_digest
+from ..export import INPUT_NAME, OUTPUT_NAMES, cached_onnx
+from .base import Array, Backend, BackendUnavailable, RawOutputs
+from .torch_backend import require_cuda
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "int8")
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise BackendUnavailable(f"missing Python module 'onnxruntime' ({exc}); install it "
+                                 "with `pip install onnxruntime` (onnxruntime-gpu for CUDA)") from None
+    return onnxruntime
+
+
+def cuda_providers(ort) -> list[str]:
+    """GPU execution providers of this onnxruntime build, best first."""
+    have = ort.get_available_providers()
+    return [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in have]
+
+
+@dataclass
+class _Session:
+    session: object
+    binding: object
+    outputs: tuple          # preallocated output buffers, bound once
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, model: torch.nn.Module, device: str = "cpu", precision: str = "fp32",
+                 calib: str | Path | None = None, source_hw: tuple[int, int] | None = None,
+                 input_size: int = 640, cache: EngineCache | None = None,
+                 digest: str | None = None):
+        ort = import_onnxruntime()
+        self.ort = ort
+        require_cuda(device, "onnxruntime on 'cuda'")
+        if precision not in PRECISIONS:
+            raise BackendUnavailable(f"onnxruntime runs fp32 or int8 here, not {precision!r} "
+                                     "(fp16: tensorrt, torch2trt or torch on CUDA)")
+        if device.startswith("cuda"):
+            gpu = cuda_providers(ort)
+            if not gpu:
+                raise BackendUnavailable(
+                    "onnxruntime on 'cuda' is missing the CUDAExecutionProvider (install "
+                    f"onnxruntime-gpu); this onnxruntime {ort.__version__} has: "
+                    f"{', '.join(ort.get_available_providers())}")
+            if precision == "int8":
+                raise BackendUnavailable("onnxruntime int8 runs on CPU (VNNI); on CUDA use "
+                                         "tensorrt or torch2trt with precision int8")
+            index = torch.device(device).index or 0
+            self.providers = [(p, {"device_id": index}) for p in gpu] + ["CPUExecutionProvider"]
+        else:
+            self.providers = ["CPUExecutionProvider"]
+        if precision == "int8" and calib is None:
+            raise BackendUnavailable("onnxruntime int8 needs calibration images: pass a folder "
+                                     "of frames like the camera's (--calib DIR)")
+        self.device = device
+        self.precision = precision
+        self.calib = calib
+        self.source_hw = source_hw
+        self.input_size = input_size
+        self.cache = cache or EngineCache()
+        self.model = model
+        self.digest = digest or weights_digest(model)
+        self._sessions: dict[tuple[int, int], _Session] = {}
+
+    def prepare(self, input_hw: tuple[int, int]) -> None:
+        self._session(tuple(input_hw))
+
+    def model_path(self, hw: tuple[int, int]) -> Path:
+        """The ONNX file run for input ``hw`` (exported/quantised into the cache if needed)."""
+        if self.precision == "fp32":
+            return cached_onnx(self.model, hw, self.digest, self.cache)
+        from ..quantize import assumed_camera, cached_int8_onnx, calibration_frames
+        source_hw = self.source_hw or assumed_camera(hw, self.input_size)
+        frames = calibration_frames(self.calib, source_hw, self.input_size)
+        if frames[0].shape[2:] != hw:
+            raise BackendUnavailable(f"calibration frames give input {frames[0].shape[2:]}, the "
+                                     f"camera gives {hw}: pass the camera resolution (source_hw)")
+        return cached_int8_onnx(self.model, hw, self.digest, frames, self.cache)
+
+    def _session(self, hw: tuple[int, int]) -> _Session:
+        if hw in self._sessions:
+            return self._sessions[hw]
+        path = self.model_path(hw)
+        started = time.monotonic()
+        options = self.ort.SessionOptions()
+        options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1  # one chain of ops: no parallel branches to run
+        # Worker threads spin while a run is going (~10 ms faster than sleeping) but stop
+        # when it returns: left spinning they slowed the post-processing that follows from
+        # ~2.5 to 7-13 ms on 2 cores.
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+        session = self.ort.InferenceSession(str(path), options, providers=self.providers)
+        on_gpu = session.get_providers()[0] != "CPUExecutionProvider"
+        binding = session.io_binding()
+        outputs = []
+        for meta in session.get_outputs():
+            shape = tuple(meta.shape)
+            if on_gpu:
+                out = torch.empty(shape, dtype=torch.float32, device=self.device)
+                binding.bind_output(meta.name, "cuda", out.device.index or 0, np.float32,
+                                    shape, out.data_ptr())
+            else:
+                out = np.empty(shape, np.float32)
+                binding.bind_output(meta.name, "cpu", 0, np.float32, shape, out.ctypes.data)
+            outputs.append(out)
+        names = [meta.name for meta in session.get_outputs()]
+        ordered = tuple(outputs[names.index(name)] for name in OUTPUT_NAMES)
+        self._sessions[hw] = _Session(session, binding, ordered)
+        log.info("onnxruntime: %s session for input %dx%d ready in %.1f s (%s)", self.precision,
+                 hw[1], hw[0], time.monotonic() - started, ", ".join(session.get_providers()))
+        return self._sessions[hw]
+
+    def infer(self, inputs: Array) -> RawOutputs:
+        state = self._session(tuple(inputs.shape[2:]))
+        if isinstance(inputs, torch.Tensor) and inputs.is_cuda:
+            inputs = inputs.float().contiguous()
+            state.binding.bind_input(INPUT_NAME, "cuda", inputs.device.index or 0, np.float32,
+                                     tuple(inputs.shape), inputs.data_ptr())
+        else:
+            if isinstance(inputs, torch.Tensor):
+                inputs = inputs.numpy()
+            state.binding.bind_cpu_input(INPUT_NAME, np.ascontiguousarray(inputs, np.float32))
+        state.session.run_with_iobinding(state.binding)
+        return RawOutputs(*state.outputs)
+
+    def describe(self) -> str:
+        providers = [p if isinstance(p, str) else p[0] for p in self.providers]
+        where = (f"cpu, {torch.get_num_threads()} threads" if self.device == "cpu"
+                 else f"{self.device} via {providers[0]}")
+        return f"onnxruntime {self.ort.__version__} {self.precision} on {where}"

@@ -1,0 +1,60 @@
+"""torch2trt: the engine is converted from the PyTorch module instead of parsed from ONNX.
+
+Jetson images often ship ``torch2trt`` (NVIDIA-AI-IOT); this backend is used when it is
+installed. Only the build differs from :mod:`.tensorrt_backend`: the serialized engine is
+cached under the same key rules (kind "torch2trt", plus the torch2trt version) and run
+with the same TensorRT execution context and device buffers. Not runnable on the machine
+where it was written (no CUDA, no TensorRT); its error paths are tested there.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..engine_cache import EngineKey
+from ..export import INPUT_NAME, OUTPUT_NAMES
+from .base import BackendUnavailable
+from .tensorrt_backend import TensorRTBackend, WORKSPACE_BYTES, import_tensorrt
+
+
+def import_torch2trt():
+    try:
+        import torch2trt
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"missing Python module 'torch2trt' ({exc}): install it from "
+            "github.com/NVIDIA-AI-IOT/torch2trt (Jetson images often have it)") from None
+    return torch2trt
+
+
+class Torch2TRTBackend(TensorRTBackend):
+    name = "torch2trt"
+    kind = "torch2trt"
+
+    def _import(self):
+        self.torch2trt = import_torch2trt()
+        return import_tensorrt()
+
+    def runtime_id(self) -> str:
+        version = getattr(self.torch2trt, "__version__", "unknown")
+        return f"torch2trt {version}, tensorrt {self.trt.__version__}"
+
+    def _build(self, key: EngineKey, out: Path, frames: list[np.ndarray] | None) -> None:
+        model = copy.deepcopy(self.model).to(self.device, torch.float32).eval()
+        example = torch.zeros((1, 3, *key.input_hw), device=self.device)
+        options = {}
+        if frames:
+            # torch2trt's calibrator copies each item (a list of input tensors without the
+            # batch dimension) into one slot of its batch buffer.
+            options = {"int8_mode": True,
+                       "int8_calib_dataset": [[torch.from_numpy(f[0]).to(self.device)]
+                                              for f in frames]}
+        with torch.no_grad():
+            converted = self.torch2trt.torch2trt(
+                model, [example], input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                fp16_mode=self.precision in ("fp16", "int8"),
+                max_workspace_size=WORKSPACE_BYTES, **options)
+        out.write_bytes(bytes(converted.engine.serialize()))

@@ -1,0 +1,312 @@
+"""Backends behind one interface: parity on the golden case, `auto`, errors naming what is
+missing, the engine cache's key and invalidation, INT8 quantisation plumbing.
+
+TensorRT, torch2trt and CUDA cannot exist on the machine these tests were written on. Where
+a test needs them to be "present" it fakes exactly that (torch.cuda.is_available, a stub
+`tensorrt` module, engine files with made-up bytes) and says so; everything else runs for
+real. Tests marked requires_cuda / requires_tensorrt run where the hardware exists.
+"""
+import json
+import logging
+import sys
+import types
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import rel_l2, requires_cuda, requires_tensorrt, requires_torch2trt
+from hybridnets_ros.backends import BackendUnavailable, available_backends, create_backend
+from hybridnets_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+from hybridnets_ros.backends.torch_backend import TorchBackend
+from hybridnets_ros.engine_cache import EngineCache, EngineKey, weights_digest
+
+OUTPUTS = ("regression", "classification", "segmentation")
+
+
+def outputs_of(backend, inputs):
+    raw = backend.infer(inputs)
+    return [torch.as_tensor(getattr(raw, k)).float().cpu().numpy() for k in OUTPUTS]
+
+
+# --- parity ---------------------------------------------------------------------------
+
+def test_torch_and_onnxruntime_agree_on_the_golden_case(golden_model, golden_onnx, golden_case):
+    x = golden_case["input_tensor"]
+    ort_out = outputs_of(create_backend("onnxruntime", golden_model), x)
+    eager_out = outputs_of(create_backend("torch", golden_model, optimize=False), x)
+    for name, a, b in zip(OUTPUTS, ort_out, eager_out):
+        assert rel_l2(a, golden_case[name]) < 1e-4 and rel_l2(b, golden_case[name]) < 1e-4
+        assert rel_l2(a, b) < 1e-4, name
+
+
+def test_onnxruntime_reuses_its_output_buffers(golden_model, golden_onnx, golden_case):
+    backend = create_backend("onnxruntime", golden_model)
+    first = backend.infer(golden_case["input_tensor"])
+    second = backend.infer(torch.from_numpy(golden_case["input_tensor"]))  # CPU tensor too
+    assert all(getattr(first, k) is getattr(second, k) for k in OUTPUTS)
+
+
+def test_torch_backend_leaves_the_callers_model_alone(golden_model):
+    before = {k: v.clone() for k, v in list(golden_model.state_dict().items())[:5]}
+    TorchBackend(golden_model).prepare((128, 128))
+    param = next(golden_model.parameters())
+    assert param.dtype == torch.float32 and param.is_contiguous()
+    assert all(torch.equal(golden_model.state_dict()[k], v) for k, v in before.items())
+
+
+# --- auto and errors -------------------------------------------------------------------
+
+def test_auto_picks_onnxruntime_on_cpu_and_says_why(golden_model, caplog):
+    with caplog.at_level(logging.INFO, "hybridnets_ros.backends.registry"):
+        backend = create_backend("auto", golden_model)
+    assert isinstance(backend, OnnxRuntimeBackend) and backend.precision == "fp32"
+    assert "picked onnxruntime" in caplog.text and "faster than eager PyTorch" in caplog.text
+    assert available_backends("cpu") == ["torch", "onnxruntime"]
+
+
+def test_auto_falls_back_to_torch_without_onnxruntime(golden_model, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    with caplog.at_level(logging.INFO, "hybridnets_ros.backends.registry"):
+        backend = create_backend("auto", golden_model)
+    assert isinstance(backend, TorchBackend)
+    assert "missing Python module 'onnxruntime'" in caplog.text
+    with pytest.raises(BackendUnavailable, match="missing Python module 'onnxruntime'.*"
+                                                 "available on cpu: torch$"):
+        create_backend("onnxruntime", golden_model)
+
+
+@pytest.mark.parametrize("name, device, precision, expected", [
+    ("tensorrt", "cpu", "fp16", ["missing a CUDA device", "runs on NVIDIA GPUs only",
+                                 "Python module 'tensorrt'", "available on cpu: torch, onnxruntime"]),
+    ("tensorrt", "cuda", "fp16", ["missing a CUDA device", "available on cuda: none"]),
+    ("torch2trt", "cuda", "fp16", ["missing a CUDA device", "Python module 'torch2trt'"]),
+    ("torch", "cuda", "fp32", ["missing a CUDA device", "torch.cuda.is_available() is False"]),
+    ("onnxruntime", "cuda:0", "fp32", ["missing a CUDA device"]),
+    ("torch", "cpu", "fp16", ["torch fp16 needs a CUDA device"]),
+    ("torch", "cpu", "int8", ["torch runs fp32 or fp16"]),
+    ("onnxruntime", "cpu", "fp16", ["onnxruntime runs fp32 or int8"]),
+    ("onnxruntime", "cpu", "int8", ["needs calibration images", "--calib DIR"]),
+    ("tensorflow", "cpu", "fp32", ["unknown backend 'tensorflow'", "choose from auto, torch",
+                                   "available here: torch, onnxruntime"]),
+    ("torch", "cpu", "fp8", ["unknown precision 'fp8'"]),
+])
+def test_unavailable_choices_say_what_is_missing(golden_model, name, device, precision, expected):
+    with pytest.raises(BackendUnavailable) as info:
+        create_backend(name, golden_model, device=device, precision=precision)
+    for text in expected:
+        assert text in str(info.value)
+
+
+def test_cuda_graphs_need_cuda(golden_model):
+    with pytest.raises(BackendUnavailable, match="CUDA graphs need a CUDA device"):
+        create_backend("torch", golden_model, cuda_graph=True)
+
+
+def test_with_cuda_present_only_tensorrt_is_missing(golden_model, monkeypatch):
+    # Fakes CUDA, which cannot exist here, to check the message a CUDA machine without
+    # TensorRT / torch2trt gets.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(BackendUnavailable) as info:
+        create_backend("tensorrt", golden_model, device="cuda")
+    assert "missing Python module 'tensorrt'" in str(info.value)
+    assert "CUDA device" not in str(info.value)
+    assert "available on cuda: torch" in str(info.value)
+    with pytest.raises(BackendUnavailable, match="missing Python module 'torch2trt'"):
+        create_backend("torch2trt", golden_model, device="cuda")
+
+
+def test_old_tensorrt_is_refused(monkeypatch):
+    # A stub module standing in for TensorRT 8.2, which cannot be installed here.
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="8.2.5"))
+    from hybridnets_ros.backends.tensorrt_backend import import_tensorrt
+    with pytest.raises(BackendUnavailable, match="TensorRT 8.2.5 is too old: need 8.5"):
+        import_tensorrt()
+
+
+def test_tensorrt_11_builds_fp32_only():
+    from hybridnets_ros.backends.tensorrt_backend import unsupported_precision
+    assert unsupported_precision("10.3.0", "int8") is None
+    assert unsupported_precision("11.1.0", "fp32") is None
+    assert "removed the fp16/int8 builder flags" in unsupported_precision("11.1.0", "fp16")
+
+
+def test_unknown_options_are_rejected(golden_model):
+    with pytest.raises(TypeError, match="unknown backend option.*fp16_mode"):
+        create_backend("torch", golden_model, fp16_mode=True)
+
+
+# --- engine cache ----------------------------------------------------------------------
+# The files cached here are fake engines (a few bytes): TensorRT cannot run on this machine,
+# and the cache logic only sees bytes and keys.
+
+KEY = EngineKey("tensorrt", (384, 640), "fp16", "ab" * 32, runtime="tensorrt 10.3.0",
+                gpu="NVIDIA Orin (sm_87)")
+
+
+def fake_build(content=b"engine-bytes", calls=None):
+    def build(path):
+        if calls is not None:
+            calls.append(path)
+        path.write_bytes(content)
+    return build
+
+
+def test_key_covers_gpu_runtime_shape_precision_weights_and_calibration():
+    variants = [KEY, EngineKey(**{**KEY.__dict__, "gpu": "NVIDIA GeForce RTX 4090 (sm_89)"}),
+                EngineKey(**{**KEY.__dict__, "runtime": "tensorrt 8.6.2"}),
+                EngineKey(**{**KEY.__dict__, "input_hw": (512, 640)}),
+                EngineKey(**{**KEY.__dict__, "precision": "int8"}),
+                EngineKey(**{**KEY.__dict__, "weights": "cd" * 32}),
+                EngineKey(**{**KEY.__dict__, "calibration": "ef" * 32})]
+    names = {k.filename(".engine") for k in variants}
+    assert len(names) == len(variants)
+    assert KEY.filename(".engine").startswith("tensorrt-fp16-384x640-")
+
+
+def test_built_once_then_loaded(tmp_path):
+    cache, calls = EngineCache(tmp_path), []
+    first = cache.get_or_build(KEY, ".engine", fake_build(calls=calls), "engine")
+    second = cache.get_or_build(KEY, ".engine", fake_build(calls=calls), "engine")
+    assert first == second and len(calls) == 1 and first.read_bytes() == b"engine-bytes"
+    meta = json.loads(cache.sidecar(first).read_text())
+    assert meta["key"]["gpu"] == "NVIDIA Orin (sm_87)" and meta["key"]["input_hw"] == [384, 640]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name, first.name + ".json"]
+
+
+def test_stale_or_foreign_files_are_rebuilt_not_loaded(tmp_path, caplog):
+    cache = EngineCache(tmp_path)
+    path = cache.get_or_build(KEY, ".engine", fake_build(), "engine")
+    sidecar = cache.sidecar(path)
+
+    # Foreign: an engine built for another GPU copied in under this key's name.
+    meta = json.loads(sidecar.read_text())
+    meta["key"]["gpu"] = "NVIDIA GeForce RTX 3060 (sm_86)"
+    sidecar.write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING):
+        assert cache.lookup(KEY, ".engine") is None
+    assert "gpu 'NVIDIA GeForce RTX 3060 (sm_86)' != 'NVIDIA Orin (sm_87)'" in caplog.text
+    calls = []
+    cache.get_or_build(KEY, ".engine", fake_build(b"rebuilt", calls), "engine")
+    assert len(calls) == 1 and path.read_bytes() == b"rebuilt"
+
+    # Stale: the file changed after its sidecar was written (truncated, overwritten).
+    path.write_bytes(b"rebuil")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert cache.lookup(KEY, ".engine") is None
+    assert "sha256 differs" in caplog.text
+
+    # No sidecar at all: not built by this cache.
+    sidecar.unlink()
+    assert cache.lookup(KEY, ".engine") is None
+    sidecar.write_text("{not json")
+    assert cache.lookup(KEY, ".engine") is None
+    cache.get_or_build(KEY, ".engine", fake_build(), "engine")
+    assert cache.lookup(KEY, ".engine") == path
+
+
+def test_failed_build_leaves_nothing(tmp_path):
+    cache = EngineCache(tmp_path)
+
+    def broken(path):
+        path.write_bytes(b"half an eng")
+        raise RuntimeError("builder crashed")
+
+    with pytest.raises(RuntimeError, match="builder crashed"):
+        cache.get_or_build(KEY, ".engine", broken, "engine")
+    with pytest.raises(RuntimeError, match="produced no file"):
+        cache.get_or_build(KEY, ".engine", lambda path: path.unlink(), "engine")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_weights_digest_follows_values_not_order(golden_model):
+    state = golden_model.state_dict()
+    digest = weights_digest(golden_model)
+    assert weights_digest(dict(reversed(list(state.items())))) == digest
+    changed = dict(state)
+    changed["segmentation_head.0.bias"] = state["segmentation_head.0.bias"] + 1e-6
+    assert weights_digest(changed) != digest
+
+
+# --- INT8 plumbing ---------------------------------------------------------------------
+# Quantising the full network takes ~30 s (ONNX Runtime's quantiser), so the benchmark
+# covers it; here the same code runs on a two-layer network.
+
+def test_calibration_frames_fit_the_engine_shape(tmp_path, demo_images):
+    from hybridnets_ros.quantize import CalibrationError, calibration_frames
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), cv2.imread(str(demo_images[0])))
+    cv2.imwrite(str(folder / "small.png"), cv2.resize(cv2.imread(str(demo_images[1])), (640, 360)))
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    frames = calibration_frames(folder, (720, 1280), 640)
+    assert len(frames) == 2 and all(f.shape == (1, 3, 384, 640) for f in frames)
+    assert frames[0] is not frames[1] and not np.shares_memory(frames[0], frames[1])
+    with pytest.raises(CalibrationError, match="no calibration images"):
+        calibration_frames(tmp_path / "nothing", (720, 1280), 640)
+
+
+def test_assumed_camera_gives_the_engine_shape():
+    from hybridnets_ros.quantize import assumed_camera
+    assert assumed_camera((384, 640), 640) == (720, 1280)
+    assert assumed_camera((512, 640), 640) == (512, 640)  # e.g. a 4:3 camera
+
+
+def test_static_qdq_quantisation_of_a_small_network(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from hybridnets_ros.quantize import quantize_onnx
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.SiLU(),
+                              torch.nn.Conv2d(16, 4, 1)).eval()
+    fp32 = tmp_path / "small.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the exporter's own (see export.py)
+        torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(fp32), dynamo=False,
+                          opset_version=17, input_names=["image"], output_names=["out"])
+    rng = np.random.default_rng(0)
+    frames = [rng.normal(size=(1, 3, 32, 32)).astype(np.float32) for _ in range(4)]
+    int8 = quantize_onnx(fp32, tmp_path / "small_int8.onnx", frames)
+    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.onnx", "small_int8.onnx"]
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(
+        None, {"image": frames[0]})[0]
+    assert rel_l2(run(int8), run(fp32)) < 0.05
+
+
+# --- where the hardware exists -----------------------------------------------------------
+
+@requires_cuda
+@pytest.mark.parametrize("precision, cuda_graph", [("fp32", False), ("fp16", False), ("fp16", True)])
+def test_torch_on_cuda(golden_model, golden_case, precision, cuda_graph):
+    backend = create_backend("torch", golden_model, device="cuda", precision=precision,
+                             cuda_graph=cuda_graph)
+    got = outputs_of(backend, torch.from_numpy(golden_case["input_tensor"]).cuda())
+    limit = 1e-4 if precision == "fp32" else 5e-2
+    for name, value in zip(OUTPUTS, got):
+        assert rel_l2(value, golden_case[name]) < limit, name
+
+
+@requires_tensorrt
+@pytest.mark.parametrize("precision, limit", [("fp32", 1e-3), ("fp16", 5e-2)])
+def test_tensorrt_engine_matches_golden(golden_model, golden_case, precision, limit):
+    backend = create_backend("tensorrt", golden_model, device="cuda", precision=precision)
+    got = outputs_of(backend, golden_case["input_tensor"])
+    for name, value in zip(OUTPUTS, got):
+        assert rel_l2(value, golden_case[name]) < limit, name
+    again = create_backend("tensorrt", golden_model, device="cuda", precision=precision)
+    assert again.engine_path((384, 640)) == backend.engine_path((384, 640))  # from the cache
+
+
+@requires_torch2trt
+def test_torch2trt_engine_matches_golden(golden_model, golden_case):
+    backend = create_backend("torch2trt", golden_model, device="cuda", precision="fp16")
+    got = outputs_of(backend, golden_case["input_tensor"])
+    for name, value in zip(OUTPUTS, got):
+        assert rel_l2(value, golden_case[name]) < 5e-2, name

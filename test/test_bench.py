@@ -1,0 +1,68 @@
+"""`hybridnets bench`: runs the real pipeline, prints the table, writes the JSON schema."""
+import json
+
+import numpy as np
+import pytest
+
+from hybridnets_ros.bench import Variant, fidelity, match_count
+from hybridnets_ros.cli import main
+from hybridnets_ros.pipeline import Result
+from hybridnets_ros.postprocess import Detections
+
+STAGES = ["image conversion", "pre-processing", "network", "post-processing",
+          "bird's-eye grids", "message build"]
+
+
+def test_bench_writes_the_json_schema(tmp_path, golden_weights, golden_onnx, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--frames", "2", "--backend", "onnxruntime", "--weights",
+                 str(golden_weights), "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    machine = doc["machine"]
+    assert machine["cpu"] and machine["threads"] >= 1 and "torch" in machine["versions"]
+    assert "onnxruntime" in machine["versions"]
+    record = doc["backends"]["onnxruntime:fp32"]
+    assert list(record["stages"]) == STAGES
+    for stage in STAGES:  # all measured: ROS 2 message types are in the project's venv
+        s = record["stages"][stage]
+        assert 0 < s["median_ms"] <= s["p95_ms"]
+    assert record["network_ms"] == record["stages"]["network"]["median_ms"]
+    assert record["e2e_ms"] >= record["network_ms"]
+    assert record["fps"] == pytest.approx(1000 / record["e2e_ms"], rel=1e-2)
+    assert record["fidelity"]["mask_agreement"] == 1.0  # its own reference
+    printed = capsys.readouterr().out
+    assert "synthetic road frames" in printed and "pre-processing" in printed
+    assert "frames per second" in printed and "message build" in printed
+
+
+def test_unavailable_backend_is_reported(capsys):
+    assert main(["bench", "--frames", "1", "--backend", "tensorrt:fp16"]) == 1
+    printed = capsys.readouterr()
+    assert "tensorrt:fp16: skipped" in printed.out and "missing" in printed.out
+    assert "RANDOM" not in printed.err and "random (no checkpoint given" in printed.out
+
+
+def test_bad_backend_name(capsys):
+    assert main(["bench", "--backend", "tflite"]) == 2
+    assert "unknown backend 'tflite'" in capsys.readouterr().err
+    assert Variant.parse("torch-eager").options == (("optimize", False),)
+    assert Variant.parse("onnxruntime:int8").label == "onnxruntime:int8"
+
+
+def _result(boxes, classes, mask):
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    detections = Detections(boxes, np.linspace(0.9, 0.5, len(boxes)).astype(np.float32),
+                            np.asarray(classes, np.int64))
+    return Result(detections, np.asarray(mask, np.uint8), None)
+
+
+def test_fidelity_counts_one_to_one_matches():
+    ref = _result([[0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 10, 10]], [0, 0, 1],
+                  [[0, 1], [2, 2]])
+    # one exact, one shifted (IoU 0.68), the class-1 box given class 0, and an extra box
+    test = _result([[0, 0, 10, 10], [22, 20, 32, 30], [0, 0, 10, 10], [50, 50, 60, 60]],
+                   [0, 0, 0, 0], [[0, 1], [2, 0]])
+    assert match_count(ref.detections, test.detections) == 2
+    f = fidelity({0: ref}, {0: test})
+    assert f["detections_matched"] == 2 and f["detections_reference"] == 3
+    assert f["detections"] == 4 and f["mask_agreement"] == 0.75

@@ -42,3 +42,24 @@ class Backend(ABC):
 
     def describe(self) -> str:
         return f"{self.name} on {self.device}"
+
+
+class CachedEngineBackend(Backend):
+    """Base of the backends that run a static-shape model built per input size and kept in
+    the engine cache (ONNX Runtime, TensorRT, torch2trt)."""
+
+    def _init_engine(self, model, device: str, precision: str, calib, source_hw,
+                     input_size: int, cache, digest: str | None) -> None:
+        from ..engine_cache import EngineCache, weights_digest
+
+        if precision == "int8" and calib is None:
+            raise BackendUnavailable(f"{self.name} int8 needs calibration images: pass a folder "
+                                     "of frames like the camera's (--calib DIR)")
+        self.device = device
+        self.precision = precision
+        self.calib = calib          # INT8 calibration image folder
+        self.source_hw = source_hw  # camera resolution, for INT8 calibration
+        self.input_size = input_size
+        self.cache = cache or EngineCache()
+        self.model = model
+        self.digest = digest or weights_digest(model)

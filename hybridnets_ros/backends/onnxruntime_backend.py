@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine_cache import EngineCache, weights_digest
+from ..engine_cache import EngineCache
 from ..export import INPUT_NAME, OUTPUT_NAMES, cached_onnx
-from .base import Array, Backend, BackendUnavailable, RawOutputs
+from .base import Array, BackendUnavailable, CachedEngineBackend, RawOutputs
 from .torch_backend import require_cuda
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class _Session:
     outputs: tuple          # preallocated output buffers, bound once
 
 
-class OnnxRuntimeBackend(Backend):
+class OnnxRuntimeBackend(CachedEngineBackend):
     name = "onnxruntime"
 
     def __init__(self, model: torch.nn.Module, device: str = "cpu", precision: str = "fp32",
@@ -76,17 +76,7 @@ class OnnxRuntimeBackend(Backend):
             self.providers = [(p, {"device_id": index}) for p in gpu] + ["CPUExecutionProvider"]
         else:
             self.providers = ["CPUExecutionProvider"]
-        if precision == "int8" and calib is None:
-            raise BackendUnavailable("onnxruntime int8 needs calibration images: pass a folder "
-                                     "of frames like the camera's (--calib DIR)")
-        self.device = device
-        self.precision = precision
-        self.calib = calib
-        self.source_hw = source_hw
-        self.input_size = input_size
-        self.cache = cache or EngineCache()
-        self.model = model
-        self.digest = digest or weights_digest(model)
+        self._init_engine(model, device, precision, calib, source_hw, input_size, cache, digest)
         self._sessions: dict[tuple[int, int], _Session] = {}
 
     def prepare(self, input_hw: tuple[int, int]) -> None:

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine_cache import EngineCache, EngineKey, gpu_identity, weights_digest
+from ..engine_cache import EngineCache, EngineKey, gpu_identity
 from ..export import INPUT_NAME, OUTPUT_NAMES, cached_onnx
-from .base import Array, Backend, BackendUnavailable, RawOutputs
+from .base import Array, BackendUnavailable, CachedEngineBackend, RawOutputs
 from .torch_backend import require_cuda
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def unsupported_precision(version: str, precision: str) -> str | None:
     return None
 
 
-class TensorRTBackend(Backend):
+class TensorRTBackend(CachedEngineBackend):
     name = "tensorrt"
     kind = "tensorrt"  # cache key kind; torch2trt reuses everything else
 
@@ -74,17 +74,7 @@ class TensorRTBackend(Backend):
         reason = unsupported_precision(self.trt.__version__, precision)
         if reason:
             raise BackendUnavailable(reason)
-        if precision == "int8" and calib is None:
-            raise BackendUnavailable(f"{self.name} int8 needs calibration images: pass a "
-                                     "folder of frames like the camera's (--calib DIR)")
-        self.device = device
-        self.precision = precision
-        self.calib = calib
-        self.source_hw = source_hw
-        self.input_size = input_size
-        self.cache = cache or EngineCache()
-        self.model = model
-        self.digest = digest or weights_digest(model)
+        self._init_engine(model, device, precision, calib, source_hw, input_size, cache, digest)
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         self.runtime = self.trt.Runtime(self.logger)
         self._states: dict[tuple[int, int], tuple] = {}

@@ -80,15 +80,16 @@ class TorchBackend(Backend):
                 warnings.simplefilter("ignore", DeprecationWarning)
                 module = torch.jit.freeze(torch.jit.trace(self.model, buffer, check_trace=False))
 
-        def run() -> tuple:
-            with torch.inference_mode():
-                return module(buffer)
-
         if self.cuda_graph:
             run = _capture_graph(module, buffer)
-        elif self.optimize:  # the JIT optimises a trace during its first runs
-            for _ in range(WARMUP_RUNS):
-                run()
+        else:
+            def run() -> tuple:
+                with torch.inference_mode():
+                    return module(buffer)
+
+            if self.optimize:  # the JIT optimises a trace during its first runs
+                for _ in range(WARMUP_RUNS):
+                    run()
         self._runners[hw] = (buffer, run)
         log.info("torch: %s network ready for input %dx%d in %.1f s", self._mode(), hw[1], hw[0],
                  time.monotonic() - started)

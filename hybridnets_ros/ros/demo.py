@@ -5,6 +5,7 @@ overlays, grid pictures and a summary with rates and latencies, then stops every
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -39,7 +40,7 @@ def run_demo(frames: Iterator[np.ndarray], camera_info, output: Path, weights: P
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from .player import FramePlayer, paced
+    from .player import FramePlayer
     from .recorder import OutputRecorder
 
     for key, value in DDS_ENV.items():
@@ -68,10 +69,22 @@ def run_demo(frames: Iterator[np.ndarray], camera_info, output: Path, weights: P
         if not spin_for(startup_timeout, lambda: player.image_pub.get_subscription_count() > 0
                         and recorder.count_publishers("detections") > 0):
             raise RuntimeError(f"hybridnets_node did not come up within {startup_timeout:.0f} s")
-        spin_for(0.5)  # let the node's publishers match the recorder's subscriptions
-        for index, frame in paced(frames, rate_hz):
+        # Warm-up: the node works only for outputs it sees subscribed, and its side of the
+        # discovery can lag ours; re-send the first frame until a result comes back.
+        frames = iter(frames)
+        first = next(frames, None)
+        if first is None:
+            raise RuntimeError("no frames to publish")
+        deadline = time.monotonic() + startup_timeout
+        while not recorder.arrival:
+            if time.monotonic() > deadline:
+                raise RuntimeError("hybridnets_node published no result for the warm-up frame")
+            player.publish(-1, first, record=False)
+            spin_for(1.0, lambda: bool(recorder.arrival))
+        start = time.monotonic()
+        for index, frame in enumerate(itertools.chain([first], frames)):
+            spin_for(start + index / rate_hz - time.monotonic())  # keep receiving meanwhile
             player.publish(index, frame)
-            spin_for(0.0)
         last = player.published[-1].stamp_ns if player.published else None
         log(f"published {len(player.published)} frames; waiting for the last results ...")
         spin_for(30.0, lambda: last is None or last in recorder.arrival)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,22 +33,14 @@ class FramePlayer(Node):
         self.info_pub = self.create_publisher(CameraInfo, "camera_info", qos_profile_sensor_data)
         self.published: list[PublishedFrame] = []
 
-    def publish(self, index: int, bgr: np.ndarray) -> PublishedFrame:
+    def publish(self, index: int, bgr: np.ndarray, record: bool = True) -> PublishedFrame:
         header = Header(frame_id=self.frame_id, stamp=self.get_clock().now().to_msg())
         if self.camera_info is not None:
             self.camera_info.header = header
             self.info_pub.publish(self.camera_info)
         self.image_pub.publish(messages.image(header, bgr, "bgr8"))
         frame = PublishedFrame(index, header.stamp.sec * 10**9 + header.stamp.nanosec, time.monotonic())
-        self.published.append(frame)
+        if record:
+            self.published.append(frame)
         return frame
 
-
-def paced(frames: Iterator[np.ndarray], rate_hz: float) -> Iterator[tuple[int, np.ndarray]]:
-    """(index, frame) at ``rate_hz``, sleeping between frames (no drift accumulation)."""
-    start = time.monotonic()
-    for index, frame in enumerate(frames):
-        delay = start + index / rate_hz - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        yield index, frame

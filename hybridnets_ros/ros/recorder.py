@@ -10,11 +10,15 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid
 from rclpy.node import Node
+from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
 
 from ..visualize import bev_image
 from .outputs import OUTPUT_QOS
+
+# Reliable like the node's outputs, with room for every output of a few frames.
+RECORDER_QOS = QoSProfile(reliability=OUTPUT_QOS.reliability, history=OUTPUT_QOS.history, depth=20)
 
 
 def _stamp_ns(header) -> int:
@@ -35,7 +39,7 @@ class OutputRecorder(Node):
         self.arrival: dict[int, float] = {}  # stamp -> monotonic time detections arrived
         self.diagnostics: DiagnosticArray | None = None
         for topic, msg_type in self.TOPICS.items():
-            self.create_subscription(msg_type, topic, self._callback(topic), OUTPUT_QOS)
+            self.create_subscription(msg_type, topic, self._callback(topic), RECORDER_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def _callback(self, topic: str):

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import rclpy
-from rclpy.clock import Clock, ClockType
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
@@ -70,8 +70,8 @@ class HybridNetsNode(LifecycleNode):
 
     def _reject(self, reason: str, detail: str) -> None:
         if self.stats.reject(reason):
-            self.get_logger().warning(f"rejected message: {detail} (further ones are only counted "
-                                   f"in /diagnostics)")
+            self.get_logger().warning(f"rejected message: {detail} (further ones are only "
+                                      "counted in /diagnostics)")
 
     # ---------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:

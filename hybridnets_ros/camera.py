@@ -91,7 +91,10 @@ class CameraModel:
     def ground_points(self, uv: np.ndarray | None = None) -> np.ndarray:
         """Where the rays through ``uv`` (default: every pixel) meet the ground plane z = 0;
         NaN for rays at or above the horizon."""
-        rays = self.pixel_rays(uv)
+        return self.intersect_ground(self.pixel_rays(uv))
+
+    def intersect_ground(self, rays: np.ndarray) -> np.ndarray:
+        """Where ground-frame rays [..., 3] from the camera centre meet z = 0 (NaN if never)."""
         origin = self.t_ground_optical
         down = rays[..., 2] < -1e-12
         dist = np.where(down, -origin[2] / np.where(down, rays[..., 2], -1.0), np.nan)

@@ -44,7 +44,7 @@ class SyntheticRoad:
 
     def __post_init__(self):
         rays = self.camera.pixel_rays()
-        points = self.camera.ground_points()
+        points = self.camera.intersect_ground(rays)
         self._ground = np.isfinite(points[..., 0]) & (
             np.linalg.norm(points - self.camera.t_ground_optical, axis=-1) < 500.0)
         self._gx = np.where(self._ground, points[..., 0], 0.0)

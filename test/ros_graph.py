@@ -30,6 +30,7 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray  # noqa: E402
 
+from hybridnets_ros.ros.messages import stamp_ns  # noqa: E402,F401  (tests use rg.stamp_ns)
 from hybridnets_ros.ros.outputs import OUTPUT_QOS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,10 +76,6 @@ class NodeProcess:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
-
-
-def stamp_ns(header) -> int:
-    return header.stamp.sec * 10**9 + header.stamp.nanosec
 
 
 class Probe(Node):

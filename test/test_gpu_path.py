@@ -62,15 +62,6 @@ def test_rgb_input_and_device_tensors():
         pre(image.astype(np.float32))
 
 
-def test_buffer_is_reused_and_rebuilt_on_size_change():
-    pre = TorchPreprocessor(640)
-    a, _ = pre(np.zeros((720, 1280, 3), np.uint8))
-    b, _ = pre(np.full((720, 1280, 3), 9, np.uint8))
-    assert a is b
-    c, lb = pre(np.zeros((480, 640, 3), np.uint8))
-    assert c.shape == (1, 3, *lb.input_hw) and lb.input_hw == (512, 640)
-
-
 @pytest.mark.parametrize("src, dst", [((360, 640), (720, 1280)), ((359, 640), (562, 1000)),
                                       ((360, 640), (1080, 1920)), ((47, 640), (37, 501)),
                                       ((480, 640), (1200, 1600)), ((384, 640), (384, 640))])

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from hybridnets_ros.gpu import TorchPreprocessor
 from hybridnets_ros.postprocess import class_map, scale_boxes
 from hybridnets_ros.preprocess import PAD_VALUE, Letterbox, Preprocessor
 
@@ -85,8 +86,9 @@ def test_rejects_bad_images():
         Preprocessor(64)
 
 
-def test_buffer_is_reused_and_rebuilt_on_size_change():
-    pre = Preprocessor(640)
+@pytest.mark.parametrize("make", [Preprocessor, TorchPreprocessor])
+def test_buffer_is_reused_and_rebuilt_on_size_change(make):
+    pre = make(640)
     a, _ = pre(np.zeros((720, 1280, 3), np.uint8))
     b, _ = pre(np.full((720, 1280, 3), 9, np.uint8))
     assert a is b

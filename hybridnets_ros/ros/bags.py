@@ -8,7 +8,6 @@ that was cut off) is salvaged record by record up to the damage.
 """
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -81,7 +80,8 @@ class BagReader:
         except Exception as exc:  # rosbags raises several types for unreadable input
             self._reader = None
             self._mcap = self._mcap_file()
-            if self._mcap is None or not self._salvage_channels():
+            self._salvaged = self._salvage_channels() if self._mcap is not None else set()
+            if not self._salvaged:
                 raise BagError(f"cannot read {self.path} as a ROS bag: {exc}") from None
             self.damage = f"damaged bag ({exc}); salvaging messages up to the damage"
 
@@ -98,7 +98,7 @@ class BagReader:
                 known = counts.get(c.topic)
                 counts[c.topic] = Topic(c.topic, c.msgtype, c.msgcount + (known.count if known else 0))
             return sorted(counts.values(), key=lambda t: t.name)
-        return sorted({Topic(topic, msgtype, None) for topic, msgtype in self._salvage_channels()},
+        return sorted({Topic(topic, msgtype, None) for topic, msgtype in self._salvaged},
                       key=lambda t: t.name)
 
     def rate_hz(self, topic: Topic) -> float | None:
@@ -126,8 +126,10 @@ class BagReader:
             yield connection.topic, connection.msgtype, timestamp, msg
 
     def _records(self):
+        """The file's records in order, streamed (a damaged recording can be large)."""
         from mcap.stream_reader import StreamReader
-        return StreamReader(io.BytesIO(self._mcap.read_bytes())).records
+        with open(self._mcap, "rb") as stream:
+            yield from StreamReader(stream).records
 
     def _salvage_channels(self) -> set[tuple[str, str]]:
         from mcap.records import Channel, Schema

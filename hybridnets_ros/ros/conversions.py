@@ -86,6 +86,11 @@ def image_to_bgr(msg) -> np.ndarray:
     return cv2.cvtColor(pixels, conversion)
 
 
+def to_bgr(msg) -> np.ndarray:
+    """Either message type (rclpy or rosbags objects): CompressedImage has ``format``."""
+    return compressed_to_bgr(msg) if hasattr(msg, "format") else image_to_bgr(msg)
+
+
 def compressed_to_bgr(msg) -> np.ndarray:
     """A sensor_msgs/CompressedImage (jpeg or png) as a BGR uint8 array."""
     fmt = msg.format.lower()

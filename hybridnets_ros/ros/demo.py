@@ -24,14 +24,14 @@ from ..resources import share_file
 DDS_ENV = {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
 
 
-def node_command(weights: Path | None, extra: list[str] = ()) -> list[str]:
+def node_command(weights: Path | None) -> list[str]:
     args = [sys.executable, "-m", "hybridnets_ros.ros.node", "--ros-args",
             "--params-file", str(share_file("config/hybridnets.yaml"))]
     if weights is None:
         args += ["-p", "allow_random_weights:=true"]
     else:
         args += ["-p", f"weights:={weights}"]
-    return args + list(extra)
+    return args
 
 
 def run_demo(frames: Iterator[np.ndarray], camera_info, output: Path, weights: Path | None,

@@ -20,6 +20,11 @@ from ..bev import GridSpec
 from ..postprocess import Detections
 
 
+def stamp_ns(header) -> int:
+    """A header's stamp in nanoseconds."""
+    return header.stamp.sec * 10**9 + header.stamp.nanosec
+
+
 def _bytes(arr: np.ndarray, typecode: str = "B") -> array.array:
     buf = array.array(typecode)
     buf.frombytes(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))

@@ -25,7 +25,8 @@ from std_msgs.msg import Header
 from ..slot import LatestSlot
 from ..stats import NodeStats
 from . import params
-from .conversions import ImageConversionError, compressed_to_bgr, image_to_bgr
+from .messages import stamp_ns
+from .conversions import ImageConversionError, to_bgr
 from .outputs import (GRID_OUTPUTS, OUTPUT_QOS, OUTPUTS, GridUnavailable, ProjectorCache,
                       build_outputs, grid_spec)
 
@@ -221,7 +222,7 @@ class HybridNetsNode(LifecycleNode):
             return
         t0 = time.monotonic()
         try:
-            bgr = compressed_to_bgr(msg) if isinstance(msg, CompressedImage) else image_to_bgr(msg)
+            bgr = to_bgr(msg)
         except ImageConversionError as exc:
             self._reject(exc.reason, str(exc))
             return
@@ -236,8 +237,7 @@ class HybridNetsNode(LifecycleNode):
             self._pubs[name].publish(out)
         t3 = time.monotonic()
         stages = dict(result.timings_ms, conversion=(t1 - t0) * 1e3, publish=(t3 - t2) * 1e3)
-        stamp = msg.header.stamp
-        age_ms = (self.get_clock().now().nanoseconds - (stamp.sec * 10**9 + stamp.nanosec)) / 1e6
+        age_ms = (self.get_clock().now().nanoseconds - stamp_ns(msg.header)) / 1e6
         self.stats.frame_processed((t3 - frame.received) * 1e3, stages, age_ms)
 
     def _projector(self, header: Header, image_hw):

@@ -39,7 +39,7 @@ class FramePlayer(Node):
             self.camera_info.header = header
             self.info_pub.publish(self.camera_info)
         self.image_pub.publish(messages.image(header, bgr, "bgr8"))
-        frame = PublishedFrame(index, header.stamp.sec * 10**9 + header.stamp.nanosec, time.monotonic())
+        frame = PublishedFrame(index, messages.stamp_ns(header), time.monotonic())
         if record:
             self.published.append(frame)
         return frame

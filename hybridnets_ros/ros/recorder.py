@@ -15,14 +15,11 @@ from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
 
 from ..visualize import bev_image
+from .messages import stamp_ns
 from .outputs import OUTPUT_QOS
 
 # Reliable like the node's outputs, with room for every output of a few frames.
 RECORDER_QOS = QoSProfile(reliability=OUTPUT_QOS.reliability, history=OUTPUT_QOS.history, depth=20)
-
-
-def _stamp_ns(header) -> int:
-    return header.stamp.sec * 10**9 + header.stamp.nanosec
 
 
 class OutputRecorder(Node):
@@ -44,7 +41,7 @@ class OutputRecorder(Node):
 
     def _callback(self, topic: str):
         def store(msg):
-            stamp = _stamp_ns(msg.header)
+            stamp = stamp_ns(msg.header)
             with self.lock:
                 self.outputs.setdefault(stamp, {})[topic] = msg
                 if topic == "detections":

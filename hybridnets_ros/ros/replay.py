@@ -17,7 +17,7 @@ from std_msgs.msg import Header
 
 from ..visualize import bev_image
 from .bags import CAMERA_INFO_TYPE, IMAGE_TYPES, BagError, BagReader, BagWriter, Topic
-from .conversions import ImageConversionError, compressed_to_bgr, image_to_bgr
+from .conversions import ImageConversionError, to_bgr
 from .outputs import GRID_OUTPUTS, OUTPUTS, GridUnavailable, ProjectorCache, build_outputs
 
 
@@ -118,7 +118,7 @@ def replay(in_bag: Path, out_bag: Path, pipeline, params: dict, *, image_topic=N
                     if topic != image.name:
                         continue
                     try:
-                        bgr = compressed_to_bgr(msg) if msgtype.endswith("CompressedImage") else image_to_bgr(msg)
+                        bgr = to_bgr(msg)
                     except ImageConversionError as exc:
                         summary.rejected[exc.reason] = summary.rejected.get(exc.reason, 0) + 1
                         if exc.reason not in said:
@@ -195,7 +195,7 @@ def frames_from_bag(path: Path, image_topic: str | None = None):
         with BagReader(path) as reader:
             for _, msgtype, _, msg in reader.messages({image.name}):
                 try:
-                    yield compressed_to_bgr(msg) if msgtype.endswith("CompressedImage") else image_to_bgr(msg)
+                    yield to_bgr(msg)
                 except ImageConversionError as exc:
                     print(f"skipped a frame: {exc}")
     return info, frames()

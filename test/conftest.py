@@ -25,6 +25,53 @@ def _need(path: Path) -> Path:
     return path
 
 
+# --- Seeded random weights: everything that is not a comparison with the reference. ---
+
+@pytest.fixture(scope="session")
+def random_model():
+    """The network with seeded random weights, built once per session."""
+    from hybridnets_ros.core.weights import build_model
+    return build_model(random_weights=True)
+
+
+@pytest.fixture(scope="session")
+def random_weights(random_model, tmp_path_factory) -> Path:
+    """``random_model`` saved as a checkpoint file in the released key layout."""
+    path = tmp_path_factory.mktemp("weights") / "hybridnets_random.pth"
+    torch.save(random_model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def random_pipeline(random_model):
+    from hybridnets_ros.backends import create_backend
+    from hybridnets_ros.pipeline.pipeline import Pipeline
+    return Pipeline(create_backend("torch", random_model))
+
+
+@pytest.fixture(scope="session")
+def random_onnx(random_model, session_cache) -> Path:
+    """``random_model``'s ONNX export for a 1280x720 camera's 384x640 input (exported once)."""
+    from hybridnets_ros.backends.onnx_export import cached_onnx
+    return cached_onnx(random_model, (384, 640))
+
+
+@pytest.fixture(scope="session")
+def sample_images(tmp_path_factory) -> list[Path]:
+    """Six 1280x720 JPEG frames of the synthetic road (1.jpg ... 6.jpg), like the demo images."""
+    import cv2
+
+    from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
+    folder = tmp_path_factory.mktemp("sample_images")
+    scene = SyntheticRoad(default_camera())
+    paths = [folder / f"{i + 1}.jpg" for i in range(6)]
+    for i, path in enumerate(paths):
+        cv2.imwrite(str(path), scene.render(i / 5)[0])
+    return paths
+
+
+# --- Reference data (../shared): only the golden-equivalence tests use these. ---
+
 @pytest.fixture(scope="session")
 def golden_weights() -> Path:
     return _need(GOLDEN / "hybridnets_random_seed0.pth")
@@ -43,14 +90,14 @@ def demo_images() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def golden_model(golden_weights):
-    from hybridnets_ros.weights import build_model
+    from hybridnets_ros.core.weights import build_model
     return build_model(golden_weights)
 
 
 @pytest.fixture(scope="session")
 def golden_pipeline(golden_model):
     from hybridnets_ros.backends import create_backend
-    from hybridnets_ros.pipeline import Pipeline
+    from hybridnets_ros.pipeline.pipeline import Pipeline
     return Pipeline(create_backend("torch", golden_model))
 
 
@@ -67,7 +114,7 @@ def session_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def golden_onnx(golden_model, session_cache) -> Path:
     """The golden model's ONNX export for the golden case's 384x640 input (exported once)."""
-    from hybridnets_ros.export import cached_onnx
+    from hybridnets_ros.backends.onnx_export import cached_onnx
     return cached_onnx(golden_model, (384, 640))
 
 
@@ -109,7 +156,7 @@ def match_detections(boxes, scores, classes, ref_boxes, ref_scores, ref_classes,
     assert len(boxes) == len(ref_boxes), f"{len(boxes)} detections, reference has {len(ref_boxes)}"
     if not len(ref_boxes):
         return
-    from hybridnets_ros.nms import box_iou
+    from hybridnets_ros.core.nms import box_iou
     iou = box_iou(torch.as_tensor(ref_boxes, dtype=torch.float64),
                   torch.as_tensor(boxes, dtype=torch.float64)).numpy()
     iou[np.asarray(ref_classes)[:, None] != np.asarray(classes)[None, :]] = 0

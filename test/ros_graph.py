@@ -32,10 +32,10 @@ from vision_msgs.msg import Detection2DArray  # noqa: E402
 
 from hybridnets_ros.ros.messages import stamp_ns  # noqa: E402,F401  (tests use rg.stamp_ns)
 from hybridnets_ros.ros.outputs import OUTPUT_QOS  # noqa: E402
+from hybridnets_ros.ros.outputs import OUTPUTS as TABLE  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-OUTPUTS = {"detections": Detection2DArray, "drivable/mask": Image, "lane/mask": Image,
-           "drivable/grid": OccupancyGrid, "lane/grid": OccupancyGrid, "overlay": Image}
+OUTPUTS = {o.topic: o.msg_type for o in TABLE if o.enabled_by is None}
 
 
 class NodeProcess:

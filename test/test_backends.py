@@ -21,7 +21,7 @@ from conftest import rel_l2, requires_cuda, requires_tensorrt, requires_torch2tr
 from hybridnets_ros.backends import BackendUnavailable, available_backends, create_backend
 from hybridnets_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from hybridnets_ros.backends.torch_backend import TorchBackend
-from hybridnets_ros.engine_cache import EngineCache, EngineKey, weights_digest
+from hybridnets_ros.backends.engine_cache import EngineCache, EngineKey, weights_digest
 
 OUTPUTS = ("regression", "classification", "segmentation")
 
@@ -33,6 +33,7 @@ def outputs_of(backend, inputs):
 
 # --- parity ---------------------------------------------------------------------------
 
+@pytest.mark.slow  # exports the golden network to ONNX
 def test_torch_and_onnxruntime_agree_on_the_golden_case(golden_model, golden_onnx, golden_case):
     x = golden_case["input_tensor"]
     ort_out = outputs_of(create_backend("onnxruntime", golden_model), x)
@@ -42,6 +43,7 @@ def test_torch_and_onnxruntime_agree_on_the_golden_case(golden_model, golden_onn
         assert rel_l2(a, b) < 1e-4, name
 
 
+@pytest.mark.slow  # exports the golden network to ONNX
 def test_onnxruntime_reuses_its_output_buffers(golden_model, golden_onnx, golden_case):
     backend = create_backend("onnxruntime", golden_model)
     first = backend.infer(golden_case["input_tensor"])
@@ -49,33 +51,34 @@ def test_onnxruntime_reuses_its_output_buffers(golden_model, golden_onnx, golden
     assert all(getattr(first, k) is getattr(second, k) for k in OUTPUTS)
 
 
-def test_torch_backend_leaves_the_callers_model_alone(golden_model):
-    before = {k: v.clone() for k, v in list(golden_model.state_dict().items())[:5]}
-    TorchBackend(golden_model).prepare((128, 128))
-    param = next(golden_model.parameters())
+@pytest.mark.slow  # traces the network
+def test_torch_backend_leaves_the_callers_model_alone(random_model):
+    before = {k: v.clone() for k, v in list(random_model.state_dict().items())[:5]}
+    TorchBackend(random_model).prepare((128, 128))
+    param = next(random_model.parameters())
     assert param.dtype == torch.float32 and param.is_contiguous()
-    assert all(torch.equal(golden_model.state_dict()[k], v) for k, v in before.items())
+    assert all(torch.equal(random_model.state_dict()[k], v) for k, v in before.items())
 
 
 # --- auto and errors -------------------------------------------------------------------
 
-def test_auto_picks_onnxruntime_on_cpu_and_says_why(golden_model, caplog):
+def test_auto_picks_onnxruntime_on_cpu_and_says_why(random_model, caplog):
     with caplog.at_level(logging.INFO, "hybridnets_ros.backends.registry"):
-        backend = create_backend("auto", golden_model)
+        backend = create_backend("auto", random_model)
     assert isinstance(backend, OnnxRuntimeBackend) and backend.precision == "fp32"
     assert "picked onnxruntime" in caplog.text and "faster than eager PyTorch" in caplog.text
     assert available_backends("cpu") == ["torch", "onnxruntime"]
 
 
-def test_auto_falls_back_to_torch_without_onnxruntime(golden_model, monkeypatch, caplog):
+def test_auto_falls_back_to_torch_without_onnxruntime(random_model, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     with caplog.at_level(logging.INFO, "hybridnets_ros.backends.registry"):
-        backend = create_backend("auto", golden_model)
+        backend = create_backend("auto", random_model)
     assert isinstance(backend, TorchBackend)
     assert "missing Python module 'onnxruntime'" in caplog.text
     with pytest.raises(BackendUnavailable, match="missing Python module 'onnxruntime'.*"
                                                  "available on cpu: torch$"):
-        create_backend("onnxruntime", golden_model)
+        create_backend("onnxruntime", random_model)
 
 
 @pytest.mark.parametrize("name, device, precision, expected", [
@@ -93,29 +96,29 @@ def test_auto_falls_back_to_torch_without_onnxruntime(golden_model, monkeypatch,
                                    "available here: torch, onnxruntime"]),
     ("torch", "cpu", "fp8", ["unknown precision 'fp8'"]),
 ])
-def test_unavailable_choices_say_what_is_missing(golden_model, name, device, precision, expected):
+def test_unavailable_choices_say_what_is_missing(random_model, name, device, precision, expected):
     with pytest.raises(BackendUnavailable) as info:
-        create_backend(name, golden_model, device=device, precision=precision)
+        create_backend(name, random_model, device=device, precision=precision)
     for text in expected:
         assert text in str(info.value)
 
 
-def test_cuda_graphs_need_cuda(golden_model):
+def test_cuda_graphs_need_cuda(random_model):
     with pytest.raises(BackendUnavailable, match="CUDA graphs need a CUDA device"):
-        create_backend("torch", golden_model, cuda_graph=True)
+        create_backend("torch", random_model, cuda_graph=True)
 
 
-def test_with_cuda_present_only_tensorrt_is_missing(golden_model, monkeypatch):
+def test_with_cuda_present_only_tensorrt_is_missing(random_model, monkeypatch):
     # Fakes CUDA, which cannot exist here, to check the message a CUDA machine without
     # TensorRT / torch2trt gets.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(BackendUnavailable) as info:
-        create_backend("tensorrt", golden_model, device="cuda")
+        create_backend("tensorrt", random_model, device="cuda")
     assert "missing Python module 'tensorrt'" in str(info.value)
     assert "CUDA device" not in str(info.value)
     assert "available on cuda: torch" in str(info.value)
     with pytest.raises(BackendUnavailable, match="missing Python module 'torch2trt'"):
-        create_backend("torch2trt", golden_model, device="cuda")
+        create_backend("torch2trt", random_model, device="cuda")
 
 
 def test_old_tensorrt_is_refused(monkeypatch):
@@ -133,9 +136,9 @@ def test_tensorrt_11_builds_fp32_only():
     assert "removed the fp16/int8 builder flags" in unsupported_precision("11.1.0", "fp16")
 
 
-def test_unknown_options_are_rejected(golden_model):
+def test_unknown_options_are_rejected(random_model):
     with pytest.raises(TypeError, match="unknown backend option.*fp16_mode"):
-        create_backend("torch", golden_model, fp16_mode=True)
+        create_backend("torch", random_model, fp16_mode=True)
 
 
 # --- engine cache ----------------------------------------------------------------------
@@ -222,9 +225,9 @@ def test_failed_build_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_weights_digest_follows_values_not_order(golden_model):
-    state = golden_model.state_dict()
-    digest = weights_digest(golden_model)
+def test_weights_digest_follows_values_not_order(random_model):
+    state = random_model.state_dict()
+    digest = weights_digest(random_model)
     assert weights_digest(dict(reversed(list(state.items())))) == digest
     changed = dict(state)
     changed["segmentation_head.0.bias"] = state["segmentation_head.0.bias"] + 1e-6
@@ -235,12 +238,12 @@ def test_weights_digest_follows_values_not_order(golden_model):
 # Quantising the full network takes ~30 s (ONNX Runtime's quantiser), so the benchmark
 # covers it; here the same code runs on a two-layer network.
 
-def test_calibration_frames_fit_the_engine_shape(tmp_path, demo_images):
-    from hybridnets_ros.quantize import CalibrationError, calibration_frames
+def test_calibration_frames_fit_the_engine_shape(tmp_path, sample_images):
+    from hybridnets_ros.backends.quantize import CalibrationError, calibration_frames
     folder = tmp_path / "calib"
     folder.mkdir()
-    cv2.imwrite(str(folder / "a.jpg"), cv2.imread(str(demo_images[0])))
-    cv2.imwrite(str(folder / "small.png"), cv2.resize(cv2.imread(str(demo_images[1])), (640, 360)))
+    cv2.imwrite(str(folder / "a.jpg"), cv2.imread(str(sample_images[0])))
+    cv2.imwrite(str(folder / "small.png"), cv2.resize(cv2.imread(str(sample_images[1])), (640, 360)))
     (folder / "broken.jpg").write_bytes(b"not an image")
     frames = calibration_frames(folder, (720, 1280), 640)
     assert len(frames) == 2 and all(f.shape == (1, 3, 384, 640) for f in frames)
@@ -250,7 +253,7 @@ def test_calibration_frames_fit_the_engine_shape(tmp_path, demo_images):
 
 
 def test_assumed_camera_gives_the_engine_shape():
-    from hybridnets_ros.quantize import assumed_camera
+    from hybridnets_ros.backends.quantize import assumed_camera
     assert assumed_camera((384, 640), 640) == (720, 1280)
     assert assumed_camera((512, 640), 640) == (512, 640)  # e.g. a 4:3 camera
 
@@ -259,7 +262,7 @@ def test_static_qdq_quantisation_of_a_small_network(tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from hybridnets_ros.quantize import quantize_onnx
+    from hybridnets_ros.backends.quantize import quantize_onnx
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.SiLU(),

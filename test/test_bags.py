@@ -14,8 +14,10 @@ import pytest
 import ros_graph  # noqa: F401  (isolated DDS environment; rclpy message types)
 from conftest import REPO, match_detections
 from hybridnets_ros.cli import main
-from hybridnets_ros.ros.bags import BagReader, typestore
-from hybridnets_ros.synthetic import SyntheticRoad, default_camera
+from hybridnets_ros.tools.bags import BagReader, typestore
+from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
+
+pytestmark = pytest.mark.slow  # CLI runs of make-bag and replay, a replay subprocess
 
 CAMERA_YAML = """image_width: 1280
 image_height: 720
@@ -44,9 +46,9 @@ def read_bag(path):
 
 
 @pytest.fixture(scope="module")
-def infer_npz(tmp_path_factory, demo_images, golden_weights):
+def infer_npz(tmp_path_factory, sample_images, random_weights):
     out = tmp_path_factory.mktemp("infer")
-    assert run("infer", demo_images[0].parent, "--weights", golden_weights, "--output", out,
+    assert run("infer", sample_images[0].parent, "--weights", random_weights, "--output", out,
                "--save-npz") == 0
     return {p.stem: dict(np.load(p)) for p in out.glob("*.npz")}
 
@@ -60,14 +62,14 @@ def camera_yaml(tmp_path_factory):
 
 @pytest.mark.parametrize("storage, compressed, with_info", [
     ("mcap", False, True), ("sqlite3", False, False), ("mcap", True, True)])
-def test_round_trip(tmp_path, demo_images, golden_weights, infer_npz, camera_yaml,
+def test_round_trip(tmp_path, sample_images, random_weights, infer_npz, camera_yaml,
                     storage, compressed, with_info):
     bag_in, bag_out = tmp_path / "in", tmp_path / "out"
-    make = ["make-bag", demo_images[0].parent, "--out", bag_in, "--rate", 5, "--storage", storage]
+    make = ["make-bag", sample_images[0].parent, "--out", bag_in, "--rate", 5, "--storage", storage]
     make += ["--camera-info", camera_yaml] if with_info else []
     make += ["--compressed"] if compressed else []
     assert run(*make) == 0
-    assert run("replay", bag_in, "--out", bag_out, "--weights", golden_weights,
+    assert run("replay", bag_in, "--out", bag_out, "--weights", random_weights,
                "--storage", storage, "--keep-input") == 0
 
     inputs, outputs = read_bag(bag_in), read_bag(bag_out)
@@ -84,7 +86,7 @@ def test_round_trip(tmp_path, demo_images, golden_weights, infer_npz, camera_yam
                 (in_msg.header.stamp.sec, in_msg.header.stamp.nanosec)
     if compressed:
         return  # JPEG frames differ from the files infer read; the raw cases compare below
-    for path, (_, det) in zip(sorted(demo_images), outputs["/detections"]):
+    for path, (_, det) in zip(sorted(sample_images), outputs["/detections"]):
         ref = infer_npz[path.stem]
         boxes = np.array([[d.bbox.center.position.x - d.bbox.size_x / 2,
                            d.bbox.center.position.y - d.bbox.size_y / 2,
@@ -95,7 +97,7 @@ def test_round_trip(tmp_path, demo_images, golden_weights, infer_npz, camera_yam
                          ref["det_boxes_xyxy"], ref["det_scores"], ref["det_classes"])
 
 
-def test_ros1_bag_with_upper_case_camera_info(tmp_path, golden_weights):
+def test_ros1_bag_with_upper_case_camera_info(tmp_path, random_weights):
     from rosbags.rosbag1 import Writer
     from rosbags.typesys import Stores, get_typestore
     store = get_typestore(Stores.ROS1_NOETIC)
@@ -119,12 +121,12 @@ def test_ros1_bag_with_upper_case_camera_info(tmp_path, golden_weights):
                         step=640 * 3, data=frame.ravel())
             bag.write(img_conn, (100 + i) * 10**9 + 1, store.serialize_ros1(img, "sensor_msgs/msg/Image"))
     out = tmp_path / "out"
-    assert run("replay", path, "--out", out, "--weights", golden_weights) == 0
+    assert run("replay", path, "--out", out, "--weights", random_weights) == 0
     outputs = read_bag(out)
     assert len(outputs["/detections"]) == 2 and len(outputs["/drivable/grid"]) == 2
 
 
-def test_interrupted_replay_leaves_a_readable_bag(tmp_path, golden_weights):
+def test_interrupted_replay_leaves_a_readable_bag(tmp_path, random_weights):
     scene = SyntheticRoad(default_camera(640, 360))
     frames = tmp_path / "frames"
     frames.mkdir()
@@ -134,7 +136,7 @@ def test_interrupted_replay_leaves_a_readable_bag(tmp_path, golden_weights):
     out = tmp_path / "out"
     exe = Path(sys.executable).parent / "hybridnets"
     proc = subprocess.Popen([str(exe), "replay", str(tmp_path / "in"), "--out", str(out),
-                             "--weights", str(golden_weights), "--backend", "torch"],
+                             "--weights", str(random_weights), "--backend", "torch"],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
     seen, deadline = "", time.monotonic() + 120
     while " 3/40 " not in seen and time.monotonic() < deadline and proc.poll() is None:
@@ -148,10 +150,10 @@ def test_interrupted_replay_leaves_a_readable_bag(tmp_path, golden_weights):
     assert 3 <= len(detections) < 40
 
 
-def test_missing_corrupt_empty_and_wrong_topics(tmp_path, golden_weights, capsys, camera_yaml):
+def test_missing_corrupt_empty_and_wrong_topics(tmp_path, random_weights, capsys, camera_yaml):
     def replay_error(bag, *extra):
         code = run("replay", bag, "--out", tmp_path / f"out{time.monotonic_ns()}",
-                   "--weights", golden_weights, *extra)
+                   "--weights", random_weights, *extra)
         assert code == 2
         return capsys.readouterr().err
 
@@ -168,7 +170,7 @@ def test_missing_corrupt_empty_and_wrong_topics(tmp_path, golden_weights, capsys
     assert "has no topic /front/image" in err and "/camera/image_raw (sensor_msgs/msg/Image)" in err
     assert "no CameraInfo topic /x" in replay_error(tmp_path / "one_bag", "--camera-info-topic", "/x")
 
-    from hybridnets_ros.ros.bags import BagWriter
+    from hybridnets_ros.tools.bags import BagWriter
     with BagWriter(tmp_path / "empty") as bag:  # a valid bag without any messages
         bag._connection("/camera/camera_info", "sensor_msgs/msg/CameraInfo")
     assert "no image topics in the bag" in replay_error(tmp_path / "empty")
@@ -180,14 +182,14 @@ def test_missing_corrupt_empty_and_wrong_topics(tmp_path, golden_weights, capsys
     assert "cannot read" in replay_error(truncated)
 
 
-def test_truncated_mcap_is_salvaged(tmp_path, demo_images, golden_weights, capsys):
+def test_truncated_mcap_is_salvaged(tmp_path, sample_images, random_weights, capsys):
     bag = tmp_path / "in"
-    assert run("make-bag", demo_images[0].parent, "--out", bag) == 0
+    assert run("make-bag", sample_images[0].parent, "--out", bag) == 0
     mcap = next(bag.glob("*.mcap"))
     data = mcap.read_bytes()
     mcap.write_bytes(data[: len(data) * 7 // 10])  # a recording that was cut off
     out = tmp_path / "out"
-    assert run("replay", bag, "--out", out, "--weights", golden_weights) == 0
+    assert run("replay", bag, "--out", out, "--weights", random_weights) == 0
     captured = capsys.readouterr()
     assert "damaged bag" in captured.err
     recovered = len(read_bag(out)["/detections"])

@@ -4,19 +4,20 @@ import json
 import numpy as np
 import pytest
 
-from hybridnets_ros.bench import Variant, fidelity, match_count
+from hybridnets_ros.tools.bench import Variant, fidelity, match_count
 from hybridnets_ros.cli import main
-from hybridnets_ros.pipeline import Result
-from hybridnets_ros.postprocess import Detections
+from hybridnets_ros.pipeline.pipeline import Result
+from hybridnets_ros.core.postprocess import Detections
 
 STAGES = ["image conversion", "pre-processing", "network", "post-processing",
           "bird's-eye grids", "message build"]
 
 
-def test_bench_writes_the_json_schema(tmp_path, golden_weights, golden_onnx, capsys):
+@pytest.mark.slow  # a full bench run
+def test_bench_writes_the_json_schema(tmp_path, random_weights, random_onnx, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--frames", "2", "--backend", "onnxruntime", "--weights",
-                 str(golden_weights), "--json", str(out)]) == 0
+                 str(random_weights), "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
     machine = doc["machine"]
     assert machine["cpu"] and machine["threads"] >= 1 and "torch" in machine["versions"]

@@ -1,4 +1,5 @@
 """`hybridnets infer` end to end: images, folders, videos, bad inputs."""
+import pytest
 import os
 import subprocess
 import sys
@@ -9,7 +10,9 @@ import numpy as np
 
 from conftest import REPO, match_detections
 from hybridnets_ros.cli import main
-from hybridnets_ros.synthetic import SyntheticRoad, default_camera
+from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
+
+pytestmark = pytest.mark.slow  # whole CLI runs over images and videos, a console-script subprocess
 
 
 def run(*args) -> int:
@@ -36,7 +39,7 @@ def test_infer_demo_images(tmp_path, demo_images, golden_weights, golden_case, c
     assert "6 frames" in summary and "0 input(s) failed" in summary and "ms/frame" in summary
 
 
-def test_infer_video(tmp_path, golden_weights):
+def test_infer_video(tmp_path, random_weights):
     scene = SyntheticRoad(default_camera(320, 180))
     video = tmp_path / "drive.mp4"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 180))
@@ -44,7 +47,7 @@ def test_infer_video(tmp_path, golden_weights):
         writer.write(scene.render(i / 10)[0])
     writer.release()
     out = tmp_path / "out"
-    assert run("infer", video, "--weights", golden_weights, "--output", out, "--save-npz") == 0
+    assert run("infer", video, "--weights", random_weights, "--output", out, "--save-npz") == 0
     capture = cv2.VideoCapture(str(out / "drive.mp4"))
     frames = 0
     while capture.read()[0]:
@@ -53,7 +56,7 @@ def test_infer_video(tmp_path, golden_weights):
     assert sorted(p.name for p in out.glob("*.npz")) == [f"drive_{i:06d}.npz" for i in range(3)]
 
 
-def test_bad_inputs_are_reported_and_skipped(tmp_path, golden_weights, capsys):
+def test_bad_inputs_are_reported_and_skipped(tmp_path, random_weights, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
     frame = SyntheticRoad(default_camera(256, 144)).render(0)[0]
@@ -67,7 +70,7 @@ def test_bad_inputs_are_reported_and_skipped(tmp_path, golden_weights, capsys):
     broken_video = folder / "broken.mp4"
     broken_video.write_bytes(b"\x00" * 100)
     out = tmp_path / "out"
-    code = run("infer", folder, tmp_path / "missing.jpg", "--weights", golden_weights,
+    code = run("infer", folder, tmp_path / "missing.jpg", "--weights", random_weights,
                "--output", out)
     assert code == 1
     err = capsys.readouterr().err

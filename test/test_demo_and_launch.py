@@ -12,6 +12,7 @@ import ros_graph  # noqa: F401  (isolated DDS domain + LARGE_DATA for the demo)
 from conftest import REPO
 
 
+@pytest.mark.slow  # the demo graph: three processes over DDS
 def test_demo_runs_the_graph_and_records_outputs(tmp_path, isolated_cache):
     out = tmp_path / "demo"
     env = {**os.environ, "HYBRIDNETS_CACHE": str(isolated_cache)}
@@ -21,7 +22,8 @@ def test_demo_runs_the_graph_and_records_outputs(tmp_path, isolated_cache):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "RANDOM WEIGHTS" in proc.stderr  # offline here: the fallback is announced
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["frames_published"] == 3 and summary["frames_with_results"] >= 2
+    # Only the newest frame is sure to be processed: the node drops stale ones on purpose.
+    assert summary["frames_published"] == 3 and summary["frames_with_results"] >= 1
     assert summary["node_exit_code"] == 0
     assert summary["node_diagnostics"]["state"] == "active"
     assert list(out.glob("overlay_*.jpg")) and list(out.glob("grids_*.png"))
@@ -45,6 +47,6 @@ def test_launch_files(name):
 
 def test_config_declares_every_parameter():
     import yaml
-    from hybridnets_ros.ros.params import PARAMS
+    from hybridnets_ros.pipeline.config import settings
     config = yaml.safe_load((REPO / "config" / "hybridnets.yaml").read_text())
-    assert set(config["/**"]["ros__parameters"]) == {p.name for p in PARAMS}
+    assert set(config["/**"]["ros__parameters"]) == {s.name for s in settings()}

@@ -6,19 +6,21 @@ import onnxruntime as ort
 import pytest
 
 from conftest import match_detections, rel_l2
-from hybridnets_ros.anchors import generate_anchors
+from hybridnets_ros.core.anchors import generate_anchors
 from hybridnets_ros.backends import create_backend
 from hybridnets_ros.cli import main
-from hybridnets_ros.engine_cache import weights_digest
-from hybridnets_ros.export import OPSET, cached_onnx
-from hybridnets_ros.pipeline import Pipeline
-from hybridnets_ros.spec import BDD100K
+from hybridnets_ros.backends.engine_cache import weights_digest
+from hybridnets_ros.backends.onnx_export import OPSET, cached_onnx
+from hybridnets_ros.pipeline.pipeline import Pipeline
+from hybridnets_ros.core.spec import BDD100K
+
+pytestmark = pytest.mark.slow  # ONNX exports of the whole network
 
 OUTPUTS = ("regression", "classification", "segmentation")
 
 
-def test_onnx_is_valid_static_and_described(golden_onnx, golden_model):
-    proto = onnx.load(str(golden_onnx))
+def test_onnx_is_valid_static_and_described(random_onnx, random_model):
+    proto = onnx.load(str(random_onnx))
     onnx.checker.check_model(proto, full_check=True)
     assert proto.opset_import[0].version >= 17 and OPSET >= 17
     (image,) = proto.graph.input
@@ -27,7 +29,7 @@ def test_onnx_is_valid_static_and_described(golden_onnx, golden_model):
     assert [o.name for o in proto.graph.output] == list(OUTPUTS)
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["input_hw"] == "384,640" and meta["class_names"] == "car"
-    assert meta["weights_sha256"] == weights_digest(golden_model)
+    assert meta["weights_sha256"] == weights_digest(random_model)
 
 
 def test_onnxruntime_matches_golden_outputs(golden_onnx, golden_case):
@@ -46,19 +48,19 @@ def test_same_results_through_shared_postprocessing(golden_onnx, golden_model, g
     assert (result.seg_mask == golden_case["seg_mask"]).mean() >= 0.999
 
 
-def test_export_is_cached_per_weights_and_shape(golden_onnx, golden_model):
-    mtime = golden_onnx.stat().st_mtime_ns
-    assert cached_onnx(golden_model, (384, 640)) == golden_onnx
-    assert golden_onnx.stat().st_mtime_ns == mtime  # loaded, not exported again
+def test_export_is_cached_per_weights_and_shape(random_onnx, random_model):
+    mtime = random_onnx.stat().st_mtime_ns
+    assert cached_onnx(random_model, (384, 640)) == random_onnx
+    assert random_onnx.stat().st_mtime_ns == mtime  # loaded, not exported again
 
 
-def test_export_command_writes_checked_onnx_and_anchors(tmp_path, golden_weights, golden_onnx,
+def test_export_command_writes_checked_onnx_and_anchors(tmp_path, random_weights, random_onnx,
                                                          capsys):
     out = tmp_path / "model.onnx"
-    assert main(["export", "--weights", str(golden_weights), "--output", str(out)]) == 0
+    assert main(["export", "--weights", str(random_weights), "--output", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "input 1x3x384x640 for a 1280x720 camera" in printed and "(ok)" in printed
-    assert out.read_bytes() == golden_onnx.read_bytes()
+    assert out.read_bytes() == random_onnx.read_bytes()
     np.testing.assert_array_equal(np.load(tmp_path / "model.anchors.npy"),
                                   generate_anchors((384, 640), BDD100K))
 
@@ -71,6 +73,6 @@ def test_export_command_writes_checked_onnx_and_anchors(tmp_path, golden_weights
     (["--int8"], "--int8 needs --calib"),
     (["--camera", "1280by720"], "must look like 1280x720"),
 ])
-def test_export_errors_are_explained(args, message, golden_weights, capsys):
-    assert main(["export", "--weights", str(golden_weights), *args]) == 2
+def test_export_errors_are_explained(args, message, random_weights, capsys):
+    assert main(["export", "--weights", str(random_weights), *args]) == 2
     assert message in capsys.readouterr().err

@@ -1,11 +1,12 @@
 """The whole path against the original implementation's outputs (shared/golden)."""
+import pytest
 import numpy as np
 import torch
 
 from conftest import match_detections, rel_l2
-from hybridnets_ros.anchors import generate_anchors
+from hybridnets_ros.core.anchors import generate_anchors
 from hybridnets_ros.backends import RawOutputs
-from hybridnets_ros.spec import BDD100K
+from hybridnets_ros.core.spec import BDD100K
 
 
 def test_state_dict_layout_matches_released_checkpoint(golden_model):
@@ -45,6 +46,7 @@ def test_postprocessing_of_reference_outputs_is_exact(golden_pipeline, golden_ca
     np.testing.assert_array_equal(result.seg_mask, golden_case["seg_mask"])
 
 
+@pytest.mark.slow  # the golden case through every stage
 def test_end_to_end(golden_pipeline, golden_case):
     result = golden_pipeline(golden_case["input_bgr"])
     d = result.detections

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from hybridnets_ros import nms
+from hybridnets_ros.core import nms
 
 
 def greedy_reference(boxes, scores, classes, threshold):

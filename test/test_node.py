@@ -1,5 +1,5 @@
 """hybridnets_node over a real DDS graph: outputs, burst behaviour, bad input, parameters,
-lifecycle. The node runs in its own process with the golden checkpoint."""
+lifecycle. The node runs in its own process with seeded random weights."""
 import time
 
 import cv2
@@ -8,15 +8,17 @@ import pytest
 
 import ros_graph as rg  # sets the DDS environment before rclpy is imported
 from conftest import match_detections
-from hybridnets_ros.bev import BevProjector, GridSpec
-from hybridnets_ros.camera import CameraModel
-from hybridnets_ros.synthetic import default_camera
+from hybridnets_ros.core.bev import BevProjector, GridSpec
+from hybridnets_ros.core.camera import CameraModel
+from hybridnets_ros.core.synthetic import default_camera
 
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState  # noqa: E402
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from sensor_msgs.msg import CompressedImage  # noqa: E402
+
+pytestmark = pytest.mark.slow  # a hybridnets_node process over DDS
 
 CAMERA = default_camera()  # 1280x720, the demo images' size
 POSE = (0.0, 0.0, 1.5, 0.0, 0.0, 0.0)  # config/hybridnets.yaml
@@ -29,10 +31,10 @@ def next_stamp() -> int:
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory, golden_weights):
+def node(tmp_path_factory, random_weights):
     rg.init_rclpy()
     process = rg.NodeProcess(tmp_path_factory.mktemp("node") / "node.log",
-                             {"weights": golden_weights})
+                             {"weights": random_weights})
     yield process
     assert process.stop() == 0, process.log()
 
@@ -58,16 +60,16 @@ def call(probe, client, request, timeout=10.0):
     return future.result()
 
 
-def test_outputs_match_infer(node, probe, demo_images, golden_pipeline):
+def test_outputs_match_infer(node, probe, sample_images, random_pipeline):
     projector = BevProjector(CameraModel.from_pose(CAMERA.K, 1280, 720, POSE), GridSpec())
-    for path in demo_images:
+    for path in sample_images:
         bgr = cv2.imread(str(path))
         stamp = next_stamp()
         send(probe, bgr, stamp)
         assert probe.wait_for(lambda: len(probe.got(stamp)) == len(rg.OUTPUTS), 30), \
             f"{path.name}: got only {sorted(probe.got(stamp))}\n{node.log()}"
         out = probe.got(stamp)
-        expected = golden_pipeline(bgr)
+        expected = random_pipeline(bgr)
 
         det = out["detections"]
         assert det.header.frame_id == "camera_optical_frame"
@@ -214,18 +216,18 @@ def test_lifecycle_deactivate_and_activate(node, probe):
     assert probe.wait_for(lambda: "detections" in probe.got(stamp), 30), node.log()
 
 
-def test_compressed_input(tmp_path, golden_weights, demo_images, golden_pipeline):
+def test_compressed_input(tmp_path, random_weights, sample_images, random_pipeline):
     rg.init_rclpy()
-    node = rg.NodeProcess(tmp_path / "node.log", {"weights": golden_weights,
+    node = rg.NodeProcess(tmp_path / "node.log", {"weights": random_weights,
                                                   "use_compressed": "true"}, namespace="cmp")
     probe = rg.Probe(namespace="cmp")
     try:
         probe.wait_ready(node, compressed=True)
-        jpeg = demo_images[0].read_bytes()
+        jpeg = sample_images[0].read_bytes()
         stamp = next_stamp()
         probe.compressed_pub.publish(_compressed(jpeg, stamp))
         assert probe.wait_for(lambda: "detections" in probe.got(stamp), 30), node.log()
-        expected = golden_pipeline(cv2.imread(str(demo_images[0])))
+        expected = random_pipeline(cv2.imread(str(sample_images[0])))
         assert len(probe.got(stamp)["detections"].detections) == len(expected.detections)
         # one at a time: while the worker is busy a newer message would replace a waiting one
         for count, bad in enumerate((jpeg[: len(jpeg) // 2], b"not a jpeg at all"), start=1):
@@ -249,11 +251,11 @@ def _compressed(data: bytes, stamp: int) -> CompressedImage:
     return msg
 
 
-def test_sim_time_from_a_bag_player(tmp_path, golden_weights):
+def test_sim_time_from_a_bag_player(tmp_path, random_weights):
     """As under `ros2 bag play --clock`: outputs carry bag time, and so do diagnostics."""
     from rosgraph_msgs.msg import Clock
     rg.init_rclpy()
-    node = rg.NodeProcess(tmp_path / "node.log", {"weights": golden_weights,
+    node = rg.NodeProcess(tmp_path / "node.log", {"weights": random_weights,
                                                   "use_sim_time": "true"}, namespace="sim")
     probe = rg.Probe(namespace="sim")
     clock_pub = probe.create_publisher(Clock, "/clock", 10)

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from hybridnets_ros.gpu import TorchPreprocessor
-from hybridnets_ros.postprocess import class_map, scale_boxes
-from hybridnets_ros.preprocess import PAD_VALUE, Letterbox, Preprocessor
+from hybridnets_ros.core.torch_preprocess import TorchPreprocessor
+from hybridnets_ros.core.postprocess import class_map, scale_boxes
+from hybridnets_ros.core.preprocess import PAD_VALUE, Letterbox, Preprocessor
 
 SIZES = [(720, 1280), (1080, 1920), (480, 640), (1, 1), (1280, 720), (2000, 1), (37, 501),
          (384, 640), (100, 100)]

@@ -2,8 +2,8 @@
 import threading
 import time
 
-from hybridnets_ros.slot import LatestSlot
-from hybridnets_ros.stats import NodeStats, RateMeter
+from hybridnets_ros.pipeline.slot import LatestSlot
+from hybridnets_ros.pipeline.stats import NodeStats, RateMeter
 
 
 def test_latest_frame_wins():

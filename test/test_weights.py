@@ -2,17 +2,17 @@
 import pytest
 import torch
 
-from hybridnets_ros.model import HybridNets
-from hybridnets_ros.weights import (WeightsError, build_model, download_weights, load_into,
+from hybridnets_ros.core.models.hybridnets import HybridNets
+from hybridnets_ros.core.weights import (WeightsError, build_model, download_weights, load_into,
                                     read_state_dict)
 
 
 @pytest.fixture(scope="module")
-def golden_state(golden_weights):
-    return read_state_dict(golden_weights)
+def random_state(random_weights):
+    return read_state_dict(random_weights)
 
 
-def test_missing_empty_truncated_and_foreign_files(tmp_path, golden_weights):
+def test_missing_empty_truncated_and_foreign_files(tmp_path, random_weights):
     with pytest.raises(WeightsError, match="not found"):
         read_state_dict(tmp_path / "nope.pth")
     with pytest.raises(WeightsError, match="not a file"):
@@ -20,7 +20,7 @@ def test_missing_empty_truncated_and_foreign_files(tmp_path, golden_weights):
     (tmp_path / "empty.pth").write_bytes(b"")
     with pytest.raises(WeightsError, match=r"empty \(0 bytes\)"):
         read_state_dict(tmp_path / "empty.pth")
-    data = golden_weights.read_bytes()
+    data = random_weights.read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
     with pytest.raises(WeightsError, match="cannot read .*cut.pth as a PyTorch checkpoint"):
         read_state_dict(tmp_path / "cut.pth")
@@ -32,8 +32,8 @@ def test_missing_empty_truncated_and_foreign_files(tmp_path, golden_weights):
         read_state_dict(tmp_path / "meta.pth")
 
 
-def test_key_mismatches_are_listed(golden_state):
-    state = dict(golden_state)
+def test_key_mismatches_are_listed(random_state):
+    state = dict(random_state)
     del state["encoder._conv_stem.weight"]
     state["extra.weight"] = torch.zeros(1)
     state["classifier.header.pointwise_conv.conv.bias"] = torch.zeros(90)  # a 10-class head
@@ -51,13 +51,14 @@ def test_many_missing_keys_are_summarised():
         load_into(HybridNets(), {}, "empty dict")
 
 
-def test_wrapped_state_dict_loads(tmp_path, golden_state):
-    torch.save({"model": golden_state, "epoch": 10}, tmp_path / "ckpt.pth")
+def test_wrapped_state_dict_loads(tmp_path, random_state):
+    torch.save({"model": random_state, "epoch": 10}, tmp_path / "ckpt.pth")
     model = build_model(tmp_path / "ckpt.pth")
     assert torch.equal(model.state_dict()["segmentation_head.0.bias"],
-                       golden_state["segmentation_head.0.bias"])
+                       random_state["segmentation_head.0.bias"])
 
 
+@pytest.mark.slow  # builds the random network twice
 def test_random_weights_are_deterministic():
     a, b = build_model(random_weights=True), build_model(random_weights=True)
     assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
@@ -65,13 +66,13 @@ def test_random_weights_are_deterministic():
         build_model()
 
 
-def test_download_is_verified_and_atomic(tmp_path, golden_weights):
+def test_download_is_verified_and_atomic(tmp_path, random_weights):
     dest = tmp_path / "cache" / "hybridnets.pth"
-    assert download_weights(dest, url=golden_weights.as_uri(), progress=False) == dest
-    assert dest.read_bytes() == golden_weights.read_bytes()
+    assert download_weights(dest, url=random_weights.as_uri(), progress=False) == dest
+    assert dest.read_bytes() == random_weights.read_bytes()
 
     broken = tmp_path / "broken.pth"
-    broken.write_bytes(golden_weights.read_bytes()[:1000])
+    broken.write_bytes(random_weights.read_bytes()[:1000])
     dest2 = tmp_path / "cache2" / "hybridnets.pth"
     with pytest.raises(WeightsError, match="cannot read"):
         download_weights(dest2, url=broken.as_uri(), progress=False)

@@ -50,7 +50,7 @@ class CachedEngineBackend(Backend):
 
     def _init_engine(self, model, device: str, precision: str, calib, source_hw,
                      input_size: int, cache, digest: str | None) -> None:
-        from ..engine_cache import EngineCache, weights_digest
+        from .engine_cache import EngineCache, weights_digest
 
         if precision == "int8" and calib is None:
             raise BackendUnavailable(f"{self.name} int8 needs calibration images: pass a folder "

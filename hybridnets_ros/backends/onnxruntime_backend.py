@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine_cache import EngineCache
-from ..export import INPUT_NAME, OUTPUT_NAMES, cached_onnx
+from .engine_cache import EngineCache
+from .onnx_export import INPUT_NAME, OUTPUT_NAMES, cached_onnx
 from .base import Array, BackendUnavailable, CachedEngineBackend, RawOutputs
 from .torch_backend import require_cuda
 
@@ -86,7 +86,7 @@ class OnnxRuntimeBackend(CachedEngineBackend):
         """The ONNX file run for input ``hw`` (exported/quantised into the cache if needed)."""
         if self.precision == "fp32":
             return cached_onnx(self.model, hw, self.digest, self.cache)
-        from ..quantize import assumed_camera, cached_int8_onnx, calibration_frames
+        from .quantize import assumed_camera, cached_int8_onnx, calibration_frames
         source_hw = self.source_hw or assumed_camera(hw, self.input_size)
         frames = calibration_frames(self.calib, source_hw, self.input_size)
         if frames[0].shape[2:] != hw:
@@ -103,9 +103,8 @@ class OnnxRuntimeBackend(CachedEngineBackend):
         options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1  # one chain of ops: no parallel branches to run
-        # Worker threads spin while a run is going (~10 ms faster than sleeping) but stop
-        # when it returns: left spinning they slowed the post-processing that follows from
-        # ~2.5 to 7-13 ms on 2 cores.
+        # Worker threads spin while a run is going (faster than sleeping) but stop when it
+        # returns: left spinning they slow the post-processing that follows (benchmarks.md).
         options.add_session_config_entry("session.force_spinning_stop", "1")
         session = self.ort.InferenceSession(str(path), options, providers=self.providers)
         on_gpu = session.get_providers()[0] != "CPUExecutionProvider"

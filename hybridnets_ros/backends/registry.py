@@ -65,8 +65,9 @@ def choose_auto(device: str, precision: str) -> tuple[str, str]:
         return "torch", f"no TensorRT here ({skipped})"
     lacking = missing("onnxruntime", device)
     if precision == "fp32" and not lacking:
-        return "onnxruntime", ("fastest on CPU: ONNX Runtime with graph optimisation ran ~3x "
-                               "faster than eager PyTorch with the same outputs (~4e-6)")
+        return "onnxruntime", ("fastest on CPU: ONNX Runtime with graph optimisation runs "
+                               "faster than eager PyTorch with the same outputs "
+                               "(docs/benchmarks.md)")
     if precision == "int8" and not lacking:
         return "onnxruntime", "the CPU backend with INT8 (static QDQ)"
     reason = f"precision {precision}" if not lacking else f"missing {', '.join(lacking)}"
@@ -102,7 +103,7 @@ def create_backend(name: str, model: torch.nn.Module | str | os.PathLike, device
                                  f"{'; '.join(lacking)}; available on {device}: "
                                  f"{', '.join(available_backends(device)) or 'none'}")
     if isinstance(model, (str, Path)):
-        from ..weights import build_model
+        from ..core.weights import build_model
         model = build_model(model)
     if name == "torch":
         from .torch_backend import TorchBackend

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine_cache import EngineCache, EngineKey, gpu_identity
-from ..export import INPUT_NAME, OUTPUT_NAMES, cached_onnx
+from .engine_cache import EngineCache, EngineKey, gpu_identity
+from .onnx_export import INPUT_NAME, OUTPUT_NAMES, cached_onnx
 from .base import Array, BackendUnavailable, CachedEngineBackend, RawOutputs
 from .torch_backend import require_cuda
 
@@ -86,12 +86,12 @@ class TensorRTBackend(CachedEngineBackend):
         return f"tensorrt {self.trt.__version__}"
 
     def _calibration_frames(self, hw: tuple[int, int]) -> list[np.ndarray]:
-        from ..quantize import assumed_camera, calibration_frames
+        from .quantize import assumed_camera, calibration_frames
         source_hw = self.source_hw or assumed_camera(hw, self.input_size)
         return calibration_frames(self.calib, source_hw, self.input_size)
 
     def engine_key(self, hw: tuple[int, int], frames: list[np.ndarray] | None) -> EngineKey:
-        from ..quantize import frames_digest
+        from .quantize import frames_digest
         return EngineKey(self.kind, tuple(hw), self.precision, self.digest,
                          runtime=self.runtime_id(), gpu=gpu_identity(self.device),
                          calibration=frames_digest(frames) if frames else "")

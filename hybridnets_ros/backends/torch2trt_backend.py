@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine_cache import EngineKey
-from ..export import INPUT_NAME, OUTPUT_NAMES
+from .engine_cache import EngineKey
+from .onnx_export import INPUT_NAME, OUTPUT_NAMES
 from .base import BackendUnavailable
 from .tensorrt_backend import TensorRTBackend, WORKSPACE_BYTES, import_tensorrt
 

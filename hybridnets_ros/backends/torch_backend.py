@@ -1,11 +1,10 @@
 """PyTorch, CPU or CUDA: fp32 or fp16, eager or optimised, optionally as a CUDA graph.
 
 Optimised (the default) traces the network per input shape and freezes it (BatchNorm folded
-into the convs, constants inlined), with weights and input in channels-last layout: on the
-project's 2-core CPU ~200 ms per 384x640 frame against ~400 ms eager, same outputs to ~4e-6.
-The trace is per shape because MaxPoolSame's padding depends on it; building one takes ~2 s
-and the first two runs of a new trace are slow (the JIT profiles them), so ``prepare`` warms
-it up. ``optimize=False`` is plain eager PyTorch, the benchmark's baseline.
+into the convs, constants inlined), with weights and input in channels-last layout: about
+twice as fast as eager on CPU with the same outputs (docs/benchmarks.md). The trace is per
+shape because MaxPoolSame's padding depends on it, and the first two runs of a new trace
+are slow (the JIT profiles them), so ``prepare`` warms it up. ``optimize=False`` is plain eager PyTorch, the benchmark's baseline.
 """
 from __future__ import annotations
 
@@ -74,8 +73,8 @@ class TorchBackend(Backend):
             with torch.no_grad(), warnings.catch_warnings():
                 # The tracer warns that MaxPoolSame's padding becomes a constant: intended,
                 # each shape gets its own trace. TorchScript also announces its deprecation
-                # in favour of torch.compile, which here compiled for ~4 min per shape and
-                # then ran no faster (206 ms).
+                # in favour of torch.compile, which compiled for minutes per shape and ran
+                # no faster (docs/benchmarks.md).
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 warnings.simplefilter("ignore", DeprecationWarning)
                 module = torch.jit.freeze(torch.jit.trace(self.model, buffer, check_trace=False))

@@ -1,4 +1,4 @@
-"""ROS 2 glue: message conversion, message building, parameters and the node.
-
-Everything here imports rclpy message types; the core (hybridnets_ros.*) does not.
+"""ROS 2 glue: the node, its parameters, the frame processor, the outputs table, message
+conversion and building. This layer and those above it (tools, cli) import rclpy; the
+layers below (pipeline, backends, core) never do.
 """

@@ -7,7 +7,7 @@ import numpy as np
 import yaml
 from sensor_msgs.msg import CameraInfo
 
-from ..camera import CameraModel
+from ..core.camera import CameraModel
 
 
 def camera_info_from_model(camera: CameraModel, frame_id: str) -> CameraInfo:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..sources import InputError, decode_image
+from ..core.sources import InputError, decode_image
 
 
 class ImageConversionError(InputError):

@@ -1,8 +1,7 @@
 """Result, masks and grids -> ROS messages.
 
 Array payloads are assigned as ``array.array`` filled from the numpy buffer: rclpy then
-takes them in one copy (~0.1 ms for a 720p image) instead of converting element by element
-(tens of ms for lists or numpy arrays).
+takes them in one copy instead of converting element by element (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -16,8 +15,8 @@ from std_msgs.msg import Header
 from vision_msgs.msg import (BoundingBox2D, Detection2D, Detection2DArray, ObjectHypothesis,
                              ObjectHypothesisWithPose)
 
-from ..bev import GridSpec
-from ..postprocess import Detections
+from ..core.bev import GridSpec
+from ..core.postprocess import Detections
 
 
 def stamp_ns(header) -> int:

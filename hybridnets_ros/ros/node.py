@@ -22,13 +22,15 @@ from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_pr
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from ..slot import LatestSlot
-from ..stats import NodeStats
+from ..core.camera import rotation_from_quaternion
+from ..pipeline.config import ConfigError, NodeConfig
+from ..pipeline.slot import LatestSlot
+from ..pipeline.stats import NodeStats
 from . import params
+from ..pipeline.factory import build_pipeline
+from .frame import FrameProcessor
 from .messages import stamp_ns
-from .conversions import ImageConversionError, to_bgr
-from .outputs import (GRID_OUTPUTS, OUTPUT_QOS, OUTPUTS, GridUnavailable, ProjectorCache,
-                      build_outputs, grid_spec)
+from .outputs import OUTPUTS
 
 
 @dataclass
@@ -44,26 +46,32 @@ class HybridNetsNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.stats = NodeStats()
         self.slot = LatestSlot()
-        self.pipeline = None
+        self.processor: FrameProcessor | None = None
         self._worker: threading.Thread | None = None
         self._running = False
         self._inputs = []
         self._pubs: dict[str, object] = {}
-        self._camera_info: CameraInfo | None = None
-        self._projectors = ProjectorCache()
         self._said: set[str] = set()
         self._tf = _TfLookup.create(self)
         self._state = "unconfigured"
+        try:
+            self.config: NodeConfig | None = params.config_from_node(self)
+        except ConfigError as exc:  # stay up and say why; configure refuses until fixed
+            self.config = None
+            self._config_error = str(exc)
+            self.get_logger().error(f"bad parameters: {exc}")
+        period = self.config.diagnostics_period if self.config else NodeConfig().diagnostics_period
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Steady clock: diagnostics keep coming while a bag player pauses /clock; their stamps
         # use the node's clock (bag time under use_sim_time).
-        self._diag_timer = self.create_timer(self.p("diagnostics_period"), self._publish_diagnostics,
+        self._diag_timer = self.create_timer(period, self._publish_diagnostics,
                                              clock=Clock(clock_type=ClockType.STEADY_TIME))
 
-    # ------------------------------------------------------------------ helpers
-    def p(self, name: str):
-        return self.get_parameter(name).value
+    @property
+    def pipeline(self):
+        return self.processor.pipeline if self.processor else None
 
+    # ------------------------------------------------------------------ helpers
     def say_once(self, key: str, text: str, level: str = "warning") -> None:
         if key not in self._said:
             self._said.add(key)
@@ -76,58 +84,28 @@ class HybridNetsNode(LifecycleNode):
 
     # ---------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.config is None:
+            self.get_logger().error(f"configure refused: bad parameters: {self._config_error}")
+            return TransitionCallbackReturn.FAILURE
         try:
-            self.pipeline = self._build_pipeline()
+            pipeline = build_pipeline(self.config)
         except Exception as exc:  # any load/build failure: stay unconfigured, say why
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
-        self._pubs = {name: self.create_lifecycle_publisher(msg_type, topic, OUTPUT_QOS)
-                      for name, (topic, msg_type) in OUTPUTS.items()}
+        lookup = self._tf.lookup if self._tf else None
+        self.processor = FrameProcessor(pipeline, self.config, lookup)
+        self._pubs = {o.name: self.create_lifecycle_publisher(o.msg_type, o.topic, o.qos)
+                      for o in OUTPUTS}
+        self.get_logger().info(f"model ready: {pipeline.backend.describe()}")
         self._state = "inactive"
         return super().on_configure(state)
 
-    def _build_pipeline(self):
-        from ..backends import create_backend
-        from ..pipeline import Pipeline
-        from ..weights import build_model, default_weights_path
-
-        weights = self.p("weights") or None
-        if weights is None and default_weights_path().is_file():
-            weights = str(default_weights_path())
-        if weights is None and not self.p("allow_random_weights"):
-            raise RuntimeError("no weights: set the 'weights' parameter, run `hybridnets "
-                               "download-weights`, or set allow_random_weights:=true")
-        if weights is None:
-            self.get_logger().warning("RANDOM WEIGHTS: detections and masks are meaningless")
-        self.get_logger().info(f"loading {weights or 'random weights'} ...")
-        started = time.monotonic()
-        model = build_model(weights, random_weights=weights is None)
-        device = self.p("device")
-        if device == "auto":
-            import torch
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        resolution = list(self.p("camera_resolution") or [])
-        backend = create_backend(self.p("backend"), model, device=device,
-                                 precision=self.p("precision"), input_size=self.p("input_size"),
-                                 calib=self.p("int8_calibration") or None,
-                                 source_hw=tuple(reversed(resolution)) if resolution else None)
-        pipeline = Pipeline(backend, self.p("input_size"), self.p("conf_threshold"),
-                            self.p("iou_threshold"))
-        if resolution:
-            input_hw = pipeline.preprocessor.letterbox(tuple(reversed(resolution))).input_hw
-            self.get_logger().info(f"preparing {backend.describe()} for {resolution[0]}x"
-                                   f"{resolution[1]} input (network {input_hw[1]}x{input_hw[0]}) ...")
-            backend.prepare(input_hw)
-        self.get_logger().info(f"model ready in {time.monotonic() - started:.1f} s: "
-                               f"{backend.describe()}")
-        return pipeline
-
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         qos = qos_profile_sensor_data
-        if self.p("reliable_qos"):
+        if self.config.reliable_qos:
             qos = QoSProfile(reliability=QoSReliabilityPolicy.RELIABLE,
                              history=QoSHistoryPolicy.KEEP_LAST, depth=1)
-        if self.p("use_compressed"):
+        if self.config.use_compressed:
             self._inputs.append(self.create_subscription(
                 CompressedImage, "image/compressed", self._on_image, qos))
         else:
@@ -154,8 +132,7 @@ class HybridNetsNode(LifecycleNode):
         for pub in self._pubs.values():
             self.destroy_lifecycle_publisher(pub)
         self._pubs = {}
-        self.pipeline = None
-        self._projectors = ProjectorCache()
+        self.processor = None
         self._state = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
 
@@ -177,28 +154,20 @@ class HybridNetsNode(LifecycleNode):
         self.slot.put(Frame(msg, time.monotonic()))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_info = msg
+        if self.processor is not None:
+            self.processor.camera_info = msg
 
     def _on_set_parameters(self, changes) -> SetParametersResult:
-        for change in changes:
-            reason = params.validate(change.name, change.value)
-            if reason is None and change.name in ("grid_resolution", "grid_x_range", "grid_y_range"):
-                reason = self._check_grid(change.name, change.value)
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
-        for change in changes:
-            if self.pipeline is not None and change.name in ("conf_threshold", "iou_threshold"):
-                setattr(self.pipeline, change.name, float(change.value))
-        return SetParametersResult(successful=True)
-
-    def _check_grid(self, name: str, value) -> str | None:
-        current = {n: self.p(n) for n in ("grid_resolution", "grid_x_range", "grid_y_range")}
-        current[name] = value
+        values = params.parameter_values(self)
+        values.update({change.name: change.value for change in changes})
         try:
-            grid_spec(current["grid_resolution"], current["grid_x_range"], current["grid_y_range"])
-        except ValueError as exc:
-            return str(exc)
-        return None
+            config = NodeConfig.from_mapping(values)
+        except ConfigError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        self.config = config
+        if self.processor is not None:
+            self.processor.update_config(config)
+        return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------- worker
     def _work(self) -> None:
@@ -209,64 +178,42 @@ class HybridNetsNode(LifecycleNode):
             try:
                 self._process(frame)
             except Exception as exc:  # never let one frame kill the worker
-                self.stats.errors += 1
+                self.stats.count_error()
                 self.get_logger().error(f"processing failed: {type(exc).__name__}: {exc}")
 
     def _process(self, frame: Frame) -> None:
-        msg = frame.msg
         wanted = {name for name, pub in self._pubs.items() if pub.get_subscription_count()}
-        if not self.p("publish_points"):
-            wanted -= {"drivable_points", "lane_points"}
+        wanted &= self.processor.enabled
         if not wanted:
-            self.stats.skipped_no_subscribers += 1
+            self.stats.count_skipped_no_subscribers()
             return
-        t0 = time.monotonic()
-        try:
-            bgr = to_bgr(msg)
-        except ImageConversionError as exc:
-            self._reject(exc.reason, str(exc))
+        outcome = self.processor.process(frame.msg, wanted)
+        if outcome.rejected is not None:
+            self._reject(outcome.rejected.reason, str(outcome.rejected))
             return
-        t1 = time.monotonic()
-        result = self.pipeline(bgr)
-        t2 = time.monotonic()
-        wanted.add("detections")  # published for every processed frame
-        projector = self._projector(msg.header, bgr.shape[:2]) if wanted & GRID_OUTPUTS else None
-        outputs = build_outputs(wanted, msg.header, bgr, result, self.pipeline.spec.class_names,
-                                projector, self.p("ground_frame"))
-        for name, out in outputs.items():
+        self._report_grids(outcome)
+        t0 = time.perf_counter()
+        for name, out in outcome.messages.items():
             self._pubs[name].publish(out)
-        t3 = time.monotonic()
-        stages = dict(result.timings_ms, conversion=(t1 - t0) * 1e3, publish=(t3 - t2) * 1e3)
-        age_ms = (self.get_clock().now().nanoseconds - stamp_ns(msg.header)) / 1e6
-        self.stats.frame_processed((t3 - frame.received) * 1e3, stages, age_ms)
+        stages = dict(outcome.timings_ms, publish=(time.perf_counter() - t0) * 1e3)
+        age_ms = (self.get_clock().now().nanoseconds - stamp_ns(frame.msg.header)) / 1e6
+        self.stats.frame_processed((time.monotonic() - frame.received) * 1e3, stages, age_ms)
 
-    def _projector(self, header: Header, image_hw):
-        """The bird's-eye lookup for this frame, or None (said once / counted)."""
-        pose = list(self.p("camera_pose") or [])
-        transform = None
-        if not pose:
-            transform = self._tf.lookup(self.p("ground_frame"), header) if self._tf else None
-            if transform is None:
-                self.say_once("no_pose", "camera_pose is empty and no TF from "
-                              f"'{self.p('ground_frame')}' to '{header.frame_id}' is available: "
-                              "grids are not published")
-                return None
-        grid = (self.p("grid_resolution"), tuple(self.p("grid_x_range")), tuple(self.p("grid_y_range")))
-        try:
-            projector, rebuilt = self._projectors.get(self._camera_info, image_hw, grid,
-                                                      self.p("rectified"), pose, transform)
-        except GridUnavailable as exc:
-            if exc.reason == "no camera_info":
-                self.say_once("no_camera_info", "no CameraInfo received on 'camera_info' yet: "
-                              "occupancy grids are not published until one arrives", "info")
-            else:
-                self._reject(exc.reason, f"{exc}: grids skipped")
-            return None
-        if rebuilt:
-            g = projector.grid
-            self.get_logger().info(f"bird's-eye lookup built: {g.width}x{g.height} cells, "
-                                   f"{100 * projector.seen_fraction:.0f}% in view")
-        return projector
+    def _report_grids(self, outcome) -> None:
+        problem = outcome.no_grids
+        if problem is None:
+            if outcome.projector_rebuilt:
+                projector = outcome.products.projector
+                g = projector.grid
+                self.get_logger().info(f"bird's-eye lookup built: {g.width}x{g.height} cells, "
+                                       f"{100 * projector.seen_fraction:.0f}% in view")
+        elif problem.bad_input:
+            self._reject(problem.reason, f"{problem}: grids skipped")
+        elif problem.reason == "no camera_info":
+            self.say_once("no_camera_info", "no CameraInfo received on 'camera_info' yet: "
+                          "occupancy grids are not published until one arrives", "info")
+        else:
+            self.say_once(problem.reason, f"{problem}: grids are not published")
 
     # -------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self) -> None:
@@ -294,7 +241,8 @@ class HybridNetsNode(LifecycleNode):
             "skipped_no_subscribers": s["skipped_no_subscribers"],
             "errors": s["errors"],
             "rejected_total": sum(s["rejected"].values()),
-            "camera_info": "received" if self._camera_info is not None else "missing",
+            "camera_info": ("received" if self.processor is not None
+                            and self.processor.camera_info is not None else "missing"),
         }
         values.update({f"stage_{k}_ms": f"{v:.1f}" for k, v in s["stage_median_ms"].items()})
         values.update({f"rejected: {reason}": n for reason, n in s["rejected"].items()})
@@ -303,7 +251,7 @@ class HybridNetsNode(LifecycleNode):
                                                status=[status]))
 
     def autostart(self) -> bool:
-        if not self.p("autostart"):
+        if self.config is not None and not self.config.autostart:
             return True
         if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
             return False
@@ -331,13 +279,8 @@ class _TfLookup:
             tf = self._buffer.lookup_transform(ground_frame, header.frame_id, rclpy.time.Time())
         except Exception:
             return None
-        q = tf.transform.rotation
-        x, y, z, w = q.x, q.y, q.z, q.w
-        R = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                      [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
-        t = tf.transform.translation
-        return R, np.array([t.x, t.y, t.z])
+        q, t = tf.transform.rotation, tf.transform.translation
+        return rotation_from_quaternion(q.x, q.y, q.z, q.w), np.array([t.x, t.y, t.z])
 
 
 def main(args=None) -> None:

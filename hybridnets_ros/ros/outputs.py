@@ -1,22 +1,25 @@
-"""What one processed frame turns into: the output messages, by name.
+"""The one table of outputs: topic, message type, QoS and how each is built from a frame.
 
-Shared by the node (which builds only what has subscribers) and the bag replay (which
-builds everything), so both publish/record exactly the same messages.
+The node creates its publishers from it and builds only what has subscribers; replay
+records from it; the demo recorder, bench and the tests list it. Adding an output is one
+row here and one builder.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 from nav_msgs.msg import OccupancyGrid
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray
 
-from ..bev import OCCUPIED, BevProjector, GridSpec, drivable_boundary
-from ..camera import CameraModel
-from ..pipeline import Result
-from ..spec import SEG_LANE, SEG_ROAD
-from ..visualize import draw_overlay
+from ..core.bev import OCCUPIED, BevProjector, drivable_boundary
+from ..core.spec import SEG_LANE, SEG_ROAD
+from ..core.visualize import draw_overlay
+from ..pipeline.pipeline import Result
 from . import messages
 
 # Reliable, so both reliable (RViz, recorders) and best-effort subscribers connect.
@@ -24,105 +27,78 @@ OUTPUT_QOS = QoSProfile(reliability=QoSReliabilityPolicy.RELIABLE,
                         history=QoSHistoryPolicy.KEEP_LAST, depth=2,
                         durability=QoSDurabilityPolicy.VOLATILE)
 
-# output name -> (topic relative to the node's namespace, message type)
-OUTPUTS = {
-    "detections": ("detections", Detection2DArray),
-    "drivable_mask": ("drivable/mask", Image),
-    "lane_mask": ("lane/mask", Image),
-    "drivable_grid": ("drivable/grid", OccupancyGrid),
-    "lane_grid": ("lane/grid", OccupancyGrid),
-    "drivable_points": ("drivable/points", PointCloud2),
-    "lane_points": ("lane/points", PointCloud2),
-    "overlay": ("overlay", Image),
-}
-GRID_OUTPUTS = {"drivable_grid", "lane_grid", "drivable_points", "lane_points"}
+
+@dataclass
+class FrameProducts:
+    """What one processed frame offers the builders."""
+
+    header: Header                      # the input image's header
+    bgr: np.ndarray
+    result: Result
+    class_names: tuple[str, ...]
+    ground_frame: str
+    projector: BevProjector | None = None              # None: no grids this frame
+    grids: tuple[np.ndarray, np.ndarray] | None = None  # (drivable, lane) of this frame
+
+    @property
+    def ground_header(self) -> Header:
+        return Header(stamp=self.header.stamp, frame_id=self.ground_frame)
 
 
-class GridUnavailable(Exception):
-    """No grids for this frame; ``reason`` is a short category, the text has details."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
-
-
-def camera_model_from_info(info: CameraInfo, pose, rectified: bool,
-                           transform=None) -> CameraModel:
-    """CameraModel from a CameraInfo and either a pose [x,y,z,r,p,y] of the camera body
-    frame or a (R_ground_optical, t) transform; raises ValueError on bad calibration."""
-    if rectified and any(info.p):
-        K = np.asarray(info.p, np.float64).reshape(3, 4)[:, :3]
-        D = None
-    else:
-        K = np.asarray(info.k, np.float64)
-        D = np.asarray(info.d, np.float64) if len(info.d) else None
-    if transform is not None:
-        return CameraModel.from_transform(K, info.width, info.height, *transform, D=D)
-    return CameraModel.from_pose(K, info.width, info.height, pose, D=D)
+@dataclass(frozen=True)
+class Output:
+    name: str
+    topic: str                     # relative to the node's namespace
+    msg_type: type
+    build: Callable[[FrameProducts], object]
+    needs_grids: bool = False      # built only when the frame has a bird's-eye projection
+    enabled_by: str | None = None  # a boolean setting that must be true, e.g. publish_points
+    viewer_only: bool = False      # a debug picture, not data a planner consumes
+    qos: QoSProfile = field(default_factory=lambda: OUTPUT_QOS)
 
 
-def grid_spec(resolution: float, x_range, y_range) -> GridSpec:
-    return GridSpec(float(resolution), float(x_range[0]), float(x_range[1]),
-                    float(y_range[0]), float(y_range[1]))
+def _mask(class_id: int):
+    def build(p: FrameProducts):
+        return messages.image(p.header, (p.result.seg_mask == class_id).view(np.uint8) * np.uint8(255),
+                              "mono8")
+    return build
 
 
-class ProjectorCache:
-    """The bird's-eye lookup for the current calibration, pose and grid; rebuilt only when
-    one of them changes."""
-
-    def __init__(self):
-        self.projector: BevProjector | None = None
-        self._key = None
-
-    def get(self, info: CameraInfo | None, image_hw, grid: tuple, rectified: bool,
-            pose=None, transform=None) -> tuple[BevProjector, bool]:
-        """(projector, rebuilt?); raises GridUnavailable."""
-        if info is None:
-            raise GridUnavailable("no camera_info", "no CameraInfo received yet")
-        if (info.height, info.width) != tuple(image_hw):
-            raise GridUnavailable("camera_info size mismatch",
-                                  f"camera_info is {info.width}x{info.height} but the image is "
-                                  f"{image_hw[1]}x{image_hw[0]}")
-        key = (tuple(info.k), tuple(info.d), tuple(info.p), info.width, info.height,
-               tuple(pose or ()), None if transform is None else
-               tuple(np.round(np.concatenate([transform[0].ravel(), transform[1]]), 6)),
-               rectified, grid)
-        if key == self._key:
-            return self.projector, False
-        try:
-            camera = camera_model_from_info(info, pose, rectified, transform)
-            spec = grid_spec(*grid)
-        except ValueError as exc:
-            raise GridUnavailable("invalid camera_info", f"cannot use camera_info: {exc}") from None
-        self.projector, self._key = BevProjector(camera, spec), key
-        return self.projector, True
+OUTPUTS: tuple[Output, ...] = (
+    Output("detections", "detections", Detection2DArray,
+           lambda p: messages.detection_array(p.header, p.result.detections, p.class_names)),
+    Output("drivable_mask", "drivable/mask", Image, _mask(SEG_ROAD)),
+    Output("lane_mask", "lane/mask", Image, _mask(SEG_LANE)),
+    Output("drivable_grid", "drivable/grid", OccupancyGrid,
+           lambda p: messages.occupancy_grid(p.ground_header, p.grids[0], p.projector.grid),
+           needs_grids=True),
+    Output("lane_grid", "lane/grid", OccupancyGrid,
+           lambda p: messages.occupancy_grid(p.ground_header, p.grids[1], p.projector.grid),
+           needs_grids=True),
+    Output("drivable_points", "drivable/points", PointCloud2,
+           lambda p: messages.point_cloud(p.ground_header,
+                                          p.projector.cell_points(drivable_boundary(p.grids[0]))),
+           needs_grids=True, enabled_by="publish_points"),
+    Output("lane_points", "lane/points", PointCloud2,
+           lambda p: messages.point_cloud(p.ground_header,
+                                          p.projector.cell_points(p.grids[1] == OCCUPIED)),
+           needs_grids=True, enabled_by="publish_points"),
+    Output("overlay", "overlay", Image,
+           lambda p: messages.image(p.header, draw_overlay(p.bgr, p.result.seg_mask,
+                                                           p.result.detections, p.class_names),
+                                    "bgr8"),
+           viewer_only=True),
+)
+BY_NAME = {o.name: o for o in OUTPUTS}
+# Published for every processed frame, even when empty: the sign of life downstream.
+ALWAYS = frozenset({"detections"})
 
 
-def build_outputs(wanted: set[str], header: Header, bgr: np.ndarray, result: Result,
-                  class_names, projector: BevProjector | None, ground_frame: str,
-                  grids: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
-    """The wanted output messages of one frame (grids only when a projector is given;
-    ``grids`` = its (drivable, lane) for this frame if already projected)."""
-    out = {}
-    if "detections" in wanted:
-        out["detections"] = messages.detection_array(header, result.detections, class_names)
-    for name, cls in (("drivable_mask", SEG_ROAD), ("lane_mask", SEG_LANE)):
-        if name in wanted:
-            mask = (result.seg_mask == cls).view(np.uint8) * np.uint8(255)
-            out[name] = messages.image(header, mask, "mono8")
-    if projector is not None and wanted & GRID_OUTPUTS:
-        drivable, lane = grids if grids is not None else projector.project(result.seg_mask)
-        grid_header = Header(stamp=header.stamp, frame_id=ground_frame)
-        if "drivable_grid" in wanted:
-            out["drivable_grid"] = messages.occupancy_grid(grid_header, drivable, projector.grid)
-        if "lane_grid" in wanted:
-            out["lane_grid"] = messages.occupancy_grid(grid_header, lane, projector.grid)
-        if "drivable_points" in wanted:
-            out["drivable_points"] = messages.point_cloud(
-                grid_header, projector.cell_points(drivable_boundary(drivable)))
-        if "lane_points" in wanted:
-            out["lane_points"] = messages.point_cloud(grid_header, projector.cell_points(lane == OCCUPIED))
-    if "overlay" in wanted:
-        overlay = draw_overlay(bgr, result.seg_mask, result.detections, class_names)
-        out["overlay"] = messages.image(header, overlay, "bgr8")
-    return out
+def enabled_outputs(config) -> frozenset[str]:
+    """Names of the outputs ``config`` switches on (those with no switch always are)."""
+    return frozenset(o.name for o in OUTPUTS if o.enabled_by is None or getattr(config, o.enabled_by))
+
+
+def planner_outputs() -> frozenset[str]:
+    """What a deployed node typically publishes per frame: no debug pictures, no opt-ins."""
+    return frozenset(o.name for o in OUTPUTS if o.enabled_by is None and not o.viewer_only)

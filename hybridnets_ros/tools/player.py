@@ -11,7 +11,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from std_msgs.msg import Header
 
-from . import messages
+from ..ros import messages
 
 
 @dataclass

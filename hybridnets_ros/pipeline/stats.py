@@ -59,6 +59,14 @@ class NodeStats:
             for name, ms in stages_ms.items():
                 self._stages.setdefault(name, collections.deque(maxlen=self._latencies.maxlen)).append(ms)
 
+    def count_error(self) -> None:
+        with self._lock:
+            self.errors += 1
+
+    def count_skipped_no_subscribers(self) -> None:
+        with self._lock:
+            self.skipped_no_subscribers += 1
+
     def reject(self, reason: str) -> bool:
         """Count a rejected message; True the first time this reason is seen (log it then)."""
         with self._lock:

@@ -1,5 +1,5 @@
-"""The GPU data path's pre-processing: the same letterbox and normalisation as
-:mod:`preprocess`, written with torch ops so it runs where the network runs.
+"""Pre-processing in torch: the same letterbox and normalisation as :mod:`preprocess`,
+written with torch ops so it runs where the network runs (the GPU data path on CUDA).
 
 One upload of the raw uint8 frame (through a pinned staging buffer on CUDA), then resize,
 padding and normalisation on the device into a buffer allocated once per camera resolution.
@@ -124,9 +124,8 @@ class TorchPreprocessor:
             return self._resized.round_().clamp_(0, 255)
         return separable
 
-    def __call__(self, image: np.ndarray | torch.Tensor,
-                 rgb: bool = False) -> tuple[torch.Tensor, Letterbox]:
-        """``image``: uint8 HxWx3, BGR (or RGB with ``rgb=True``, e.g. an rgb8 message)."""
+    def __call__(self, image: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, Letterbox]:
+        """``image``: uint8 HxWx3 BGR."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype not in (np.uint8, torch.uint8):
             raise ValueError(f"expected a uint8 image HxWx3, got {image.dtype} {tuple(image.shape)}")
         lb = self.letterbox(tuple(image.shape[:2]))
@@ -137,10 +136,9 @@ class TorchPreprocessor:
             else:
                 image = torch.from_numpy(image)
         # HWC uint8 -> CHW float32 in one pass; RGB plane c comes from BGR channel 2 - c.
-        order = (0, 1, 2) if rgb else (2, 1, 0)
         self._source.copy_(image.permute(2, 0, 1))
         resized = self._resize(self._source)
-        for c, src in enumerate(order):
+        for c, src in enumerate((2, 1, 0)):
             torch.div(resized[src], 255, out=self._inside[c])
         self._inside.sub_(self._mean).div_(self._std)
         return self._buffer, lb

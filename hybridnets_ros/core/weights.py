@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .model import HybridNets
+from .models.hybridnets import HybridNets
 from .spec import BDD100K, ModelSpec
 
 log = logging.getLogger(__name__)

@@ -57,7 +57,7 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor
             kept_cls = classes[kept] if classes is not None else None
             alive = ~_overlaps(boxes[kept], kept_cls, blk, blk_cls, iou_threshold).any(dim=0)
         # suppresses[i, j] = 1: i ranks above j, same class, overlapping. A float matrix:
-        # the fixed-point step is then a mat-vec, ~3x faster than boolean reductions.
+        # the fixed-point step is then a mat-vec, faster than boolean reductions.
         suppresses = _overlaps(blk, blk_cls, blk, blk_cls, iou_threshold).triu_(diagonal=1)
         suppresses = suppresses.to(boxes.dtype)
         current = alive

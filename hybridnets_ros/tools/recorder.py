@@ -8,15 +8,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from nav_msgs.msg import OccupancyGrid
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
-from sensor_msgs.msg import Image
-from vision_msgs.msg import Detection2DArray
 
-from ..visualize import bev_image
-from .messages import stamp_ns
-from .outputs import OUTPUT_QOS
+from ..core.visualize import bev_image
+from ..ros.messages import stamp_ns
+from ..ros.outputs import OUTPUT_QOS, OUTPUTS
 
 # Reliable like the node's outputs, with room for every output of a few frames.
 RECORDER_QOS = QoSProfile(reliability=OUTPUT_QOS.reliability, history=OUTPUT_QOS.history, depth=20)
@@ -25,8 +22,8 @@ RECORDER_QOS = QoSProfile(reliability=OUTPUT_QOS.reliability, history=OUTPUT_QOS
 class OutputRecorder(Node):
     """Keeps what arrives per input stamp and writes pictures of it to ``folder``."""
 
-    TOPICS = {"detections": Detection2DArray, "overlay": Image, "drivable/grid": OccupancyGrid,
-              "lane/grid": OccupancyGrid, "drivable/mask": Image, "lane/mask": Image}
+    # every output the node publishes without an opt-in setting
+    TOPICS = {o.topic: o.msg_type for o in OUTPUTS if o.enabled_by is None}
 
     def __init__(self, folder: Path, name: str = "hybridnets_recorder"):
         super().__init__(name)

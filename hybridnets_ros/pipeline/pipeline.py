@@ -1,6 +1,7 @@
 """One frame's path: BGR image -> pre-processing -> backend -> post-processing -> Result.
 
 The pipeline knows nothing about ROS; the node, the CLI and the replay tool each hold one.
+Its thresholds are plain attributes: the configuration (pipeline.config) validates them.
 """
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .anchors import generate_anchors
-from .backends import Backend, RawOutputs
-from .postprocess import Detections, as_tensor, class_map, detect
-from .preprocess import Letterbox, Preprocessor
-from .spec import BDD100K, ModelSpec
+from ..core.anchors import generate_anchors
+from ..backends import Backend, RawOutputs
+from ..core.postprocess import Detections, as_tensor, class_map, detect
+from ..core.preprocess import Letterbox, Preprocessor
+from ..core.torch_preprocess import TorchPreprocessor
+from ..core.spec import BDD100K, ModelSpec
 
 
 @dataclass
@@ -25,45 +27,38 @@ class Result:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
-def check_threshold(name: str, value: float) -> float:
-    value = float(value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be within [0, 1], got {value}")
-    return value
-
-
 class Pipeline:
     def __init__(self, backend: Backend, input_size: int = 640, conf_threshold: float = 0.25,
                  iou_threshold: float = 0.3, spec: ModelSpec = BDD100K,
-                 device_path: bool | None = None):
+                 processing_on_device: bool | None = None):
         self.backend = backend
         self.spec = spec
-        # The GPU data path (default when the backend runs on CUDA): one upload of the raw
-        # frame, pre- and post-processing on the device, only results come back.
-        self.device_path = backend.device.startswith("cuda") if device_path is None else device_path
-        if self.device_path:
-            from .gpu import TorchPreprocessor
+        # Default when the backend runs on CUDA: one upload of the raw frame, pre- and
+        # post-processing on the device, only results come back.
+        self.processing_on_device = (backend.device.startswith("cuda")
+                                     if processing_on_device is None else processing_on_device)
+        if self.processing_on_device:
             self.preprocessor = TorchPreprocessor(input_size, spec, device=backend.device)
         else:
             self.preprocessor = Preprocessor(input_size, spec)
-        self.conf_threshold = check_threshold("conf_threshold", conf_threshold)
-        self.iou_threshold = check_threshold("iou_threshold", iou_threshold)
+        self.conf_threshold = float(conf_threshold)
+        self.iou_threshold = float(iou_threshold)
         self._anchors: dict[tuple, torch.Tensor] = {}
+        # Stage times are only honest on CUDA when the device has finished the stage.
+        on_cuda = backend.device.startswith("cuda")
+        self._synchronize = (lambda: torch.cuda.synchronize(backend.device)) if on_cuda else (lambda: None)
 
     @property
     def input_size(self) -> int:
         return self.preprocessor.target_size
 
-    def infer_raw(self, bgr: np.ndarray) -> tuple[RawOutputs, Letterbox]:
-        """Network outputs for one image and its letterbox (no post-processing)."""
-        tensor, letterbox = self.preprocessor(bgr)
-        return self.backend.infer(tensor), letterbox
-
     def __call__(self, bgr: np.ndarray) -> Result:
         t0 = time.perf_counter()
         tensor, letterbox = self.preprocessor(bgr)
+        self._synchronize()
         t1 = time.perf_counter()
         raw = self.backend.infer(tensor)
+        self._synchronize()
         t2 = time.perf_counter()
         result = self.postprocess(raw, letterbox)
         t3 = time.perf_counter()
@@ -79,5 +74,5 @@ class Pipeline:
                 generate_anchors(letterbox.input_hw, self.spec).copy()).to(regression.device)
         detections = detect(regression, raw.classification[0], self._anchors[key], letterbox,
                             self.conf_threshold, self.iou_threshold)
-        return Result(detections, class_map(raw.segmentation[0], letterbox, self.device_path),
+        return Result(detections, class_map(raw.segmentation[0], letterbox, self.processing_on_device),
                       letterbox)

@@ -83,7 +83,7 @@ class EngineCache:
 
     def __init__(self, root: str | os.PathLike | None = None):
         if root is None:
-            from .weights import cache_dir
+            from ..core.weights import cache_dir
             root = cache_dir() / "engines"
         self.root = Path(root)
 

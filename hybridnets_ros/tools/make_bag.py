@@ -10,7 +10,7 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage
 from std_msgs.msg import Header
 
-from . import messages
+from ..ros import messages
 from .bags import BagWriter
 
 IMAGE_TOPIC = "/camera/image_raw"

@@ -96,7 +96,7 @@ def class_map(segmentation, letterbox: Letterbox, on_device: bool | None = None)
     crop_h, crop_w = letterbox.crop_margins()
     seg = seg[:, crop_h:seg.shape[1] - crop_h, crop_w:seg.shape[2] - crop_w]
     # A running "strictly greater" over the few classes is the first-index argmax, and
-    # ~50x faster than torch.argmax over a 3-long leading dim on CPU.
+    # much faster than torch.argmax over a 3-long leading dim on CPU.
     labels = torch.zeros(seg.shape[1:], dtype=torch.uint8, device=seg.device)
     best = seg[0]
     for k in range(1, seg.shape[0]):

@@ -15,10 +15,11 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
-from ..visualize import bev_image
+from ..core.visualize import bev_image
+from ..ros.conversions import ImageConversionError, to_bgr
+from ..ros.frame import FrameProcessor
+from ..ros.outputs import BY_NAME
 from .bags import CAMERA_INFO_TYPE, IMAGE_TYPES, BagError, BagReader, BagWriter, Topic
-from .conversions import ImageConversionError, to_bgr
-from .outputs import GRID_OUTPUTS, OUTPUTS, GridUnavailable, ProjectorCache, build_outputs
 
 
 @dataclass
@@ -84,10 +85,12 @@ def rclpy_header(header) -> Header:
                   frame_id=str(header.frame_id))
 
 
-def replay(in_bag: Path, out_bag: Path, pipeline, params: dict, *, image_topic=None,
+def replay(in_bag: Path, out_bag: Path, processor: FrameProcessor, *, image_topic=None,
            camera_info_topic=None, keep_input: bool = False, video: Path | None = None,
            storage: str = "mcap", namespace: str = "", progress_factory=None,
            say=print) -> ReplaySummary:
+    """Every image of ``in_bag`` through ``processor`` (the node's frame path) into
+    ``out_bag``; every enabled output is written."""
     summary = ReplaySummary()
     with BagReader(in_bag) as reader:
         topics = reader.topics()
@@ -95,17 +98,11 @@ def replay(in_bag: Path, out_bag: Path, pipeline, params: dict, *, image_topic=N
         summary.image_topic, summary.camera_info_topic = image.name, info_topic and info_topic.name
         if reader.damage:
             summary.notes.append(reader.damage)
-        wanted = set(OUTPUTS) - ({"drivable_points", "lane_points"} if not params["publish_points"] else set())
         prefix = "/" + namespace.strip("/") if namespace.strip("/") else ""
-        grid = (params["grid_resolution"], tuple(params["grid_x_range"]), tuple(params["grid_y_range"]))
-        pose = list(params["camera_pose"] or [])
-        if not pose:
-            summary.notes.append("camera_pose is empty (TF is not available offline): no grids")
         read = {image.name} | ({info_topic.name} if info_topic else set())
         if keep_input:
             read |= {t.name for t in topics}
-        cache, camera_info, writer_video = ProjectorCache(), None, None
-        said = set()
+        writer_video = None
         bar = progress_factory(image.count) if progress_factory else None
         with BagWriter(out_bag, storage) as bag:
             try:
@@ -113,35 +110,26 @@ def replay(in_bag: Path, out_bag: Path, pipeline, params: dict, *, image_topic=N
                     if keep_input:
                         bag.write_object(topic, msgtype, msg, timestamp)
                     if info_topic and topic == info_topic.name:
-                        camera_info = camera_info_of(msg)
+                        processor.camera_info = camera_info_of(msg)
                         continue
                     if topic != image.name:
                         continue
-                    try:
-                        bgr = to_bgr(msg)
-                    except ImageConversionError as exc:
-                        summary.rejected[exc.reason] = summary.rejected.get(exc.reason, 0) + 1
-                        if exc.reason not in said:
-                            said.add(exc.reason)
-                            say(f"skipped image at {timestamp} ns: {exc}")
+                    outcome = processor.process(msg, header=rclpy_header(msg.header))
+                    if outcome.rejected is not None:
+                        reason = outcome.rejected.reason
+                        summary.rejected[reason] = summary.rejected.get(reason, 0) + 1
+                        if summary.rejected[reason] == 1:
+                            say(f"skipped image at {timestamp} ns: {outcome.rejected}")
                         continue
-                    result = pipeline(bgr)
-                    projector = None
-                    if pose:
-                        try:
-                            projector, _ = cache.get(camera_info, bgr.shape[:2], grid,
-                                                     params["rectified"], pose)
-                        except GridUnavailable as exc:
-                            note = f"no grids: {exc}"
-                            if note not in summary.notes:
-                                summary.notes.append(note)
-                    outputs = build_outputs(wanted, rclpy_header(msg.header), bgr, result,
-                                            pipeline.spec.class_names, projector, params["ground_frame"])
-                    summary.grids |= bool(outputs.keys() & GRID_OUTPUTS)
-                    for name, out in outputs.items():
-                        bag.write(prefix + "/" + OUTPUTS[name][0], out, timestamp)
+                    if outcome.no_grids is not None:
+                        note = f"no grids: {outcome.no_grids}"
+                        if note not in summary.notes:
+                            summary.notes.append(note)
+                    summary.grids |= outcome.products.grids is not None
+                    for name, out in outcome.messages.items():
+                        bag.write(prefix + "/" + BY_NAME[name].topic, out, timestamp)
                     if video is not None:
-                        frame = _video_frame(outputs, projector, result)
+                        frame = _video_frame(outcome)
                         if writer_video is None:
                             writer_video = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"),
                                                            reader.rate_hz(image) or 10.0,
@@ -163,13 +151,13 @@ def replay(in_bag: Path, out_bag: Path, pipeline, params: dict, *, image_topic=N
     return summary
 
 
-def _video_frame(outputs: dict, projector, result) -> np.ndarray:
+def _video_frame(outcome) -> np.ndarray:
     """The overlay with the bird's-eye view of both grids to its right (same height)."""
-    overlay = outputs["overlay"]
+    overlay = outcome.messages["overlay"]
     left = np.frombuffer(overlay.data, np.uint8).reshape(overlay.height, overlay.width, 3)
     height = left.shape[0]
-    if projector is not None:
-        bev = bev_image(projector.drivable, projector.lane, scale=1)
+    if outcome.products.grids is not None:
+        bev = bev_image(*outcome.products.grids, scale=1)
         right = cv2.resize(bev, (max(1, round(bev.shape[1] * height / bev.shape[0])), height),
                            interpolation=cv2.INTER_NEAREST)
     else:

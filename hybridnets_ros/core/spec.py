@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .model import NetworkConfig
+from .models.hybridnets import NetworkConfig
 
 
 @dataclass(frozen=True)

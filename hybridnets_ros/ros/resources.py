@@ -15,7 +15,7 @@ def share_file(relative: str) -> Path:
             return installed
     except (ImportError, LookupError, ValueError, OSError):
         pass  # not installed through ament (pip venv, editable install)
-    source = Path(__file__).resolve().parents[1] / relative
+    source = Path(__file__).resolve().parents[2] / relative
     if source.exists():
         return source
     raise FileNotFoundError(f"{relative} not found in the {PACKAGE} share directory or {source.parent}")

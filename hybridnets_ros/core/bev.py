@@ -24,22 +24,15 @@ _UNSEEN_CODE = 3  # class code of unseen cells before the value lookup
 
 @dataclass(frozen=True)
 class GridSpec:
-    """A grid in the ground frame: x forward over [x_min, x_max), y left over [y_min, y_max)."""
+    """A grid in the ground frame: x forward over [x_min, x_max), y left over [y_min, y_max).
+
+    Its values are checked where settings are (pipeline.config), not here."""
 
     resolution: float = 0.10
     x_min: float = 0.0
     x_max: float = 40.0
     y_min: float = -10.0
     y_max: float = 10.0
-
-    def __post_init__(self):
-        if not (np.isfinite(self.resolution) and self.resolution > 0):
-            raise ValueError(f"grid resolution must be > 0, got {self.resolution}")
-        if not (self.x_max > self.x_min and self.y_max > self.y_min):
-            raise ValueError(f"empty grid range x [{self.x_min}, {self.x_max}), "
-                             f"y [{self.y_min}, {self.y_max})")
-        if self.width * self.height > 25_000_000:
-            raise ValueError(f"grid of {self.width}x{self.height} cells is too large")
 
     @property
     def width(self) -> int:   # cells along x (columns)

@@ -1,10 +1,8 @@
-"""ONNX export (one static input shape per file) and the ``hybridnets export`` command.
+"""ONNX export (one static input shape per file), for the engines and ``hybridnets export``.
 
-The TorchScript-based exporter (``dynamo=False``) is used on purpose. With torch 2.13 it
-exports this network in ~3 s, and ONNX Runtime then matches PyTorch to ~4e-6 relative L2
-at ~130 ms per 384x640 frame on 2 CPU cores. The torch.export-based exporter took ~20 s,
-needs the extra onnxscript package, and its graph ran ~3x slower in ONNX Runtime with
-~2e-2 error. The shape is static because MaxPoolSame pads from the input size and
+The TorchScript-based exporter (``dynamo=False``) is used on purpose: faster to export,
+exact, and its graph runs faster in ONNX Runtime than the torch.export-based one's, which
+also needs onnxscript (measurements in docs/benchmarks.md). The shape is static because MaxPoolSame pads from the input size and
 TensorRT/INT8 want fixed shapes: callers build one file per (H, W) and cache it.
 """
 from __future__ import annotations
@@ -17,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .anchors import generate_anchors
+from ..core.anchors import generate_anchors
 from .engine_cache import EngineCache, EngineKey, weights_digest
-from .spec import BDD100K, ModelSpec
+from ..core.spec import BDD100K, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -110,73 +108,3 @@ def write_anchors(onnx_path: Path, input_hw: tuple[int, int], spec: ModelSpec = 
     path = onnx_path.with_suffix(".anchors.npy")
     np.save(path, generate_anchors(tuple(input_hw), spec))
     return path
-
-
-def parse_camera(text: str) -> tuple[int, int]:
-    """'1280x720' -> (720, 1280) as (H, W)."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"camera resolution must look like 1280x720, got {text!r}") from None
-    if width < 1 or height < 1:
-        raise ValueError(f"camera resolution must be positive, got {text!r}")
-    return height, width
-
-
-def run_export(args, weights: Path | None) -> int:
-    """``hybridnets export``: see the CLI's help. Prints what was written and where."""
-    import shutil
-
-    from .backends import create_backend
-    from .preprocess import Letterbox, Preprocessor
-    from .synthetic import SyntheticRoad, default_camera
-    from .weights import build_model
-
-    source_hw = parse_camera(args.camera)
-    input_hw = Letterbox.compute(source_hw, args.size, BDD100K.max_stride).input_hw
-    model = build_model(weights, random_weights=weights is None)
-    digest = weights_digest(model)
-    precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
-    if args.int8 and not args.calib:
-        raise ValueError("--int8 needs --calib DIR: a folder of frames like the camera's")
-    shape = f"input 1x3x{input_hw[0]}x{input_hw[1]} for a {args.camera} camera at --size {args.size}"
-
-    if args.format != "onnx":
-        backend_name = "tensorrt" if args.format == "engine" else "torch2trt"
-        backend = create_backend(backend_name, model, device=args.device, precision=precision,
-                                 calib=args.calib, source_hw=source_hw, input_size=args.size,
-                                 digest=digest)
-        path = backend.engine_path(input_hw)
-        print(f"{backend.describe()} engine, {shape}: {path} (loaded from there at run time)")
-        if args.output:
-            shutil.copyfile(path, args.output)
-            print(f"copied to {args.output}")
-        return 0
-
-    if precision == "fp16":
-        raise ValueError("--fp16 is for engines (--format engine/torch2trt); ONNX is exported "
-                         "in fp32 and TensorRT builds fp16 from it")
-    cache = EngineCache()
-    if precision == "int8":
-        from .quantize import cached_int8_onnx, calibration_frames
-        frames = calibration_frames(args.calib, source_hw, args.size)
-        path = cached_int8_onnx(model, input_hw, digest, frames, cache)
-    else:
-        path = cached_onnx(model, input_hw, digest, cache)
-    output = Path(args.output or (f"hybridnets_{input_hw[0]}x{input_hw[1]}"
-                                  f"{'_int8' if precision == 'int8' else ''}.onnx"))
-    shutil.copyfile(path, output)
-    anchors = write_anchors(output, input_hw)
-    print(f"wrote {output} ({precision}, opset {OPSET}, {shape}); anchors in {anchors}")
-    if precision == "fp32":
-        # Checked on a realistic frame: the synthetic road at the camera resolution.
-        frame = SyntheticRoad(default_camera(source_hw[1], source_hw[0])).render(0.0)[0]
-        inputs = Preprocessor(args.size)(frame)[0]
-        errors = compare_with_torch(output, model, inputs)
-        worst = max(errors.values())
-        print("ONNX Runtime vs PyTorch, relative L2: " +
-              ", ".join(f"{k} {v:.1e}" for k, v in errors.items()) +
-              (" (ok)" if worst <= MAX_REL_L2 else f" ABOVE {MAX_REL_L2:.0e}"))
-        return 0 if worst <= MAX_REL_L2 else 1
-    print("INT8 is not compared with PyTorch here: `hybridnets bench` reports its fidelity")
-    return 0

@@ -1,16 +1,15 @@
-"""``hybridnets bench``: the whole pipeline on real frames, per stage, for every backend.
+"""``hybridnets bench``: the node's frame path on real frames, per stage, for every backend.
 
-A frame runs through a list of named stages (callables over the frame's state), timed one
-by one with the device synchronised in between, so per-stage numbers are honest on CUDA
-too. The node's own stages (image conversion, bird's-eye grids, message build) are listed
-but not wired yet and are reported as not measured. To add one, give its ``Stage`` a
-callable that reads and writes ``FrameState`` fields.
+Each frame goes through the same :class:`FrameProcessor` as the node and replay (image
+message -> conversion -> pre-processing -> network -> post-processing -> bird's-eye grids ->
+messages), which reports each stage's time (the pipeline synchronises CUDA between stages,
+so the numbers are honest there too).
 
 Each backend is set up first (export, quantisation, engine build or tracing: reported as
-"setup") and warmed up, then timed over ``--frames`` frames cycling over the source.
+"setup") and warmed up, then timed over ``frames`` frames cycling over the source.
 Outputs are compared with the first fp32 backend run (detections matched one-to-one at
 IoU >= 0.5 within a class, mask pixel agreement), so the price of INT8 or fp16 is shown
-beside its speed.
+beside its speed. Backends that cannot run here are reported before any model is built.
 """
 from __future__ import annotations
 
@@ -21,115 +20,34 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 import torch
+from std_msgs.msg import Header
+
+from ..backends import BackendUnavailable
+from ..backends.registry import BACKENDS, PRECISIONS, missing
+from ..pipeline.config import NodeConfig
+from ..core.synthetic import SyntheticRoad, default_camera
+from ..pipeline.factory import build_pipeline, load_model, resolve_device
+from ..ros import messages
+from ..ros.camera_info import camera_info_from_model
+from ..ros.frame import FrameProcessor
+from ..ros.outputs import planner_outputs
 
 log = logging.getLogger(__name__)
 
 WARMUP_FRAMES = 2
 MATCH_IOU = 0.5
 SYNTHETIC_FRAMES = 8  # distinct synthetic frames rendered, then cycled
-
-
-@dataclass
-class FrameState:
-    """What the stages pass along for one frame."""
-
-    image: Any                         # the frame as it arrives: sensor_msgs/Image or BGR array
-    bgr: np.ndarray | None = None      # after image conversion
-    tensor: Any = None
-    letterbox: Any = None
-    raw: Any = None
-    result: Any = None
-    extras: dict = field(default_factory=dict)  # products of later stages (grids, messages)
-
-
-@dataclass
-class Stage:
-    name: str
-    run: Callable[[FrameState], None] | None  # None: not measured
-    note: str = ""                            # why not measured
-
-
-# What a deployed node typically publishes per frame (the overlay is drawn only for viewers).
-NODE_OUTPUTS = {"detections", "drivable_mask", "lane_mask", "drivable_grid", "lane_grid"}
-
-
-def ros_available() -> bool:
-    try:
-        import rclpy  # noqa: F401
-        import vision_msgs.msg  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def frame_inputs(frames: list[np.ndarray]) -> list:
-    """What arrives per frame: a sensor_msgs/Image (bgr8) when ROS is installed, else the
-    array itself."""
-    if not ros_available():
-        return frames
-    from std_msgs.msg import Header
-
-    from .ros import messages
-    return [messages.image(Header(frame_id="camera_optical_frame"), f, "bgr8") for f in frames]
-
-
-def pipeline_stages(pipeline) -> list[Stage]:
-    """The stages of one frame, in order, from image message in to messages built."""
-
-    def preprocess(state: FrameState) -> None:
-        state.tensor, state.letterbox = pipeline.preprocessor(
-            state.bgr if state.bgr is not None else state.image)
-
-    def network(state: FrameState) -> None:
-        state.raw = pipeline.backend.infer(state.tensor)
-
-    def postprocess(state: FrameState) -> None:
-        state.result = pipeline.postprocess(state.raw, state.letterbox)
-
-    if not ros_available():
-        note = "ROS 2 Python packages (rclpy, vision_msgs) are not installed"
-        return [Stage("image conversion", None, note), Stage("pre-processing", preprocess),
-                Stage("network", network), Stage("post-processing", postprocess),
-                Stage("bird's-eye grids", None, note), Stage("message build", None, note)]
-
-    from .bev import BevProjector, GridSpec
-    from .ros.conversions import image_to_bgr
-    from .ros.outputs import build_outputs
-    from .synthetic import default_camera
-
-    projectors = {}  # per frame size: the default camera and grid of config/hybridnets.yaml
-
-    def conversion(state: FrameState) -> None:
-        state.bgr = image_to_bgr(state.image)
-
-    def grids(state: FrameState) -> None:
-        hw = state.bgr.shape[:2]
-        if hw not in projectors:
-            projectors[hw] = BevProjector(default_camera(hw[1], hw[0]), GridSpec())
-        state.extras["projector"] = projectors[hw]
-        state.extras["grids"] = projectors[hw].project(state.result.seg_mask)
-
-    def build(state: FrameState) -> None:
-        state.extras["messages"] = build_outputs(
-            NODE_OUTPUTS, state.image.header, state.bgr, state.result, pipeline.spec.class_names,
-            state.extras["projector"], "base_link", grids=state.extras["grids"])
-
-    return [
-        Stage("image conversion", conversion),
-        Stage("pre-processing", preprocess),
-        Stage("network", network),
-        Stage("post-processing", postprocess),
-        Stage("bird's-eye grids", grids),
-        Stage("message build", build),
-    ]
+# FrameProcessor's timing keys -> the table's stage names, in path order
+STAGES = {"conversion": "image conversion", "preprocess": "pre-processing",
+          "network": "network", "postprocess": "post-processing",
+          "grids": "bird's-eye grids", "messages": "message build"}
+TORCH_VARIANTS = {"torch-eager": (("optimize", False),), "torch-cudagraph": (("cuda_graph", True),)}
 
 
 @dataclass(frozen=True)
@@ -145,19 +63,19 @@ class Variant:
     def parse(cls, text: str) -> "Variant":
         name, _, precision = text.partition(":")
         precision = precision or "fp32"
-        options = {"torch-eager": (("optimize", False),), "torch-cudagraph": (("cuda_graph", True),)}
-        if name not in ("torch", "torch-eager", "torch-cudagraph", "onnxruntime", "tensorrt",
-                        "torch2trt"):
-            raise ValueError(f"unknown backend {name!r} in {text!r}; choose from torch-eager, "
-                             "torch, torch-cudagraph, onnxruntime, tensorrt, torch2trt, "
-                             "optionally with :fp32, :fp16 or :int8")
-        backend = "torch" if name.startswith("torch-") else name
-        return cls(f"{name}:{precision}", backend, precision, options.get(name, ()))
+        names = tuple(TORCH_VARIANTS) + BACKENDS
+        if name not in names:
+            raise ValueError(f"unknown backend {name!r} in {text!r}; choose from "
+                             f"{', '.join(names)}, optionally with :{', :'.join(PRECISIONS)}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r} in {text!r}; choose from "
+                             f"{', '.join(PRECISIONS)}")
+        backend = "torch" if name in TORCH_VARIANTS else name
+        return cls(f"{name}:{precision}", backend, precision, TORCH_VARIANTS.get(name, ()))
 
 
 def default_variants(device: str) -> list[Variant]:
     """Every configuration worth comparing on ``device`` that can run here."""
-    from .backends.registry import missing
     if device.startswith("cuda"):
         wanted = ["torch-eager:fp32", "torch:fp32", "torch:fp16", "torch-cudagraph:fp16",
                   "onnxruntime:fp32", "tensorrt:fp16", "torch2trt:fp16"]
@@ -191,7 +109,7 @@ def machine_info(device: str) -> dict:
             pass
     gpu = None
     if device.startswith("cuda") and torch.cuda.is_available():
-        from .engine_cache import gpu_identity
+        from ..backends.engine_cache import gpu_identity
         gpu = gpu_identity(device)
     return {"cpu": cpu, "cpu_flags": flags, "cpu_count": os.cpu_count(),
             "threads": torch.get_num_threads(), "gpu": gpu, "device": device,
@@ -201,11 +119,11 @@ def machine_info(device: str) -> dict:
 def load_frames(source: str | None, count: int) -> tuple[list[np.ndarray], str]:
     """The frames to cycle over and a description of where they come from."""
     if source is None:
-        from .synthetic import SyntheticRoad, default_camera
+        from ..core.synthetic import SyntheticRoad, default_camera
         scene = SyntheticRoad(default_camera())
         frames = [scene.render(i / 10.0)[0] for i in range(min(count, SYNTHETIC_FRAMES))]
         return frames, f"built-in synthetic road frames ({len(frames)} distinct, 1280x720)"
-    from .sources import expand_sources, read_image
+    from ..core.sources import expand_sources, read_image
     sources, errors = expand_sources([source])
     images = [s.path for s in sources if s.kind == "image"]
     if not images:
@@ -224,7 +142,7 @@ def percentile_ms(values: list[float]) -> dict:
 
 def match_count(ref, test) -> int:
     """Reference detections matched one-to-one by a same-class detection at IoU >= 0.5."""
-    from .nms import box_iou
+    from ..core.nms import box_iou
     if not len(ref) or not len(test):
         return 0
     iou = box_iou(torch.from_numpy(ref.boxes).double(), torch.from_numpy(test.boxes).double()).numpy()
@@ -241,64 +159,49 @@ def match_count(ref, test) -> int:
     return matched
 
 
-def run_variant(variant: Variant, model, frames: list[np.ndarray], n_frames: int, device: str,
-                size: int, calib: str | None,
-                synchronize: Callable[[], None]) -> tuple[dict, dict]:
-    """Set up one backend, warm it up and time ``n_frames`` frames; returns its record."""
-    from .backends import create_backend
-    from .pipeline import Pipeline
-    from .preprocess import Letterbox
-
+def run_variant(variant: Variant, model, frames: list[np.ndarray], n_frames: int,
+                config: NodeConfig) -> tuple[dict, dict]:
+    """Set up one backend, warm it up and time ``n_frames`` frames; returns its record and
+    the result of each distinct frame."""
     started = time.monotonic()
-    backend = create_backend(variant.backend, model, device=device, precision=variant.precision,
-                             calib=calib, input_size=size, source_hw=frames[0].shape[:2],
-                             **dict(variant.options))
+    config = config.with_changes(backend=variant.backend, precision=variant.precision)
+    pipeline = build_pipeline(config, model=model, **dict(variant.options))
     for shape in sorted({f.shape[:2] for f in frames}):
-        backend.prepare(Letterbox.compute(shape, size, 128).input_hw)
-    pipeline = Pipeline(backend, size)
-    stages = pipeline_stages(pipeline)
-    inputs = frame_inputs(frames)
+        pipeline.backend.prepare(pipeline.preprocessor.letterbox(shape).input_hw)
+    processor = FrameProcessor(pipeline, config)
+    height, width = frames[0].shape[:2]
+    # The grids of config/hybridnets.yaml's camera, for frames of the first frame's size.
+    processor.camera_info = camera_info_from_model(default_camera(width, height),
+                                                   "camera_optical_frame")
+    inputs = [messages.image(Header(frame_id="camera_optical_frame"), f, "bgr8") for f in frames]
+    wanted = planner_outputs()
     for i in range(WARMUP_FRAMES):
-        _run_frame(stages, inputs[i % len(frames)], synchronize)
+        processor.process(inputs[i % len(inputs)], wanted)
     setup_s = time.monotonic() - started
 
-    times: dict[str, list[float]] = {s.name: [] for s in stages}
+    times: dict[str, list[float]] = {key: [] for key in STAGES}
     e2e, results = [], {}
     for i in range(n_frames):
         index = i % len(frames)
         t0 = time.perf_counter()
-        state, stage_ms = _run_frame(stages, inputs[index], synchronize)
+        outcome = processor.process(inputs[index], wanted)
         e2e.append((time.perf_counter() - t0) * 1e3)
-        for name, ms in stage_ms.items():
-            times[name].append(ms)
+        for key in STAGES:
+            times[key].append(outcome.timings_ms[key])
         if index not in results:  # outputs of each distinct frame, for the fidelity check
-            results[index] = state.result
+            results[index] = outcome.result
     record = {
-        "description": backend.describe(),
+        "description": pipeline.backend.describe(),
         "setup_s": round(setup_s, 2),
-        "stages": {s.name: dict(percentile_ms(times[s.name]), **({"note": s.note} if s.note else {}))
-                   for s in stages},
+        "stages": {label: percentile_ms(times[key]) for key, label in STAGES.items()},
         "network_ms": percentile_ms(times["network"])["median_ms"],
         "e2e_ms": percentile_ms(e2e)["median_ms"],
         "e2e_p95_ms": percentile_ms(e2e)["p95_ms"],
     }
     record["fps"] = round(1e3 / record["e2e_ms"], 2)
-    del pipeline, backend
+    del processor, pipeline
     gc.collect()
     return record, results
-
-
-def _run_frame(stages: list[Stage], image: np.ndarray, synchronize) -> tuple[FrameState, dict]:
-    state = FrameState(image)
-    stage_ms = {}
-    for stage in stages:
-        if stage.run is None:
-            continue
-        t0 = time.perf_counter()
-        stage.run(state)
-        synchronize()
-        stage_ms[stage.name] = (time.perf_counter() - t0) * 1e3
-    return state, stage_ms
 
 
 def fidelity(reference: dict, results: dict) -> dict:
@@ -313,20 +216,13 @@ def fidelity(reference: dict, results: dict) -> dict:
 
 
 def run_bench(variants: list[Variant], model, frames: list[np.ndarray], n_frames: int,
-              device: str, size: int, calib: str | None) -> dict:
-    """Run every variant; the returned dict is the --json document (without the header)."""
-    from .backends import BackendUnavailable
-
-    def synchronize() -> None:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize(device)
-
+              config: NodeConfig) -> dict:
+    """Run every variant; the returned dict is the --json document's "backends"."""
     records, reference, reference_label = {}, None, None
     for variant in variants:
         log.info("bench: %s ...", variant.label)
         try:
-            record, results = run_variant(variant, model, frames, n_frames, device, size, calib,
-                                          synchronize)
+            record, results = run_variant(variant, model, frames, n_frames, config)
         except BackendUnavailable as exc:
             records[variant.label] = {"skipped": str(exc)}
             log.warning("bench: %s skipped: %s", variant.label, exc)
@@ -387,38 +283,48 @@ def _matched(record: dict) -> str:
     return f"{f['detections_matched']}/{f['detections_reference']} (+{f['detections'] - f['detections_matched']})"
 
 
-def main(args) -> int:
-    """``hybridnets bench``; ``args`` from the CLI parser."""
-    from .weights import build_model, default_weights_path
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    variants = ([Variant.parse(v.strip()) for spec in args.backend for v in spec.split(",") if v.strip()]
-                if args.backend else default_variants(args.device))
-    frames, source = load_frames(args.source, args.frames)
-    weights = Path(args.weights) if args.weights else (
-        default_weights_path() if default_weights_path().is_file() else None)
-    weights_note = (str(weights) if weights else
-                    "random (no checkpoint given: the network's timings hardly depend on weight "
+def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str | None = None,
+          frames: int = 30, calib: str | None = None, json_path: str | None = None,
+          threads: int | None = None) -> int:
+    """``hybridnets bench``: prints the table (and writes ``json_path``); 0 if any backend
+    ran. ``config`` gives the weights, device and input size; ``variants`` default to every
+    backend that runs on its device."""
+    if threads:
+        torch.set_num_threads(threads)
+    device = resolve_device(config.device)
+    variants = variants or default_variants(device)
+    runnable = [v for v in variants if not missing(v.backend, device)]
+    skipped = {v.label: {"skipped": f"backend {v.backend!r} cannot run on {device}: missing "
+                                    f"{'; '.join(missing(v.backend, device))}"}
+               for v in variants if v not in runnable}
+    images, source_text = load_frames(source, frames)
+    weights_note = ("random (no checkpoint given: the network's timings hardly depend on weight "
                     "values, eager PyTorch's can through denormal numbers; but random weights flag "
                     "thousands of boxes on some frames, which inflates post-processing and message "
                     "build: pass --weights for representative numbers of those stages and for "
                     "fidelity)")
-    model = build_model(weights, random_weights=weights is None)
+    if runnable:
+        model, weights = load_model(config.with_changes(allow_random_weights=True))
+        weights_note = str(weights) if weights else weights_note
+    height, width = images[0].shape[:2]
+    config = config.with_changes(device=device, camera_resolution=[width, height])
+    int8 = any(v.precision == "int8" for v in runnable)
     with tempfile.TemporaryDirectory(prefix="hybridnets-calib-") as tmp:
-        calib = args.calib or args.source
-        if calib is None and any(v.precision == "int8" for v in variants):
-            for i, frame in enumerate(frames):  # calibrate on the frames being measured
+        calib = calib or source
+        if calib is None and int8:
+            for i, frame in enumerate(images):  # calibrate on the frames being measured
                 cv2.imwrite(str(Path(tmp) / f"frame_{i:03d}.png"), frame)
             calib = tmp
-        backends = run_bench(variants, model, frames, args.frames, args.device, args.size, calib)
-    doc = {"date": time.strftime("%Y-%m-%d"), "machine": machine_info(args.device),
-           "source": source, "frames": args.frames, "size": args.size, "weights": weights_note,
-           "calibration": (args.calib or args.source or "the synthetic frames")
-           if any(v.precision == "int8" for v in variants) else None,
-           "backends": backends}
+        config = config.with_changes(int8_calibration=calib or "")
+        backends = run_bench(runnable, model, images, frames, config) if runnable else {}
+    backends.update(skipped)
+    doc = {"date": time.strftime("%Y-%m-%d"), "machine": machine_info(device),
+           "source": source_text, "frames": frames, "size": config.input_size,
+           "weights": weights_note,
+           "calibration": (calib if calib != tmp else "the frames measured") if int8 else None,
+           "backends": {v.label: backends[v.label] for v in variants}}
     m = doc["machine"]
-    print(f"hybridnets bench: {args.frames} frames from {source}, --size {args.size}")
+    print(f"hybridnets bench: {frames} frames from {source_text}, --size {config.input_size}")
     print(f"weights: {weights_note}")
     print(f"machine: {m['cpu']} ({', '.join(m['cpu_flags']) or 'no flags read'}), "
           f"{m['threads']} threads of {m['cpu_count']} CPUs, GPU: {m['gpu'] or 'none used'}; "
@@ -427,8 +333,8 @@ def main(args) -> int:
         print(f"int8 calibrated on {doc['calibration']}")
     print()
     print(format_table(doc))
-    if args.json:
-        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"\nwrote {json_path}")
     ran = [v for v in backends.values() if "stages" in v]
     return 0 if ran else 1

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..resources import share_file
+from ..ros.resources import share_file
 
 # Fast DDS' default transports lose most large best-effort images between processes;
 # every participant of the graph must use the same setting (see README).

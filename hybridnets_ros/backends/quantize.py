@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from .engine_cache import EngineCache, EngineKey
-from .export import INPUT_NAME, cached_onnx
-from .preprocess import Preprocessor
-from .spec import BDD100K, ModelSpec
+from .onnx_export import INPUT_NAME, cached_onnx
+from ..core.preprocess import Preprocessor
+from ..core.spec import BDD100K, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def calibration_frames(folder: str | Path, source_hw: tuple[int, int], target_si
                        limit: int = MAX_CALIBRATION_FRAMES) -> list[np.ndarray]:
     """Network inputs [1,3,H,W] float32 from the images of ``folder`` (sorted; at most
     ``limit``, evenly spread), each first resized to the camera resolution ``source_hw``."""
-    from .sources import InputError, expand_sources, read_image
+    from ..core.sources import InputError, expand_sources, read_image
 
     sources, _ = expand_sources([str(folder)])
     images = [s.path for s in sources if s.kind == "image"]
@@ -73,7 +73,7 @@ def assumed_camera(input_hw: tuple[int, int], target_size: int,
     sees only the network input): 1280x720 if it gives ``input_hw`` (the common case),
     else ``input_hw`` itself, i.e. no letterbox padding. Callers that know the camera pass
     its resolution (``source_hw``) instead."""
-    from .preprocess import Letterbox
+    from ..core.preprocess import Letterbox
     for candidate in ((720, 1280), tuple(input_hw)):
         if Letterbox.compute(candidate, target_size, spec.max_stride).input_hw == tuple(input_hw):
             return candidate

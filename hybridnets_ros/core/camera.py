@@ -28,6 +28,13 @@ def rotation_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
     return rz @ ry @ rx
 
 
+def rotation_from_quaternion(x: float, y: float, z: float, w: float) -> np.ndarray:
+    """3x3 rotation of a unit quaternion (as in geometry_msgs/Quaternion)."""
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
 @dataclass(frozen=True)
 class CameraModel:
     K: np.ndarray                   # 3x3 intrinsics
@@ -87,11 +94,6 @@ class CameraModel:
         y = (uv[..., 1] - self.K[1, 2]) / self.K[1, 1]
         rays_opt = np.stack([x, y, np.ones_like(x)], axis=-1)
         return rays_opt @ self.R_ground_optical.T
-
-    def ground_points(self, uv: np.ndarray | None = None) -> np.ndarray:
-        """Where the rays through ``uv`` (default: every pixel) meet the ground plane z = 0;
-        NaN for rays at or above the horizon."""
-        return self.intersect_ground(self.pixel_rays(uv))
 
     def intersect_ground(self, rays: np.ndarray) -> np.ndarray:
         """Where ground-frame rays [..., 3] from the camera centre meet z = 0 (NaN if never)."""

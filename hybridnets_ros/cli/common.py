@@ -1,0 +1,75 @@
+"""What every command shares: errors, model options, the configuration from options."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..backends import BackendUnavailable
+from ..backends.quantize import CalibrationError
+from ..core.weights import WeightsError, default_weights_path
+from ..pipeline.config import BACKEND_CHOICES, PRECISIONS, ConfigError, NodeConfig
+from ..pipeline.factory import build_pipeline, resolve_weights
+
+RANDOM_WEIGHTS_WARNING = (
+    "\n"
+    "!!! RANDOM WEIGHTS: the network is randomly initialised, so its boxes and masks are\n"
+    "!!! meaningless. This run only shows the pipeline working end to end. Get the real\n"
+    "!!! checkpoint with `hybridnets download-weights` or pass --weights PATH.\n")
+
+# Problems a command reports in one line, without a traceback (exit status 2).
+USER_ERRORS = (ConfigError, WeightsError, BackendUnavailable, CalibrationError)
+
+
+class CliError(Exception):
+    """A problem with the command line or set-up; printed without a trace, exit code 2."""
+
+
+# option dest -> setting; options left at None keep the base configuration's value
+OPTION_SETTINGS = {"weights": "weights", "random_weights": "allow_random_weights",
+                   "size": "input_size", "conf": "conf_threshold", "iou": "iou_threshold",
+                   "device": "device", "backend": "backend", "precision": "precision",
+                   "calib": "int8_calibration"}
+
+
+def add_model_options(p: argparse.ArgumentParser, thresholds: bool = True) -> None:
+    defaults = NodeConfig()
+    p.add_argument("--weights", metavar="PATH",
+                   help=f"HybridNets checkpoint (default: {default_weights_path()} if downloaded)")
+    p.add_argument("--random-weights", action="store_true", default=None,
+                   help="run with random weights when no checkpoint is found (meaningless outputs)")
+    p.add_argument("--size", type=int, help=f"letterbox target size (default {defaults.input_size})")
+    if thresholds:
+        p.add_argument("--conf", type=float,
+                       help=f"score threshold (default {defaults.conf_threshold})")
+        p.add_argument("--iou", type=float,
+                       help=f"NMS IoU threshold (default {defaults.iou_threshold})")
+    p.add_argument("--device", help="auto, cpu or cuda[:N] (default auto: cuda when available)")
+    p.add_argument("--backend", choices=BACKEND_CHOICES,
+                   help="inference engine (default auto: the best one available, logged)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="fp16: CUDA only; int8: onnxruntime (CPU), tensorrt, torch2trt, needs "
+                        "--calib (default fp32)")
+    p.add_argument("--calib", metavar="DIR",
+                   help="INT8 calibration images, frames like the camera's (6-32 are enough)")
+
+
+def config_from_options(args: argparse.Namespace, base: NodeConfig | None = None,
+                        **fixed) -> NodeConfig:
+    """``base`` (default: the defaults) with the options given on the command line and
+    ``fixed`` settings; a bad value is a CliError naming it."""
+    changes = {setting: getattr(args, dest) for dest, setting in OPTION_SETTINGS.items()
+               if getattr(args, dest, None) is not None}
+    try:
+        return NodeConfig.from_mapping({**changes, **fixed}, base=base, source="options")
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def pipeline_from_config(config: NodeConfig):
+    """build_pipeline with the random-weights banner and errors as CliError."""
+    try:
+        if resolve_weights(config) is None:
+            print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
+        return build_pipeline(config)
+    except USER_ERRORS as exc:
+        raise CliError(str(exc)) from None

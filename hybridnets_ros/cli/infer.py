@@ -1,0 +1,132 @@
+"""``hybridnets infer``: images, folders and videos -> annotated overlays (and .npz)."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .common import add_model_options, config_from_options, pipeline_from_config
+
+log = logging.getLogger("hybridnets")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("infer", help="detect and segment images, folders and videos",
+                       description="Write an annotated overlay per image (and an annotated video "
+                                   "per video) to the output folder.")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="image files, folders or videos")
+    add_model_options(p)
+    p.add_argument("--output", default="out/infer", help="output folder (default out/infer)")
+    p.add_argument("--save-npz", action="store_true",
+                   help="also write <stem>.npz with det_boxes_xyxy, det_scores, det_classes, seg_mask")
+    p.set_defaults(func=run)
+
+
+class _Outputs:
+    """Output file names: <stem>.<ext>, with a numeric suffix if a stem repeats."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.used: set[str] = set()
+
+    def stem(self, wanted: str) -> str:
+        stem, n = wanted, 2
+        while stem in self.used:
+            stem, n = f"{wanted}_{n}", n + 1
+        self.used.add(stem)
+        return stem
+
+
+def save_npz(path: Path, result) -> None:
+    d = result.detections
+    np.savez_compressed(path, det_boxes_xyxy=d.boxes.astype(np.float32),
+                        det_scores=d.scores.astype(np.float32),
+                        det_classes=d.classes.astype(np.int64), seg_mask=result.seg_mask)
+
+
+class _Stats:
+    def __init__(self):
+        self.frames = 0
+        self.timings: dict[str, list[float]] = {}
+
+    def add(self, result) -> None:
+        self.frames += 1
+        for stage, ms in result.timings_ms.items():
+            self.timings.setdefault(stage, []).append(ms)
+
+    def summary(self) -> str:
+        if not self.frames:
+            return "0 frames"
+        means = {k: float(np.mean(v)) for k, v in self.timings.items()}
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in means.items())
+        return f"{self.frames} frames, mean {sum(means.values()):.1f} ms/frame ({stages} ms)"
+
+
+def process_sources(pipeline, sources, output: Path, save: bool) -> tuple[_Stats, list[str]]:
+    """Run every source; returns the timing stats and one message per failed input."""
+    import cv2
+    from tqdm import tqdm
+
+    from ..core.sources import InputError, VideoReader, count_frames, read_image
+    from ..core.visualize import draw_overlay
+
+    names = _Outputs(output)
+    stats, failures = _Stats(), []
+    total = sum(count_frames(s) for s in sources)
+    names_of = pipeline.spec.class_names
+    with tqdm(total=total, unit="frame", disable=total <= 1, file=sys.stderr) as bar:
+        for source in sources:
+            try:
+                if source.kind == "image":
+                    image = read_image(source.path)
+                    result = pipeline(image)
+                    stem = names.stem(source.path.stem)
+                    cv2.imwrite(str(output / f"{stem}.jpg"),
+                                draw_overlay(image, result.seg_mask, result.detections, names_of))
+                    if save:
+                        save_npz(output / f"{stem}.npz", result)
+                    stats.add(result)
+                    bar.update(1)
+                    continue
+                reader = VideoReader(source.path)
+                stem = names.stem(source.path.stem)
+                writer = None
+                for index, frame in enumerate(reader):
+                    result = pipeline(frame)
+                    overlay = draw_overlay(frame, result.seg_mask, result.detections, names_of)
+                    if writer is None:
+                        writer = cv2.VideoWriter(str(output / f"{stem}.mp4"),
+                                                 cv2.VideoWriter_fourcc(*"mp4v"), reader.fps,
+                                                 (frame.shape[1], frame.shape[0]))
+                    writer.write(overlay)
+                    if save:
+                        save_npz(output / f"{stem}_{index:06d}.npz", result)
+                    stats.add(result)
+                    bar.update(1)
+                if writer is None:
+                    raise InputError(f"{source.path}: video has no readable frames")
+                writer.release()
+            except InputError as exc:
+                failures.append(str(exc))
+                tqdm.write(f"skipped {exc}", file=sys.stderr)
+    return stats, failures
+
+
+def run(args) -> int:
+    from ..core.sources import expand_sources
+
+    sources, failures = expand_sources(args.sources)
+    for message in failures:
+        print(f"skipped {message}", file=sys.stderr)
+    # Images of any size: each engine is built for the sizes that come, not ahead of time.
+    pipeline = pipeline_from_config(config_from_options(args, camera_resolution=[]))
+    log.info("backend: %s", pipeline.backend.describe())
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    stats, failed = process_sources(pipeline, sources, output, args.save_npz)
+    failures += failed
+    print(f"hybridnets infer: {stats.summary()}; {len(failures)} input(s) failed; "
+          f"outputs in {output}")
+    return 1 if failures or not stats.frames else 0

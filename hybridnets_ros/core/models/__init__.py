@@ -1,0 +1,1 @@
+"""The networks this package runs, one folder each."""

@@ -1,0 +1,1 @@
+"""One frame through a backend: image -> Result; the typed node configuration; no ROS."""

@@ -1,0 +1,238 @@
+"""The node's configuration: one typed object, one table of settings, validated in one place.
+
+Every setting of hybridnets_node is a field of :class:`NodeConfig`; its metadata (the
+description, whether it may change at run time, its range or choices) is the parameter
+table that the ROS layer declares from. The node, ``hybridnets replay`` and the other
+commands build a NodeConfig from parameters, a params file or command-line options, and
+:func:`problems` is the only place that decides whether values are acceptable, the
+combinations (grid extent) included. No ROS types here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..backends.registry import BACKENDS, PRECISIONS
+from ..core.bev import GridSpec
+
+BACKEND_CHOICES = ("auto",) + BACKENDS
+# A grid beyond this is not a planner's local map but a memory problem: 4 M cells is
+# 200 m x 200 m at 0.1 m (the lookup table takes ~100 MB then).
+MAX_GRID_CELLS = 4_000_000
+
+
+class ConfigError(ValueError):
+    """One or more settings are unacceptable; the message names each one and why."""
+
+
+def _setting(default, description: str, *, runtime: bool = False, range_=None, choices=None,
+             step: int | None = None):
+    meta = {"description": description, "runtime": runtime, "range": range_,
+            "choices": choices, "step": step}
+    if isinstance(default, (list, tuple)):
+        return field(default=tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    weights: str = _setting("", "HybridNets checkpoint (.pth); empty: the one `hybridnets "
+                            "download-weights` saved in the cache")
+    allow_random_weights: bool = _setting(False, "without a checkpoint, run with random "
+                                          "weights (meaningless outputs, for pipeline checks) "
+                                          "instead of failing")
+    backend: str = _setting("auto", "inference engine", choices=BACKEND_CHOICES)
+    device: str = _setting("auto", "cpu, cuda or cuda:N; auto picks cuda when available")
+    precision: str = _setting("fp32", "fp32, fp16 (CUDA) or int8 (onnxruntime/tensorrt, "
+                              "calibrated)", choices=PRECISIONS)
+    int8_calibration: str = _setting("", "folder of frames like the camera's, to calibrate "
+                                     "precision int8 (cached afterwards)")
+    camera_resolution: tuple[int, ...] = _setting(
+        (1280, 720), "[width, height] of the camera: the engine for it is built when the node "
+        "is configured, not at the first frame (empty: at the first frame)")
+    input_size: int = _setting(640, "letterbox target size (longer image side at the "
+                               "network input)", range_=(128, 2048), step=32)
+    conf_threshold: float = _setting(0.25, "detection score threshold", runtime=True,
+                                     range_=(0.0, 1.0))
+    iou_threshold: float = _setting(0.3, "NMS IoU threshold", runtime=True, range_=(0.0, 1.0))
+    ground_frame: str = _setting("base_link", "frame of the occupancy grids (z up, on the "
+                                 "ground)")
+    camera_pose: tuple[float, ...] = _setting(
+        (0.0, 0.0, 1.5, 0.0, 0.0, 0.0), "[x, y, z, roll, pitch, yaw] of the camera body frame "
+        "(x forward, y left, z up) in ground_frame, metres and radians, positive pitch looks "
+        "down; empty: look it up with TF (if tf2_ros is available)", runtime=True)
+    rectified: bool = _setting(False, "input images are rectified: use CameraInfo P and no "
+                               "distortion instead of K and D", runtime=True)
+    grid_resolution: float = _setting(0.10, "occupancy grid cell size in metres", runtime=True,
+                                      range_=(0.01, 5.0))
+    grid_x_range: tuple[float, ...] = _setting((0.0, 40.0), "[min, max] forward extent of the "
+                                               "grids in metres", runtime=True)
+    grid_y_range: tuple[float, ...] = _setting((-10.0, 10.0), "[min, max] lateral extent (left "
+                                               "positive) in metres", runtime=True)
+    publish_points: bool = _setting(False, "also publish drivable/points and lane/points "
+                                    "(PointCloud2 of lane cells and the non-drivable boundary)",
+                                    runtime=True)
+    use_compressed: bool = _setting(False, "subscribe to image/compressed (jpeg/png) instead "
+                                    "of image")
+    reliable_qos: bool = _setting(False, "subscribe with reliable QoS instead of the "
+                                  "sensor-data profile (best effort, keep last 1)")
+    autostart: bool = _setting(True, "configure and activate the lifecycle node by itself")
+    diagnostics_period: float = _setting(1.0, "seconds between /diagnostics messages",
+                                         range_=(0.1, 60.0))
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], base: NodeConfig | None = None,
+                     source: str = "") -> NodeConfig:
+        """``base`` (default: the defaults) with ``values`` applied; unknown names are
+        ignored by the caller's choice (pass only settings). Raises ConfigError naming every
+        bad value, prefixed by ``source`` (e.g. a file name)."""
+        base = base or cls()
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        errors, changes = [], {}
+        for name, value in values.items():
+            if name not in types:
+                errors.append(f"unknown setting {name!r}")
+                continue
+            try:
+                changes[name] = _coerce(name, value, getattr(base, name))
+            except ValueError as exc:
+                errors.append(str(exc))
+        config = dataclasses.replace(base, **changes)
+        errors += problems(config)
+        if errors:
+            raise ConfigError((f"{source}: " if source else "") + "; ".join(errors))
+        return config
+
+    @classmethod
+    def from_params_file(cls, path: str | Path, node_name: str = "hybridnets_node") -> NodeConfig:
+        """The defaults overlaid with a ROS parameter file's values for ``node_name`` (the
+        ``/**`` wildcard or any key ending in the node name); raises ConfigError."""
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read parameter file {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: not a ROS parameter file (no mapping at the top)")
+        values: dict[str, Any] = {}
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key, section in data.items():
+            if (key == "/**" or str(key).rstrip("/").endswith(node_name)) and isinstance(section, dict):
+                params = section.get("ros__parameters") or {}
+                values.update({k: v for k, v in params.items() if k in known})
+        return cls.from_mapping(values, source=str(path))
+
+    def with_changes(self, **changes) -> NodeConfig:
+        return type(self).from_mapping(changes, base=self)
+
+    # ------------------------------------------------------------------- derived
+    @property
+    def grid(self) -> GridSpec:
+        return GridSpec(self.grid_resolution, *self.grid_x_range, *self.grid_y_range)
+
+    @property
+    def source_hw(self) -> tuple[int, int] | None:
+        """The camera resolution as (height, width), or None when not set."""
+        return (self.camera_resolution[1], self.camera_resolution[0]) if self.camera_resolution else None
+
+
+def settings() -> tuple[dataclasses.Field, ...]:
+    """The parameter table: every setting with its default and metadata."""
+    return dataclasses.fields(NodeConfig)
+
+
+SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(NodeConfig))
+RUNTIME_SETTINGS = frozenset(f.name for f in dataclasses.fields(NodeConfig) if f.metadata["runtime"])
+
+
+def _coerce(name: str, value: Any, current: Any) -> Any:
+    """``value`` as the setting's type (int for a float is fine; a YAML string like
+    '1.0e308' is a number), or ValueError naming the setting."""
+    def number(v, kind):
+        if isinstance(v, bool):
+            raise ValueError
+        if kind is int:
+            if isinstance(v, float) and not v.is_integer():
+                raise ValueError
+            return int(v)
+        return float(v)
+
+    try:
+        if isinstance(current, bool):
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if isinstance(current, (int, float)):
+            return number(value, type(current))
+        if isinstance(current, str):
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+        if isinstance(current, tuple):
+            if value is None:
+                return ()
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                raise ValueError
+            kind = int if name == "camera_resolution" else float
+            return tuple(number(v, kind) for v in value)
+    except (TypeError, ValueError, OverflowError):
+        kind = type(current).__name__ if not isinstance(current, tuple) else "list of numbers"
+        raise ValueError(f"{name} must be a {kind}, got {value!r}") from None
+    raise ValueError(f"{name}: unsupported value {value!r}")
+
+
+def problems(config: NodeConfig) -> list[str]:
+    """Every reason ``config`` is unacceptable (empty: it is fine). The one validation."""
+    errors = []
+    for f in dataclasses.fields(NodeConfig):
+        value, meta = getattr(config, f.name), f.metadata
+        if meta["choices"] and value not in meta["choices"]:
+            errors.append(f"{f.name} must be one of {', '.join(meta['choices'])}, got {value!r}")
+        if meta["range"] is not None:
+            low, high = meta["range"]
+            if not (math.isfinite(value) and low <= value <= high):
+                errors.append(f"{f.name} must be within [{low}, {high}], got {value!r}")
+            elif meta["step"] and (value - low) % meta["step"]:
+                errors.append(f"{f.name} must be {low} plus a multiple of {meta['step']}, "
+                              f"got {value!r}")
+    if config.camera_resolution and (len(config.camera_resolution) != 2
+                                     or min(config.camera_resolution) < 1):
+        errors.append(f"camera_resolution needs [width, height] > 0 or [], got "
+                      f"{list(config.camera_resolution)}")
+    pose = config.camera_pose
+    if pose and (len(pose) != 6 or not all(math.isfinite(v) for v in pose)):
+        errors.append(f"camera_pose needs 6 finite numbers [x, y, z, roll, pitch, yaw] or [], "
+                      f"got {list(pose)}")
+    if not config.ground_frame.strip():
+        errors.append("ground_frame must not be empty")
+    if config.device != "auto" and not (config.device == "cpu" or config.device == "cuda"
+                                        or (config.device.startswith("cuda:")
+                                            and config.device[5:].isdigit())):
+        errors.append(f"device must be auto, cpu, cuda or cuda:N, got {config.device!r}")
+    errors += grid_problems(config)
+    return errors
+
+
+def grid_problems(config: NodeConfig) -> list[str]:
+    ranges = {"grid_x_range": config.grid_x_range, "grid_y_range": config.grid_y_range}
+    errors = []
+    for name, values in ranges.items():
+        if (len(values) != 2 or not all(math.isfinite(v) for v in values)
+                or not math.isfinite(values[1] - values[0]) or values[1] <= values[0]):
+            errors.append(f"{name} needs [min, max] with finite max > min, got {list(values)}")
+    if errors or not math.isfinite(config.grid_resolution) or config.grid_resolution <= 0:
+        return errors
+    cells = config.grid.width * config.grid.height
+    if cells > MAX_GRID_CELLS:
+        errors.append(f"the grid would have {config.grid.width}x{config.grid.height} = {cells:,} "
+                      f"cells (grid_x_range, grid_y_range at grid_resolution "
+                      f"{config.grid_resolution} m); at most {MAX_GRID_CELLS:,} are allowed")
+    elif cells < 1:
+        errors.append("the grid would have no cells: grid_resolution is larger than its extent")
+    return errors

@@ -1,0 +1,72 @@
+"""Building a pipeline from a NodeConfig: weights resolution, ``device: auto``, the backend,
+the engine for the camera resolution. The one way the node and every command get a pipeline.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from ..backends import create_backend
+from ..core.weights import build_model, default_weights_path
+from .config import ConfigError, NodeConfig
+from .pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+def resolve_weights(config: NodeConfig) -> Path | None:
+    """The checkpoint to load: ``weights``, else the downloaded one; None means random
+    weights, which only ``allow_random_weights`` permits (else ConfigError)."""
+    if config.weights:
+        return Path(config.weights)
+    cached = default_weights_path()
+    if cached.is_file():
+        return cached
+    if config.allow_random_weights:
+        return None
+    raise ConfigError(f"no weights: give a checkpoint (parameter 'weights', option --weights), "
+                      f"run `hybridnets download-weights` (saves to {cached}), or allow random "
+                      "weights for a pipeline check with meaningless outputs "
+                      "(allow_random_weights:=true, option --random-weights)")
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_model(config: NodeConfig) -> tuple[torch.nn.Module, Path | None]:
+    """The network with its weights, and the checkpoint path (None: random weights)."""
+    weights = resolve_weights(config)
+    if weights is None:
+        log.warning("RANDOM WEIGHTS: detections and masks are meaningless")
+    return build_model(weights, random_weights=weights is None), weights
+
+
+def build_pipeline(config: NodeConfig, model: torch.nn.Module | None = None,
+                   **backend_options) -> Pipeline:
+    """A ready pipeline for ``config``; with ``camera_resolution`` set, the engine for it is
+    built now rather than at the first frame. ``model`` skips loading (bench reuses one);
+    ``backend_options`` go to :func:`create_backend` (e.g. torch's ``optimize``)."""
+    started = time.monotonic()
+    weights = "given model"
+    if model is None:
+        model, path = load_model(config)
+        weights = str(path) if path else "random weights"
+    device = resolve_device(config.device)
+    backend = create_backend(config.backend, model, device=device, precision=config.precision,
+                             input_size=config.input_size, source_hw=config.source_hw,
+                             calib=config.int8_calibration or None, **backend_options)
+    pipeline = Pipeline(backend, config.input_size, config.conf_threshold, config.iou_threshold)
+    if config.source_hw:
+        input_hw = pipeline.preprocessor.letterbox(config.source_hw).input_hw
+        log.info("preparing %s for %dx%d input (network %dx%d) ...", backend.describe(),
+                 config.source_hw[1], config.source_hw[0], input_hw[1], input_hw[0])
+        backend.prepare(input_hw)
+    log.info("pipeline ready in %.1f s: %s, %s", time.monotonic() - started, weights,
+             backend.describe())
+    return pipeline

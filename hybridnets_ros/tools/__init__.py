@@ -1,0 +1,1 @@
+"""Tools over the ROS layer: bags, replay, the demo graph, bench."""

@@ -1,0 +1,211 @@
+"""Multi-object tracking over frames: stable ids and ground-plane velocities for detections.
+
+Each track keeps its last 2D box and ground position with velocities from an alpha-beta
+filter (a fixed-gain Kalman filter for constant velocity). Every update predicts each track
+to the frame's time, scores every same-class (track, detection) pair by the overlap of the
+predicted box and, when ground positions are given, by their ground distance, and finds the
+cheapest one-to-one assignment. The state lives in arrays, one row per track, so an update
+costs a few array operations whatever the number of tracks.
+
+Velocities are in the frame of the ground positions given: relative to the ego vehicle for
+base_link positions, over ground for positions in a fixed frame such as odom.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+_FORBIDDEN = 1e6  # cost of a pair the gates reject; larger than any allowed pair's cost
+
+
+def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of every box in ``a`` [M,4] with every box in ``b`` [N,4]
+    (x1, y1, x2, y2) -> [M,N]."""
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    intersection = np.prod(np.clip(bottom_right - top_left, 0.0, None), axis=-1)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0.0, None), axis=-1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0.0, None), axis=-1)
+    union = area_a[:, None] + area_b[None, :] - intersection
+    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+
+
+def _alpha_beta(position: np.ndarray, velocity: np.ndarray, measured: np.ndarray,
+                dt: np.ndarray, position_gain: float, velocity_gain: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """One alpha-beta step for rows [K,D] observed ``dt`` [K] seconds after their last
+    observation. NaN marks what is not known yet: a row without a position takes the
+    measurement; a row without a velocity takes the difference of its first two positions;
+    a NaN measurement or a non-positive dt leaves the row as it was."""
+    dt = dt[:, None]
+    measured_ok = np.isfinite(measured).all(-1, keepdims=True) & (dt > 0)
+    has_position = np.isfinite(position).all(-1, keepdims=True)
+    has_velocity = np.isfinite(velocity).all(-1, keepdims=True)
+    safe_dt = np.where(dt > 0, dt, 1.0)
+    predicted = position + np.where(has_velocity, velocity, 0.0) * dt
+    residual = measured - predicted
+    filtered_position = np.where(has_velocity, predicted + position_gain * residual, measured)
+    filtered_velocity = np.where(has_velocity, velocity + velocity_gain * residual / safe_dt,
+                                 (measured - position) / safe_dt)
+    first_position = measured_ok & ~has_position
+    update = measured_ok & has_position
+    new_position = np.where(update, filtered_position, np.where(first_position, measured, position))
+    new_velocity = np.where(update, filtered_velocity, velocity)
+    return new_position, new_velocity
+
+
+class Tracker:
+    """Gives each detection an id that stays the same for the same object across frames.
+
+    ``update`` matches detections to tracks of the same class. A pair may match when the
+    track's box, moved on at its velocity to the frame's time, overlaps the detection by
+    IoU >= ``min_iou``, or when both have ground positions no farther apart than
+    ``max_distance_m`` (the track's predicted the same way). Overlap serves far objects,
+    whose ground positions are noisy; ground distance serves near, fast ones, whose boxes
+    move a lot between frames. Among allowed pairs the assignment minimises the sum of
+    ``(1 - IoU) + min(distance / max_distance_m, 1)`` (1 for the distance term where a
+    ground position is missing). Unmatched detections start tracks with new ids (from 1,
+    never reused); a track not matched for more than ``max_missed`` consecutive updates
+    ends. Positions and velocities are smoothed by an alpha-beta filter with gains
+    ``position_gain`` and ``velocity_gain`` (default: the Benedict-Bordner pair,
+    beta = alpha^2 / (2 - alpha), a good trade of noise against lag).
+    """
+
+    def __init__(self, max_missed: int = 5, min_iou: float = 0.1, max_distance_m: float = 3.0,
+                 position_gain: float = 0.5, velocity_gain: float | None = None):
+        if max_missed < 0 or not 0.0 <= min_iou <= 1.0 or max_distance_m <= 0:
+            raise ValueError(f"invalid tracker settings: max_missed={max_missed}, "
+                             f"min_iou={min_iou}, max_distance_m={max_distance_m}")
+        if not 0.0 < position_gain <= 1.0:
+            raise ValueError(f"position_gain must be in (0, 1], got {position_gain}")
+        self.max_missed = int(max_missed)
+        self.min_iou = float(min_iou)
+        self.max_distance_m = float(max_distance_m)
+        self.position_gain = float(position_gain)
+        self.velocity_gain = (position_gain ** 2 / (2.0 - position_gain) if velocity_gain is None
+                              else float(velocity_gain))
+        self._next_id = 1
+        self._last_stamp: float | None = None
+        self._ids = np.zeros(0, np.int64)
+        self._classes = np.zeros(0, np.int64)
+        self._boxes = np.zeros((0, 4))
+        self._box_velocities = np.zeros((0, 4))
+        self._box_stamps = np.zeros(0)
+        self._ground = np.zeros((0, 2))
+        self._ground_velocities = np.zeros((0, 2))
+        self._ground_stamps = np.zeros(0)
+        self._missed = np.zeros(0, np.int64)
+        self._velocities = np.zeros((0, 2))
+        self._ended = np.zeros(0, np.int64)
+
+    @property
+    def track_ids(self) -> np.ndarray:
+        """Ids of the live tracks (matched or still waiting out ``max_missed``)."""
+        return self._ids.copy()
+
+    @property
+    def velocities(self) -> np.ndarray:
+        """[N,2] ground-plane velocity (m/s) of the last update's detections, aligned with the
+        ids it returned; NaN until a track has two ground positions."""
+        return self._velocities.copy()
+
+    def ended_ids(self) -> np.ndarray:
+        """Ids of the tracks that ended in the last update."""
+        return self._ended.copy()
+
+    def update(self, boxes_xyxy: np.ndarray, class_ids: np.ndarray, ground_xy: np.ndarray | None,
+               stamp_s: float) -> np.ndarray:
+        """Track ids [N] int64 for this frame's detections: ``boxes_xyxy`` [N,4] pixels,
+        ``class_ids`` [N], ``ground_xy`` [N,2] (or [N,3]; NaN rows for detections without
+        one) or None, ``stamp_s`` the frame's time in seconds."""
+        boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
+        classes = np.asarray(class_ids, np.int64).reshape(-1)
+        count = len(boxes)
+        if len(classes) != count:
+            raise ValueError(f"{count} boxes but {len(classes)} class ids")
+        if ground_xy is None:
+            ground = np.full((count, 2), np.nan)
+        else:
+            ground = np.asarray(ground_xy, np.float64)[..., :2].reshape(count, 2)
+        stamp = float(stamp_s)
+        ended = []
+        if self._last_stamp is not None and stamp < self._last_stamp:
+            # Time went backwards (a replay looped): the old tracks cannot be predicted.
+            ended.append(self._ids)
+            self._keep(np.zeros(len(self._ids), bool))
+        self._last_stamp = stamp
+
+        track_rows, detection_cols = self._associate(boxes, classes, ground, stamp)
+        self._correct(track_rows, boxes[detection_cols], ground[detection_cols], stamp)
+
+        ids = np.zeros(count, np.int64)
+        velocities = np.full((count, 2), np.nan)
+        ids[detection_cols] = self._ids[track_rows]
+        velocities[detection_cols] = self._ground_velocities[track_rows]
+
+        matched = np.zeros(len(self._ids), bool)
+        matched[track_rows] = True
+        self._missed = np.where(matched, 0, self._missed + 1)
+        alive = self._missed <= self.max_missed
+        ended.append(self._ids[~alive])
+        self._keep(alive)
+
+        new = np.ones(count, bool)
+        new[detection_cols] = False
+        ids[new] = self._start(boxes[new], classes[new], ground[new], stamp)
+        self._velocities = velocities
+        self._ended = np.concatenate(ended)
+        return ids
+
+    def _associate(self, boxes, classes, ground, stamp) -> tuple[np.ndarray, np.ndarray]:
+        """Matched (track row, detection index) pairs."""
+        if len(self._ids) == 0 or len(boxes) == 0:
+            return np.zeros(0, np.intp), np.zeros(0, np.intp)
+        box_dt = (stamp - self._box_stamps)[:, None]
+        predicted_boxes = self._boxes + np.nan_to_num(self._box_velocities) * box_dt
+        ground_dt = (stamp - self._ground_stamps)[:, None]
+        predicted_ground = self._ground + np.nan_to_num(self._ground_velocities) * ground_dt
+
+        iou = pairwise_iou(predicted_boxes, boxes)
+        distance = np.linalg.norm(predicted_ground[:, None, :] - ground[None, :, :], axis=-1)
+        known = np.isfinite(distance)
+        near = known & (distance <= self.max_distance_m)
+        allowed = (self._classes[:, None] == classes[None, :]) & ((iou >= self.min_iou) | near)
+        distance_cost = np.where(known, np.minimum(distance / self.max_distance_m, 1.0), 1.0)
+        cost = np.where(allowed, (1.0 - iou) + distance_cost, _FORBIDDEN)
+        rows, cols = linear_sum_assignment(cost)
+        keep = allowed[rows, cols]
+        return rows[keep], cols[keep]
+
+    def _correct(self, rows, boxes, ground, stamp) -> None:
+        """Fold the matched detections into their tracks' filters."""
+        self._boxes[rows], self._box_velocities[rows] = _alpha_beta(
+            self._boxes[rows], self._box_velocities[rows], boxes, stamp - self._box_stamps[rows],
+            self.position_gain, self.velocity_gain)
+        self._box_stamps[rows] = stamp
+        self._ground[rows], self._ground_velocities[rows] = _alpha_beta(
+            self._ground[rows], self._ground_velocities[rows], ground,
+            stamp - self._ground_stamps[rows], self.position_gain, self.velocity_gain)
+        self._ground_stamps[rows] = np.where(np.isfinite(ground).all(-1), stamp,
+                                             self._ground_stamps[rows])
+
+    def _start(self, boxes, classes, ground, stamp) -> np.ndarray:
+        """New tracks for unmatched detections; returns their ids."""
+        count = len(boxes)
+        ids = np.arange(self._next_id, self._next_id + count, dtype=np.int64)
+        self._next_id += count
+        self._ids = np.concatenate([self._ids, ids])
+        self._classes = np.concatenate([self._classes, classes])
+        self._boxes = np.concatenate([self._boxes, boxes])
+        self._box_velocities = np.concatenate([self._box_velocities, np.full((count, 4), np.nan)])
+        self._box_stamps = np.concatenate([self._box_stamps, np.full(count, stamp)])
+        self._ground = np.concatenate([self._ground, ground])
+        self._ground_velocities = np.concatenate([self._ground_velocities, np.full((count, 2), np.nan)])
+        self._ground_stamps = np.concatenate([self._ground_stamps, np.full(count, stamp)])
+        self._missed = np.concatenate([self._missed, np.zeros(count, np.int64)])
+        return ids
+
+    def _keep(self, rows: np.ndarray) -> None:
+        for name in ("_ids", "_classes", "_boxes", "_box_velocities", "_box_stamps", "_ground",
+                     "_ground_velocities", "_ground_stamps", "_missed"):
+            setattr(self, name, getattr(self, name)[rows])

@@ -9,6 +9,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    # HyCTAS networks are built from their searched-architecture files.
+    package_data={f"{PACKAGE}.core.models.hyctas": ["arch/*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

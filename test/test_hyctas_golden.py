@@ -111,6 +111,7 @@ def test_wrong_checkpoint_is_rejected_with_the_differences():
             in message)
 
 
+@pytest.mark.slow  # several checkpoint loads
 def test_checkpoint_forms_and_non_finite_weights(tmp_path):
     arch_file = tmp_path / "tiny.json"
     arch_file.write_text(json.dumps(_tiny_architectures()[0]))
@@ -224,6 +225,7 @@ def test_postprocessing_of_golden_logits_is_exact():
 
 # --- the network against the golden cases --------------------------------------------------
 
+@pytest.mark.slow  # the S network at 1024x2048
 def test_s_reference_case(s_reference):
     _, crop, logits = s_reference
     _check_against_case(logits, crop, _case("case_1"))
@@ -237,6 +239,7 @@ def test_s_native_crop_case(s_model, image_1):
     _check_against_case(logits, crop, _case("case_1_crop_368x640_native"))
 
 
+@pytest.mark.slow  # the M network at 1024x2048
 def test_m_reference_case(image_1):
     model = hyctas.load_checkpoint(hyctas.build_network("M"),
                                    _need(HYCTAS / "hyctas_m_cityscapes_random_seed0.pth"))
@@ -244,6 +247,7 @@ def test_m_reference_case(image_1):
     _check_against_case(_run(model, tensor), crop, _case("case_m_1"))
 
 
+@pytest.mark.slow  # ONNX export and a 1024x2048 run
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
 def test_onnx_export_matches_golden(s_model, s_reference, tmp_path):
     import onnxruntime as ort

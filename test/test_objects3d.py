@@ -18,10 +18,10 @@ import time
 import numpy as np
 import pytest
 
-from hybridnets_ros.camera import CameraModel
+from hybridnets_ros.core.camera import CameraModel
 from hybridnets_ros.core.objects3d import box_estimates, class_lengths, ground_positions
 from hybridnets_ros.core.tracking import Tracker, pairwise_iou
-from hybridnets_ros.synthetic import VEHICLES, SyntheticRoad, default_camera
+from hybridnets_ros.core.synthetic import VEHICLES, SyntheticRoad, default_camera
 
 CAR = (4.5, 1.8, 1.5)  # length, width, height (m)
 RANGE_TOLERANCE = 0.02

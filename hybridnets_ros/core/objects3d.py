@@ -84,7 +84,7 @@ def ground_positions(camera: CameraModel, boxes_xyxy: np.ndarray, rectified: boo
     pixels = bottom_centre[:, None, :] + _NEIGHBOUR_OFFSETS  # [N,5,2]
     if not rectified:
         pixels = undistort_pixels(camera, pixels)
-    points = camera.ground_points(pixels)  # [N,5,3], NaN where a ray misses the ground
+    points = camera.intersect_ground(camera.pixel_rays(pixels))  # [N,5,3], NaN: misses the ground
     horizontal = points[..., :2] - camera.t_ground_optical[:2]
 
     ranges = np.linalg.norm(horizontal[:, _CENTRE], axis=-1)

@@ -107,7 +107,7 @@ def test_wrong_checkpoint_is_rejected_with_the_differences():
     message = str(error.value)
     for what in ("missing", "unexpected", "mis-shaped"):
         assert what in message
-    assert ("backbone.cells.1-0._op._op.0.conv.weight (128, 85, 3, 3) (model (171, 85, 3, 3))"
+    assert ("backbone.cells.1-0._op._op.0.conv.weight (128, 85, 3, 3) (expected (171, 85, 3, 3))"
             in message)
 
 

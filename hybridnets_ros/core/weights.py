@@ -71,21 +71,28 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-def load_into(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Strict load that reports missing, unexpected and mis-shaped keys instead of a trace."""
-    expected = model.state_dict()
+def key_mismatches(expected: Mapping[str, torch.Tensor],
+                   state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """One line per kind of mismatch (missing, unexpected, mis-shaped keys) between a
+    model's state dict and a checkpoint's, each with the first few keys; empty: they fit."""
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     misshaped = [f"{k} {tuple(state_dict[k].shape)} (expected {tuple(v.shape)})"
                  for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
-    if missing or unexpected or misshaped:
-        lines = [f"{source} is not a HybridNets-D3 checkpoint for this model:"]
-        for label, keys in (("missing", missing), ("unexpected", unexpected),
-                            ("mis-shaped", misshaped)):
-            if keys:
-                more = f", ... ({len(keys) - _SHOW} more)" if len(keys) > _SHOW else ""
-                lines.append(f"  {len(keys)} {label} keys: {', '.join(keys[:_SHOW])}{more}")
-        raise WeightsError("\n".join(lines))
+    lines = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+        if keys:
+            more = f", ... ({len(keys) - _SHOW} more)" if len(keys) > _SHOW else ""
+            lines.append(f"{len(keys)} {label} keys: {', '.join(keys[:_SHOW])}{more}")
+    return lines
+
+
+def load_into(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Strict load that reports missing, unexpected and mis-shaped keys instead of a trace."""
+    problems = key_mismatches(model.state_dict(), state_dict)
+    if problems:
+        raise WeightsError("\n  ".join([f"{source} is not a HybridNets-D3 checkpoint for this "
+                                        "model:"] + problems))
     model.load_state_dict(state_dict, strict=True)
 
 

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...weights import key_mismatches
 from .network import NUM_CLASSES, HyCTAS, load_architecture
 
 __all__ = [
@@ -115,13 +116,8 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
         raise ValueError(f"{path}: not a state dict of tensors")
     state = {key.removeprefix("module."): value for key, value in checkpoint.items()}
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mis_shaped = [f"{k} {tuple(state[k].shape)} (model {tuple(v.shape)})"
-                  for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or mis_shaped:
-        problems = [f"{len(names)} {what}: {_first(names)}" for what, names in (
-            ("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped)) if names]
+    problems = key_mismatches(expected, state)
+    if problems:
         raise ValueError(f"{path} does not fit this network (wrong architecture?): "
                          + "; ".join(problems))
     non_finite = [k for k, v in state.items()

@@ -127,3 +127,6 @@ def test_bad_calibration_is_refused():
         CameraModel.from_pose(K, 640, 480, (0, 0, 1, 0, 0, 0))
     with pytest.raises(ValueError, match="distortion"):
         CameraModel.from_pose(np.eye(3), 640, 480, (0, 0, 1, 0, 0, 0), D=[np.inf, 0, 0, 0, 0])
+    for size in (6, 15, 100_000):  # OpenCV would raise (or allocate without bound) later
+        with pytest.raises(ValueError, match=f"{size} distortion coefficients"):
+            CameraModel.from_pose(np.eye(3), 640, 480, (0, 0, 1, 0, 0, 0), D=np.full(size, 0.01))

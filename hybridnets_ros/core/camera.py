@@ -13,6 +13,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+# Lengths of D that OpenCV's pinhole distortion models accept (any other raises in
+# projectPoints, and a huge one makes it allocate without bound).
+DISTORTION_SIZES = (4, 5, 8, 12, 14)
+
 # Columns: the optical x, y, z axes expressed in the body frame.
 BODY_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0],
                               [-1.0, 0.0, 0.0],
@@ -61,6 +65,10 @@ class CameraModel:
             raise ValueError(f"invalid image size {width}x{height}")
         if D is not None:
             D = np.asarray(D, np.float64).ravel()
+            if D.size not in DISTORTION_SIZES:
+                raise ValueError(f"{D.size} distortion coefficients: OpenCV's models take "
+                                 f"{', '.join(map(str, DISTORTION_SIZES))} (plumb_bob 5, "
+                                 "rational_polynomial 8)")
             if not np.all(np.isfinite(D)):
                 raise ValueError(f"invalid distortion coefficients: {D.tolist()}")
             if not np.any(D):

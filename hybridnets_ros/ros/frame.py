@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
@@ -78,10 +79,11 @@ class ProjectorCache:
             return self.projector, False
         try:
             camera = camera_model_from_info(info, config.camera_pose, config.rectified, transform)
-        except ValueError as exc:
+            projector = BevProjector(camera, config.grid)
+        except (ValueError, cv2.error) as exc:
             raise GridUnavailable("invalid camera_info", f"cannot use camera_info: {exc}",
                                   bad_input=True) from None
-        self.projector, self._key = BevProjector(camera, config.grid), key
+        self.projector, self._key = projector, key
         return self.projector, True
 
 

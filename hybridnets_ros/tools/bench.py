@@ -30,8 +30,10 @@ from std_msgs.msg import Header
 
 from ..backends import BackendUnavailable
 from ..backends.registry import BACKENDS, PRECISIONS, missing
-from ..pipeline.config import NodeConfig
+from ..core.nms import box_iou
+from ..core.sources import expand_sources, read_image
 from ..core.synthetic import SyntheticRoad, default_camera
+from ..pipeline.config import NodeConfig
 from ..pipeline.factory import build_pipeline, load_model, resolve_device
 from ..ros import messages
 from ..ros.camera_info import camera_info_from_model
@@ -119,11 +121,9 @@ def machine_info(device: str) -> dict:
 def load_frames(source: str | None, count: int) -> tuple[list[np.ndarray], str]:
     """The frames to cycle over and a description of where they come from."""
     if source is None:
-        from ..core.synthetic import SyntheticRoad, default_camera
         scene = SyntheticRoad(default_camera())
         frames = [scene.render(i / 10.0)[0] for i in range(min(count, SYNTHETIC_FRAMES))]
         return frames, f"built-in synthetic road frames ({len(frames)} distinct, 1280x720)"
-    from ..core.sources import expand_sources, read_image
     sources, errors = expand_sources([source])
     images = [s.path for s in sources if s.kind == "image"]
     if not images:
@@ -142,7 +142,6 @@ def percentile_ms(values: list[float]) -> dict:
 
 def match_count(ref, test) -> int:
     """Reference detections matched one-to-one by a same-class detection at IoU >= 0.5."""
-    from ..core.nms import box_iou
     if not len(ref) or not len(test):
         return 0
     iou = box_iou(torch.from_numpy(ref.boxes).double(), torch.from_numpy(test.boxes).double()).numpy()

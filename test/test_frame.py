@@ -1,0 +1,75 @@
+"""The frame processor shared by the node, replay and bench, without DDS: what each input
+yields, which outputs are built, and that bad calibration only turns the grids off."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import CameraInfo, CompressedImage
+from std_msgs.msg import Header
+
+from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
+from hybridnets_ros.pipeline.config import NodeConfig
+from hybridnets_ros.ros import messages
+from hybridnets_ros.ros.camera_info import camera_info_from_model
+from hybridnets_ros.ros.frame import FrameProcessor
+from hybridnets_ros.ros.outputs import ALWAYS, OUTPUTS, planner_outputs
+
+CAMERA = default_camera()
+
+
+@pytest.fixture(scope="module")
+def frame_msg():
+    bgr = SyntheticRoad(CAMERA).render(0.0)[0]
+    return messages.image(Header(frame_id="camera_optical_frame"), bgr, "bgr8")
+
+
+@pytest.fixture
+def processor(random_pipeline):
+    processor = FrameProcessor(random_pipeline, NodeConfig())
+    processor.camera_info = camera_info_from_model(CAMERA, "camera_optical_frame")
+    return processor
+
+
+def test_every_enabled_output_is_built_with_its_stage_times(processor, frame_msg):
+    outcome = processor.process(frame_msg)
+    enabled = {o.name for o in OUTPUTS if o.enabled_by is None}
+    assert set(outcome.messages) == enabled and outcome.no_grids is None
+    for name, msg in outcome.messages.items():
+        assert isinstance(msg, next(o.msg_type for o in OUTPUTS if o.name == name))
+    assert outcome.messages["drivable_grid"].header.frame_id == "base_link"
+    assert outcome.messages["detections"].header.frame_id == "camera_optical_frame"
+    assert set(outcome.timings_ms) == {"conversion", "preprocess", "network", "postprocess",
+                                       "grids", "messages"}
+
+
+def test_only_wanted_outputs_and_detections_are_built(processor, frame_msg):
+    assert set(processor.process(frame_msg, {"lane_mask"}).messages) == {"lane_mask"} | ALWAYS
+    assert "drivable_points" not in processor.process(frame_msg, {"drivable_points"}).messages
+    processor.update_config(NodeConfig().with_changes(publish_points=True))
+    assert "drivable_points" in processor.process(frame_msg, {"drivable_points"}).messages
+    assert planner_outputs() <= set(processor.process(frame_msg).messages)
+
+
+@pytest.mark.parametrize("d", [np.full(6, 0.01), np.full(1000, 0.01), [np.nan] * 5])
+def test_bad_calibration_turns_only_the_grids_off(processor, frame_msg, d):
+    info = processor.camera_info
+    processor.camera_info = CameraInfo(width=info.width, height=info.height, k=info.k, d=list(d),
+                                       p=info.p, distortion_model="plumb_bob")
+    outcome = processor.process(frame_msg)
+    assert outcome.no_grids is not None and outcome.no_grids.bad_input
+    assert outcome.no_grids.reason == "invalid camera_info"
+    assert {"detections", "drivable_mask", "lane_mask", "overlay"} == set(outcome.messages)
+
+
+def test_missing_pose_and_calibration_are_told_apart_from_bad_input(processor, frame_msg):
+    processor.update_config(NodeConfig().with_changes(camera_pose=[]))
+    outcome = processor.process(frame_msg)
+    assert outcome.no_grids.reason == "no pose" and not outcome.no_grids.bad_input
+    processor.update_config(NodeConfig())
+    processor.camera_info = None
+    assert processor.process(frame_msg).no_grids.reason == "no camera_info"
+
+
+def test_unusable_images_are_rejected_with_a_reason(processor):
+    outcome = processor.process(CompressedImage(format="jpeg", data=b"\xff\xd8 not a jpeg"))
+    assert outcome.rejected is not None and outcome.rejected.reason and not outcome.messages

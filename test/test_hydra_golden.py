@@ -181,9 +181,9 @@ def test_wrong_checkpoint_is_rejected_clearly(checkpoint, tmp_path):
     with pytest.raises(ValueError) as error:
         hydra.load_checkpoint(hydra.build_network(), wrong)
     message = str(error.value)
-    assert "1 missing key(s): conv3.weight" in message
-    assert "1 unexpected key(s): normal.weight" in message
-    assert "1 mis-shaped key(s): segm.bias (7,) (model (6,))" in message
+    assert "1 missing keys: conv3.weight" in message
+    assert "1 unexpected keys: normal.weight" in message
+    assert "1 mis-shaped keys: segm.bias (7,) (expected (6,))" in message
 
 
 def test_non_finite_checkpoint_is_rejected(checkpoint, tmp_path):

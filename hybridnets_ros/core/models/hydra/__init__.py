@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import torch
 
+from ...weights import key_mismatches
 from .network import NUM_CLASSES, HydraNet
 
 __all__ = ["CLASS_NAMES", "CLASS_COLORS_RGB", "RELEASED_WEIGHTS_NAME", "MEAN_RGB", "STD_RGB",
@@ -71,15 +72,7 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path) -> torch.nn.Module
     state = {key.removeprefix("module."): value for key, value in checkpoint.items()}
 
     expected = model.state_dict()
-    problems = []
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    misshaped = [f"{k} {tuple(state[k].shape)} (model {tuple(v.shape)})"
-                 for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    for kind, keys in (("missing", missing), ("unexpected", unexpected),
-                       ("mis-shaped", misshaped)):
-        if keys:
-            problems.append(_listing(kind, keys))
+    problems = key_mismatches(expected, state)
     if problems:
         raise ValueError(f"{path} does not fit {type(model).__name__} "
                          f"({len(state)} entries, model has {len(expected)}): "

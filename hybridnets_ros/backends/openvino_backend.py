@@ -200,5 +200,5 @@ class OpenVINOBackend(CachedEngineBackend):
         return RawOutputs(*(tensor.data for tensor in state.outputs))
 
     def describe(self) -> str:
-        return (f"openvino {self.ov.__version__} {self.precision} on cpu, "
+        return (f"openvino {self.ov.__version__.split('-')[0]} {self.precision} on cpu, "
                 f"{torch.get_num_threads()} threads")

@@ -12,6 +12,7 @@ second start imports the compiled blob instead of compiling again.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import platform
 import tempfile
@@ -125,11 +126,9 @@ class OpenVINOBackend(CachedEngineBackend):
         self.core = self.ov.Core()
         if precision == "bf16" and (reason := bf16_unsupported(self.core)):
             raise BackendUnavailable(reason)
-        if precision == "int8":
-            import importlib.util
-            if importlib.util.find_spec("nncf") is None:
-                raise BackendUnavailable("openvino int8 needs the Python module 'nncf' (pip "
-                                         "install nncf), or use onnxruntime int8")
+        if precision == "int8" and importlib.util.find_spec("nncf") is None:
+            raise BackendUnavailable("openvino int8 needs the Python module 'nncf' (pip install "
+                                     "nncf), or use onnxruntime int8")
         self._init_engine(model, device, precision, calib, source_hw, input_size, cache, digest)
         self._compiled: dict[tuple[int, int], _Compiled] = {}
 

@@ -19,6 +19,7 @@ import torch
 
 from conftest import rel_l2, requires_cuda, requires_tensorrt, requires_torch2trt
 from hybridnets_ros.backends import BackendUnavailable, available_backends, create_backend
+from hybridnets_ros.backends import registry
 from hybridnets_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from hybridnets_ros.backends.torch_backend import TorchBackend
 from hybridnets_ros.backends.engine_cache import EngineCache, EngineKey, weights_digest
@@ -62,16 +63,30 @@ def test_torch_backend_leaves_the_callers_model_alone(random_model):
 
 # --- auto and errors -------------------------------------------------------------------
 
-def test_auto_picks_onnxruntime_on_cpu_and_says_why(random_model, caplog):
+def test_auto_picks_openvino_on_x86_cpu_and_says_why(random_model, caplog):
+    pytest.importorskip("openvino", reason="auto picks openvino only where it is installed")
+    if not registry.is_x86_64():
+        pytest.skip("auto picks openvino on x86-64 CPUs only")
+    with caplog.at_level(logging.INFO, "hybridnets_ros.backends.registry"):
+        backend = create_backend("auto", random_model)  # compiles nothing until the first frame
+    assert backend.name == "openvino" and backend.precision == "fp32"
+    assert "picked openvino" in caplog.text and "fastest exact CPU engine" in caplog.text
+    assert available_backends("cpu") == ["torch", "onnxruntime", "openvino"]
+
+
+def test_auto_picks_onnxruntime_on_cpu_without_openvino(random_model, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if it were not installed
     with caplog.at_level(logging.INFO, "hybridnets_ros.backends.registry"):
         backend = create_backend("auto", random_model)
     assert isinstance(backend, OnnxRuntimeBackend) and backend.precision == "fp32"
     assert "picked onnxruntime" in caplog.text and "faster than eager PyTorch" in caplog.text
+    assert "openvino not used" in caplog.text
     assert available_backends("cpu") == ["torch", "onnxruntime"]
 
 
 def test_auto_falls_back_to_torch_without_onnxruntime(random_model, monkeypatch, caplog):
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    for module in ("onnxruntime", "openvino"):  # as if neither were installed
+        monkeypatch.setitem(sys.modules, module, None)
     with caplog.at_level(logging.INFO, "hybridnets_ros.backends.registry"):
         backend = create_backend("auto", random_model)
     assert isinstance(backend, TorchBackend)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import platform
 from pathlib import Path
 
 import torch
@@ -17,14 +18,18 @@ from .base import Backend, BackendUnavailable
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt", "torch2trt")
-PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt", "torch2trt")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 TORCH_OPTIONS = ("optimize", "cuda_graph")
 ENGINE_OPTIONS = ("calib", "source_hw", "input_size", "cache", "digest")
 
 
 def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
+
+
+def is_x86_64() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64")
 
 
 def missing(name: str, device: str = "cpu") -> list[str]:
@@ -43,6 +48,11 @@ def missing(name: str, device: str = "cpu") -> list[str]:
             from .onnxruntime_backend import cuda_providers, import_onnxruntime
             if not cuda_providers(import_onnxruntime()):
                 needs.append("onnxruntime's CUDAExecutionProvider (install onnxruntime-gpu)")
+    if name == "openvino":
+        if not _has_module("openvino"):
+            needs.append("Python module 'openvino' (pip install openvino)")
+        if cuda:
+            needs.append(f"device cpu (the openvino backend runs on the CPU; got {device!r})")
     if name == "tensorrt" and not _has_module("tensorrt"):
         needs.append("Python module 'tensorrt' (TensorRT's Python bindings)")
     if name == "torch2trt":
@@ -63,11 +73,16 @@ def choose_auto(device: str, precision: str) -> tuple[str, str]:
         skipped = "; ".join(f"{n}: missing {', '.join(missing(n, device))}"
                             for n in ("tensorrt", "torch2trt"))
         return "torch", f"no TensorRT here ({skipped})"
+    if precision in ("fp32", "bf16") and is_x86_64() and not missing("openvino", device):
+        return "openvino", ("openvino is installed: the fastest exact CPU engine (fp32 pinned, "
+                            "same outputs as PyTorch; docs/benchmarks.md)" if precision == "fp32"
+                            else "the CPU backend with bf16")
     lacking = missing("onnxruntime", device)
     if precision == "fp32" and not lacking:
-        return "onnxruntime", ("fastest on CPU: ONNX Runtime with graph optimisation runs "
-                               "faster than eager PyTorch with the same outputs "
-                               "(docs/benchmarks.md)")
+        why = ("openvino not used: " + ("; ".join(missing("openvino", device)) if is_x86_64()
+                                        else f"not an x86-64 CPU ({platform.machine()})"))
+        return "onnxruntime", (f"{why}; ONNX Runtime with graph optimisation runs faster than "
+                               "eager PyTorch with the same outputs (docs/benchmarks.md)")
     if precision == "int8" and not lacking:
         return "onnxruntime", "the CPU backend with INT8 (static QDQ)"
     reason = f"precision {precision}" if not lacking else f"missing {', '.join(lacking)}"
@@ -114,6 +129,9 @@ def create_backend(name: str, model: torch.nn.Module | str | os.PathLike, device
     if name == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
         return OnnxRuntimeBackend(model, device=device, precision=precision, **engine_options)
+    if name == "openvino":
+        from .openvino_backend import OpenVINOBackend
+        return OpenVINOBackend(model, device=device, precision=precision, **engine_options)
     if name == "tensorrt":
         from .tensorrt_backend import TensorRTBackend
         return TensorRTBackend(model, device=device, precision=precision, **engine_options)

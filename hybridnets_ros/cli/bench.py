@@ -12,7 +12,7 @@ def add_parser(sub) -> None:
                                    "to the first fp32 one. Random weights unless --weights or "
                                    "a downloaded checkpoint.")
     p.add_argument("--backend", action="append", dest="variants", metavar="NAME[:PRECISION]",
-                   help="torch-eager, torch, torch-cudagraph, onnxruntime, tensorrt, torch2trt; "
+                   help="torch-eager, torch, torch-cudagraph, onnxruntime, openvino, tensorrt, torch2trt; "
                         "repeat or comma-separate (default: every one available)")
     p.add_argument("--size", type=int, help="letterbox target size (default 640)")
     p.add_argument("--frames", type=int, default=30, help="timed frames per backend (default 30)")

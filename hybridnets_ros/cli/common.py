@@ -47,8 +47,9 @@ def add_model_options(p: argparse.ArgumentParser, thresholds: bool = True) -> No
     p.add_argument("--backend", choices=BACKEND_CHOICES,
                    help="inference engine (default auto: the best one available, logged)")
     p.add_argument("--precision", choices=PRECISIONS,
-                   help="fp16: CUDA only; int8: onnxruntime (CPU), tensorrt, torch2trt, needs "
-                        "--calib (default fp32)")
+                   help="fp16: CUDA only; bf16: openvino on CPUs with AVX512-BF16/AMX; int8: "
+                        "onnxruntime or openvino (CPU), tensorrt, torch2trt, needs --calib "
+                        "(default fp32)")
     p.add_argument("--calib", metavar="DIR",
                    help="INT8 calibration images, frames like the camera's (6-32 are enough)")
 

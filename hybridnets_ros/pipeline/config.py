@@ -47,7 +47,8 @@ class NodeConfig:
                                           "instead of failing")
     backend: str = _setting("auto", "inference engine", choices=BACKEND_CHOICES)
     device: str = _setting("auto", "cpu, cuda or cuda:N; auto picks cuda when available")
-    precision: str = _setting("fp32", "fp32, fp16 (CUDA) or int8 (onnxruntime/tensorrt, "
+    precision: str = _setting("fp32", "fp32, fp16 (CUDA), bf16 (openvino, CPUs with "
+                              "AVX512-BF16/AMX) or int8 (onnxruntime/openvino/tensorrt, "
                               "calibrated)", choices=PRECISIONS)
     int8_calibration: str = _setting("", "folder of frames like the camera's, to calibrate "
                                      "precision int8 (cached afterwards)")

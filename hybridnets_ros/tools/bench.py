@@ -82,9 +82,17 @@ def default_variants(device: str) -> list[Variant]:
         wanted = ["torch-eager:fp32", "torch:fp32", "torch:fp16", "torch-cudagraph:fp16",
                   "onnxruntime:fp32", "tensorrt:fp16", "torch2trt:fp16"]
     else:
-        wanted = ["torch-eager:fp32", "torch:fp32", "onnxruntime:fp32", "onnxruntime:int8"]
+        wanted = ["torch-eager:fp32", "torch:fp32", "onnxruntime:fp32", "onnxruntime:int8",
+                  "openvino:fp32", "openvino:bf16", "openvino:int8"]
     variants = [Variant.parse(v) for v in wanted]
-    return [v for v in variants if not missing(v.backend, device)]
+    return [v for v in variants if not missing(v.backend, device)
+            and not (v.label == "openvino:bf16" and openvino_bf16_unsupported())]
+
+
+def openvino_bf16_unsupported() -> str | None:
+    """Why OpenVINO bf16 cannot run on this CPU (None: it can)."""
+    from ..backends.openvino_backend import bf16_unsupported, import_openvino
+    return bf16_unsupported(import_openvino().Core())
 
 
 def machine_info(device: str) -> dict:
@@ -104,7 +112,7 @@ def machine_info(device: str) -> dict:
         pass
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "numpy": np.__version__, "opencv": cv2.__version__}
-    for module in ("onnxruntime", "onnx", "tensorrt", "torch2trt"):
+    for module in ("onnxruntime", "onnx", "openvino", "nncf", "tensorrt", "torch2trt"):
         try:
             versions[module] = getattr(__import__(module), "__version__", "unknown")
         except ImportError:

@@ -1,0 +1,203 @@
+"""OpenVINO on the CPU: fp32 (exact), bf16 (AVX512-BF16 / AMX only) and int8 (NNCF).
+
+The network is read from the cached fp32 ONNX export of each input shape
+(``onnx_export.cached_onnx``) and compiled for that static shape with the latency hint and
+``torch.get_num_threads()`` threads (one knob for every library). fp32 pins the inference
+precision to f32: on CPUs with AMX or AVX512-BF16 OpenVINO would otherwise run bf16 by
+default, which is not exact. int8 is NNCF post-training quantisation on calibration frames
+(``quantize.calibration_frames``, the ones onnxruntime and TensorRT use); the quantised
+model is kept in the engine cache. Compiled models go to OpenVINO's own cache
+(``CACHE_DIR``), in a folder of the engine cache named by an :class:`EngineKey`, so a
+second start imports the compiled blob instead of compiling again.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .base import Array, BackendUnavailable, CachedEngineBackend, RawOutputs
+from .engine_cache import EngineCache, EngineKey
+from .onnx_export import INPUT_NAME, OUTPUT_NAMES, cached_onnx
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "int8")
+INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16",
+                       "int8": "f32"}  # int8: layers left unquantised stay exact
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # native bf16 arithmetic; anything else emulates
+
+
+def import_openvino():
+    try:
+        import openvino
+    except ImportError as exc:
+        raise BackendUnavailable(f"missing Python module 'openvino' ({exc}); install it with "
+                                 "`pip install openvino` (x86-64)") from None
+    return openvino
+
+
+def cpu_flags() -> set[str]:
+    """The instruction-set flags of the first CPU in /proc/cpuinfo (empty where unreadable)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def bf16_unsupported(core) -> str | None:
+    """Why this CPU cannot run bf16 natively (None: it can)."""
+    native = sorted(cpu_flags().intersection(BF16_CPU_FLAGS))
+    capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if native and "BF16" in capabilities:
+        return None
+    return (f"openvino bf16 needs a CPU with native bf16 ({' or '.join(BF16_CPU_FLAGS)} in "
+            f"/proc/cpuinfo; this {cpu_name()} has {', '.join(native) or 'neither'}; OpenVINO's "
+            f"CPU capabilities: {', '.join(capabilities)}): use precision fp32 here")
+
+
+def quantize_openvino(onnx_path: Path, out_path: Path, frames: list[np.ndarray], core) -> Path:
+    """NNCF post-training quantisation of the ONNX model, calibrated on ``frames``, written
+    as one .npz (the OpenVINO IR's .xml and .bin) so the engine cache keeps a single file."""
+    import nncf
+    import openvino
+
+    quantized = nncf.quantize(core.read_model(str(onnx_path)), nncf.Dataset(frames),
+                              subset_size=len(frames))
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = Path(tmp) / "model.xml"
+        openvino.save_model(quantized, str(xml), compress_to_fp16=False)
+        with open(out_path, "wb") as f:  # a file object: np.savez would append .npz to a name
+            np.savez(f, xml=np.frombuffer(xml.read_bytes(), np.uint8),
+                     bin=np.frombuffer(xml.with_suffix(".bin").read_bytes(), np.uint8))
+    return out_path
+
+
+def read_packed_ir(core, path: Path):
+    with np.load(path) as packed:
+        xml, weights = packed["xml"].tobytes(), packed["bin"]
+    from openvino import Tensor
+    return core.read_model(xml, Tensor(weights))
+
+
+@dataclass
+class _Compiled:
+    request: object
+    outputs: tuple      # OpenVINO's output tensors, overwritten by every inference
+
+
+class OpenVINOBackend(CachedEngineBackend):
+    name = "openvino"
+
+    def __init__(self, model: torch.nn.Module, device: str = "cpu", precision: str = "fp32",
+                 calib: str | Path | None = None, source_hw: tuple[int, int] | None = None,
+                 input_size: int = 640, cache: EngineCache | None = None,
+                 digest: str | None = None):
+        self.ov = import_openvino()
+        if device != "cpu":
+            raise BackendUnavailable(f"openvino runs on the CPU here, not {device!r} (on NVIDIA "
+                                     "GPUs use tensorrt)")
+        if precision not in PRECISIONS:
+            raise BackendUnavailable(f"openvino runs {', '.join(PRECISIONS)}, not {precision!r} "
+                                     "(fp16: tensorrt, torch2trt or torch on CUDA)")
+        self.core = self.ov.Core()
+        if precision == "bf16" and (reason := bf16_unsupported(self.core)):
+            raise BackendUnavailable(reason)
+        if precision == "int8" and importlib.util.find_spec("nncf") is None:
+            raise BackendUnavailable("openvino int8 needs the Python module 'nncf' (pip install "
+                                     "nncf), or use onnxruntime int8")
+        self._init_engine(model, device, precision, calib, source_hw, input_size, cache, digest)
+        self._compiled: dict[tuple[int, int], _Compiled] = {}
+
+    def prepare(self, input_hw: tuple[int, int]) -> None:
+        self._compiled_for(tuple(input_hw))
+
+    def _calibration(self, hw: tuple[int, int]) -> list[np.ndarray]:
+        from .quantize import assumed_camera, calibration_frames
+        source_hw = self.source_hw or assumed_camera(hw, self.input_size)
+        frames = calibration_frames(self.calib, source_hw, self.input_size)
+        if frames[0].shape[2:] != hw:
+            raise BackendUnavailable(f"calibration frames give input {frames[0].shape[2:]}, the "
+                                     f"camera gives {hw}: pass the camera resolution (source_hw)")
+        return frames
+
+    def compile_key(self, hw: tuple[int, int], calibration: str = "") -> EngineKey:
+        """The key of the folder holding the compiled models for input ``hw``."""
+        return EngineKey("openvino", tuple(hw), self.precision, self.digest,
+                         runtime=f"openvino {self.ov.__version__} on {cpu_name()}",
+                         calibration=calibration)
+
+    def compile_cache_dir(self, key: EngineKey) -> Path:
+        return self.cache.root / key.filename("")
+
+    def _source_model(self, hw: tuple[int, int]) -> tuple[object, str]:
+        """What to compile for ``hw`` (a model file path, or a model) and the calibration
+        digest that is part of its key."""
+        onnx_path = cached_onnx(self.model, hw, self.digest, self.cache)
+        if self.precision != "int8":
+            # A path, not a read model: on a compiled-cache hit OpenVINO skips reading it.
+            return str(onnx_path), ""
+        from .quantize import frames_digest
+        import nncf
+        frames = self._calibration(hw)
+        key = EngineKey("openvino-int8", tuple(hw), "int8", self.digest,
+                        runtime=f"openvino {self.ov.__version__} nncf {nncf.__version__}",
+                        calibration=frames_digest(frames))
+        path = self.cache.get_or_build(
+            key, ".npz", lambda out: quantize_openvino(onnx_path, out, frames, self.core),
+            f"OpenVINO INT8 model (NNCF, {len(frames)} calibration frames)")
+        return read_packed_ir(self.core, path), key.calibration
+
+    def _compiled_for(self, hw: tuple[int, int]) -> _Compiled:
+        if hw in self._compiled:
+            return self._compiled[hw]
+        source, calibration = self._source_model(hw)
+        started = time.monotonic()
+        cache_dir = self.compile_cache_dir(self.compile_key(hw, calibration))
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        config = {"PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+                  "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[self.precision],
+                  "CACHE_DIR": str(cache_dir)}
+        compiled = self.core.compile_model(source, "CPU", config)
+        request = compiled.create_infer_request()
+        outputs = tuple(request.get_tensor(compiled.output(name)) for name in OUTPUT_NAMES)
+        self._compiled[hw] = _Compiled(request, outputs)
+        log.info("openvino: %s model for input %dx%d compiled in %.1f s (cache %s)",
+                 self.precision, hw[1], hw[0], time.monotonic() - started, cache_dir)
+        return self._compiled[hw]
+
+    def infer(self, inputs: Array) -> RawOutputs:
+        state = self._compiled_for(tuple(inputs.shape[2:]))
+        if isinstance(inputs, torch.Tensor):
+            inputs = inputs.numpy()
+        state.request.infer({INPUT_NAME: np.ascontiguousarray(inputs, np.float32)},
+                            share_inputs=True, share_outputs=True)
+        return RawOutputs(*(tensor.data for tensor in state.outputs))
+
+    def describe(self) -> str:
+        return (f"openvino {self.ov.__version__.split('-')[0]} {self.precision} on cpu, "
+                f"{torch.get_num_threads()} threads")

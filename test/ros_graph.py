@@ -35,7 +35,7 @@ from hybridnets_ros.ros.outputs import OUTPUT_QOS  # noqa: E402
 from hybridnets_ros.ros.outputs import OUTPUTS as TABLE  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-OUTPUTS = {o.topic: o.msg_type for o in TABLE if o.enabled_by is None}
+OUTPUTS = {o.topic: o.msg_type for o in TABLE if o.enabled_by is None and o.per_frame}
 
 
 class NodeProcess:
@@ -107,7 +107,9 @@ class Probe(Node):
 
     def _on_diag(self, msg):
         # /diagnostics is global: keep only the node under test (same namespace as the probe)
-        if any(status.name == f"{self._target}: perception" for status in msg.status):
+        if any(status.name == "hybridnets_node: perception"
+               and any(kv.key == "node" and kv.value == self._target for kv in status.values)
+               for status in msg.status):
             with self.lock:
                 self.diagnostics.append(msg)
 

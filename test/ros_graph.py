@@ -161,6 +161,22 @@ class Probe(Node):
         assert self.wait_for(check, timeout), "no /diagnostics message met the condition"
         return found
 
+    def wait_status(self, condition, timeout: float = 15.0):
+        """The first of this node's DiagnosticStatus (from now on) for which ``condition``
+        holds; fails the test with the last one seen otherwise."""
+        seen = len(self.diagnostics)
+        found = []
+
+        def check():
+            nonlocal seen
+            with self.lock:
+                new, seen = self.diagnostics[seen:], len(self.diagnostics)
+            found.extend(msg.status[0] for msg in new)
+            return any(condition(status) for status in found)
+        met = self.wait_for(check, timeout)
+        assert met, f"no /diagnostics status met the condition; last: {found[-1] if found else None}"
+        return next(status for status in found if condition(status))
+
     def close(self):
         self.executor_.shutdown()
         self.destroy_node()

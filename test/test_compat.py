@@ -7,7 +7,7 @@ import yaml
 from rclpy.qos import QoSDurabilityPolicy, QoSReliabilityPolicy
 from std_msgs.msg import Header
 
-from conftest import REPO
+from conftest import REPO, check_humble_metadata
 from hybridnets_ros.core.bev import BevProjector, GridSpec
 from hybridnets_ros.core.camera import CameraModel
 from hybridnets_ros.core.postprocess import Detections
@@ -104,37 +104,6 @@ def test_bag_metadata_humble_reads(tmp_path):
         assert {t.name: t.count for t in reader.topics()} == {"/drivable/grid": 1, "/detections": 1}
 
 
-def check_humble_metadata(bag, expected: dict[str, tuple[int, int]]) -> None:
-    """``bag``'s metadata is what Humble's rosbag2 reads (version 8, offered_qos_profiles a
-    YAML string of rmw enum values) and its MCAP file what rosbag2 writes; ``expected``:
-    topic -> (durability, reliability) as rmw values (1 transient local / reliable,
-    2 volatile / best effort)."""
-    from mcap.reader import make_reader
-    info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
-    assert info["version"] == 8
-    topics = {t["topic_metadata"]["name"]: t["topic_metadata"]
-              for t in info["topics_with_message_count"]}
-    assert set(expected) <= set(topics)
-    for name, (durability, reliability) in expected.items():
-        qos_text = topics[name]["offered_qos_profiles"]
-        assert isinstance(qos_text, str), "Humble parses this field as a string"
-        (profile,) = yaml.safe_load(qos_text)
-        assert (profile["durability"], profile["reliability"]) == (durability, reliability), name
-        assert topics[name]["type_description_hash"].startswith("RIHS01_")
-    for path in bag.glob("*.mcap"):
-        with open(path, "rb") as stream:
-            summary = make_reader(stream).get_summary()
-        for channel in summary.channels.values():
-            assert channel.metadata["topic_type_hash"] == topics[channel.topic]["type_description_hash"]
-            assert channel.metadata["offered_qos_profiles"] == topics[channel.topic]["offered_qos_profiles"]
-        for schema in summary.schemas.values():
-            text = schema.data.decode()
-            headers = [line for line in text.splitlines() if line.startswith("MSG: ")]
-            assert headers, schema.name  # every output type has dependencies
-            assert all(line.count("/") == 2 and "/msg/" in line for line in headers), headers
-            assert text.count("\n" + "=" * 80 + "\nMSG: ") == len(headers)
-
-
 def test_rviz_layout_has_the_default_tools_and_latched_maps():
     layout = yaml.safe_load((REPO / "config" / "hybridnets.rviz").read_text())["Visualization Manager"]
     tools = [t["Class"].split("/")[1] for t in layout["Tools"]]
@@ -144,9 +113,23 @@ def test_rviz_layout_has_the_default_tools_and_latched_maps():
     assert maps and all(d["Topic"]["Durability Policy"] == "Transient Local" for d in maps)
 
 
-def test_rosdep_keys():
+def test_rosdep_keys_per_distro():
     package = ET.parse(REPO / "package.xml").getroot()
-    keys = {d.text for d in package.iter("exec_depend")}
-    # used by the node and the tools; pip keys exist in rosdistro's python.yaml
-    assert {"python3-yaml", "python3-onnxruntime-pip", "python3-rosbags-pip"} <= keys
-    assert "python3-torch-pip" not in keys  # no such rosdep key
+
+    def keys(distro):
+        """The exec_depend keys rosdep installs on ``distro`` (conditions evaluated)."""
+        out = set()
+        for dep in package.iter("exec_depend"):
+            condition = dep.get("condition")
+            if condition:
+                left, op, right = condition.split()
+                assert left == "$ROS_DISTRO" and op in ("==", "!="), condition
+                if (distro == right) != (op == "=="):
+                    continue
+            out.add(dep.text)
+        return out
+    for distro in ("humble", "jazzy", "kilted"):
+        # the node and tools import these; pip keys as named in rosdistro's python.yaml
+        assert {"python3-yaml", "python3-onnxruntime-pip", "python3-rosbags-pip"} <= keys(distro)
+        assert len(keys(distro) & {"python3-torch", "python3-pytorch-pip"}) == 1, distro
+    assert "python3-torch" in keys("humble") and "python3-pytorch-pip" in keys("jazzy")

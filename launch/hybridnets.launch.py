@@ -3,6 +3,9 @@
     ros2 launch hybridnets_ros hybridnets.launch.py image:=/camera/image_raw \
         camera_info:=/camera/camera_info weights:=/path/to/hybridnets.pth backend:=auto
 
+Under a lifecycle manager (Nav2's lifecycle_manager, launch_ros LifecycleNode events) pass
+autostart:=false: the manager then drives configure and activate itself.
+
 Sets FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA for the node (unless already set): Fast DDS'
 default transports lose most large best-effort images between processes. The camera
 driver and any viewer must use the same setting: export it in their shells too.
@@ -31,6 +34,9 @@ def generate_launch_description():
                               description="auto | torch | onnxruntime | tensorrt | torch2trt"),
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="use /clock (bag replay)"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="configure and activate by itself; false under a "
+                              "lifecycle manager"),
     ]
     node = Node(
         package="hybridnets_ros",
@@ -42,6 +48,7 @@ def generate_launch_description():
             "weights": LaunchConfiguration("weights"),
             "backend": LaunchConfiguration("backend"),
             "use_sim_time": LaunchConfiguration("use_sim_time"),
+            "autostart": LaunchConfiguration("autostart"),
         }],
         remappings=[("image", LaunchConfiguration("image")),
                     ("image/compressed", [LaunchConfiguration("image"), "/compressed"]),

@@ -167,3 +167,35 @@ def match_detections(boxes, scores, classes, ref_boxes, ref_scores, ref_classes,
         assert candidates, (f"reference box {i} {ref_boxes[i]} (score {ref_scores[i]:.5f}) has no "
                             f"match; best IoU {iou[i].max():.4f}")
         used.add(candidates[0])
+
+
+def check_humble_metadata(bag, expected: dict[str, tuple[int, int]]) -> None:
+    """``bag``'s metadata is what Humble's rosbag2 reads (version 8, offered_qos_profiles a
+    YAML string of rmw enum values) and its MCAP file what rosbag2 writes; ``expected``:
+    topic -> (durability, reliability) as rmw values (1 transient local / reliable,
+    2 volatile / best effort)."""
+    import yaml
+    from mcap.reader import make_reader
+    info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert info["version"] == 8
+    topics = {t["topic_metadata"]["name"]: t["topic_metadata"]
+              for t in info["topics_with_message_count"]}
+    assert set(expected) <= set(topics)
+    for name, (durability, reliability) in expected.items():
+        qos_text = topics[name]["offered_qos_profiles"]
+        assert isinstance(qos_text, str), "Humble parses this field as a string"
+        (profile,) = yaml.safe_load(qos_text)
+        assert (profile["durability"], profile["reliability"]) == (durability, reliability), name
+        assert topics[name]["type_description_hash"].startswith("RIHS01_")
+    for path in bag.glob("*.mcap"):
+        with open(path, "rb") as stream:
+            summary = make_reader(stream).get_summary()
+        for channel in summary.channels.values():
+            assert channel.metadata["topic_type_hash"] == topics[channel.topic]["type_description_hash"]
+            assert channel.metadata["offered_qos_profiles"] == topics[channel.topic]["offered_qos_profiles"]
+        for schema in summary.schemas.values():
+            text = schema.data.decode()
+            headers = [line for line in text.splitlines() if line.startswith("MSG: ")]
+            assert headers, schema.name  # every output type has dependencies
+            assert all(line.count("/") == 2 and "/msg/" in line for line in headers), headers
+            assert text.count("\n" + "=" * 80 + "\nMSG: ") == len(headers)

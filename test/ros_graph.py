@@ -35,7 +35,7 @@ from hybridnets_ros.ros.outputs import OUTPUT_QOS  # noqa: E402
 from hybridnets_ros.ros.outputs import OUTPUTS as TABLE  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-OUTPUTS = {o.topic: o.msg_type for o in TABLE if o.enabled_by is None}
+OUTPUTS = {o.topic: o.msg_type for o in TABLE if o.enabled_by is None and o.per_frame}
 
 
 class NodeProcess:
@@ -107,7 +107,9 @@ class Probe(Node):
 
     def _on_diag(self, msg):
         # /diagnostics is global: keep only the node under test (same namespace as the probe)
-        if any(status.name == f"{self._target}: perception" for status in msg.status):
+        if any(status.name == "hybridnets_node: perception"
+               and any(kv.key == "node" and kv.value == self._target for kv in status.values)
+               for status in msg.status):
             with self.lock:
                 self.diagnostics.append(msg)
 
@@ -158,6 +160,22 @@ class Probe(Node):
             return False
         assert self.wait_for(check, timeout), "no /diagnostics message met the condition"
         return found
+
+    def wait_status(self, condition, timeout: float = 15.0):
+        """The first of this node's DiagnosticStatus (from now on) for which ``condition``
+        holds; fails the test with the last one seen otherwise."""
+        seen = len(self.diagnostics)
+        found = []
+
+        def check():
+            nonlocal seen
+            with self.lock:
+                new, seen = self.diagnostics[seen:], len(self.diagnostics)
+            found.extend(msg.status[0] for msg in new)
+            return any(condition(status) for status in found)
+        met = self.wait_for(check, timeout)
+        assert met, f"no /diagnostics status met the condition; last: {found[-1] if found else None}"
+        return next(status for status in found if condition(status))
 
     def close(self):
         self.executor_.shutdown()

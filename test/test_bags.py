@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import ros_graph  # noqa: F401  (isolated DDS environment; rclpy message types)
-from conftest import REPO, match_detections
+from conftest import REPO, check_humble_metadata, match_detections
 from hybridnets_ros.cli import main
 from hybridnets_ros.tools.bags import BagReader, typestore
 from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
@@ -26,7 +26,8 @@ camera_matrix: {rows: 3, cols: 3, data: [914.0, 0.0, 640.0, 0.0, 914.0, 360.0, 0
 distortion_model: plumb_bob
 distortion_coefficients: {rows: 1, cols: 5, data: [0.0, 0.0, 0.0, 0.0, 0.0]}
 """
-OUTPUT_TOPICS = {"/detections", "/drivable/mask", "/lane/mask", "/overlay"}
+OUTPUT_TOPICS = {"/detections", "/drivable/mask", "/lane/mask", "/segmentation/label",
+                 "/segmentation/color", "/overlay"}
 GRID_TOPICS = {"/drivable/grid", "/lane/grid"}
 
 
@@ -72,12 +73,19 @@ def test_round_trip(tmp_path, sample_images, random_weights, infer_npz, camera_y
     assert run("replay", bag_in, "--out", bag_out, "--weights", random_weights,
                "--storage", storage, "--keep-input") == 0
 
+    # what `ros2 bag play` on Humble, Jazzy and Kilted reads, with the node's QoS per topic
+    # (rmw values: durability 1 transient local, 2 volatile; reliability 1 reliable)
+    latched = {"/drivable/grid", "/lane/grid", "/vision_info"}
+    check_humble_metadata(bag_out, {t: (1 if t in latched else 2, 1) for t in
+                                    OUTPUT_TOPICS | (GRID_TOPICS if with_info else set())})
     inputs, outputs = read_bag(bag_in), read_bag(bag_out)
     image_topic = "/camera/image_raw/compressed" if compressed else "/camera/image_raw"
     frames = inputs[image_topic]
     assert len(frames) == 6
     expected_topics = OUTPUT_TOPICS | (GRID_TOPICS if with_info else set())
-    assert set(outputs) == expected_topics | set(inputs)  # --keep-input copies the inputs
+    # --keep-input copies the inputs; the class names once, as the node latches them
+    assert set(outputs) == expected_topics | set(inputs) | {"/vision_info"}
+    assert len(outputs["/vision_info"]) == 1
     for topic in expected_topics:
         assert len(outputs[topic]) == len(frames), topic
         for (in_time, in_msg), (out_time, out_msg) in zip(frames, outputs[topic]):

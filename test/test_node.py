@@ -17,6 +17,15 @@ from lifecycle_msgs.srv import ChangeState  # noqa: E402
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from sensor_msgs.msg import CompressedImage  # noqa: E402
+from lifecycle_msgs.srv import GetState  # noqa: E402
+from nav_msgs.msg import OccupancyGrid  # noqa: E402
+from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,  # noqa: E402
+                       QoSReliabilityPolicy)
+from vision_msgs.msg import VisionInfo  # noqa: E402
+import rclpy  # noqa: E402
+import yaml  # noqa: E402
+
+from hybridnets_ros.ros.outputs import SEG_PALETTE_RGB  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a hybridnets_node process over DDS
 
@@ -103,6 +112,42 @@ def test_outputs_match_infer(node, probe, sample_images, random_pipeline):
 
         overlay = out["overlay"]
         assert (overlay.encoding, overlay.width, overlay.height) == ("bgr8", 1280, 720)
+
+        label = out["segmentation/label"]
+        assert (label.encoding, label.width, label.height) == ("mono8", 1280, 720)
+        labels = np.frombuffer(label.data, np.uint8).reshape(720, 1280)
+        assert (labels == expected.seg_mask).mean() > 0.9999
+        colour = out["segmentation/color"]
+        assert (colour.encoding, colour.width, colour.height) == ("rgb8", 1280, 720)
+        rgb = np.frombuffer(colour.data, np.uint8).reshape(720, 1280, 3)
+        assert (rgb == SEG_PALETTE_RGB[labels]).all()
+
+
+def test_late_transient_local_subscriber_gets_grids_and_class_names(node, probe):
+    """As Nav2's static layer subscribes (transient-local, reliable): a subscriber that joins
+    after the grids were published still gets the newest ones, and the latched VisionInfo."""
+    frame = np.full((720, 1280, 3), 80, np.uint8)
+    stamp = next_stamp()
+    send(probe, frame, stamp)
+    assert probe.wait_for(lambda: "drivable/grid" in probe.got(stamp), 30), node.log()
+    latched = QoSProfile(reliability=QoSReliabilityPolicy.RELIABLE, depth=1,
+                         history=QoSHistoryPolicy.KEEP_LAST,
+                         durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+    got = {}
+    late = rg.Node("late_subscriber")
+    for topic, msg_type in (("drivable/grid", OccupancyGrid), ("lane/grid", OccupancyGrid),
+                            ("vision_info", VisionInfo)):
+        late.create_subscription(msg_type, topic, lambda msg, t=topic: got.setdefault(t, msg), latched)
+    try:
+        deadline = time.monotonic() + 10
+        while len(got) < 3 and time.monotonic() < deadline:
+            rclpy.spin_once(late, timeout_sec=0.1)
+    finally:
+        late.destroy_node()
+    assert set(got) == {"drivable/grid", "lane/grid", "vision_info"}, sorted(got)
+    assert rg.stamp_ns(got["drivable/grid"].header) == stamp
+    assert yaml.safe_load(got["vision_info"].database_location)["segmentation/label"] == {
+        0: "background", 1: "road", 2: "lane"}
 
 
 def test_burst_keeps_the_latest_and_counts_drops(node, probe):
@@ -282,6 +327,84 @@ def test_sim_time_from_a_bag_player(tmp_path, random_weights):
         assert abs(diag_stamp - bag_time) < 60 * 10**9, "diagnostics should be stamped in bag time"
         age = float(values["input_age_median_ms"])
         assert 0 <= age < 60_000, f"input age {age} ms should be measured in bag time"
+    finally:
+        probe.close()
+        assert node.stop() == 0, node.log()
+
+
+def _change(probe, client, transition_id) -> bool:
+    return call(probe, client, ChangeState.Request(transition=Transition(id=transition_id))).success
+
+
+def test_managed_bring_up_and_diagnostics(tmp_path, random_weights):
+    """autostart:=false, as under a lifecycle manager: every transition is driven from outside
+    over the lifecycle services; /diagnostics says what is wrong at each step."""
+    from diagnostic_msgs.msg import DiagnosticStatus as D
+    rg.init_rclpy()
+    node = rg.NodeProcess(tmp_path / "node.log", {"weights": random_weights, "autostart": "false"},
+                          namespace="managed")
+    probe = rg.Probe(namespace="managed")
+    change = probe.create_client(ChangeState, "/managed/hybridnets_node/change_state")
+    get_state = probe.create_client(GetState, "/managed/hybridnets_node/get_state")
+
+    def state() -> str:
+        return call(probe, get_state, GetState.Request(), timeout=60).current_state.label
+
+    def no_nan(status) -> bool:
+        return all(kv.value.lower() != "nan" for kv in status.values)
+
+    try:
+        assert state() == "unconfigured"  # autostart:=false: the node waits for its manager
+        status = probe.wait_status(lambda s: True)
+        assert status.name == "hybridnets_node: perception"  # as diagnostic_updater names it
+        assert status.level == D.WARN and "unconfigured" in status.message and no_nan(status)
+        assert _change(probe, change, Transition.TRANSITION_CONFIGURE)
+        assert state() == "inactive"
+        assert _change(probe, change, Transition.TRANSITION_ACTIVATE)
+        assert state() == "active"
+        # no input: WARN, and no latencies to report yet
+        status = probe.wait_status(lambda s: "no image received" in s.message)
+        assert status.level == D.WARN and no_nan(status)
+        assert "latency_median_ms" not in {kv.key for kv in status.values}
+        # images but no CameraInfo: outputs without grids, WARN saying why
+        probe.wait_for(lambda: probe.image_pub.get_subscription_count() > 0, 10)
+        time.sleep(0.5)
+        frame = np.full((720, 1280, 3), 70, np.uint8)
+        stamp = next_stamp()
+        send(probe, frame, stamp, info=False)
+        assert probe.wait_for(lambda: "detections" in probe.got(stamp), 30), node.log()
+        status = probe.wait_status(lambda s: "no occupancy grids" in s.message)
+        assert status.level == D.WARN and "CameraInfo" in status.message and no_nan(status)
+        # with CameraInfo all is well
+        stamp = next_stamp()
+        send(probe, frame, stamp)
+        assert probe.wait_for(lambda: "drivable/grid" in probe.got(stamp), 30), node.log()
+        for _ in range(3):  # keep images coming so that "no image" does not apply
+            send(probe, frame, next_stamp())
+            status = probe.wait_status(lambda s: True)
+        assert (status.level, status.message) == (D.OK, "ok"), status
+        # and back down, and up again
+        assert _change(probe, change, Transition.TRANSITION_DEACTIVATE)
+        assert state() == "inactive"
+        assert _change(probe, change, Transition.TRANSITION_CLEANUP)
+        assert state() == "unconfigured"
+        assert _change(probe, change, Transition.TRANSITION_CONFIGURE)
+        assert state() == "inactive"
+    finally:
+        probe.close()
+        assert node.stop() == 0, node.log()
+
+
+def test_diagnostics_error_when_the_model_does_not_load(tmp_path):
+    from diagnostic_msgs.msg import DiagnosticStatus as D
+    rg.init_rclpy()
+    node = rg.NodeProcess(tmp_path / "node.log", {"weights": str(tmp_path / "missing.pth")},
+                          namespace="broken")
+    probe = rg.Probe(namespace="broken")
+    try:
+        status = probe.wait_status(lambda s: s.level == D.ERROR, timeout=90)
+        assert status.message.startswith("model failed to load") and "missing.pth" in status.message
+        assert node.alive()  # stays up for a new configure
     finally:
         probe.close()
         assert node.stop() == 0, node.log()

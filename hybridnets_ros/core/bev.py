@@ -89,13 +89,15 @@ class BevProjector:
         np.take(_LANE_VALUES, self._codes, out=self.lane)
         return self.drivable, self.lane
 
-    def cell_points(self, cells: np.ndarray) -> np.ndarray:
-        """Ground-frame centres [N, 3] float32 of the cells where ``cells`` is true."""
+    def cell_points(self, cells: np.ndarray, z: float = 0.0) -> np.ndarray:
+        """Ground-frame centres [N, 3] float32 of the cells where ``cells`` is true, at
+        height ``z`` (an obstacle layer drops points outside its height band)."""
         rows, cols = np.nonzero(cells)
         g = self.grid
         pts = np.zeros((len(rows), 3), np.float32)
         pts[:, 0] = g.x_min + (cols + 0.5) * g.resolution
         pts[:, 1] = g.y_min + (rows + 0.5) * g.resolution
+        pts[:, 2] = z
         return pts
 
 

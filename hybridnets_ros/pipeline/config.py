@@ -77,6 +77,10 @@ class NodeConfig:
     publish_points: bool = _setting(False, "also publish drivable/points and lane/points "
                                     "(PointCloud2 of lane cells and the non-drivable boundary)",
                                     runtime=True)
+    points_z: float = _setting(0.5, "height in metres of the drivable/points and lane/points "
+                               "points in ground_frame: inside a Nav2 obstacle layer's "
+                               "min/max_obstacle_height band (config/nav2_costmap.yaml)",
+                               runtime=True, range_=(-10.0, 10.0))
     use_compressed: bool = _setting(False, "subscribe to image/compressed (jpeg/png) instead "
                                     "of image")
     reliable_qos: bool = _setting(False, "subscribe with reliable QoS instead of the "

@@ -23,7 +23,7 @@ from ..core.camera import CameraModel
 from ..pipeline.config import NodeConfig
 from ..pipeline.pipeline import Pipeline, Result
 from .conversions import ImageConversionError, to_bgr
-from .outputs import ALWAYS, BY_NAME, FrameProducts, enabled_outputs
+from .outputs import ALWAYS, BY_NAME, FrameProducts, ModelProducts, enabled_outputs
 
 # (R_ground_optical, t) of the image's frame in the ground frame, or None
 TransformLookup = Callable[[str, Header], "tuple[np.ndarray, np.ndarray] | None"]
@@ -134,7 +134,7 @@ class FrameProcessor:
         t1 = time.perf_counter()
         result = self.pipeline(bgr)
         products = FrameProducts(header, bgr, result, self.pipeline.spec.class_names,
-                                 self.config.ground_frame)
+                                 self.config.ground_frame, self.config.points_z)
         t2 = time.perf_counter()
         if any(BY_NAME[name].needs_grids for name in wanted):
             try:
@@ -161,3 +161,8 @@ class FrameProcessor:
                                       f"'{self.config.ground_frame}' to '{header.frame_id}' is "
                                       "available")
         return self.projectors.get(self.camera_info, image_hw, self.config, transform)
+
+    def model_products(self, header: Header) -> ModelProducts:
+        """What the model-description outputs (VisionInfo) are built from."""
+        spec = self.pipeline.spec
+        return ModelProducts(header, "HybridNets (BDD100K)", spec.class_names, spec.seg_class_names)

@@ -30,7 +30,10 @@ from . import params
 from ..pipeline.factory import build_pipeline
 from .frame import FrameProcessor
 from .messages import stamp_ns
-from .outputs import OUTPUTS
+from .outputs import OUTPUTS, model_outputs
+
+# /diagnostics says WARN after this many diagnostics periods without an image.
+SILENT_PERIODS = 3
 
 
 @dataclass
@@ -54,6 +57,10 @@ class HybridNetsNode(LifecycleNode):
         self._said: set[str] = set()
         self._tf = _TfLookup.create(self)
         self._state = "unconfigured"
+        self._load_error: str | None = None     # why the last configure failed
+        self._grid_problem: str | None = None   # why the last frame had no grids
+        self._listening_since = 0.0             # monotonic time of activation
+        self._last_image: float | None = None   # monotonic time of the last image
         try:
             self.config: NodeConfig | None = params.config_from_node(self)
         except ConfigError as exc:  # stay up and say why; configure refuses until fixed
@@ -90,8 +97,10 @@ class HybridNetsNode(LifecycleNode):
         try:
             pipeline = build_pipeline(self.config)
         except Exception as exc:  # any load/build failure: stay unconfigured, say why
+            self._load_error = str(exc)
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
+        self._load_error = None
         lookup = self._tf.lookup if self._tf else None
         self.processor = FrameProcessor(pipeline, self.config, lookup)
         self._pubs = {o.name: self.create_lifecycle_publisher(o.msg_type, o.topic, o.qos)
@@ -118,7 +127,12 @@ class HybridNetsNode(LifecycleNode):
         self._worker.start()
         self.get_logger().info(f"active: listening on {self._inputs[0].topic_name}")
         self._state = "active"
-        return super().on_activate(state)
+        self._listening_since, self._last_image, self._grid_problem = time.monotonic(), None, None
+        result = super().on_activate(state)  # activates the publishers
+        header = Header(stamp=self.get_clock().now().to_msg())
+        for name, msg in model_outputs(self.processor.model_products(header)).items():
+            self._pubs[name].publish(msg)  # latched: late subscribers get it too
+        return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_worker()
@@ -150,6 +164,7 @@ class HybridNetsNode(LifecycleNode):
 
     # ---------------------------------------------------------------- callbacks
     def _on_image(self, msg) -> None:
+        self._last_image = time.monotonic()
         self.stats.frame_received()
         self.slot.put(Frame(msg, time.monotonic()))
 
@@ -201,6 +216,9 @@ class HybridNetsNode(LifecycleNode):
 
     def _report_grids(self, outcome) -> None:
         problem = outcome.no_grids
+        wanted_grids = problem is not None or outcome.products.grids is not None
+        if wanted_grids:
+            self._grid_problem = None if problem is None or problem.bad_input else str(problem)
         if problem is None:
             if outcome.projector_rebuilt:
                 projector = outcome.products.projector
@@ -216,34 +234,52 @@ class HybridNetsNode(LifecycleNode):
             self.say_once(problem.reason, f"{problem}: grids are not published")
 
     # -------------------------------------------------------------- diagnostics
+    def _health(self) -> tuple[bytes, str]:
+        """(level, message) of /diagnostics: the most serious problem first."""
+        if self.config is None:
+            return DiagnosticStatus.ERROR, f"bad parameters: {self._config_error}"
+        if self._load_error is not None:
+            return DiagnosticStatus.ERROR, f"model failed to load: {self._load_error}"
+        if self._state != "active":
+            return DiagnosticStatus.WARN, f"not active ({self._state})"
+        silent = time.monotonic() - (self._last_image or self._listening_since)
+        if silent > SILENT_PERIODS * self.config.diagnostics_period:
+            topic = self._inputs[0].topic_name if self._inputs else "image"
+            return DiagnosticStatus.WARN, f"no image received on {topic} for {silent:.0f} s"
+        if self._grid_problem is not None:
+            return DiagnosticStatus.WARN, f"no occupancy grids: {self._grid_problem}"
+        s = self.stats.snapshot()
+        if s["rejected"] or s["errors"]:
+            return DiagnosticStatus.WARN, "some messages rejected or failed"
+        return DiagnosticStatus.OK, "ok"
+
     def _publish_diagnostics(self) -> None:
         s = self.stats.snapshot()
-        state = self._state
-        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: perception",
+        # Named as diagnostic_updater names its tasks; "node" tells namespaces apart.
+        status = DiagnosticStatus(name=f"{self.get_name()}: perception",
                                   hardware_id=self.pipeline.backend.describe() if self.pipeline else "none")
-        level, message = DiagnosticStatus.OK, "ok"
-        if self.pipeline is None:
-            level, message = DiagnosticStatus.WARN, f"not configured ({state})"
-        elif s["rejected"] or s["errors"]:
-            level, message = DiagnosticStatus.WARN, "some messages rejected or failed"
-        status.level, status.message = level, message
+        status.level, status.message = self._health()
         values = {
-            "state": state,
+            "node": self.get_fully_qualified_name(),
+            "state": self._state,
             "backend": status.hardware_id,
             "frames_received": s["frames_received"],
             "frames_processed": s["frames_processed"],
             "frames_dropped": self.slot.dropped,
             "input_rate_hz": f"{s['input_rate_hz']:.2f}",
             "processed_rate_hz": f"{s['processed_rate_hz']:.2f}",
-            "latency_median_ms": f"{s['latency_median_ms']:.1f}",
-            "latency_p95_ms": f"{s['latency_p95_ms']:.1f}",
-            "input_age_median_ms": f"{s['input_age_median_ms']:.1f}",
+        }
+        # Latencies exist once a frame was processed; before that they are left out.
+        values.update({key: f"{s[key]:.1f}" for key in
+                       ("latency_median_ms", "latency_p95_ms", "input_age_median_ms")
+                       if np.isfinite(s[key])})
+        values.update({
             "skipped_no_subscribers": s["skipped_no_subscribers"],
             "errors": s["errors"],
             "rejected_total": sum(s["rejected"].values()),
             "camera_info": ("received" if self.processor is not None
                             and self.processor.camera_info is not None else "missing"),
-        }
+        })
         values.update({f"stage_{k}_ms": f"{v:.1f}" for k, v in s["stage_median_ms"].items()})
         values.update({f"rejected: {reason}": n for reason, n in s["rejected"].items()})
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]

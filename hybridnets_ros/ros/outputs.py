@@ -1,8 +1,10 @@
 """The one table of outputs: topic, message type, QoS and how each is built from a frame.
 
 The node creates its publishers from it and builds only what has subscribers; replay
-records from it; the demo recorder, bench and the tests list it. Adding an output is one
-row here and one builder.
+records from it (with each row's QoS as the offered profile, so `ros2 bag play`
+republishes like the node); the demo recorder, bench and the tests list it. Adding an
+output is one row here and one builder. Rows with ``per_frame=False`` describe the model
+(VisionInfo): built once from a :class:`ModelProducts` and latched.
 """
 from __future__ import annotations
 
@@ -14,11 +16,11 @@ from nav_msgs.msg import OccupancyGrid
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
-from vision_msgs.msg import Detection2DArray
+from vision_msgs.msg import Detection2DArray, VisionInfo
 
 from ..core.bev import OCCUPIED, BevProjector, drivable_boundary
 from ..core.spec import SEG_LANE, SEG_ROAD
-from ..core.visualize import draw_overlay
+from ..core.visualize import SEG_PALETTE, draw_overlay
 from ..pipeline.pipeline import Result
 from . import messages
 
@@ -26,6 +28,14 @@ from . import messages
 OUTPUT_QOS = QoSProfile(reliability=QoSReliabilityPolicy.RELIABLE,
                         history=QoSHistoryPolicy.KEEP_LAST, depth=2,
                         durability=QoSDurabilityPolicy.VOLATILE)
+# Map-like outputs: transient-local so that Nav2's static layer (which subscribes
+# transient-local by default) and late joiners get the newest one; volatile subscribers
+# still connect. Keep last 1: only the newest grid matters.
+LATCHED_QOS = QoSProfile(reliability=QoSReliabilityPolicy.RELIABLE,
+                         history=QoSHistoryPolicy.KEEP_LAST, depth=1,
+                         durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+# Segmentation colours as RGB (the overlay palette is BGR).
+SEG_PALETTE_RGB = np.ascontiguousarray(SEG_PALETTE[:, ::-1])
 
 
 @dataclass
@@ -37,12 +47,23 @@ class FrameProducts:
     result: Result
     class_names: tuple[str, ...]
     ground_frame: str
+    points_z: float = 0.0                              # height of the point-cloud points
     projector: BevProjector | None = None              # None: no grids this frame
     grids: tuple[np.ndarray, np.ndarray] | None = None  # (drivable, lane) of this frame
 
     @property
     def ground_header(self) -> Header:
         return Header(stamp=self.header.stamp, frame_id=self.ground_frame)
+
+
+@dataclass
+class ModelProducts:
+    """What the model-description rows (``per_frame=False``) are built from."""
+
+    header: Header                      # stamp of the configuration, no frame
+    method: str                         # the network and its training set
+    class_names: tuple[str, ...]        # detection classes (Detection2D class_id values)
+    seg_class_names: tuple[str, ...]    # segmentation/label values 0, 1, ...
 
 
 @dataclass(frozen=True)
@@ -55,6 +76,7 @@ class Output:
     enabled_by: str | None = None  # a boolean setting that must be true, e.g. publish_points
     viewer_only: bool = False      # a debug picture, not data a planner consumes
     qos: QoSProfile = field(default_factory=lambda: OUTPUT_QOS)
+    per_frame: bool = True         # False: built once from ModelProducts, published latched
 
 
 def _mask(class_id: int):
@@ -64,24 +86,44 @@ def _mask(class_id: int):
     return build
 
 
+def class_map(p: ModelProducts) -> str:
+    """The classes as a YAML flow mapping (VisionInfo.database_location): label value ->
+    segmentation class, and the detection class ids."""
+    labels = ", ".join(f"{i}: {name}" for i, name in enumerate(p.seg_class_names))
+    return f"{{segmentation/label: {{{labels}}}, detections: [{', '.join(p.class_names)}]}}"
+
+
+def _vision_info(p: ModelProducts) -> VisionInfo:
+    return VisionInfo(header=p.header, method=p.method, database_location=class_map(p),
+                      database_version=1)
+
+
 OUTPUTS: tuple[Output, ...] = (
     Output("detections", "detections", Detection2DArray,
            lambda p: messages.detection_array(p.header, p.result.detections, p.class_names)),
     Output("drivable_mask", "drivable/mask", Image, _mask(SEG_ROAD)),
     Output("lane_mask", "lane/mask", Image, _mask(SEG_LANE)),
+    # As Isaac ROS segmentation and Autoware publish: one label image (class ids) and its
+    # colour rendering.
+    Output("segmentation_label", "segmentation/label", Image,
+           lambda p: messages.image(p.header, p.result.seg_mask, "mono8")),
+    Output("segmentation_color", "segmentation/color", Image,
+           lambda p: messages.image(p.header, SEG_PALETTE_RGB[p.result.seg_mask], "rgb8")),
+    Output("vision_info", "vision_info", VisionInfo, _vision_info, qos=LATCHED_QOS,
+           per_frame=False),
     Output("drivable_grid", "drivable/grid", OccupancyGrid,
            lambda p: messages.occupancy_grid(p.ground_header, p.grids[0], p.projector.grid),
-           needs_grids=True),
+           needs_grids=True, qos=LATCHED_QOS),
     Output("lane_grid", "lane/grid", OccupancyGrid,
            lambda p: messages.occupancy_grid(p.ground_header, p.grids[1], p.projector.grid),
-           needs_grids=True),
+           needs_grids=True, qos=LATCHED_QOS),
     Output("drivable_points", "drivable/points", PointCloud2,
-           lambda p: messages.point_cloud(p.ground_header,
-                                          p.projector.cell_points(drivable_boundary(p.grids[0]))),
+           lambda p: messages.point_cloud(p.ground_header, p.projector.cell_points(
+               drivable_boundary(p.grids[0]), p.points_z)),
            needs_grids=True, enabled_by="publish_points"),
     Output("lane_points", "lane/points", PointCloud2,
-           lambda p: messages.point_cloud(p.ground_header,
-                                          p.projector.cell_points(p.grids[1] == OCCUPIED)),
+           lambda p: messages.point_cloud(p.ground_header, p.projector.cell_points(
+               p.grids[1] == OCCUPIED, p.points_z)),
            needs_grids=True, enabled_by="publish_points"),
     Output("overlay", "overlay", Image,
            lambda p: messages.image(p.header, draw_overlay(p.bgr, p.result.seg_mask,
@@ -95,10 +137,17 @@ ALWAYS = frozenset({"detections"})
 
 
 def enabled_outputs(config) -> frozenset[str]:
-    """Names of the outputs ``config`` switches on (those with no switch always are)."""
-    return frozenset(o.name for o in OUTPUTS if o.enabled_by is None or getattr(config, o.enabled_by))
+    """Names of the per-frame outputs ``config`` switches on (those with no switch always are)."""
+    return frozenset(o.name for o in OUTPUTS if o.per_frame
+                     and (o.enabled_by is None or getattr(config, o.enabled_by)))
 
 
 def planner_outputs() -> frozenset[str]:
     """What a deployed node typically publishes per frame: no debug pictures, no opt-ins."""
-    return frozenset(o.name for o in OUTPUTS if o.enabled_by is None and not o.viewer_only)
+    return frozenset(o.name for o in OUTPUTS if o.per_frame and o.enabled_by is None
+                     and not o.viewer_only)
+
+
+def model_outputs(products: ModelProducts) -> dict[str, object]:
+    """The model-description messages (``per_frame=False`` rows), by output name."""
+    return {o.name: o.build(products) for o in OUTPUTS if not o.per_frame}

@@ -5,16 +5,27 @@ objects whose field names match the ROS 2 messages, so the node's conversions ap
 Writes ROS 2 bags from rclpy messages serialised by rclpy itself (CDR), so the recorded
 outputs are byte for byte what the node would publish. A damaged MCAP file (a recording
 that was cut off) is salvaged record by record up to the damage.
+
+Written bags are what rosbag2 of every current distro reads (Humble, Jazzy, Kilted):
+metadata version 8 with each topic's offered QoS as a YAML string, MCAP channels with
+``offered_qos_profiles`` and ``topic_type_hash``, schemas with ``MSG: pkg/msg/Type``
+dependency headers. Version 9 writes offered_qos_profiles as a YAML list, which Humble's
+reader takes for a string and fails on.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from rclpy.qos import QoSProfile
 from rclpy.serialization import serialize_message
 
+# Humble reads metadata up to this version with offered_qos_profiles as a string; Jazzy
+# and Kilted read it too.
+METADATA_VERSION = 8
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 
@@ -172,11 +183,61 @@ class BagReader:
         self.close()
 
 
+def offered_qos(profile: QoSProfile):
+    """An rclpy QoS profile as the rosbags Qos recorded as a topic's offered profile
+    (rclpy's policy values are rmw's, which the metadata stores)."""
+    from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness,
+                                    QosReliability, QosTime)
+
+    def duration(d) -> QosTime:
+        return QosTime(*divmod(d.nanoseconds, 10**9))
+
+    return Qos(QosHistory(int(profile.history)), profile.depth,
+               QosReliability(int(profile.reliability)), QosDurability(int(profile.durability)),
+               duration(profile.deadline), duration(profile.lifespan),
+               QosLiveliness(int(profile.liveliness)),
+               duration(profile.liveliness_lease_duration),
+               profile.avoid_ros_namespace_conventions)
+
+
+def rosbag2_msgdef(msgdef: str) -> str:
+    """A rosbags ros2msg definition with its dependency headers as rosbag2 writes them
+    (``MSG: pkg/msg/Type``; rosbags writes ``MSG: pkg/Type``)."""
+    return re.sub(r"^MSG: ([^/\s]+)/([^/\s]+)$", r"MSG: \1/msg/\2", msgdef, flags=re.MULTILINE)
+
+
+@lru_cache(maxsize=1)
+def _writer_class():
+    """rosbags' Writer whose MCAP channels carry ``topic_type_hash`` beside
+    ``offered_qos_profiles`` in their metadata, as rosbag2's MCAP plugin writes them."""
+    from io import BytesIO
+
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.rosbag2.storage_mcap import Channel, McapWriter, write_channel, write_string
+
+    class McapChannelsWithHash(McapWriter):
+        def add_connection(self, connection, offered_qos_profiles: str) -> None:
+            metadata = BytesIO()  # an MCAP string map: key, value, key, value
+            for text in ("offered_qos_profiles", offered_qos_profiles,
+                         "topic_type_hash", connection.digest):
+                write_string(metadata, text)
+            self.channels.append(Channel(connection.id, connection.msgtype, connection.topic,
+                                         connection.ext.serialization_format,
+                                         metadata.getvalue()))
+            self.channel_stats[connection.id] = 0
+            write_channel(self.chunk.bio, self.channels[-1], self.schemas)
+
+    class Rosbag2Writer(Writer):
+        STORAGE_PLUGINS = {**Writer.STORAGE_PLUGINS, StoragePlugin.MCAP: McapChannelsWithHash}
+
+    return Rosbag2Writer
+
+
 class BagWriter:
     """A new ROS 2 bag (mcap or sqlite3) of rclpy messages or rosbags objects."""
 
     def __init__(self, path: str | Path, storage: str = "mcap"):
-        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.rosbag2 import StoragePlugin
 
         plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
         if storage not in plugins:
@@ -184,24 +245,31 @@ class BagWriter:
         self.path = Path(path)
         if self.path.exists():
             raise BagError(f"{self.path} already exists: choose another output or remove it")
-        self._writer = Writer(self.path, version=9, storage_plugin=plugins[storage])
+        self._writer = _writer_class()(self.path, version=METADATA_VERSION,
+                                       storage_plugin=plugins[storage])
         self._writer.open()
         self._connections = {}
         self.count = 0
 
-    def _connection(self, topic: str, msgtype: str):
+    def _connection(self, topic: str, msgtype: str, qos: QoSProfile | None = None):
         if topic not in self._connections:
-            self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=typestore())
+            store = typestore()
+            msgdef, _ = store.generate_msgdef(msgtype, ros_version=2)
+            self._connections[topic] = self._writer.add_connection(
+                topic, msgtype, msgdef=rosbag2_msgdef(msgdef), rihs01=store.hash_rihs01(msgtype),
+                offered_qos_profiles=[offered_qos(qos)] if qos is not None else [])
         return self._connections[topic]
 
-    def write(self, topic: str, msg, timestamp: int) -> None:
-        """An rclpy message (serialised by rclpy)."""
+    def write(self, topic: str, msg, timestamp: int, qos: QoSProfile | None = None) -> None:
+        """An rclpy message (serialised by rclpy); ``qos``: the profile the topic is offered
+        with (recorded with its first message; `ros2 bag play` publishes with it)."""
         msgtype = type(msg).__module__.split(".")[0] + "/msg/" + type(msg).__name__
-        self._writer.write(self._connection(topic, msgtype), timestamp, serialize_message(msg))
+        self._writer.write(self._connection(topic, msgtype, qos), timestamp, serialize_message(msg))
         self.count += 1
 
     def write_object(self, topic: str, msgtype: str, msg, timestamp: int) -> None:
-        """A rosbags message object (e.g. an input message copied through)."""
+        """A rosbags message object (e.g. an input message copied through; its offered QoS
+        is not known here, so none is recorded and players use their default)."""
         data = typestore().serialize_cdr(msg, msgtype)
         self._writer.write(self._connection(topic, msgtype), timestamp, data)
         self.count += 1

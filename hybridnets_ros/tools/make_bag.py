@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CameraInfo, CompressedImage
 from std_msgs.msg import Header
 
@@ -16,6 +17,9 @@ from .bags import BagWriter
 IMAGE_TOPIC = "/camera/image_raw"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
 FRAME_ID = "camera_optical_frame"
+# Offered by `ros2 bag play`: reliable, so that reliable (RViz) and best-effort (the node's
+# sensor-data profile) subscribers both connect.
+INPUT_QOS = QoSProfile(depth=10)
 
 
 def make_bag(frames: Iterable[np.ndarray], out: Path, rate_hz: float,
@@ -34,14 +38,14 @@ def make_bag(frames: Iterable[np.ndarray], out: Path, rate_hz: float,
                     raise ValueError(f"frame {index} is {bgr.shape[1]}x{bgr.shape[0]}, the camera "
                                      f"info {camera_info.width}x{camera_info.height}")
                 camera_info.header = header
-                bag.write(CAMERA_INFO_TOPIC, camera_info, stamp_ns)
+                bag.write(CAMERA_INFO_TOPIC, camera_info, stamp_ns, INPUT_QOS)
             if compressed:
                 ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
                 msg = CompressedImage(header=header, format="jpeg")
                 msg.data = jpeg.tobytes()
-                bag.write(IMAGE_TOPIC + "/compressed", msg, stamp_ns)
+                bag.write(IMAGE_TOPIC + "/compressed", msg, stamp_ns, INPUT_QOS)
             else:
-                bag.write(IMAGE_TOPIC, messages.image(header, bgr, "bgr8"), stamp_ns)
+                bag.write(IMAGE_TOPIC, messages.image(header, bgr, "bgr8"), stamp_ns, INPUT_QOS)
             count += 1
             if progress:
                 progress(1)

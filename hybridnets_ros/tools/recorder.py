@@ -23,7 +23,7 @@ class OutputRecorder(Node):
     """Keeps what arrives per input stamp and writes pictures of it to ``folder``."""
 
     # every output the node publishes without an opt-in setting
-    TOPICS = {o.topic: o.msg_type for o in OUTPUTS if o.enabled_by is None}
+    TOPICS = {o.topic: o.msg_type for o in OUTPUTS if o.enabled_by is None and o.per_frame}
 
     def __init__(self, folder: Path, name: str = "hybridnets_recorder"):
         super().__init__(name)

@@ -18,7 +18,7 @@ from std_msgs.msg import Header
 from ..core.visualize import bev_image
 from ..ros.conversions import ImageConversionError, to_bgr
 from ..ros.frame import FrameProcessor
-from ..ros.outputs import BY_NAME
+from ..ros.outputs import BY_NAME, model_outputs
 from .bags import CAMERA_INFO_TYPE, IMAGE_TYPES, BagError, BagReader, BagWriter, Topic
 
 
@@ -126,8 +126,12 @@ def replay(in_bag: Path, out_bag: Path, processor: FrameProcessor, *, image_topi
                         if note not in summary.notes:
                             summary.notes.append(note)
                     summary.grids |= outcome.products.grids is not None
+                    if summary.frames == 0:  # the model's description, once, as the node latches it
+                        outcome.messages.update(model_outputs(processor.model_products(
+                            outcome.products.header)))
                     for name, out in outcome.messages.items():
-                        bag.write(prefix + "/" + BY_NAME[name].topic, out, timestamp)
+                        bag.write(prefix + "/" + BY_NAME[name].topic, out, timestamp,
+                                  BY_NAME[name].qos)
                     if video is not None:
                         frame = _video_frame(outcome)
                         if writer_video is None:

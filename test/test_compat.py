@@ -1,0 +1,135 @@
+"""What other ROS tools read: the Nav2 costmap snippet, the outputs' QoS, the label and
+colour images and the class map, bags for every rosbag2 distro, the RViz layout, rosdep keys."""
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import yaml
+from rclpy.qos import QoSDurabilityPolicy, QoSReliabilityPolicy
+from std_msgs.msg import Header
+
+from conftest import REPO, check_humble_metadata
+from hybridnets_ros.core.bev import BevProjector, GridSpec
+from hybridnets_ros.core.camera import CameraModel
+from hybridnets_ros.core.postprocess import Detections
+from hybridnets_ros.core.spec import BDD100K
+from hybridnets_ros.core.synthetic import default_camera
+from hybridnets_ros.pipeline.config import NodeConfig
+from hybridnets_ros.pipeline.pipeline import Result
+from hybridnets_ros.ros.outputs import (BY_NAME, SEG_PALETTE_RGB, FrameProducts, ModelProducts,
+                                        enabled_outputs, model_outputs)
+from hybridnets_ros.tools.bags import BagReader, BagWriter
+
+
+def costmap():
+    return yaml.safe_load((REPO / "config" / "nav2_costmap.yaml").read_text())[
+        "local_costmap"]["local_costmap"]["ros__parameters"]
+
+
+def test_nav2_snippet_reads_the_grid_and_admits_the_points():
+    params = costmap()
+    assert params["track_unknown_space"] is True  # -1 cells must not become free
+    layers = {name: params[name] for name in params["plugins"]}
+    static = next(l for l in layers.values() if l["plugin"] == "nav2_costmap_2d::StaticLayer")
+    assert static["map_topic"].lstrip("/") == BY_NAME["drivable_grid"].topic
+    assert static["map_subscribe_transient_local"] is True and static["track_unknown_space"]
+    obstacle = next(l for l in layers.values() if l["plugin"] == "nav2_costmap_2d::ObstacleLayer")
+    z = NodeConfig().points_z
+    sources = obstacle["observation_sources"].split()
+    assert sources
+    for source in sources + ["lane_lines"]:
+        s = obstacle[source]
+        assert s["topic"].lstrip("/") in {BY_NAME["drivable_points"].topic, BY_NAME["lane_points"].topic}
+        assert s["min_obstacle_height"] < z < min(s["max_obstacle_height"],
+                                                  obstacle["max_obstacle_height"])
+
+
+def test_grids_are_latched_for_transient_local_subscribers():
+    for name in ("drivable_grid", "lane_grid", "vision_info"):
+        qos = BY_NAME[name].qos
+        assert qos.durability == QoSDurabilityPolicy.TRANSIENT_LOCAL, name
+        assert qos.reliability == QoSReliabilityPolicy.RELIABLE and qos.depth == 1
+
+
+def _products(seg_mask, config=NodeConfig(points_z=0.7)):
+    camera = default_camera()
+    projector = BevProjector(CameraModel.from_pose(camera.K, 1280, 720, config.camera_pose),
+                             GridSpec())
+    result = Result(Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                               np.zeros(0, np.int64)), seg_mask, letterbox=None)
+    products = FrameProducts(Header(frame_id="cam"), np.zeros((720, 1280, 3), np.uint8), result,
+                             ("car",), "base_link", config.points_z, projector)
+    products.grids = projector.project(seg_mask)
+    return products
+
+
+def test_points_at_points_z_label_and_colour_images():
+    seg = np.zeros((720, 1280), np.uint8)
+    seg[500:, 300:1000] = 1   # road ahead
+    seg[500:, 640:650] = 2    # a lane line on it
+    p = _products(seg)
+    for name in ("drivable_points", "lane_points"):
+        cloud = BY_NAME[name].build(p)
+        xyz = np.frombuffer(cloud.data, np.float32).reshape(-1, 3)
+        assert len(xyz) > 0 and np.all(xyz[:, 2] == np.float32(0.7)), name
+    label = BY_NAME["segmentation_label"].build(p)
+    assert (label.encoding, label.width, label.height) == ("mono8", 1280, 720)
+    np.testing.assert_array_equal(np.frombuffer(label.data, np.uint8).reshape(720, 1280), seg)
+    colour = BY_NAME["segmentation_color"].build(p)
+    assert (colour.encoding, colour.step) == ("rgb8", 1280 * 3)
+    rgb = np.frombuffer(colour.data, np.uint8).reshape(720, 1280, 3)
+    assert len({tuple(c) for c in SEG_PALETTE_RGB}) == 3  # one colour per class
+    for cls in range(3):
+        assert np.all(rgb[seg == cls] == SEG_PALETTE_RGB[cls])
+    assert {"segmentation_label", "segmentation_color"} <= enabled_outputs(NodeConfig())
+    assert "vision_info" not in enabled_outputs(NodeConfig())  # latched, not per frame
+
+
+def test_vision_info_names_the_classes():
+    info = model_outputs(ModelProducts(Header(), "HybridNets (BDD100K)", BDD100K.class_names,
+                                       BDD100K.seg_class_names))["vision_info"]
+    classes = yaml.safe_load(info.database_location)
+    assert classes["segmentation/label"] == {0: "background", 1: "road", 2: "lane"}
+    assert classes["detections"] == ["car"]
+    assert info.method and info.database_version == 1
+
+
+def test_bag_metadata_humble_reads(tmp_path):
+    from nav_msgs.msg import OccupancyGrid
+    from vision_msgs.msg import Detection2DArray
+    with BagWriter(tmp_path / "bag") as bag:
+        bag.write("/drivable/grid", OccupancyGrid(), 10, BY_NAME["drivable_grid"].qos)
+        bag.write("/detections", Detection2DArray(), 20, BY_NAME["detections"].qos)
+    check_humble_metadata(tmp_path / "bag", {"/drivable/grid": (1, 1), "/detections": (2, 1)})
+    with BagReader(tmp_path / "bag") as reader:  # and rosbags still reads it
+        assert {t.name: t.count for t in reader.topics()} == {"/drivable/grid": 1, "/detections": 1}
+
+
+def test_rviz_layout_has_the_default_tools_and_latched_maps():
+    layout = yaml.safe_load((REPO / "config" / "hybridnets.rviz").read_text())["Visualization Manager"]
+    tools = [t["Class"].split("/")[1] for t in layout["Tools"]]
+    assert tools == ["Interact", "MoveCamera", "Select", "FocusCamera", "Measure",
+                     "SetInitialPose", "SetGoal", "PublishPoint"]
+    maps = [d for d in layout["Displays"] if d["Class"] == "rviz_default_plugins/Map"]
+    assert maps and all(d["Topic"]["Durability Policy"] == "Transient Local" for d in maps)
+
+
+def test_rosdep_keys_per_distro():
+    package = ET.parse(REPO / "package.xml").getroot()
+
+    def keys(distro):
+        """The exec_depend keys rosdep installs on ``distro`` (conditions evaluated)."""
+        out = set()
+        for dep in package.iter("exec_depend"):
+            condition = dep.get("condition")
+            if condition:
+                left, op, right = condition.split()
+                assert left == "$ROS_DISTRO" and op in ("==", "!="), condition
+                if (distro == right) != (op == "=="):
+                    continue
+            out.add(dep.text)
+        return out
+    for distro in ("humble", "jazzy", "kilted"):
+        # the node and tools import these; pip keys as named in rosdistro's python.yaml
+        assert {"python3-yaml", "python3-onnxruntime-pip", "python3-rosbags-pip"} <= keys(distro)
+        assert len(keys(distro) & {"python3-torch", "python3-pytorch-pip"}) == 1, distro
+    assert "python3-torch" in keys("humble") and "python3-pytorch-pip" in keys("jazzy")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
 import tempfile
 import urllib.error
 import urllib.request
@@ -82,9 +83,41 @@ def key_mismatches(expected: Mapping[str, torch.Tensor],
     lines = []
     for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
         if keys:
-            more = f", ... ({len(keys) - _SHOW} more)" if len(keys) > _SHOW else ""
-            lines.append(f"{len(keys)} {label} keys: {', '.join(keys[:_SHOW])}{more}")
+            lines.append(f"{len(keys)} {label} keys: {_listing(keys)}")
     return lines
+
+
+def _listing(keys: list[str]) -> str:
+    more = f", ... ({len(keys) - _SHOW} more)" if len(keys) > _SHOW else ""
+    return ", ".join(keys[:_SHOW]) + more
+
+
+def load_network_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
+    """Strict load of a ``{'state_dict': ...}`` or bare checkpoint (an optional ``module.``
+    prefix stripped, float16 values upcast to the model's dtype) into ``model``; returns it.
+    Raises ValueError for an unreadable file, missing / unexpected / mis-shaped keys or
+    non-finite weights. The loader of the networks other than HybridNets (Hydra, HyCTAS)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error})") from None
+    if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
+        checkpoint = checkpoint["state_dict"]
+    if not isinstance(checkpoint, Mapping) or not all(
+            isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise ValueError(f"{path}: expected a state dict of tensors or {{'state_dict': ...}}")
+    state = {key.removeprefix("module."): value for key, value in checkpoint.items()}
+    expected = model.state_dict()
+    problems = key_mismatches(expected, state)
+    if problems:
+        raise ValueError(f"{path} does not fit {type(model).__name__} ({len(state)} entries, "
+                         f"model has {len(expected)}; wrong architecture?): " + "; ".join(problems))
+    non_finite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if non_finite:
+        raise ValueError(f"{path}: {len(non_finite)} non-finite tensors, NaN or Inf: "
+                         f"{_listing(non_finite)}")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+    return model
 
 
 def load_into(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:

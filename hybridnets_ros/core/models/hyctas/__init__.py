@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...weights import key_mismatches
+from ...weights import load_network_checkpoint
 from .network import NUM_CLASSES, HyCTAS, load_architecture
 
 __all__ = [
@@ -98,35 +98,10 @@ def build_network(arch: str | Path = "S") -> HyCTAS:
     return HyCTAS(load_architecture(path)).eval()
 
 
-def _first(names: list[str], count: int = 5) -> str:
-    more = f", ... ({len(names) - count} more)" if len(names) > count else ""
-    return ", ".join(names[:count]) + more
-
-
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a checkpoint ({'state_dict': ...} or a bare state dict, float16 or float32) strictly.
-
-    Raises ValueError naming the missing, unexpected and mis-shaped keys, or non-finite weights.
-    """
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
-        checkpoint = checkpoint["state_dict"]
-    if not isinstance(checkpoint, Mapping) or not all(
-            isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        raise ValueError(f"{path}: not a state dict of tensors")
-    state = {key.removeprefix("module."): value for key, value in checkpoint.items()}
-    expected = model.state_dict()
-    problems = key_mismatches(expected, state)
-    if problems:
-        raise ValueError(f"{path} does not fit this network (wrong architecture?): "
-                         + "; ".join(problems))
-    non_finite = [k for k, v in state.items()
-                  if v.is_floating_point() and not torch.isfinite(v).all()]
-    if non_finite:
-        raise ValueError(f"{path}: {len(non_finite)} tensors hold NaN or Inf: {_first(non_finite)}")
-    # float16 checkpoints store exactly the values used: upcast to the model's dtype.
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
-    return model
+    """Strict load of the released layout (``{'state_dict': ...}``) or a bare state dict;
+    ValueError naming what does not fit (see core.weights.load_network_checkpoint)."""
+    return load_network_checkpoint(model, path)
 
 
 def preprocess(bgr: np.ndarray, mode: Literal["reference", "native"] = "reference",

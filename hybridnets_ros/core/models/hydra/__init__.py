@@ -13,15 +13,13 @@ The network (``network.HydraNet``) and the original notebook's pre- and post-pro
 """
 from __future__ import annotations
 
-import pickle
-from collections.abc import Mapping
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-from ...weights import key_mismatches
+from ...weights import load_network_checkpoint
 from .network import NUM_CLASSES, HydraNet
 
 __all__ = ["CLASS_NAMES", "CLASS_COLORS_RGB", "RELEASED_WEIGHTS_NAME", "MEAN_RGB", "STD_RGB",
@@ -37,7 +35,6 @@ MEAN_RGB = (0.485, 0.456, 0.406)
 STD_RGB = (0.229, 0.224, 0.225)
 OUTPUT_NAMES = ("segmentation", "depth")  # the order HydraNet.forward returns them in
 
-_REPORTED_KEYS = 5  # how many offending keys an error message names per kind
 
 # uint8 value -> normalised float32 for each RGB channel, computed with the notebook's
 # float64 arithmetic ((v * (1/255) - mean) / std, cast last). Elementwise, so a lookup
@@ -53,41 +50,9 @@ def build_network() -> HydraNet:
 
 
 def load_checkpoint(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
-    """Load weights into ``model`` strictly and return it.
-
-    Accepts ``{'state_dict': ...}`` (the released layout) or a bare state dict, with or
-    without a ``module.`` (DataParallel) prefix. Raises ``ValueError`` naming the missing,
-    unexpected and mis-shaped keys if the checkpoint does not fit, or the non-finite
-    tensors if any weight is NaN or infinite.
-    """
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
-    if isinstance(checkpoint, Mapping) and "state_dict" in checkpoint:
-        checkpoint = checkpoint["state_dict"]
-    if not isinstance(checkpoint, Mapping) or not all(
-            isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        raise ValueError(f"{path}: expected a state dict of tensors or {{'state_dict': ...}}")
-    state = {key.removeprefix("module."): value for key, value in checkpoint.items()}
-
-    expected = model.state_dict()
-    problems = key_mismatches(expected, state)
-    if problems:
-        raise ValueError(f"{path} does not fit {type(model).__name__} "
-                         f"({len(state)} entries, model has {len(expected)}): "
-                         + "; ".join(problems))
-    non_finite = [k for k, v in state.items()
-                  if v.is_floating_point() and not torch.isfinite(v).all()]
-    if non_finite:
-        raise ValueError(f"{path}: {_listing('non-finite (NaN or inf)', non_finite)}")
-    model.load_state_dict(state, strict=True)
-    return model
-
-
-def _listing(kind: str, keys: list[str]) -> str:
-    more = f", ... (+{len(keys) - _REPORTED_KEYS} more)" if len(keys) > _REPORTED_KEYS else ""
-    return f"{len(keys)} {kind} key(s): {', '.join(keys[:_REPORTED_KEYS])}{more}"
+    """Strict load of the released layout (``{'state_dict': ...}``) or a bare state dict;
+    ValueError naming what does not fit (see core.weights.load_network_checkpoint)."""
+    return load_network_checkpoint(model, path)
 
 
 def network_output_hw(image_hw: tuple[int, int]) -> tuple[int, int]:

@@ -47,7 +47,7 @@ def test_a_grid_too_large_is_refused_with_its_size():
     (dict(device="bogus"), "device"), (dict(ground_frame=" "), "ground_frame"),
     (dict(conf_threshold="high"), "conf_threshold must be a float"),
     (dict(autostart=1), "autostart must be a bool"),
-    (dict(no_such_setting=1), "unknown setting"),
+    (dict(no_such_setting=1), "unknown setting"), (dict(grid=1), "unknown setting"),
 ])
 def test_bad_values_are_refused_naming_the_setting(bad, words):
     with pytest.raises(ConfigError, match=words):

@@ -93,14 +93,13 @@ class NodeConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], base: NodeConfig | None = None,
                      source: str = "") -> NodeConfig:
-        """``base`` (default: the defaults) with ``values`` applied; unknown names are
-        ignored by the caller's choice (pass only settings). Raises ConfigError naming every
-        bad value, prefixed by ``source`` (e.g. a file name)."""
+        """``base`` (default: the defaults) with ``values`` applied. Raises ConfigError naming
+        every bad value and unknown name, prefixed by ``source`` (e.g. a file name)."""
         base = base or cls()
-        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)}
         errors, changes = [], {}
         for name, value in values.items():
-            if name not in types:
+            if name not in names:
                 errors.append(f"unknown setting {name!r}")
                 continue
             try:
@@ -150,10 +149,6 @@ class NodeConfig:
 def settings() -> tuple[dataclasses.Field, ...]:
     """The parameter table: every setting with its default and metadata."""
     return dataclasses.fields(NodeConfig)
-
-
-SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(NodeConfig))
-RUNTIME_SETTINGS = frozenset(f.name for f in dataclasses.fields(NodeConfig) if f.metadata["runtime"])
 
 
 def _coerce(name: str, value: Any, current: Any) -> Any:

@@ -23,12 +23,10 @@ os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)  # LOCALHOST would disable
 
 import rclpy  # noqa: E402  (after the DDS environment is set)
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from nav_msgs.msg import OccupancyGrid  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
-from vision_msgs.msg import Detection2DArray  # noqa: E402
 
 from hybridnets_ros.ros.messages import stamp_ns  # noqa: E402,F401  (tests use rg.stamp_ns)
 from hybridnets_ros.ros.outputs import OUTPUT_QOS  # noqa: E402

@@ -42,6 +42,14 @@ def test_every_enabled_output_is_built_with_its_stage_times(processor, frame_msg
                                        "grids", "messages"}
 
 
+def test_each_message_is_emitted_as_built_detections_first_pictures_last(processor, frame_msg):
+    emitted = []
+    outcome = processor.process(frame_msg, emit=lambda name, msg: emitted.append((name, msg)))
+    assert [name for name, _ in emitted] == [o.name for o in OUTPUTS if o.name in outcome.messages]
+    assert emitted[0][0] == "detections" and emitted[-1][0] == "overlay"
+    assert all(outcome.messages[name] is msg for name, msg in emitted)
+
+
 def test_only_wanted_outputs_and_detections_are_built(processor, frame_msg):
     assert set(processor.process(frame_msg, {"lane_mask"}).messages) == {"lane_mask"} | ALWAYS
     assert "drivable_points" not in processor.process(frame_msg, {"drivable_points"}).messages

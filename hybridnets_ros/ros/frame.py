@@ -23,7 +23,7 @@ from ..core.camera import CameraModel
 from ..pipeline.config import NodeConfig
 from ..pipeline.pipeline import Pipeline, Result
 from .conversions import ImageConversionError, to_bgr
-from .outputs import ALWAYS, BY_NAME, FrameProducts, ModelProducts, enabled_outputs
+from .outputs import ALWAYS, BY_NAME, OUTPUTS, FrameProducts, ModelProducts, enabled_outputs
 
 # (R_ground_optical, t) of the image's frame in the ground frame, or None
 TransformLookup = Callable[[str, Header], "tuple[np.ndarray, np.ndarray] | None"]
@@ -118,10 +118,13 @@ class FrameProcessor:
         self.pipeline.iou_threshold = config.iou_threshold
         self.enabled = enabled_outputs(config)
 
-    def process(self, msg, wanted=None, header: Header | None = None) -> FrameOutcome:
+    def process(self, msg, wanted=None, header: Header | None = None,
+                emit: Callable[[str, object], None] | None = None) -> FrameOutcome:
         """The output messages of ``wanted`` (default: every enabled output) for one image
         message; detections are always built. ``header``: the one to stamp the outputs with
-        when ``msg``'s is not an rclpy Header (a bag reader's message)."""
+        when ``msg``'s is not an rclpy Header (a bag reader's message). ``emit(name, message)``
+        is called as soon as each message is built, in table order (detections first), so
+        that a publisher sends the planner's data before the debug pictures are drawn."""
         header = header or msg.header
         wanted = (self.enabled if wanted is None else self.enabled & set(wanted)) | ALWAYS
         outcome = FrameOutcome()
@@ -143,8 +146,11 @@ class FrameProcessor:
             except GridUnavailable as exc:
                 outcome.no_grids = exc
         t3 = time.perf_counter()
-        outcome.messages = {name: BY_NAME[name].build(products) for name in wanted
-                            if products.grids is not None or not BY_NAME[name].needs_grids}
+        for row in OUTPUTS:
+            if row.name in wanted and (products.grids is not None or not row.needs_grids):
+                outcome.messages[row.name] = message = row.build(products)
+                if emit is not None:
+                    emit(row.name, message)
         t4 = time.perf_counter()
         outcome.products = products
         outcome.timings_ms = dict(conversion=(t1 - t0) * 1e3, **result.timings_ms,

@@ -84,7 +84,12 @@ def run_demo(frames: Iterator[np.ndarray], camera_info, output: Path, weights: P
         start = time.monotonic()
         for index, frame in enumerate(itertools.chain([first], frames)):
             spin_for(start + index / rate_hz - time.monotonic())  # keep receiving meanwhile
-            player.publish(index, frame)
+            stamp = player.publish(index, frame).stamp_ns
+            # The next frame is rendered or decoded only once this one's result is back (or
+            # its period is over): on a small CPU that work would otherwise slow the node's
+            # network stage down and be measured as the node's latency.
+            spin_for(start + (index + 1) / rate_hz - time.monotonic(),
+                     lambda: stamp in recorder.arrival)
         last = player.published[-1].stamp_ns if player.published else None
         log(f"published {len(player.published)} frames; waiting for the last results ...")
         spin_for(30.0, lambda: last is None or last in recorder.arrival)

@@ -14,7 +14,9 @@ from rclpy.parameter import Parameter
 from ..pipeline.config import NodeConfig, settings
 
 # Empty-array defaults need their type spelt out for rclpy.
-_ARRAY_TYPES = {"camera_resolution": Parameter.Type.INTEGER_ARRAY}
+_ARRAY_TYPES = {"camera_resolution": Parameter.Type.INTEGER_ARRAY,
+                "drivable_classes": Parameter.Type.STRING_ARRAY,
+                "obstacle_classes": Parameter.Type.STRING_ARRAY}
 
 
 def descriptor(setting) -> ParameterDescriptor:

@@ -30,10 +30,15 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
 from hybridnets_ros.ros.messages import stamp_ns  # noqa: E402,F401  (tests use rg.stamp_ns)
 from hybridnets_ros.ros.outputs import OUTPUT_QOS  # noqa: E402
-from hybridnets_ros.ros.outputs import OUTPUTS as TABLE  # noqa: E402
+from hybridnets_ros.core.family import HYBRIDNETS  # noqa: E402
+from hybridnets_ros.ros.outputs import OUTPUTS as TABLE, supported  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-OUTPUTS = {o.topic: o.msg_type for o in TABLE if o.enabled_by is None and o.per_frame}
+# Every per-frame output without a switch (what the probe subscribes to), and those of the
+# default model, HybridNets (what test_node expects).
+ALL_OUTPUTS = {o.topic: o.msg_type for o in TABLE if o.enabled_by is None and o.per_frame}
+OUTPUTS = {o.topic: o.msg_type for o in supported(HYBRIDNETS)
+           if o.enabled_by is None and o.per_frame}
 
 
 class NodeProcess:
@@ -89,7 +94,7 @@ class Probe(Node):
         self.lock = threading.Lock()
         self.outputs: dict[int, dict[str, object]] = {}
         self.diagnostics: list[DiagnosticArray] = []
-        for topic, msg_type in OUTPUTS.items():
+        for topic, msg_type in ALL_OUTPUTS.items():
             self.create_subscription(msg_type, topic, self._store(topic), OUTPUT_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.executor_ = SingleThreadedExecutor()
@@ -119,14 +124,16 @@ class Probe(Node):
             time.sleep(0.02)
         return condition()
 
-    def wait_ready(self, node: NodeProcess, compressed: bool = False, timeout: float = 90) -> None:
+    def wait_ready(self, node: NodeProcess, compressed: bool = False, timeout: float = 90,
+                   topic: str = "detections") -> None:
+        """Until the node subscribes to the images and publishes ``topic``."""
         pub = self.compressed_pub if compressed else self.image_pub
         ready = self.wait_for(lambda: not node.alive() or (
-            pub.get_subscription_count() > 0 and self.count_publishers("detections") > 0), timeout)
+            pub.get_subscription_count() > 0 and self.count_publishers(topic) > 0), timeout)
         assert ready and node.alive(), (
             f"node did not come up within {timeout} s (alive: {node.alive()}, subscribers: "
-            f"{pub.get_subscription_count()}, detections publishers: "
-            f"{self.count_publishers('detections')}):\n{node.log()}")
+            f"{pub.get_subscription_count()}, {topic} publishers: "
+            f"{self.count_publishers(topic)}):\n{node.log()}")
         time.sleep(0.5)  # let its publishers match our subscriptions
 
     def got(self, stamp: int) -> dict:

@@ -260,3 +260,37 @@ def test_onnx_export_matches_golden(s_model, s_reference, tmp_path):
     options.intra_op_num_threads = 2
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     _check_against_case(session.run(None, {"image": tensor})[0], crop, _case("case_1"))
+
+
+# --- the package's backends and pipeline (model:=hyctas) against the golden cases ------------
+def _hyctas_pipeline(backend: str, path: str, image_hw):
+    from hybridnets_ros.pipeline.config import NodeConfig
+    from hybridnets_ros.pipeline.factory import build_pipeline
+
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    config = NodeConfig.from_mapping({
+        "model": "hyctas", "hyctas_path": path, "backend": backend, "device": "cpu",
+        "weights": str(_need(HYCTAS / "hyctas_s_cityscapes_random_seed0.pth")),
+        "camera_resolution": [image_hw[1], image_hw[0]]})
+    return build_pipeline(config)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino"])
+def test_pipeline_backends_match_native_crop_case(backend, image_1):
+    crop_bgr = np.ascontiguousarray(image_1[CROP_ROWS, CROP_COLS])
+    pipeline = _hyctas_pipeline(backend, "native", crop_bgr.shape[:2])
+    tensor, crop = hyctas.preprocess(crop_bgr, "native")
+    logits = pipeline.backend.infer(tensor)[0]
+    _check_against_case(np.asarray(logits), crop, _case("case_1_crop_368x640_native"))
+    assert (pipeline(crop_bgr).seg_mask == _case("case_1_crop_368x640_native")["class_map"]).mean() \
+        >= MIN_AGREEMENT
+
+
+@pytest.mark.slow  # export and runs at 1024x2048
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_pipeline_backends_match_reference_case(backend, image_1):
+    pipeline = _hyctas_pipeline(backend, "reference", image_1.shape[:2])
+    tensor, crop = hyctas.preprocess(image_1, "reference")
+    _check_against_case(np.asarray(pipeline.backend.infer(tensor)[0]), crop, _case("case_1"))
+    assert (pipeline(image_1).seg_mask == _case("case_1")["class_map"]).mean() >= MIN_AGREEMENT

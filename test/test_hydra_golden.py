@@ -218,3 +218,29 @@ def test_onnxruntime_matches_golden(onnx_outputs):
     arrays, _ = load_case(ONNX_CASE)
     assert_raw_outputs_match(segm, depth, arrays)
     assert_postprocessed_outputs_match(segm, depth, arrays)
+
+
+# --- the package's backends and pipeline (model:=hydra) against the golden case -------------
+@pytest.mark.parametrize("backend", [pytest.param("torch", marks=pytest.mark.slow),  # trace + freeze
+                                     "onnxruntime", "openvino"])
+def test_pipeline_backends_match_golden(checkpoint, backend):
+    """Every exact CPU backend through the node's pipeline: raw outputs within the README's
+    tolerances, class map >= 99.95 % identical, depth within 1 cm at >= 99.99 % of pixels."""
+    from hybridnets_ros.pipeline.config import NodeConfig
+    from hybridnets_ros.pipeline.factory import build_pipeline
+
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    arrays, _ = load_case(ONNX_CASE)
+    bgr = bgr_of(arrays)
+    config = NodeConfig.from_mapping({"model": "hydra", "weights": str(checkpoint),
+                                      "backend": backend, "device": "cpu",
+                                      "camera_resolution": [bgr.shape[1], bgr.shape[0]]})
+    pipeline = build_pipeline(config)
+    segm, depth = pipeline.backend.infer(hydra.preprocess(bgr))
+    np.testing.assert_allclose(np.asarray(segm), arrays["segm_logits"], rtol=0, atol=LOGITS_ATOL)
+    np.testing.assert_allclose(np.asarray(depth), arrays["depth_raw"], rtol=0, atol=DEPTH_ATOL_M)
+    result = pipeline(bgr)
+    assert result.seg_mask.dtype == np.uint8 and result.depth_m.dtype == np.float32
+    assert (result.seg_mask == arrays["class_map"]).mean() >= MIN_CLASS_AGREEMENT
+    assert (np.abs(result.depth_m - arrays["depth_m"]) <= 0.01).mean() >= MIN_DEPTH_WITHIN_1CM

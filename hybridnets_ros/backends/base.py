@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..core.family import FAMILIES, HYBRIDNETS, ModelFamily
+
 Array = np.ndarray | torch.Tensor
 
 
@@ -23,15 +25,34 @@ class RawOutputs:
     segmentation: Array
 
 
+Outputs = RawOutputs | tuple  # RawOutputs for HybridNets; else the family's output_names order
+
+
+def pack_outputs(family: ModelFamily, outputs) -> Outputs:
+    """A network's outputs as the pipeline of ``family`` takes them."""
+    outputs = tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+    return RawOutputs(*outputs) if family is HYBRIDNETS else outputs
+
+
+def family_of(name: str) -> ModelFamily:
+    if name not in FAMILIES:
+        raise BackendUnavailable(f"unknown model family {name!r}; choose from "
+                                 f"{', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
 class Backend(ABC):
     name: str = "?"
     device: str = "cpu"
     precision: str = "fp32"
+    family: ModelFamily = HYBRIDNETS  # which network it runs: the outputs' form
 
     @abstractmethod
-    def infer(self, inputs: Array) -> RawOutputs:
-        """Run the network on a float32 [1,3,H,W] input (H, W multiples of 128): a numpy
-        array, or a torch tensor already on ``self.device`` (the GPU data path).
+    def infer(self, inputs: Array) -> Outputs:
+        """Run the network on a float32 [1,3,H,W] input (for HybridNets H, W multiples of
+        128): a numpy array, or a torch tensor already on ``self.device`` (the GPU data path).
+        HybridNets gives RawOutputs, the other families a tuple in ``family.output_names``
+        order.
 
         Outputs may live in buffers that the next call overwrites: consume them first.
         """
@@ -49,8 +70,14 @@ class CachedEngineBackend(Backend):
     the engine cache (ONNX Runtime, TensorRT, torch2trt)."""
 
     def _init_engine(self, model, device: str, precision: str, calib, source_hw,
-                     input_size: int, cache, digest: str | None) -> None:
+                     input_size: int, cache, digest: str | None,
+                     family: str = "hybridnets") -> None:
         from .engine_cache import EngineCache, weights_digest
+
+        self.family = family_of(family)
+        if self.family is not HYBRIDNETS and precision == "int8":
+            raise BackendUnavailable(f"int8 calibration is HybridNets-only here; run "
+                                     f"{self.family.name} in fp32")
 
         if precision == "int8" and calib is None:
             raise BackendUnavailable(f"{self.name} int8 needs calibration images: pass a folder "

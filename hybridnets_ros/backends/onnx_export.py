@@ -17,6 +17,7 @@ import torch
 
 from ..core.anchors import generate_anchors
 from .engine_cache import EngineCache, EngineKey, weights_digest
+from ..core.family import HYBRIDNETS, ModelFamily
 from ..core.spec import BDD100K, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,10 @@ def _cpu_fp32(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def export_onnx(model: torch.nn.Module, path: str | Path, input_hw: tuple[int, int],
-                spec: ModelSpec = BDD100K, digest: str | None = None) -> Path:
-    """Write ``model`` as ONNX for a [1,3,H,W] float32 input and check it with onnx.checker.
+                spec: ModelSpec = BDD100K, digest: str | None = None,
+                family: ModelFamily = HYBRIDNETS) -> Path:
+    """Write ``model`` (of ``family``) as ONNX for a [1,3,H,W] float32 input and check it
+    with onnx.checker.
 
     The file's metadata records the input size, normalisation, class names and weights
     digest; the anchors are pure geometry (``generate_anchors(input_hw)``), not stored.
@@ -50,7 +53,7 @@ def export_onnx(model: torch.nn.Module, path: str | Path, input_hw: tuple[int, i
 
     path = Path(path)
     height, width = input_hw
-    if height % spec.max_stride or width % spec.max_stride:
+    if family is HYBRIDNETS and (height % spec.max_stride or width % spec.max_stride):
         raise ValueError(f"input {width}x{height}: both sides must be multiples of "
                          f"{spec.max_stride}")
     model = _cpu_fp32(model)
@@ -60,13 +63,13 @@ def export_onnx(model: torch.nn.Module, path: str | Path, input_hw: tuple[int, i
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=OPSET,
-                          input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                          input_names=[INPUT_NAME], output_names=list(family.output_names),
                           do_constant_folding=True)
     proto = onnx.load(str(path))
     meta = {"input_hw": f"{height},{width}", "mean_rgb": ",".join(map(str, spec.mean_rgb)),
-            "std_rgb": ",".join(map(str, spec.std_rgb)),
-            "class_names": ",".join(spec.class_names),
-            "seg_class_names": ",".join(spec.seg_class_names),
+            "std_rgb": ",".join(map(str, spec.std_rgb)), "model": family.name,
+            "class_names": ",".join(family.detection_classes),
+            "seg_class_names": ",".join(family.seg_classes),
             "weights_sha256": digest or weights_digest(model), "exporter": exporter_id()}
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
@@ -89,18 +92,21 @@ def compare_with_torch(onnx_path: str | Path, model: torch.nn.Module,
             for name, a, r in zip(OUTPUT_NAMES, ours, reference)}
 
 
-def onnx_key(input_hw: tuple[int, int], digest: str) -> EngineKey:
-    return EngineKey("onnx", tuple(input_hw), "fp32", digest, runtime=exporter_id())
+def onnx_key(input_hw: tuple[int, int], digest: str,
+             family: ModelFamily = HYBRIDNETS) -> EngineKey:
+    kind = "onnx" if family is HYBRIDNETS else f"onnx-{family.name}"
+    return EngineKey(kind, tuple(input_hw), "fp32", digest, runtime=exporter_id())
 
 
 def cached_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: str | None = None,
-                cache: EngineCache | None = None) -> Path:
+                cache: EngineCache | None = None, family: ModelFamily = HYBRIDNETS) -> Path:
     """The fp32 ONNX export of ``model`` for ``input_hw`` from the cache, exported if absent."""
     cache = cache or EngineCache()
     digest = digest or weights_digest(model)
-    return cache.get_or_build(onnx_key(input_hw, digest), ".onnx",
-                              lambda out: export_onnx(model, out, input_hw, digest=digest),
-                              "ONNX export")
+    return cache.get_or_build(onnx_key(input_hw, digest, family), ".onnx",
+                              lambda out: export_onnx(model, out, input_hw, digest=digest,
+                                                      family=family),
+                              f"{family.name} ONNX export")
 
 
 def write_anchors(onnx_path: Path, input_hw: tuple[int, int], spec: ModelSpec = BDD100K) -> Path:

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from .engine_cache import EngineCache
-from .onnx_export import INPUT_NAME, OUTPUT_NAMES, cached_onnx
-from .base import Array, BackendUnavailable, CachedEngineBackend, RawOutputs
+from .onnx_export import INPUT_NAME, cached_onnx
+from .base import Array, BackendUnavailable, CachedEngineBackend, Outputs, pack_outputs
 from .torch_backend import require_cuda
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class OnnxRuntimeBackend(CachedEngineBackend):
     def __init__(self, model: torch.nn.Module, device: str = "cpu", precision: str = "fp32",
                  calib: str | Path | None = None, source_hw: tuple[int, int] | None = None,
                  input_size: int = 640, cache: EngineCache | None = None,
-                 digest: str | None = None):
+                 digest: str | None = None, family: str = "hybridnets"):
         ort = import_onnxruntime()
         self.ort = ort
         require_cuda(device, "onnxruntime on 'cuda'")
@@ -76,7 +76,8 @@ class OnnxRuntimeBackend(CachedEngineBackend):
             self.providers = [(p, {"device_id": index}) for p in gpu] + ["CPUExecutionProvider"]
         else:
             self.providers = ["CPUExecutionProvider"]
-        self._init_engine(model, device, precision, calib, source_hw, input_size, cache, digest)
+        self._init_engine(model, device, precision, calib, source_hw, input_size, cache, digest,
+                          family)
         self._sessions: dict[tuple[int, int], _Session] = {}
 
     def prepare(self, input_hw: tuple[int, int]) -> None:
@@ -85,7 +86,7 @@ class OnnxRuntimeBackend(CachedEngineBackend):
     def model_path(self, hw: tuple[int, int]) -> Path:
         """The ONNX file run for input ``hw`` (exported/quantised into the cache if needed)."""
         if self.precision == "fp32":
-            return cached_onnx(self.model, hw, self.digest, self.cache)
+            return cached_onnx(self.model, hw, self.digest, self.cache, self.family)
         from .quantize import assumed_camera, cached_int8_onnx, calibration_frames
         source_hw = self.source_hw or assumed_camera(hw, self.input_size)
         frames = calibration_frames(self.calib, source_hw, self.input_size)
@@ -121,13 +122,13 @@ class OnnxRuntimeBackend(CachedEngineBackend):
                 binding.bind_output(meta.name, "cpu", 0, np.float32, shape, out.ctypes.data)
             outputs.append(out)
         names = [meta.name for meta in session.get_outputs()]
-        ordered = tuple(outputs[names.index(name)] for name in OUTPUT_NAMES)
+        ordered = tuple(outputs[names.index(name)] for name in self.family.output_names)
         self._sessions[hw] = _Session(session, binding, ordered)
         log.info("onnxruntime: %s session for input %dx%d ready in %.1f s (%s)", self.precision,
                  hw[1], hw[0], time.monotonic() - started, ", ".join(session.get_providers()))
         return self._sessions[hw]
 
-    def infer(self, inputs: Array) -> RawOutputs:
+    def infer(self, inputs: Array) -> Outputs:
         state = self._session(tuple(inputs.shape[2:]))
         if isinstance(inputs, torch.Tensor) and inputs.is_cuda:
             inputs = inputs.float().contiguous()
@@ -138,7 +139,7 @@ class OnnxRuntimeBackend(CachedEngineBackend):
                 inputs = inputs.numpy()
             state.binding.bind_cpu_input(INPUT_NAME, np.ascontiguousarray(inputs, np.float32))
         state.session.run_with_iobinding(state.binding)
-        return RawOutputs(*state.outputs)
+        return pack_outputs(self.family, state.outputs)
 
     def describe(self) -> str:
         providers = [p if isinstance(p, str) else p[0] for p in self.providers]

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import Array, BackendUnavailable, CachedEngineBackend, RawOutputs
+from .base import Array, BackendUnavailable, CachedEngineBackend, Outputs, pack_outputs
 from .engine_cache import EngineCache, EngineKey
-from .onnx_export import INPUT_NAME, OUTPUT_NAMES, cached_onnx
+from .onnx_export import INPUT_NAME, cached_onnx
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class OpenVINOBackend(CachedEngineBackend):
     def __init__(self, model: torch.nn.Module, device: str = "cpu", precision: str = "fp32",
                  calib: str | Path | None = None, source_hw: tuple[int, int] | None = None,
                  input_size: int = 640, cache: EngineCache | None = None,
-                 digest: str | None = None):
+                 digest: str | None = None, family: str = "hybridnets"):
         self.ov = import_openvino()
         if device != "cpu":
             raise BackendUnavailable(f"openvino runs on the CPU here, not {device!r} (on NVIDIA "
@@ -129,7 +129,8 @@ class OpenVINOBackend(CachedEngineBackend):
         if precision == "int8" and importlib.util.find_spec("nncf") is None:
             raise BackendUnavailable("openvino int8 needs the Python module 'nncf' (pip install "
                                      "nncf), or use onnxruntime int8")
-        self._init_engine(model, device, precision, calib, source_hw, input_size, cache, digest)
+        self._init_engine(model, device, precision, calib, source_hw, input_size, cache, digest,
+                          family)
         self._compiled: dict[tuple[int, int], _Compiled] = {}
 
     def prepare(self, input_hw: tuple[int, int]) -> None:
@@ -146,7 +147,8 @@ class OpenVINOBackend(CachedEngineBackend):
 
     def compile_key(self, hw: tuple[int, int], calibration: str = "") -> EngineKey:
         """The key of the folder holding the compiled models for input ``hw``."""
-        return EngineKey("openvino", tuple(hw), self.precision, self.digest,
+        kind = "openvino" if self.family.name == "hybridnets" else f"openvino-{self.family.name}"
+        return EngineKey(kind, tuple(hw), self.precision, self.digest,
                          runtime=f"openvino {self.ov.__version__} on {cpu_name()}",
                          calibration=calibration)
 
@@ -156,7 +158,7 @@ class OpenVINOBackend(CachedEngineBackend):
     def _source_model(self, hw: tuple[int, int]) -> tuple[object, str]:
         """What to compile for ``hw`` (a model file path, or a model) and the calibration
         digest that is part of its key."""
-        onnx_path = cached_onnx(self.model, hw, self.digest, self.cache)
+        onnx_path = cached_onnx(self.model, hw, self.digest, self.cache, self.family)
         if self.precision != "int8":
             # A path, not a read model: on a compiled-cache hit OpenVINO skips reading it.
             return str(onnx_path), ""
@@ -184,19 +186,19 @@ class OpenVINOBackend(CachedEngineBackend):
                   "CACHE_DIR": str(cache_dir)}
         compiled = self.core.compile_model(source, "CPU", config)
         request = compiled.create_infer_request()
-        outputs = tuple(request.get_tensor(compiled.output(name)) for name in OUTPUT_NAMES)
+        outputs = tuple(request.get_tensor(compiled.output(name)) for name in self.family.output_names)
         self._compiled[hw] = _Compiled(request, outputs)
         log.info("openvino: %s model for input %dx%d compiled in %.1f s (cache %s)",
                  self.precision, hw[1], hw[0], time.monotonic() - started, cache_dir)
         return self._compiled[hw]
 
-    def infer(self, inputs: Array) -> RawOutputs:
+    def infer(self, inputs: Array) -> Outputs:
         state = self._compiled_for(tuple(inputs.shape[2:]))
         if isinstance(inputs, torch.Tensor):
             inputs = inputs.numpy()
         state.request.infer({INPUT_NAME: np.ascontiguousarray(inputs, np.float32)},
                             share_inputs=True, share_outputs=True)
-        return RawOutputs(*(tensor.data for tensor in state.outputs))
+        return pack_outputs(self.family, tuple(tensor.data for tensor in state.outputs))
 
     def describe(self) -> str:
         return (f"openvino {self.ov.__version__.split('-')[0]} {self.precision} on cpu, "

@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt", "torch2trt")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-TORCH_OPTIONS = ("optimize", "cuda_graph")
-ENGINE_OPTIONS = ("calib", "source_hw", "input_size", "cache", "digest")
+TORCH_OPTIONS = ("optimize", "cuda_graph", "family")
+ENGINE_OPTIONS = ("calib", "source_hw", "input_size", "cache", "digest", "family")
 
 
 def _has_module(name: str) -> bool:
@@ -96,7 +96,8 @@ def create_backend(name: str, model: torch.nn.Module | str | os.PathLike, device
     ``model`` is a HybridNets module or a checkpoint path. ``options`` go to the backend:
     ``calib`` (INT8 calibration image folder), ``source_hw`` (camera resolution, for INT8
     calibration), ``input_size``, ``cache`` (an EngineCache), ``digest`` (weights digest,
-    if already known), and for torch ``optimize`` and ``cuda_graph``. Raises BackendUnavailable naming what is missing and what is
+    if already known), ``family`` (the model family's name, default hybridnets: the form of
+    the outputs and part of the cache key), and for torch ``optimize`` and ``cuda_graph``. Raises BackendUnavailable naming what is missing and what is
     available.
     """
     if precision not in PRECISIONS:
@@ -117,6 +118,10 @@ def create_backend(name: str, model: torch.nn.Module | str | os.PathLike, device
         raise BackendUnavailable(f"backend {name!r} cannot run on {device}: missing "
                                  f"{'; '.join(lacking)}; available on {device}: "
                                  f"{', '.join(available_backends(device)) or 'none'}")
+    family = options.get("family", "hybridnets")
+    if family != "hybridnets" and name in ("tensorrt", "torch2trt"):
+        raise BackendUnavailable(f"{name} runs HybridNets only here; run {family} with torch, "
+                                 "onnxruntime or openvino")
     if isinstance(model, (str, Path)):
         from ..core.weights import build_model
         model = build_model(model)

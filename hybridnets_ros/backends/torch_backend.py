@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .base import Array, Backend, BackendUnavailable, RawOutputs
+from .base import Array, Backend, BackendUnavailable, Outputs, family_of, pack_outputs
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,9 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, model: torch.nn.Module, device: str = "cpu", precision: str = "fp32",
-                 optimize: bool = True, cuda_graph: bool = False):
+                 optimize: bool = True, cuda_graph: bool = False, family: str = "hybridnets"):
         require_cuda(device, "device 'cuda'")
+        self.family = family_of(family)
         if precision not in DTYPES:
             raise BackendUnavailable(f"torch runs fp32 or fp16, not {precision!r} (INT8: "
                                      "onnxruntime on CPU, tensorrt or torch2trt on CUDA)")
@@ -94,16 +95,16 @@ class TorchBackend(Backend):
                  time.monotonic() - started)
         return self._runners[hw]
 
-    def infer(self, inputs: Array) -> RawOutputs:
+    def infer(self, inputs: Array) -> Outputs:
         buffer, run = self._runner(tuple(inputs.shape[2:]))
         if isinstance(inputs, np.ndarray):
             inputs = torch.from_numpy(inputs)
         if inputs.data_ptr() != buffer.data_ptr():
             buffer.copy_(inputs, non_blocking=True)  # casts and changes layout in one pass
-        regression, classification, segmentation = run()
+        outputs = run()
         if buffer.is_cuda:  # finish here so the caller's timings and host reads are honest
             torch.cuda.synchronize(buffer.device)
-        return RawOutputs(regression, classification, segmentation)
+        return pack_outputs(self.family, outputs)
 
     def _mode(self) -> str:
         mode = "frozen channels-last" if self.optimize else "eager"

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..tools.bench import Variant, bench
-from .common import USER_ERRORS, CliError, config_from_options
+from .common import USER_ERRORS, CliError, add_family_options, config_from_options
 
 
 def add_parser(sub) -> None:
@@ -14,6 +14,7 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", action="append", dest="variants", metavar="NAME[:PRECISION]",
                    help="torch-eager, torch, torch-cudagraph, onnxruntime, openvino, tensorrt, torch2trt; "
                         "repeat or comma-separate (default: every one available)")
+    add_family_options(p)
     p.add_argument("--size", type=int, help="letterbox target size (default 640)")
     p.add_argument("--frames", type=int, default=30, help="timed frames per backend (default 30)")
     p.add_argument("--source", metavar="DIR", help="folder of images (default: synthetic frames)")

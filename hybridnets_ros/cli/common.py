@@ -7,7 +7,8 @@ import sys
 from ..backends import BackendUnavailable
 from ..backends.quantize import CalibrationError
 from ..core.weights import WeightsError, default_weights_path
-from ..pipeline.config import BACKEND_CHOICES, PRECISIONS, ConfigError, NodeConfig
+from ..pipeline.config import (BACKEND_CHOICES, HYCTAS_PATHS, MODEL_CHOICES, PRECISIONS,
+                               ConfigError, NodeConfig)
 from ..pipeline.factory import build_pipeline, resolve_weights
 
 RANDOM_WEIGHTS_WARNING = (
@@ -25,16 +26,32 @@ class CliError(Exception):
 
 
 # option dest -> setting; options left at None keep the base configuration's value
-OPTION_SETTINGS = {"weights": "weights", "random_weights": "allow_random_weights",
+OPTION_SETTINGS = {"model": "model", "input_scale": "input_scale", "hyctas_path": "hyctas_path",
+                   "hyctas_arch": "hyctas_arch", "weights": "weights", "random_weights": "allow_random_weights",
                    "size": "input_size", "conf": "conf_threshold", "iou": "iou_threshold",
                    "device": "device", "backend": "backend", "precision": "precision",
                    "calib": "int8_calibration"}
 
 
+def add_family_options(p: argparse.ArgumentParser) -> None:
+    """--model and the settings of the non-default families."""
+    defaults = NodeConfig()
+    p.add_argument("--model", choices=MODEL_CHOICES,
+                   help="the network (default hybridnets; docs/models.md)")
+    p.add_argument("--input-scale", type=float, metavar="S",
+                   help=f"hydra: run a downscaled image (default {defaults.input_scale}: exact)")
+    p.add_argument("--hyctas-path", choices=HYCTAS_PATHS,
+                   help=f"hyctas: input path (default {defaults.hyctas_path})")
+    p.add_argument("--hyctas-arch", metavar="S|M|L|JSON",
+                   help=f"hyctas: architecture (default {defaults.hyctas_arch})")
+
+
 def add_model_options(p: argparse.ArgumentParser, thresholds: bool = True) -> None:
     defaults = NodeConfig()
+    add_family_options(p)
     p.add_argument("--weights", metavar="PATH",
-                   help=f"HybridNets checkpoint (default: {default_weights_path()} if downloaded)")
+                   help=f"checkpoint of the model (default for hybridnets: "
+                        f"{default_weights_path()} if downloaded)")
     p.add_argument("--random-weights", action="store_true", default=None,
                    help="run with random weights when no checkpoint is found (meaningless outputs)")
     p.add_argument("--size", type=int, help=f"letterbox target size (default {defaults.input_size})")

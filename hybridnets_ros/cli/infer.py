@@ -20,7 +20,9 @@ def add_parser(sub) -> None:
     add_model_options(p)
     p.add_argument("--output", default="out/infer", help="output folder (default out/infer)")
     p.add_argument("--save-npz", action="store_true",
-                   help="also write <stem>.npz with det_boxes_xyxy, det_scores, det_classes, seg_mask")
+                   help="also write <stem>.npz with det_boxes_xyxy, det_scores, det_classes, "
+                        "seg_mask (uint8 class ids in the model's class order), and depth_m "
+                        "(float32 metres) for hydra")
     p.set_defaults(func=run)
 
 
@@ -41,9 +43,25 @@ class _Outputs:
 
 def save_npz(path: Path, result) -> None:
     d = result.detections
+    depth = {} if result.depth_m is None else {"depth_m": result.depth_m.astype(np.float32)}
     np.savez_compressed(path, det_boxes_xyxy=d.boxes.astype(np.float32),
                         det_scores=d.scores.astype(np.float32),
-                        det_classes=d.classes.astype(np.int64), seg_mask=result.seg_mask)
+                        det_classes=d.classes.astype(np.int64),
+                        seg_mask=result.seg_mask.astype(np.uint8), **depth)
+
+
+def overlay(image: np.ndarray, result, family) -> np.ndarray:
+    """The annotated picture: HybridNets' road/lane tint and boxes; the other families'
+    classes in their colours, beside a depth picture when the model has depth."""
+    from ..core.family import HYBRIDNETS
+    from ..core.visualize import depth_picture, draw_overlay
+
+    if family is HYBRIDNETS:
+        return draw_overlay(image, result.seg_mask, result.detections, family.detection_classes)
+    palette_bgr = np.asarray(family.seg_colors_rgb, np.uint8)[:, ::-1]
+    out = draw_overlay(image, result.seg_mask, result.detections, family.detection_classes,
+                       palette=palette_bgr, tint_background=True)
+    return out if result.depth_m is None else np.hstack([out, depth_picture(result.depth_m)])
 
 
 class _Stats:
@@ -70,12 +88,11 @@ def process_sources(pipeline, sources, output: Path, save: bool) -> tuple[_Stats
     from tqdm import tqdm
 
     from ..core.sources import InputError, VideoReader, count_frames, read_image
-    from ..core.visualize import draw_overlay
 
     names = _Outputs(output)
     stats, failures = _Stats(), []
     total = sum(count_frames(s) for s in sources)
-    names_of = pipeline.spec.class_names
+    family = pipeline.family
     with tqdm(total=total, unit="frame", disable=total <= 1, file=sys.stderr) as bar:
         for source in sources:
             try:
@@ -83,8 +100,7 @@ def process_sources(pipeline, sources, output: Path, save: bool) -> tuple[_Stats
                     image = read_image(source.path)
                     result = pipeline(image)
                     stem = names.stem(source.path.stem)
-                    cv2.imwrite(str(output / f"{stem}.jpg"),
-                                draw_overlay(image, result.seg_mask, result.detections, names_of))
+                    cv2.imwrite(str(output / f"{stem}.jpg"), overlay(image, result, family))
                     if save:
                         save_npz(output / f"{stem}.npz", result)
                     stats.add(result)
@@ -95,12 +111,12 @@ def process_sources(pipeline, sources, output: Path, save: bool) -> tuple[_Stats
                 writer = None
                 for index, frame in enumerate(reader):
                     result = pipeline(frame)
-                    overlay = draw_overlay(frame, result.seg_mask, result.detections, names_of)
+                    picture = overlay(frame, result, family)
                     if writer is None:
                         writer = cv2.VideoWriter(str(output / f"{stem}.mp4"),
                                                  cv2.VideoWriter_fourcc(*"mp4v"), reader.fps,
-                                                 (frame.shape[1], frame.shape[0]))
-                    writer.write(overlay)
+                                                 (picture.shape[1], picture.shape[0]))
+                    writer.write(picture)
                     if save:
                         save_npz(output / f"{stem}_{index:06d}.npz", result)
                     stats.add(result)

@@ -10,7 +10,7 @@ from ..ros.frame import FrameProcessor
 from ..ros.resources import share_file
 from ..tools.bags import BagError
 from ..tools.replay import replay
-from .common import CliError, config_from_options, pipeline_from_config
+from .common import CliError, add_family_options, config_from_options, pipeline_from_config
 
 log = logging.getLogger("hybridnets")
 
@@ -28,6 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("--camera-info-topic", help="CameraInfo topic (default: the one beside the images)")
     p.add_argument("--params-file", metavar="YAML",
                    help="node parameters: thresholds, camera_pose, grid (default config/hybridnets.yaml)")
+    add_family_options(p)
     p.add_argument("--weights", metavar="PATH", help="checkpoint (default: the params file's, "
                    "else the downloaded one)")
     p.add_argument("--random-weights", action="store_true", default=None,

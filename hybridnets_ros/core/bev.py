@@ -89,6 +89,19 @@ class BevProjector:
         np.take(_LANE_VALUES, self._codes, out=self.lane)
         return self.drivable, self.lane
 
+    def project_classes(self, class_map: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """The grid of ``values[class]`` (int8 [256], see :func:`class_values`) at each cell's
+        ground point, -1 where unseen: the class-based drivable grid of the families other
+        than HybridNets. Fills and returns the drivable buffer, reused by the next call."""
+        if class_map.shape != (self.camera.height, self.camera.width):
+            raise ValueError(f"class map {class_map.shape[1]}x{class_map.shape[0]} does not match "
+                             f"the camera's {self.camera.width}x{self.camera.height}")
+        np.take(np.ascontiguousarray(class_map).reshape(-1), self._index,
+                out=self._codes.reshape(-1))
+        np.take(values, self._codes, out=self.drivable)
+        self.drivable.reshape(-1)[self._unseen] = UNSEEN
+        return self.drivable
+
     def cell_points(self, cells: np.ndarray, z: float = 0.0) -> np.ndarray:
         """Ground-frame centres [N, 3] float32 of the cells where ``cells`` is true, at
         height ``z`` (an obstacle layer drops points outside its height band)."""
@@ -106,3 +119,13 @@ def drivable_boundary(drivable: np.ndarray) -> np.ndarray:
     free = (drivable == FREE).view(np.uint8)
     near_free = cv2.dilate(free, np.ones((3, 3), np.uint8)).view(bool)
     return (drivable == OCCUPIED) & near_free
+
+
+def class_values(free_ids, occupied_ids) -> np.ndarray:
+    """int8 [256] lookup class id -> occupancy: FREE for ``free_ids``, OCCUPIED for
+    ``occupied_ids`` (they win where both name a class), UNSEEN for the rest: a class that
+    is neither (sky, a traffic sign) hides the ground and says nothing about the cell."""
+    values = np.full(256, UNSEEN, np.int8)
+    values[np.asarray(free_ids, np.int64)] = FREE
+    values[np.asarray(occupied_ids, np.int64)] = OCCUPIED
+    return values

@@ -12,9 +12,13 @@ BOX_COLOR = (255, 96, 0)
 
 
 def draw_overlay(bgr: np.ndarray, seg_mask: np.ndarray, detections: Detections,
-                 class_names: tuple[str, ...]) -> np.ndarray:
-    """A new BGR image: classes blended 50/50 with their colour, then the boxes."""
-    tint = cv2.addWeighted(bgr, 0.5, SEG_PALETTE[seg_mask], 0.5, 0.0)
+                 class_names: tuple[str, ...], palette: np.ndarray = SEG_PALETTE,
+                 tint_background: bool = False) -> np.ndarray:
+    """A new BGR image: classes blended 50/50 with their colour (``palette``: BGR per class;
+    class 0 left untouched unless ``tint_background``), then the boxes."""
+    tint = cv2.addWeighted(bgr, 0.5, palette[seg_mask], 0.5, 0.0)
+    if tint_background:
+        return tint
     out = bgr.copy()
     cv2.copyTo(tint, (seg_mask > 0).view(np.uint8), out)
     scale = max(0.4, min(bgr.shape[:2]) / 1000)
@@ -32,14 +36,27 @@ def draw_overlay(bgr: np.ndarray, seg_mask: np.ndarray, detections: Detections,
 _BEV_UNSEEN, _BEV_FREE, _BEV_BLOCKED, _BEV_LANE = (40, 40, 40), (150, 150, 150), (60, 110, 60), (0, 215, 255)
 
 
-def bev_image(drivable: np.ndarray, lane: np.ndarray, scale: int = 2) -> np.ndarray:
-    """Top-down picture of both grids: forward is up, left is left; lane cells on top."""
+def bev_image(drivable: np.ndarray, lane: np.ndarray | None, scale: int = 2) -> np.ndarray:
+    """Top-down picture of both grids (lane: None for models without lanes): forward is
+    up, left is left; lane cells on top."""
     img = np.empty((*drivable.shape, 3), np.uint8)
     img[:] = _BEV_UNSEEN
     img[drivable == 0] = _BEV_FREE
     img[drivable == 100] = _BEV_BLOCKED
-    img[lane == 100] = _BEV_LANE
+    if lane is not None:
+        img[lane == 100] = _BEV_LANE
     # grid rows are y (left positive, increasing), columns are x (forward): rotate so that
     # x points up and +y points left.
     img = np.ascontiguousarray(np.flip(img.transpose(1, 0, 2), axis=(0, 1)))
     return cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST) if scale != 1 else img
+
+
+def depth_picture(depth_m: np.ndarray, max_m: float = 80.0) -> np.ndarray:
+    """BGR picture of a depth map: inverse depth in the TURBO colours (near red, far blue),
+    so that the near range, where a planner acts, gets most of the colours; black where
+    the depth is invalid."""
+    inverse = np.clip(1.0 / np.maximum(np.nan_to_num(depth_m, nan=np.inf), 1.0 / 255), 0, 1)
+    levels = (255 * (inverse - 1.0 / max_m) / (1 - 1.0 / max_m)).clip(0, 255).astype(np.uint8)
+    picture = cv2.applyColorMap(levels, cv2.COLORMAP_TURBO)
+    picture[~(depth_m > 0)] = 0
+    return picture

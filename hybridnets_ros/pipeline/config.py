@@ -18,8 +18,13 @@ from typing import Any
 
 from ..backends.registry import BACKENDS, PRECISIONS
 from ..core.bev import GridSpec
+from ..core.family import FAMILIES
 
 BACKEND_CHOICES = ("auto",) + BACKENDS
+MODEL_CHOICES = tuple(FAMILIES)
+HYCTAS_PATHS = ("reference", "native")
+# Settings holding lists of class names (the other list settings hold numbers).
+CLASS_LISTS = ("drivable_classes", "obstacle_classes")
 # A grid beyond this is not a planner's local map but a memory problem: 4 M cells is
 # 200 m x 200 m at 0.1 m (the lookup table takes ~100 MB then).
 MAX_GRID_CELLS = 4_000_000
@@ -40,8 +45,12 @@ def _setting(default, description: str, *, runtime: bool = False, range_=None, c
 
 @dataclass(frozen=True)
 class NodeConfig:
-    weights: str = _setting("", "HybridNets checkpoint (.pth); empty: the one `hybridnets "
-                            "download-weights` saved in the cache")
+    model: str = _setting("hybridnets", "the network: hybridnets (cars, drivable area, lanes), "
+                          "hydra (6 KITTI classes + metric depth) or hyctas (19 Cityscapes "
+                          "classes)", choices=MODEL_CHOICES)
+    weights: str = _setting("", "checkpoint of the model; empty: the cache's (hybridnets.pth "
+                            "from `hybridnets download-weights`, ExpKITTI_joint.ckpt, "
+                            "hyctas_s.pth)")
     allow_random_weights: bool = _setting(False, "without a checkpoint, run with random "
                                           "weights (meaningless outputs, for pipeline checks) "
                                           "instead of failing")
@@ -60,6 +69,26 @@ class NodeConfig:
     conf_threshold: float = _setting(0.25, "detection score threshold", runtime=True,
                                      range_=(0.0, 1.0))
     iou_threshold: float = _setting(0.3, "NMS IoU threshold", runtime=True, range_=(0.0, 1.0))
+    input_scale: float = _setting(1.0, "hydra: run the network on the image scaled by this "
+                                  "(outputs still at full size); 1.0 is the exact original, "
+                                  "0.5 about 4x faster", range_=(0.1, 1.0))
+    hyctas_path: str = _setting("reference", "hyctas: reference (pad to 1024x2048, the "
+                                "published evaluation, exact) or native (pad to a multiple "
+                                "of 16 only, about 2x faster, differs)", choices=HYCTAS_PATHS)
+    hyctas_arch: str = _setting("S", "hyctas: architecture S, M, L or the path of an "
+                                "architecture JSON file")
+    drivable_classes: tuple[str, ...] = _setting(
+        (), "hydra/hyctas: classes free in drivable/grid (empty: the model's default, road)",
+        runtime=True)
+    obstacle_classes: tuple[str, ...] = _setting(
+        (), "hydra/hyctas: classes occupied in drivable/grid (empty: the model's default, "
+        "docs/models.md)", runtime=True)
+    obstacle_height: float = _setting(0.3, "hydra: depth points higher than this above the "
+                                      "ground (m) are obstacles; drivable-class points within "
+                                      "this of the ground are free", runtime=True,
+                                      range_=(0.02, 5.0))
+    points_decimation: int = _setting(4, "hydra: every n-th pixel in both directions goes into "
+                                      "the points cloud", runtime=True, range_=(1, 64))
     ground_frame: str = _setting("base_link", "frame of the occupancy grids (z up, on the "
                                  "ground)")
     camera_pose: tuple[float, ...] = _setting(
@@ -141,6 +170,23 @@ class NodeConfig:
         return GridSpec(self.grid_resolution, *self.grid_x_range, *self.grid_y_range)
 
     @property
+    def family(self):
+        """The model family (core.family) of ``model``."""
+        return FAMILIES[self.model]
+
+    def class_lists(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(drivable, obstacle) class names: the settings, or the model's defaults."""
+        family = self.family
+        return (self.drivable_classes or family.drivable_classes,
+                self.obstacle_classes or family.obstacle_classes)
+
+    def family_options(self) -> dict:
+        """The settings the family's network and pre-processing take."""
+        return {"hydra": {"input_scale": self.input_scale},
+                "hyctas": {"hyctas_path": self.hyctas_path, "hyctas_arch": self.hyctas_arch},
+                }.get(self.model, {})
+
+    @property
     def source_hw(self) -> tuple[int, int] | None:
         """The camera resolution as (height, width), or None when not set."""
         return (self.camera_resolution[1], self.camera_resolution[0]) if self.camera_resolution else None
@@ -179,10 +225,15 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
                 return ()
             if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
                 raise ValueError
+            if name in CLASS_LISTS:
+                if not all(isinstance(v, str) for v in value):
+                    raise ValueError
+                return tuple(value)
             kind = int if name == "camera_resolution" else float
             return tuple(number(v, kind) for v in value)
     except (TypeError, ValueError, OverflowError):
-        kind = type(current).__name__ if not isinstance(current, tuple) else "list of numbers"
+        kind = (type(current).__name__ if not isinstance(current, tuple) else
+                "list of class names" if name in CLASS_LISTS else "list of numbers")
         raise ValueError(f"{name} must be a {kind}, got {value!r}") from None
     raise ValueError(f"{name}: unsupported value {value!r}")
 
@@ -216,6 +267,26 @@ def problems(config: NodeConfig) -> list[str]:
                                             and config.device[5:].isdigit())):
         errors.append(f"device must be auto, cpu, cuda or cuda:N, got {config.device!r}")
     errors += grid_problems(config)
+    errors += model_problems(config)
+    return errors
+
+
+def model_problems(config: NodeConfig) -> list[str]:
+    """Class lists that name classes the model does not have; a HyCTAS architecture that
+    is neither S, M, L nor a file."""
+    family = FAMILIES.get(config.model)
+    if family is None:
+        return []
+    errors = []
+    for name in CLASS_LISTS:
+        unknown = [c for c in getattr(config, name) if c not in family.seg_classes]
+        if unknown:
+            errors.append(f"{name}: {config.model} has no class {', '.join(map(repr, unknown))} "
+                          f"(its classes: {', '.join(family.seg_classes)})")
+    if config.model == "hyctas" and config.hyctas_arch not in ("S", "M", "L") \
+            and not Path(config.hyctas_arch).is_file():
+        errors.append(f"hyctas_arch must be S, M, L or an architecture JSON file, got "
+                      f"{config.hyctas_arch!r}")
     return errors
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 
 from ..backends import create_backend
-from ..core.weights import build_model, default_weights_path
+from ..core.family import DenseFamily, build_network
+from ..core.weights import cache_dir, default_weights_path
 from .config import ConfigError, NodeConfig
-from .pipeline import Pipeline
+from .pipeline import DensePipeline, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +23,19 @@ def resolve_weights(config: NodeConfig) -> Path | None:
     weights, which only ``allow_random_weights`` permits (else ConfigError)."""
     if config.weights:
         return Path(config.weights)
-    cached = default_weights_path()
+    family = config.family
+    cached = (default_weights_path() if family.name == "hybridnets"
+              else cache_dir() / family.weights_name)
     if cached.is_file():
         return cached
     if config.allow_random_weights:
         return None
-    raise ConfigError(f"no weights: give a checkpoint (parameter 'weights', option --weights), "
-                      f"run `hybridnets download-weights` (saves to {cached}), or allow random "
-                      "weights for a pipeline check with meaningless outputs "
-                      "(allow_random_weights:=true, option --random-weights)")
+    get = (f"run `hybridnets download-weights` (saves to {cached})" if family.name == "hybridnets"
+           else f"put {family.weights_name} from {family.weights_source} at {cached} "
+                "(`hybridnets download-weights` only knows HybridNets)")
+    raise ConfigError(f"no {family.name} weights: give a checkpoint (parameter 'weights', option "
+                      f"--weights), {get}, or allow random weights for a pipeline check with "
+                      "meaningless outputs (allow_random_weights:=true, option --random-weights)")
 
 
 def resolve_device(device: str) -> str:
@@ -43,8 +48,8 @@ def load_model(config: NodeConfig) -> tuple[torch.nn.Module, Path | None]:
     """The network with its weights, and the checkpoint path (None: random weights)."""
     weights = resolve_weights(config)
     if weights is None:
-        log.warning("RANDOM WEIGHTS: detections and masks are meaningless")
-    return build_model(weights, random_weights=weights is None), weights
+        log.warning("RANDOM WEIGHTS: %s outputs are meaningless", config.model)
+    return build_network(config.family, weights, **config.family_options()), weights
 
 
 def build_pipeline(config: NodeConfig, model: torch.nn.Module | None = None,
@@ -60,10 +65,15 @@ def build_pipeline(config: NodeConfig, model: torch.nn.Module | None = None,
     device = resolve_device(config.device)
     backend = create_backend(config.backend, model, device=device, precision=config.precision,
                              input_size=config.input_size, source_hw=config.source_hw,
-                             calib=config.int8_calibration or None, **backend_options)
-    pipeline = Pipeline(backend, config.input_size, config.conf_threshold, config.iou_threshold)
+                             calib=config.int8_calibration or None, family=config.model,
+                             **backend_options)
+    if isinstance(config.family, DenseFamily):
+        pipeline = DensePipeline(backend, config.family, **config.family_options())
+    else:
+        pipeline = Pipeline(backend, config.input_size, config.conf_threshold,
+                            config.iou_threshold)
     if config.source_hw:
-        input_hw = pipeline.preprocessor.letterbox(config.source_hw).input_hw
+        input_hw = pipeline.network_input_hw(config.source_hw)
         log.info("preparing %s for %dx%d input (network %dx%d) ...", backend.describe(),
                  config.source_hw[1], config.source_hw[0], input_hw[1], input_hw[0])
         backend.prepare(input_hw)

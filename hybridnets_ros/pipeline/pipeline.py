@@ -2,6 +2,8 @@
 
 The pipeline knows nothing about ROS; the node, the CLI and the replay tool each hold one.
 Its thresholds are plain attributes: the configuration (pipeline.config) validates them.
+:class:`Pipeline` runs HybridNets (letterbox, detections); :class:`DensePipeline` the
+per-pixel families (Hydra, HyCTAS; core.family). Both give a :class:`Result`.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import torch
 
 from ..core.anchors import generate_anchors
 from ..backends import Backend, RawOutputs
+from ..core.family import HYBRIDNETS, DenseFamily
 from ..core.postprocess import Detections, as_tensor, class_map, detect
 from ..core.preprocess import Letterbox, Preprocessor
 from ..core.torch_preprocess import TorchPreprocessor
@@ -21,13 +24,16 @@ from ..core.spec import BDD100K, ModelSpec
 
 @dataclass
 class Result:
-    detections: Detections
-    seg_mask: np.ndarray          # uint8 [h0, w0]: 0 background, 1 road, 2 lane
-    letterbox: Letterbox
+    detections: Detections        # empty for families without detections
+    seg_mask: np.ndarray          # uint8 [h0, w0]: indices into the family's seg_classes
+    letterbox: Letterbox | None   # HybridNets' input geometry; None for the other families
     timings_ms: dict[str, float] = field(default_factory=dict)
+    depth_m: np.ndarray | None = None  # float32 [h0, w0] metres, for families with depth
 
 
 class Pipeline:
+    family = HYBRIDNETS
+
     def __init__(self, backend: Backend, input_size: int = 640, conf_threshold: float = 0.25,
                  iou_threshold: float = 0.3, spec: ModelSpec = BDD100K,
                  processing_on_device: bool | None = None):
@@ -51,6 +57,10 @@ class Pipeline:
     @property
     def input_size(self) -> int:
         return self.preprocessor.target_size
+
+    def network_input_hw(self, image_hw: tuple[int, int]) -> tuple[int, int]:
+        """The network input size for images of ``image_hw`` (what engines are built for)."""
+        return self.preprocessor.letterbox(tuple(image_hw)).input_hw
 
     def __call__(self, bgr: np.ndarray) -> Result:
         t0 = time.perf_counter()
@@ -76,3 +86,41 @@ class Pipeline:
                             self.conf_threshold, self.iou_threshold)
         return Result(detections, class_map(raw.segmentation[0], letterbox, self.processing_on_device),
                       letterbox)
+
+
+class DensePipeline:
+    """A per-pixel family (core.family.DenseFamily): its pre-processing -> backend -> its
+    post-processing, giving class ids (and depth) at the image's size and no detections.
+
+    ``options`` are the family's settings (input_scale for Hydra, hyctas_path for HyCTAS).
+    The threshold attributes exist so that run-time configuration applies uniformly; no
+    detections means nothing reads them.
+    """
+
+    processing_on_device = False
+
+    def __init__(self, backend: Backend, family: DenseFamily, **options):
+        self.backend = backend
+        self.family = family
+        self.options = options
+        self.conf_threshold = self.iou_threshold = 0.0
+        on_cuda = backend.device.startswith("cuda")
+        self._synchronize = (lambda: torch.cuda.synchronize(backend.device)) if on_cuda else (lambda: None)
+
+    def network_input_hw(self, image_hw: tuple[int, int]) -> tuple[int, int]:
+        """The network input size for images of ``image_hw`` (what engines are built for)."""
+        tensor, _ = self.family.prepare(np.zeros((*image_hw, 3), np.uint8), **self.options)
+        return tuple(tensor.shape[2:])
+
+    def __call__(self, bgr: np.ndarray) -> Result:
+        t0 = time.perf_counter()
+        tensor, context = self.family.prepare(bgr, **self.options)
+        t1 = time.perf_counter()
+        outputs = self.backend.infer(tensor)
+        self._synchronize()
+        t2 = time.perf_counter()
+        seg_mask, depth_m = self.family.finish(outputs, context, bgr.shape[:2])
+        t3 = time.perf_counter()
+        return Result(Detections.empty(), seg_mask, None, depth_m=depth_m,
+                      timings_ms={"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3,
+                                  "postprocess": (t3 - t2) * 1e3})

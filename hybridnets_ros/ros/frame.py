@@ -18,7 +18,9 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
-from ..core.bev import BevProjector
+from ..core.bev import BevProjector, class_values
+from ..core.depth_grid import DepthProjector, class_lookup
+from ..core.family import DenseFamily
 from ..core.camera import CameraModel
 from ..pipeline.config import NodeConfig
 from ..pipeline.pipeline import Pipeline, Result
@@ -112,11 +114,21 @@ class FrameProcessor:
         self.update_config(config)
 
     def update_config(self, config: NodeConfig) -> None:
-        """Run-time changes (thresholds, pose, grid) take effect from the next frame."""
+        """Run-time changes (thresholds, pose, grid, classes) take effect from the next frame."""
         self.config = config
         self.pipeline.conf_threshold = config.conf_threshold
         self.pipeline.iou_threshold = config.iou_threshold
         self.enabled = enabled_outputs(config)
+        family = self.pipeline.family
+        self._dense = isinstance(family, DenseFamily)
+        self._palette_rgb = np.asarray(family.seg_colors_rgb, np.uint8)
+        drivable, obstacle = (family.class_ids(names) for names in config.class_lists())
+        # Class lookups of the grids and masks of the dense families (HybridNets has its own).
+        self._drivable = class_lookup(drivable)
+        self._obstacle = class_lookup(obstacle)
+        self._no_surface = class_lookup(family.class_ids(family.no_surface_classes))
+        self._class_values = class_values(drivable, obstacle)
+        self._depth_projector: tuple[BevProjector, DepthProjector] | None = None
 
     def process(self, msg, wanted=None, header: Header | None = None,
                 emit: Callable[[str, object], None] | None = None) -> FrameOutcome:
@@ -126,7 +138,7 @@ class FrameProcessor:
         is called as soon as each message is built, in table order (detections first), so
         that a publisher sends the planner's data before the debug pictures are drawn."""
         header = header or msg.header
-        wanted = (self.enabled if wanted is None else self.enabled & set(wanted)) | ALWAYS
+        wanted = (self.enabled if wanted is None else self.enabled & set(wanted)) | (ALWAYS & self.enabled)
         outcome = FrameOutcome()
         t0 = time.perf_counter()
         try:
@@ -136,18 +148,26 @@ class FrameProcessor:
             return outcome
         t1 = time.perf_counter()
         result = self.pipeline(bgr)
-        products = FrameProducts(header, bgr, result, self.pipeline.spec.class_names,
-                                 self.config.ground_frame, self.config.points_z)
+        products = FrameProducts(header, bgr, result, self.pipeline.family.detection_classes,
+                                 self.config.ground_frame, self.config.points_z,
+                                 palette_rgb=self._palette_rgb,
+                                 drivable_lookup=self._drivable if self._dense else None,
+                                 no_surface=self._no_surface,
+                                 points_decimation=self.config.points_decimation)
         t2 = time.perf_counter()
-        if any(BY_NAME[name].needs_grids for name in wanted):
+        geometric = {name for name in wanted if BY_NAME[name].needs_grids}
+        if geometric:
             try:
                 products.projector, outcome.projector_rebuilt = self._projector(header, bgr.shape[:2])
-                products.grids = products.projector.project(result.seg_mask)
+                if result.depth_m is not None:
+                    products.depth_projector = self._depth_projector_for(products.projector)
+                if geometric - {"points"}:  # the depth cloud alone needs no grid
+                    products.grids = self._grids(result, products)
             except GridUnavailable as exc:
                 outcome.no_grids = exc
         t3 = time.perf_counter()
         for row in OUTPUTS:
-            if row.name in wanted and (products.grids is not None or not row.needs_grids):
+            if row.name in wanted and (products.projector is not None or not row.needs_grids):
                 outcome.messages[row.name] = message = row.build(products)
                 if emit is not None:
                     emit(row.name, message)
@@ -156,6 +176,23 @@ class FrameProcessor:
         outcome.timings_ms = dict(conversion=(t1 - t0) * 1e3, **result.timings_ms,
                                   grids=(t3 - t2) * 1e3, messages=(t4 - t3) * 1e3)
         return outcome
+
+    def _depth_projector_for(self, projector: BevProjector) -> DepthProjector:
+        """The depth lookup of this projector's camera and grid, built when they change."""
+        if self._depth_projector is None or self._depth_projector[0] is not projector:
+            self._depth_projector = (projector, DepthProjector(projector.camera, projector.grid))
+        return self._depth_projector[1]
+
+    def _grids(self, result: Result, products: FrameProducts):
+        """(drivable, lane or None): HybridNets' road/lane grids on the ground plane; from
+        depth for families with depth; else from the classes on the ground plane."""
+        if not self._dense:
+            return products.projector.project(result.seg_mask)
+        if products.depth_projector is not None:
+            return products.depth_projector.occupancy(
+                result.depth_m, result.seg_mask, self._drivable, self._obstacle,
+                self._no_surface, self.config.obstacle_height), None
+        return products.projector.project_classes(result.seg_mask, self._class_values), None
 
     def _projector(self, header: Header, image_hw) -> tuple[BevProjector, bool]:
         transform = None
@@ -170,5 +207,5 @@ class FrameProcessor:
 
     def model_products(self, header: Header) -> ModelProducts:
         """What the model-description outputs (VisionInfo) are built from."""
-        spec = self.pipeline.spec
-        return ModelProducts(header, "HybridNets (BDD100K)", spec.class_names, spec.seg_class_names)
+        family = self.pipeline.family
+        return ModelProducts(header, family.method, family.detection_classes, family.seg_classes)

@@ -70,6 +70,25 @@ _XYZ_FIELDS = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, cou
                for i, n in enumerate("xyz")]
 
 
+def depth_image(header: Header, depth_m: np.ndarray) -> Image:
+    """REP-118 depth image: 32FC1, metres along the optical axis."""
+    height, width = depth_m.shape
+    return Image(header=header, height=height, width=width, encoding="32FC1",
+                 is_bigendian=int(not np.little_endian), step=width * 4,
+                 data=_bytes(np.ascontiguousarray(depth_m, np.float32)))
+
+
+def labelled_cloud(header: Header, cloud: np.ndarray) -> PointCloud2:
+    """Unorganised cloud of a structured array with float32 x, y, z and uint8 class."""
+    fields = [PointField(name=name, offset=cloud.dtype.fields[name][1],
+                         datatype=PointField.UINT8 if name == "class" else PointField.FLOAT32,
+                         count=1) for name in cloud.dtype.names]
+    step = cloud.dtype.itemsize
+    return PointCloud2(header=header, height=1, width=len(cloud), fields=fields,
+                       is_bigendian=False, point_step=step, row_step=step * len(cloud),
+                       data=_bytes(cloud.view(np.uint8)), is_dense=True)
+
+
 def point_cloud(header: Header, points: np.ndarray) -> PointCloud2:
     """Unorganised cloud of float32 x, y, z points."""
     points = np.ascontiguousarray(points, np.float32)

@@ -30,7 +30,7 @@ from . import params
 from ..pipeline.factory import build_pipeline
 from .frame import FrameProcessor
 from .messages import stamp_ns
-from .outputs import OUTPUTS, model_outputs
+from .outputs import model_outputs, supported
 
 # /diagnostics says WARN after this many diagnostics periods without an image.
 SILENT_PERIODS = 3
@@ -103,8 +103,9 @@ class HybridNetsNode(LifecycleNode):
         self._load_error = None
         lookup = self._tf.lookup if self._tf else None
         self.processor = FrameProcessor(pipeline, self.config, lookup)
+        # Only the outputs the model produces exist as topics (no depth for HybridNets, ...).
         self._pubs = {o.name: self.create_lifecycle_publisher(o.msg_type, o.topic, o.qos)
-                      for o in OUTPUTS}
+                      for o in supported(self.config.family)}
         self.get_logger().info(f"model ready: {pipeline.backend.describe()}")
         self._state = "inactive"
         return super().on_configure(state)

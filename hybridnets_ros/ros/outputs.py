@@ -4,7 +4,9 @@ The node creates its publishers from it and builds only what has subscribers; re
 records from it (with each row's QoS as the offered profile, so `ros2 bag play`
 republishes like the node); the demo recorder, bench and the tests list it. Adding an
 output is one row here and one builder. Rows with ``per_frame=False`` describe the model
-(VisionInfo): built once from a :class:`ModelProducts` and latched.
+(VisionInfo): built once from a :class:`ModelProducts` and latched. Each row says what it
+``requires`` of the network (core.family products: detections, semantic, depth, lane);
+only the rows the configured model family supports exist.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, VisionInfo
 
 from ..core.bev import OCCUPIED, BevProjector, drivable_boundary
+from ..core.depth_grid import DepthProjector
+from ..core.family import DEPTH, DETECTIONS, HYBRIDNETS, LANE, SEMANTIC
 from ..core.spec import SEG_LANE, SEG_ROAD
 from ..core.visualize import SEG_PALETTE, draw_overlay
 from ..pipeline.pipeline import Result
@@ -49,7 +53,12 @@ class FrameProducts:
     ground_frame: str
     points_z: float = 0.0                              # height of the point-cloud points
     projector: BevProjector | None = None              # None: no grids this frame
-    grids: tuple[np.ndarray, np.ndarray] | None = None  # (drivable, lane) of this frame
+    grids: tuple[np.ndarray, np.ndarray | None] | None = None  # (drivable, lane) of this frame
+    palette_rgb: np.ndarray = field(default_factory=lambda: SEG_PALETTE_RGB)  # [classes, 3]
+    drivable_lookup: np.ndarray | None = None          # bool [256] by class; None: HybridNets road
+    depth_projector: DepthProjector | None = None      # families with depth, with a projector
+    no_surface: np.ndarray | None = None               # bool [256]: classes left out of points
+    points_decimation: int = 1
 
     @property
     def ground_header(self) -> Header:
@@ -77,6 +86,7 @@ class Output:
     viewer_only: bool = False      # a debug picture, not data a planner consumes
     qos: QoSProfile = field(default_factory=lambda: OUTPUT_QOS)
     per_frame: bool = True         # False: built once from ModelProducts, published latched
+    requires: frozenset = frozenset()  # what the network must produce (core.family products)
 
 
 def _mask(class_id: int):
@@ -84,6 +94,20 @@ def _mask(class_id: int):
         return messages.image(p.header, (p.result.seg_mask == class_id).view(np.uint8) * np.uint8(255),
                               "mono8")
     return build
+
+
+def _drivable_mask(p: FrameProducts):
+    if p.drivable_lookup is None:
+        return _mask(SEG_ROAD)(p)
+    return messages.image(p.header, p.drivable_lookup[p.result.seg_mask].view(np.uint8)
+                          * np.uint8(255), "mono8")
+
+
+def _overlay(p: FrameProducts) -> np.ndarray:
+    if p.drivable_lookup is None:  # HybridNets: road and lanes tinted, boxes
+        return draw_overlay(p.bgr, p.result.seg_mask, p.result.detections, p.class_names)
+    return draw_overlay(p.bgr, p.result.seg_mask, p.result.detections, p.class_names,
+                        palette=p.palette_rgb[:, ::-1], tint_background=True)
 
 
 def class_map(p: ModelProducts) -> str:
@@ -100,35 +124,43 @@ def _vision_info(p: ModelProducts) -> VisionInfo:
 
 OUTPUTS: tuple[Output, ...] = (
     Output("detections", "detections", Detection2DArray,
-           lambda p: messages.detection_array(p.header, p.result.detections, p.class_names)),
-    Output("drivable_mask", "drivable/mask", Image, _mask(SEG_ROAD)),
-    Output("lane_mask", "lane/mask", Image, _mask(SEG_LANE)),
+           lambda p: messages.detection_array(p.header, p.result.detections, p.class_names),
+           requires=frozenset({DETECTIONS})),
+    Output("drivable_mask", "drivable/mask", Image, _drivable_mask, requires=frozenset({SEMANTIC})),
+    Output("lane_mask", "lane/mask", Image, _mask(SEG_LANE), requires=frozenset({LANE})),
     # As Isaac ROS segmentation and Autoware publish: one label image (class ids) and its
     # colour rendering.
     Output("segmentation_label", "segmentation/label", Image,
-           lambda p: messages.image(p.header, p.result.seg_mask, "mono8")),
+           lambda p: messages.image(p.header, p.result.seg_mask, "mono8"),
+           requires=frozenset({SEMANTIC})),
     Output("segmentation_color", "segmentation/color", Image,
-           lambda p: messages.image(p.header, SEG_PALETTE_RGB[p.result.seg_mask], "rgb8")),
+           lambda p: messages.image(p.header, p.palette_rgb[p.result.seg_mask], "rgb8"),
+           requires=frozenset({SEMANTIC})),
     Output("vision_info", "vision_info", VisionInfo, _vision_info, qos=LATCHED_QOS,
            per_frame=False),
+    # REP-118 depth, the input image's header.
+    Output("depth", "depth", Image, lambda p: messages.depth_image(p.header, p.result.depth_m),
+           requires=frozenset({DEPTH})),
     Output("drivable_grid", "drivable/grid", OccupancyGrid,
            lambda p: messages.occupancy_grid(p.ground_header, p.grids[0], p.projector.grid),
-           needs_grids=True, qos=LATCHED_QOS),
+           needs_grids=True, qos=LATCHED_QOS, requires=frozenset({SEMANTIC})),
     Output("lane_grid", "lane/grid", OccupancyGrid,
            lambda p: messages.occupancy_grid(p.ground_header, p.grids[1], p.projector.grid),
-           needs_grids=True, qos=LATCHED_QOS),
+           needs_grids=True, qos=LATCHED_QOS, requires=frozenset({LANE})),
     Output("drivable_points", "drivable/points", PointCloud2,
            lambda p: messages.point_cloud(p.ground_header, p.projector.cell_points(
                drivable_boundary(p.grids[0]), p.points_z)),
-           needs_grids=True, enabled_by="publish_points"),
+           needs_grids=True, enabled_by="publish_points", requires=frozenset({SEMANTIC})),
     Output("lane_points", "lane/points", PointCloud2,
            lambda p: messages.point_cloud(p.ground_header, p.projector.cell_points(
                p.grids[1] == OCCUPIED, p.points_z)),
-           needs_grids=True, enabled_by="publish_points"),
-    Output("overlay", "overlay", Image,
-           lambda p: messages.image(p.header, draw_overlay(p.bgr, p.result.seg_mask,
-                                                           p.result.detections, p.class_names),
-                                    "bgr8"),
+           needs_grids=True, enabled_by="publish_points", requires=frozenset({LANE})),
+    # The depth as 3D points with their class, in ground_frame (needs the camera model).
+    Output("points", "points", PointCloud2,
+           lambda p: messages.labelled_cloud(p.ground_header, p.depth_projector.cloud(
+               p.result.depth_m, p.result.seg_mask, p.no_surface, p.points_decimation)),
+           needs_grids=True, requires=frozenset({DEPTH})),
+    Output("overlay", "overlay", Image, lambda p: messages.image(p.header, _overlay(p), "bgr8"),
            viewer_only=True),
 )
 BY_NAME = {o.name: o for o in OUTPUTS}
@@ -136,15 +168,22 @@ BY_NAME = {o.name: o for o in OUTPUTS}
 ALWAYS = frozenset({"detections"})
 
 
+def supported(family) -> tuple[Output, ...]:
+    """The rows a model family can fill (core.family.ModelFamily.products)."""
+    return tuple(o for o in OUTPUTS if o.requires <= family.products)
+
+
 def enabled_outputs(config) -> frozenset[str]:
-    """Names of the per-frame outputs ``config`` switches on (those with no switch always are)."""
-    return frozenset(o.name for o in OUTPUTS if o.per_frame
+    """Names of the per-frame outputs ``config`` switches on (those with no switch always
+    are) that its model produces."""
+    return frozenset(o.name for o in supported(config.family) if o.per_frame
                      and (o.enabled_by is None or getattr(config, o.enabled_by)))
 
 
-def planner_outputs() -> frozenset[str]:
-    """What a deployed node typically publishes per frame: no debug pictures, no opt-ins."""
-    return frozenset(o.name for o in OUTPUTS if o.per_frame and o.enabled_by is None
+def planner_outputs(family=HYBRIDNETS) -> frozenset[str]:
+    """What a deployed node with ``family`` typically publishes per frame: no debug
+    pictures, no opt-ins."""
+    return frozenset(o.name for o in supported(family) if o.per_frame and o.enabled_by is None
                      and not o.viewer_only)
 
 

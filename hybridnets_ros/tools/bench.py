@@ -10,6 +10,11 @@ Each backend is set up first (export, quantisation, engine build or tracing: rep
 Outputs are compared with the first fp32 backend run (detections matched one-to-one at
 IoU >= 0.5 within a class, mask pixel agreement), so the price of INT8 or fp16 is shown
 beside its speed. Backends that cannot run here are reported before any model is built.
+
+For Hydra and HyCTAS (``--model``) every backend runs the exact path (Hydra at full size,
+HyCTAS' 1024x2048 reference) and the fast one (Hydra at ``input_scale``, 0.5 unless given;
+HyCTAS native), and the fidelity compares both with the first exact fp32 run: class-map
+agreement and, for depth, the share of pixels within 1 cm and the median error.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import os
 import platform
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -60,6 +65,7 @@ class Variant:
     backend: str
     precision: str
     options: tuple = ()
+    settings: tuple = ()  # configuration changes of this run, e.g. (("input_scale", 0.5),)
 
     @classmethod
     def parse(cls, text: str) -> "Variant":
@@ -76,8 +82,24 @@ class Variant:
         return cls(f"{name}:{precision}", backend, precision, TORCH_VARIANTS.get(name, ()))
 
 
-def default_variants(device: str) -> list[Variant]:
+def family_variants(variants: list[Variant], config: NodeConfig) -> list[Variant]:
+    """For a dense family: each variant on the exact path, then on the fast one."""
+    if config.model == "hydra":
+        scale = config.input_scale if config.input_scale != 1.0 else 0.5
+        exact, fast = (("input_scale", 1.0),), (("input_scale", scale),)
+        suffix = f" scale {scale:g}"
+    else:
+        exact, fast = (("hyctas_path", "reference"),), (("hyctas_path", "native"),)
+        suffix = " native"
+    return ([replace(v, settings=exact) for v in variants]
+            + [replace(v, label=v.label + suffix, settings=fast) for v in variants])
+
+
+def default_variants(device: str, model: str = "hybridnets") -> list[Variant]:
     """Every configuration worth comparing on ``device`` that can run here."""
+    if model != "hybridnets":  # fp32 engines only: no calibration for these networks here
+        wanted = ["torch:fp32", "onnxruntime:fp32", "openvino:fp32"]
+        return [v for v in map(Variant.parse, wanted) if not missing(v.backend, device)]
     if device.startswith("cuda"):
         wanted = ["torch-eager:fp32", "torch:fp32", "torch:fp16", "torch-cudagraph:fp16",
                   "onnxruntime:fp32", "tensorrt:fp16", "torch2trt:fp16"]
@@ -171,17 +193,18 @@ def run_variant(variant: Variant, model, frames: list[np.ndarray], n_frames: int
     """Set up one backend, warm it up and time ``n_frames`` frames; returns its record and
     the result of each distinct frame."""
     started = time.monotonic()
-    config = config.with_changes(backend=variant.backend, precision=variant.precision)
+    config = config.with_changes(backend=variant.backend, precision=variant.precision,
+                                 **dict(variant.settings))
     pipeline = build_pipeline(config, model=model, **dict(variant.options))
     for shape in sorted({f.shape[:2] for f in frames}):
-        pipeline.backend.prepare(pipeline.preprocessor.letterbox(shape).input_hw)
+        pipeline.backend.prepare(pipeline.network_input_hw(shape))
     processor = FrameProcessor(pipeline, config)
     height, width = frames[0].shape[:2]
     # The grids of config/hybridnets.yaml's camera, for frames of the first frame's size.
     processor.camera_info = camera_info_from_model(default_camera(width, height),
                                                    "camera_optical_frame")
     inputs = [messages.image(Header(frame_id="camera_optical_frame"), f, "bgr8") for f in frames]
-    wanted = planner_outputs()
+    wanted = planner_outputs(config.family)
     for i in range(WARMUP_FRAMES):
         processor.process(inputs[i % len(inputs)], wanted)
     setup_s = time.monotonic() - started
@@ -217,9 +240,16 @@ def fidelity(reference: dict, results: dict) -> dict:
     found = sum(len(results[i].detections) for i in reference)
     agreement = float(np.mean([(reference[i].seg_mask == results[i].seg_mask).mean()
                                for i in reference]))
-    return {"detections_reference": ref_total, "detections": found, "detections_matched": matched,
-            "matched_fraction": round(matched / ref_total, 4) if ref_total else None,
-            "mask_agreement": round(agreement, 5)}
+    record = {"detections_reference": ref_total, "detections": found,
+              "detections_matched": matched,
+              "matched_fraction": round(matched / ref_total, 4) if ref_total else None,
+              "mask_agreement": round(agreement, 5)}
+    if reference[next(iter(reference))].depth_m is not None:
+        errors = np.concatenate([np.abs(reference[i].depth_m - results[i].depth_m).ravel()
+                                 for i in reference])
+        record.update(depth_within_1cm=round(float((errors <= 0.01).mean()), 5),
+                      depth_median_error_m=round(float(np.median(errors)), 4))
+    return record
 
 
 def run_bench(variants: list[Variant], model, frames: list[np.ndarray], n_frames: int,
@@ -272,6 +302,13 @@ def format_table(doc: dict) -> str:
         rows.append([f"mask agreement vs {ref}"] + [
             f"{backends[n]['fidelity']['mask_agreement'] * 100:.2f}%" if "fidelity" in backends[n]
             else "n/a" for n in names])
+        if any("depth_within_1cm" in backends[n].get("fidelity", {}) for n in names):
+            rows.append([f"depth within 1 cm vs {ref}"] + [
+                f"{backends[n]['fidelity']['depth_within_1cm'] * 100:.2f}%"
+                if "fidelity" in backends[n] else "n/a" for n in names])
+            rows.append([f"depth median error vs {ref} (m)"] + [
+                f"{backends[n]['fidelity']['depth_median_error_m']:.4f}"
+                if "fidelity" in backends[n] else "n/a" for n in names])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
                        for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
@@ -299,7 +336,9 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(config.device)
-    variants = variants or default_variants(device)
+    variants = variants or default_variants(device, config.model)
+    if config.model != "hybridnets":
+        variants = family_variants(variants, config)
     runnable = [v for v in variants if not missing(v.backend, device)]
     skipped = {v.label: {"skipped": f"backend {v.backend!r} cannot run on {device}: missing "
                                     f"{'; '.join(missing(v.backend, device))}"}
@@ -325,13 +364,15 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
         config = config.with_changes(int8_calibration=calib or "")
         backends = run_bench(runnable, model, images, frames, config) if runnable else {}
     backends.update(skipped)
-    doc = {"date": time.strftime("%Y-%m-%d"), "machine": machine_info(device),
+    doc = {"date": time.strftime("%Y-%m-%d"), "model": config.model,
+           "machine": machine_info(device),
            "source": source_text, "frames": frames, "size": config.input_size,
            "weights": weights_note,
            "calibration": (calib if calib != tmp else "the frames measured") if int8 else None,
            "backends": {v.label: backends[v.label] for v in variants}}
     m = doc["machine"]
-    print(f"hybridnets bench: {frames} frames from {source_text}, --size {config.input_size}")
+    print(f"hybridnets bench: model {config.model}, {frames} frames from {source_text}"
+          + (f", --size {config.input_size}" if config.model == "hybridnets" else ""))
     print(f"weights: {weights_note}")
     print(f"machine: {m['cpu']} ({', '.join(m['cpu_flags']) or 'no flags read'}), "
           f"{m['threads']} threads of {m['cpu_count']} CPUs, GPU: {m['gpu'] or 'none used'}; "

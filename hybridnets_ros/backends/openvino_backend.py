@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import Array, BackendUnavailable, CachedEngineBackend, RawOutputs
+from .base import Array, BackendUnavailable, CachedEngineBackend, RawOutputs, ShapeLru
 from .engine_cache import EngineCache, EngineKey
 from .onnx_export import INPUT_NAME, OUTPUT_NAMES, cached_onnx
 
@@ -130,7 +130,7 @@ class OpenVINOBackend(CachedEngineBackend):
             raise BackendUnavailable("openvino int8 needs the Python module 'nncf' (pip install "
                                      "nncf), or use onnxruntime int8")
         self._init_engine(model, device, precision, calib, source_hw, input_size, cache, digest)
-        self._compiled: dict[tuple[int, int], _Compiled] = {}
+        self._compiled: dict[tuple[int, int], _Compiled] = ShapeLru()
 
     def prepare(self, input_hw: tuple[int, int]) -> None:
         self._compiled_for(tuple(input_hw))

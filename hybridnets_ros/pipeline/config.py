@@ -18,6 +18,8 @@ from typing import Any
 
 from ..backends.registry import BACKENDS, PRECISIONS
 from ..core.bev import GridSpec
+from ..core.postprocess import MAX_DETECTIONS
+from ..core.sources import MAX_IMAGE_PIXELS
 
 BACKEND_CHOICES = ("auto",) + BACKENDS
 # A grid beyond this is not a planner's local map but a memory problem: 4 M cells is
@@ -60,6 +62,14 @@ class NodeConfig:
     conf_threshold: float = _setting(0.25, "detection score threshold", runtime=True,
                                      range_=(0.0, 1.0))
     iou_threshold: float = _setting(0.3, "NMS IoU threshold", runtime=True, range_=(0.0, 1.0))
+    max_detections: int = _setting(MAX_DETECTIONS, "most detections per frame, highest scores "
+                                   "first; NMS sees only the best-scoring candidates (30 per "
+                                   "detection), so a low conf_threshold cannot stall a frame",
+                                   runtime=True, range_=(1, 10_000))
+    max_image_pixels: int = _setting(MAX_IMAGE_PIXELS, "largest image (width x height) "
+                                     "processed; larger ones are refused, compressed ones from "
+                                     "their header before decoding", runtime=True,
+                                     range_=(32 * 32, 2**30))
     ground_frame: str = _setting("base_link", "frame of the occupancy grids (z up, on the "
                                  "ground)")
     camera_pose: tuple[float, ...] = _setting(

@@ -61,7 +61,8 @@ def build_pipeline(config: NodeConfig, model: torch.nn.Module | None = None,
     backend = create_backend(config.backend, model, device=device, precision=config.precision,
                              input_size=config.input_size, source_hw=config.source_hw,
                              calib=config.int8_calibration or None, **backend_options)
-    pipeline = Pipeline(backend, config.input_size, config.conf_threshold, config.iou_threshold)
+    pipeline = Pipeline(backend, config.input_size, config.conf_threshold, config.iou_threshold,
+                        max_detections=config.max_detections)
     if config.source_hw:
         input_hw = pipeline.preprocessor.letterbox(config.source_hw).input_hw
         log.info("preparing %s for %dx%d input (network %dx%d) ...", backend.describe(),

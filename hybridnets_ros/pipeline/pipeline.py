@@ -13,8 +13,10 @@ import torch
 
 from ..core.anchors import generate_anchors
 from ..backends import Backend, RawOutputs
-from ..core.postprocess import Detections, as_tensor, class_map, detect
+from ..backends.base import ShapeLru
+from ..core.postprocess import MAX_DETECTIONS, Detections, as_tensor, class_map, detect
 from ..core.preprocess import Letterbox, Preprocessor
+from ..core.sources import InputError, degenerate_shape
 from ..core.torch_preprocess import TorchPreprocessor
 from ..core.spec import BDD100K, ModelSpec
 
@@ -30,7 +32,7 @@ class Result:
 class Pipeline:
     def __init__(self, backend: Backend, input_size: int = 640, conf_threshold: float = 0.25,
                  iou_threshold: float = 0.3, spec: ModelSpec = BDD100K,
-                 processing_on_device: bool | None = None):
+                 processing_on_device: bool | None = None, max_detections: int = MAX_DETECTIONS):
         self.backend = backend
         self.spec = spec
         # Default when the backend runs on CUDA: one upload of the raw frame, pre- and
@@ -43,7 +45,8 @@ class Pipeline:
             self.preprocessor = Preprocessor(input_size, spec)
         self.conf_threshold = float(conf_threshold)
         self.iou_threshold = float(iou_threshold)
-        self._anchors: dict[tuple, torch.Tensor] = {}
+        self.max_detections = int(max_detections)
+        self._anchors: dict[tuple, torch.Tensor] = ShapeLru()  # as many as the engines
         # Stage times are only honest on CUDA when the device has finished the stage.
         on_cuda = backend.device.startswith("cuda")
         self._synchronize = (lambda: torch.cuda.synchronize(backend.device)) if on_cuda else (lambda: None)
@@ -53,6 +56,10 @@ class Pipeline:
         return self.preprocessor.target_size
 
     def __call__(self, bgr: np.ndarray) -> Result:
+        """Raises InputError (kind "unsupported image size") for a shape the network is not
+        run on: every new shape costs an engine, and a sliver carries nothing to detect."""
+        if problem := degenerate_shape(bgr.shape[1], bgr.shape[0]):
+            raise InputError(f"unsupported image size: {problem}", "unsupported image size")
         t0 = time.perf_counter()
         tensor, letterbox = self.preprocessor(bgr)
         self._synchronize()
@@ -73,6 +80,6 @@ class Pipeline:
             self._anchors[key] = torch.from_numpy(
                 generate_anchors(letterbox.input_hw, self.spec).copy()).to(regression.device)
         detections = detect(regression, raw.classification[0], self._anchors[key], letterbox,
-                            self.conf_threshold, self.iou_threshold)
+                            self.conf_threshold, self.iou_threshold, self.max_detections)
         return Result(detections, class_map(raw.segmentation[0], letterbox, self.processing_on_device),
                       letterbox)

@@ -326,3 +326,141 @@ def test_fuzz_node_survives_counts_and_stays_bounded(mode, tmp_path, random_weig
     finally:
         probe.close()
         assert node.stop() == 0, node.log()
+
+
+@pytest.mark.slow
+def test_lifecycle_churn_rapid_requests_and_ctrl_c(tmp_path, random_weights):
+    """30 cleanup/configure cycles keep RSS nearly flat; deactivate/activate requests sent
+    without waiting are all answered; Ctrl-C under a frame in flight exits cleanly."""
+    import ros_graph as rg
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+    from hybridnets_ros.core.synthetic import default_camera
+    rg.init_rclpy()
+    node = rg.NodeProcess(tmp_path / "node.log", {"weights": random_weights}, namespace="churn")
+    probe = rg.Probe(namespace="churn")
+    change = probe.create_client(ChangeState, "/churn/hybridnets_node/change_state")
+    frame = np.full((720, 1280, 3), 100, np.uint8)
+    K = default_camera().K
+
+    def request(transition: int):
+        return change.call_async(ChangeState.Request(transition=Transition(id=transition)))
+
+    def transition(transition_id: int) -> bool:
+        future = request(transition_id)
+        assert probe.wait_for(future.done, 120), f"transition {transition_id} unanswered"
+        return future.result().success
+
+    def one_frame(stamp: int) -> None:
+        probe.wait_for(lambda: probe.image_pub.get_subscription_count() > 0, 10)
+        time.sleep(0.3)
+        probe.info_pub.publish(rg.camera_info_msg(K, 1280, 720, stamp))
+        probe.image_pub.publish(rg.image_msg(frame, stamp))
+        assert probe.wait_for(lambda: "detections" in probe.got(stamp), 60), node.log()
+
+    try:
+        probe.wait_ready(node)
+        assert change.wait_for_service(timeout_sec=30)
+        one_frame(10**9)
+        rss_before = node.rss_mb()
+        started = time.monotonic()
+        for cycle in range(30):
+            assert transition(Transition.TRANSITION_DEACTIVATE)
+            assert transition(Transition.TRANSITION_CLEANUP)
+            assert transition(Transition.TRANSITION_CONFIGURE), node.log()
+            assert transition(Transition.TRANSITION_ACTIVATE)
+            if cycle % 10 == 9:
+                one_frame((cycle + 2) * 10**9)
+        rss_after = node.rss_mb()
+        print(f"\n30 lifecycle cycles in {time.monotonic() - started:.0f} s: RSS {rss_before:.0f} "
+              f"-> {rss_after:.0f} MB")
+        assert rss_after - rss_before < 0.1 * rss_before, "each configure keeps memory"
+        # deactivate and activate sent without waiting: both answered, in order, ten times
+        # (up to 10 requests may wait: the depth of rcl_lifecycle's services)
+        for _ in range(10):
+            futures = [request(Transition.TRANSITION_DEACTIVATE), request(Transition.TRANSITION_ACTIVATE)]
+            assert probe.wait_for(lambda: all(f.done() for f in futures), 30), \
+                f"{sum(not f.done() for f in futures)} of 2 requests unanswered"
+            assert all(f.result().success for f in futures)
+        one_frame(50 * 10**9)
+        # Ctrl-C while a frame is in the network
+        probe.image_pub.publish(rg.image_msg(frame, 51 * 10**9))
+        time.sleep(0.15)
+    finally:
+        probe.close()
+        code = node.stop()
+    log = node.log()
+    assert code == 0, log
+    assert "RCLError" not in log and "Traceback" not in log and "processing failed" not in log, log
+
+
+# ----------------------------------------------------------- command line and bags (slow)
+
+@pytest.mark.slow
+def test_careless_command_lines(tmp_path, random_weights, random_model, sample_images, capsys):
+    from hybridnets_ros.cli import main
+    from hybridnets_ros.tools.bags import BagReader
+
+    def run(*args) -> int:
+        return main([str(a) for a in args])
+
+    model = ["--weights", random_weights, "--backend", "torch"]
+    # infer: a bomb and a header beyond 2^30 are named and skipped, the other inputs done
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "a_bomb.png").write_bytes(_bomb_png())
+    (inputs / "b_huge.jpg").write_bytes(jpeg_declaring(65000, 65000))
+    jpeg = sample_images[0].read_bytes()
+    (inputs / "c_trailing.jpg").write_bytes(jpeg + b"\0" * 100)
+    out = tmp_path / "out"
+    assert run("infer", inputs, "--output", out, *model) == 1
+    err = capsys.readouterr().err
+    assert "a_bomb.png: 16384x16384" in err and "b_huge.jpg: 65000x65000" in err, err
+    assert [p.name for p in out.glob("*.jpg")] == ["c_trailing.jpg"]
+    # --output naming a file, and a write that fails
+    assert run("infer", sample_images[0], "--output", inputs / "a_bomb.png", *model) == 2
+    assert "cannot use it as the output folder" in capsys.readouterr().err
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o500)
+    try:
+        assert run("infer", sample_images[0], "--output", readonly, *model) == 1
+        assert "cannot write" in capsys.readouterr().err
+    finally:
+        readonly.chmod(0o700)
+    # a checkpoint of NaN weights is refused
+    nan_weights = tmp_path / "nan.pth"
+    torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                for k, v in random_model.state_dict().items()}, nan_weights)
+    assert run("infer", sample_images[0], "--output", out, "--weights", nan_weights,
+               "--backend", "torch") == 2
+    assert "NaN or Inf" in capsys.readouterr().err
+    # make-bag: rates out of bounds, and a size mismatch leaves no partial bag behind
+    for rate in ("1e-12", "nan", "inf", "1e9"):
+        assert run("make-bag", sample_images[0].parent, "--out", tmp_path / "bag_rate",
+                   "--rate", rate) == 2
+        assert "rate must be within" in capsys.readouterr().err
+        assert not (tmp_path / "bag_rate").exists()
+    calib = tmp_path / "small.yaml"
+    calib.write_text("image_width: 640\nimage_height: 360\ncamera_name: c\ncamera_matrix: "
+                     "{rows: 3, cols: 3, data: [500, 0, 320, 0, 500, 180, 0, 0, 1]}\n"
+                     "distortion_model: plumb_bob\ndistortion_coefficients: {rows: 1, cols: 5, "
+                     "data: [0, 0, 0, 0, 0]}\n")
+    bag = tmp_path / "bag"
+    assert run("make-bag", sample_images[0].parent, "--out", bag, "--camera-info", calib) == 2
+    assert "camera info 640x360" in capsys.readouterr().err and not bag.exists()
+    # a bag with a bomb among its images: skipped, the rest replayed
+    from hybridnets_ros.tools.bags import BagWriter
+    from hybridnets_ros.tools.make_bag import IMAGE_TOPIC, INPUT_QOS
+    with BagWriter(bag) as writer:
+        for index, data in enumerate((jpeg, _bomb_png(), jpeg_declaring(65000, 65000), jpeg)):
+            msg = compressed(data, "png" if index == 1 else "jpeg")
+            msg.header.stamp.sec = index + 1
+            writer.write(IMAGE_TOPIC + "/compressed", msg, (index + 1) * 10**9, INPUT_QOS)
+    video = tmp_path / "new" / "folder" / "replay.mp4"
+    assert run("replay", bag, "--out", tmp_path / "replayed", "--video", video, *model) == 0
+    text = capsys.readouterr()
+    assert "2 frames" in text.out and "2 images rejected" in text.out, text
+    assert video.stat().st_size > 0
+    with BagReader(tmp_path / "replayed") as reader:
+        assert {t.name: t.count for t in reader.topics()}["/detections"] == 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,32 @@ import torch
 from ..core.family import FAMILIES, HYBRIDNETS, ModelFamily
 
 Array = np.ndarray | torch.Tensor
+
+
+# Static-shape engines (sessions, traces, compiled models) kept per backend, one per network
+# input size: each holds 34-290 MB, so a stream of odd sizes must not keep one each. The
+# camera's size plus a couple of others stay; the least recently used goes.
+ENGINES_KEPT = 3
+
+
+class ShapeLru(OrderedDict):
+    """A dict of at most ``size`` entries; reading an entry makes it the most recent, and
+    storing one beyond ``size`` drops the least recently used."""
+
+    def __init__(self, size: int = ENGINES_KEPT):
+        super().__init__()
+        self.size = size
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        self.move_to_end(key)
+        return value
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
 
 
 class BackendUnavailable(RuntimeError):

@@ -19,7 +19,7 @@ import torch
 
 from .engine_cache import EngineCache
 from .onnx_export import INPUT_NAME, cached_onnx
-from .base import Array, BackendUnavailable, CachedEngineBackend, Outputs, pack_outputs
+from .base import Array, BackendUnavailable, CachedEngineBackend, Outputs, ShapeLru, pack_outputs
 from .torch_backend import require_cuda
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class OnnxRuntimeBackend(CachedEngineBackend):
             self.providers = ["CPUExecutionProvider"]
         self._init_engine(model, device, precision, calib, source_hw, input_size, cache, digest,
                           family)
-        self._sessions: dict[tuple[int, int], _Session] = {}
+        self._sessions: dict[tuple[int, int], _Session] = ShapeLru()
 
     def prepare(self, input_hw: tuple[int, int]) -> None:
         self._session(tuple(input_hw))

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import Array, BackendUnavailable, CachedEngineBackend, Outputs, pack_outputs
+from .base import Array, BackendUnavailable, CachedEngineBackend, Outputs, ShapeLru, pack_outputs
 from .engine_cache import EngineCache, EngineKey
 from .onnx_export import INPUT_NAME, cached_onnx
 
@@ -131,7 +131,7 @@ class OpenVINOBackend(CachedEngineBackend):
                                      "nncf), or use onnxruntime int8")
         self._init_engine(model, device, precision, calib, source_hw, input_size, cache, digest,
                           family)
-        self._compiled: dict[tuple[int, int], _Compiled] = {}
+        self._compiled: dict[tuple[int, int], _Compiled] = ShapeLru()
 
     def prepare(self, input_hw: tuple[int, int]) -> None:
         self._compiled_for(tuple(input_hw))

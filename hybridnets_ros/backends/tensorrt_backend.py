@@ -25,7 +25,7 @@ import torch
 
 from .engine_cache import EngineCache, EngineKey, gpu_identity
 from .onnx_export import INPUT_NAME, OUTPUT_NAMES, cached_onnx
-from .base import Array, BackendUnavailable, CachedEngineBackend, RawOutputs
+from .base import Array, BackendUnavailable, CachedEngineBackend, RawOutputs, ShapeLru
 from .torch_backend import require_cuda
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class TensorRTBackend(CachedEngineBackend):
         self._init_engine(model, device, precision, calib, source_hw, input_size, cache, digest)
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         self.runtime = self.trt.Runtime(self.logger)
-        self._states: dict[tuple[int, int], tuple] = {}
+        self._states: dict[tuple[int, int], tuple] = ShapeLru()
 
     def _import(self):
         return import_tensorrt()

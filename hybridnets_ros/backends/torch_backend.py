@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .base import Array, Backend, BackendUnavailable, Outputs, family_of, pack_outputs
+from .base import Array, Backend, BackendUnavailable, Outputs, ShapeLru, family_of, pack_outputs
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class TorchBackend(Backend):
         self.model = copy.deepcopy(model).to(device=device, dtype=self.dtype).eval()
         self.memory_format = torch.channels_last if optimize else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
-        self._runners: dict[tuple[int, int], tuple[torch.Tensor, Callable[[], tuple]]] = {}
+        self._runners: dict[tuple[int, int], tuple[torch.Tensor, Callable[[], tuple]]] = ShapeLru()
 
     def prepare(self, input_hw: tuple[int, int]) -> None:
         self._runner(tuple(input_hw))

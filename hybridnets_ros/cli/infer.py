@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import add_model_options, config_from_options, pipeline_from_config
+from .common import CliError, add_model_options, config_from_options, pipeline_from_config
 
 log = logging.getLogger("hybridnets")
 
@@ -100,7 +100,9 @@ def process_sources(pipeline, sources, output: Path, save: bool) -> tuple[_Stats
                     image = read_image(source.path)
                     result = pipeline(image)
                     stem = names.stem(source.path.stem)
-                    cv2.imwrite(str(output / f"{stem}.jpg"), overlay(image, result, family))
+                    written = output / f"{stem}.jpg"
+                    if not cv2.imwrite(str(written), overlay(image, result, family)):
+                        raise InputError(f"{source.path}: cannot write {written}")
                     if save:
                         save_npz(output / f"{stem}.npz", result)
                     stats.add(result)
@@ -116,6 +118,8 @@ def process_sources(pipeline, sources, output: Path, save: bool) -> tuple[_Stats
                         writer = cv2.VideoWriter(str(output / f"{stem}.mp4"),
                                                  cv2.VideoWriter_fourcc(*"mp4v"), reader.fps,
                                                  (picture.shape[1], picture.shape[0]))
+                        if not writer.isOpened():
+                            raise InputError(f"{source.path}: cannot write {output / stem}.mp4")
                     writer.write(picture)
                     if save:
                         save_npz(output / f"{stem}_{index:06d}.npz", result)
@@ -140,7 +144,11 @@ def run(args) -> int:
     pipeline = pipeline_from_config(config_from_options(args, camera_resolution=[]))
     log.info("backend: %s", pipeline.backend.describe())
     output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. --output names an existing file
+        raise CliError(f"--output {output}: cannot use it as the output folder "
+                       f"({exc.strerror or exc})") from None
     stats, failed = process_sources(pipeline, sources, output, args.save_npz)
     failures += failed
     print(f"hybridnets infer: {stats.summary()}; {len(failures)} input(s) failed; "

@@ -32,8 +32,6 @@ def run(args) -> int:
     rate = args.rate
     if rate is None:
         rate = VideoReader(sources[0].path).fps if sources[0].kind == "video" else 10.0
-    if rate <= 0:
-        raise CliError("--rate must be > 0")
     try:
         info = camera_info_from_yaml(args.camera_info, FRAME_ID) if args.camera_info else None
         with tqdm(total=sum(count_frames(s) for s in sources), unit="frame", file=sys.stderr,

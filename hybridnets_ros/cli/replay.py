@@ -50,6 +50,12 @@ def run(args) -> int:
         params = NodeConfig.from_params_file(args.params_file or share_file("config/hybridnets.yaml"))
     except ConfigError as exc:
         raise CliError(str(exc)) from None
+    if args.video:  # its folder, before the work rather than after it
+        try:
+            Path(args.video).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CliError(f"--video {args.video}: cannot create its folder "
+                           f"({exc.strerror or exc})") from None
     # The bag's images come at their own size: the engine is built for the first one.
     config = config_from_options(args, base=params, camera_resolution=[])
     processor = FrameProcessor(pipeline_from_config(config), config)

@@ -18,6 +18,15 @@ import torch
 from .nms import batched_nms
 from .preprocess import Letterbox
 
+# Detections kept per image, highest scores first: EfficientDet's (HybridNets' detector)
+# max_instances_per_image and COCO's maxDets. The reference keeps every NMS survivor.
+MAX_DETECTIONS = 100
+# NMS runs on at most this many best-scoring candidates per detection wanted: with a
+# threshold near 0 every anchor (46k at 640x384) is a candidate, and NMS over all of them
+# took tens of seconds and gigabytes. The result is the reference's first max_detections
+# whenever NMS keeps that many among these candidates (or they were not cut at all).
+CANDIDATES_PER_DETECTION = 30
+
 
 @dataclass
 class Detections:
@@ -51,9 +60,10 @@ def decode_boxes(anchors: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
 
 
 def detect(regression, classification, anchors: torch.Tensor, letterbox: Letterbox,
-           conf_threshold: float, iou_threshold: float) -> Detections:
-    """Detections of one image from its [N,4] deltas, [N,C] scores and [N,4] anchors
-    (a tensor on the outputs' device)."""
+           conf_threshold: float, iou_threshold: float,
+           max_detections: int = MAX_DETECTIONS) -> Detections:
+    """At most ``max_detections`` detections of one image from its [N,4] deltas, [N,C]
+    scores and [N,4] anchors (a tensor on the outputs' device)."""
     regression, classification = as_tensor(regression), as_tensor(classification)
     scores, classes = classification.max(dim=1)
     # Decoding is element-wise, so thresholding first gives the reference's boxes while
@@ -61,6 +71,11 @@ def detect(regression, classification, anchors: torch.Tensor, letterbox: Letterb
     candidates = (scores > conf_threshold).nonzero().squeeze(1)
     if len(candidates) == 0:
         return Detections.empty()
+    most = max_detections * CANDIDATES_PER_DETECTION
+    if len(candidates) > most:
+        # the best ones, in index order so NMS breaks score ties as it would without the cut
+        best = torch.sort(scores[candidates], descending=True, stable=True).indices[:most]
+        candidates = candidates[best.sort().values]
     anchors = anchors[candidates].to(regression.dtype)
     boxes = decode_boxes(anchors, regression[candidates])
     height, width = letterbox.input_hw
@@ -69,7 +84,7 @@ def detect(regression, classification, anchors: torch.Tensor, letterbox: Letterb
     boxes[:, 2].clamp_(max=width - 1)
     boxes[:, 3].clamp_(max=height - 1)
     scores, classes = scores[candidates], classes[candidates]
-    keep = batched_nms(boxes.float(), scores.float(), classes, iou_threshold)
+    keep = batched_nms(boxes.float(), scores.float(), classes, iou_threshold)[:max_detections]
     boxes = boxes[keep].float().cpu().numpy()
     return Detections(scale_boxes(boxes, letterbox), scores[keep].float().cpu().numpy(),
                       classes[keep].cpu().numpy().astype(np.int64))

@@ -126,6 +126,12 @@ def load_into(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], so
     if problems:
         raise WeightsError("\n  ".join([f"{source} is not a HybridNets-D3 checkpoint for this "
                                         "model:"] + problems))
+    # NaN or Inf weights load fine and then give NaN outputs: no detections, masks of zeros.
+    non_finite = [k for k, v in state_dict.items()
+                  if v.is_floating_point() and not torch.isfinite(v).all()]
+    if non_finite:
+        raise WeightsError(f"{source}: {len(non_finite)} tensors hold NaN or Inf values "
+                           f"(a damaged or diverged checkpoint): {_listing(non_finite)}")
     model.load_state_dict(state_dict, strict=True)
 
 

@@ -19,6 +19,8 @@ from typing import Any
 from ..backends.registry import BACKENDS, PRECISIONS
 from ..core.bev import GridSpec
 from ..core.family import FAMILIES
+from ..core.postprocess import MAX_DETECTIONS
+from ..core.sources import MAX_IMAGE_PIXELS
 
 BACKEND_CHOICES = ("auto",) + BACKENDS
 MODEL_CHOICES = tuple(FAMILIES)
@@ -89,6 +91,14 @@ class NodeConfig:
                                       range_=(0.02, 5.0))
     points_decimation: int = _setting(4, "hydra: every n-th pixel in both directions goes into "
                                       "the points cloud", runtime=True, range_=(1, 64))
+    max_detections: int = _setting(MAX_DETECTIONS, "most detections per frame, highest scores "
+                                   "first; NMS sees only the best-scoring candidates (30 per "
+                                   "detection), so a low conf_threshold cannot stall a frame",
+                                   runtime=True, range_=(1, 10_000))
+    max_image_pixels: int = _setting(MAX_IMAGE_PIXELS, "largest image (width x height) "
+                                     "processed; larger ones are refused, compressed ones from "
+                                     "their header before decoding", runtime=True,
+                                     range_=(32 * 32, 2**30))
     ground_frame: str = _setting("base_link", "frame of the occupancy grids (z up, on the "
                                  "ground)")
     camera_pose: tuple[float, ...] = _setting(

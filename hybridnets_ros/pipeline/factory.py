@@ -71,7 +71,7 @@ def build_pipeline(config: NodeConfig, model: torch.nn.Module | None = None,
         pipeline = DensePipeline(backend, config.family, **config.family_options())
     else:
         pipeline = Pipeline(backend, config.input_size, config.conf_threshold,
-                            config.iou_threshold)
+                            config.iou_threshold, max_detections=config.max_detections)
     if config.source_hw:
         input_hw = pipeline.network_input_hw(config.source_hw)
         log.info("preparing %s for %dx%d input (network %dx%d) ...", backend.describe(),

@@ -15,11 +15,20 @@ import torch
 
 from ..core.anchors import generate_anchors
 from ..backends import Backend, RawOutputs
+from ..backends.base import ShapeLru
 from ..core.family import HYBRIDNETS, DenseFamily
-from ..core.postprocess import Detections, as_tensor, class_map, detect
+from ..core.postprocess import MAX_DETECTIONS, Detections, as_tensor, class_map, detect
 from ..core.preprocess import Letterbox, Preprocessor
+from ..core.sources import InputError, degenerate_shape
 from ..core.torch_preprocess import TorchPreprocessor
 from ..core.spec import BDD100K, ModelSpec
+
+
+def refuse_degenerate(bgr: np.ndarray) -> None:
+    """InputError (kind "unsupported image size") for a shape the network is not run on:
+    every new shape costs an engine, and a sliver carries nothing to detect."""
+    if problem := degenerate_shape(bgr.shape[1], bgr.shape[0]):
+        raise InputError(f"unsupported image size: {problem}", "unsupported image size")
 
 
 @dataclass
@@ -36,7 +45,7 @@ class Pipeline:
 
     def __init__(self, backend: Backend, input_size: int = 640, conf_threshold: float = 0.25,
                  iou_threshold: float = 0.3, spec: ModelSpec = BDD100K,
-                 processing_on_device: bool | None = None):
+                 processing_on_device: bool | None = None, max_detections: int = MAX_DETECTIONS):
         self.backend = backend
         self.spec = spec
         # Default when the backend runs on CUDA: one upload of the raw frame, pre- and
@@ -49,7 +58,8 @@ class Pipeline:
             self.preprocessor = Preprocessor(input_size, spec)
         self.conf_threshold = float(conf_threshold)
         self.iou_threshold = float(iou_threshold)
-        self._anchors: dict[tuple, torch.Tensor] = {}
+        self.max_detections = int(max_detections)
+        self._anchors: dict[tuple, torch.Tensor] = ShapeLru()  # as many as the engines
         # Stage times are only honest on CUDA when the device has finished the stage.
         on_cuda = backend.device.startswith("cuda")
         self._synchronize = (lambda: torch.cuda.synchronize(backend.device)) if on_cuda else (lambda: None)
@@ -63,6 +73,8 @@ class Pipeline:
         return self.preprocessor.letterbox(tuple(image_hw)).input_hw
 
     def __call__(self, bgr: np.ndarray) -> Result:
+        """Raises InputError for an image size the network is not run on."""
+        refuse_degenerate(bgr)
         t0 = time.perf_counter()
         tensor, letterbox = self.preprocessor(bgr)
         self._synchronize()
@@ -83,7 +95,7 @@ class Pipeline:
             self._anchors[key] = torch.from_numpy(
                 generate_anchors(letterbox.input_hw, self.spec).copy()).to(regression.device)
         detections = detect(regression, raw.classification[0], self._anchors[key], letterbox,
-                            self.conf_threshold, self.iou_threshold)
+                            self.conf_threshold, self.iou_threshold, self.max_detections)
         return Result(detections, class_map(raw.segmentation[0], letterbox, self.processing_on_device),
                       letterbox)
 
@@ -104,6 +116,7 @@ class DensePipeline:
         self.family = family
         self.options = options
         self.conf_threshold = self.iou_threshold = 0.0
+        self.max_detections = 0
         on_cuda = backend.device.startswith("cuda")
         self._synchronize = (lambda: torch.cuda.synchronize(backend.device)) if on_cuda else (lambda: None)
 
@@ -113,6 +126,7 @@ class DensePipeline:
         return tuple(tensor.shape[2:])
 
     def __call__(self, bgr: np.ndarray) -> Result:
+        refuse_degenerate(bgr)
         t0 = time.perf_counter()
         tensor, context = self.family.prepare(bgr, **self.options)
         t1 = time.perf_counter()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..core.sources import InputError, decode_image
+from ..core.sources import MAX_IMAGE_PIXELS, InputError, decode_image, too_many_pixels
 
 
 class ImageConversionError(InputError):
@@ -20,7 +20,7 @@ class ImageConversionError(InputError):
     """
 
     def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
+        super().__init__(detail, reason)
         self.reason = reason
 
 
@@ -45,7 +45,7 @@ _ENCODINGS = {
 SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
 
 
-def image_to_bgr(msg) -> np.ndarray:
+def image_to_bgr(msg, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """A sensor_msgs/Image as a BGR uint8 array; a view of the message data when it is
     already bgr8 (valid while the message lives)."""
     encoding = msg.encoding.lower()
@@ -56,6 +56,8 @@ def image_to_bgr(msg) -> np.ndarray:
     height, width, step = msg.height, msg.width, msg.step
     if height == 0 or width == 0:
         raise ImageConversionError("empty image", f"empty image ({width}x{height})")
+    if problem := too_many_pixels(width, height, max_pixels):
+        raise ImageConversionError("image too large", problem)
     if encoding in ("yuv422", "uyvy", "yuv422_yuy2", "yuyv") and width % 2:
         raise ImageConversionError("odd width for 4:2:2", f"{encoding} needs an even width, got {width}")
     row_bytes = width * channels * depth
@@ -86,17 +88,29 @@ def image_to_bgr(msg) -> np.ndarray:
     return cv2.cvtColor(pixels, conversion)
 
 
-def to_bgr(msg) -> np.ndarray:
+def to_bgr(msg, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Either message type (rclpy or rosbags objects): CompressedImage has ``format``."""
-    return compressed_to_bgr(msg) if hasattr(msg, "format") else image_to_bgr(msg)
+    if hasattr(msg, "format"):
+        return compressed_to_bgr(msg, max_pixels)
+    return image_to_bgr(msg, max_pixels)
 
 
-def compressed_to_bgr(msg) -> np.ndarray:
-    """A sensor_msgs/CompressedImage (jpeg or png) as a BGR uint8 array."""
+def compressed_to_bgr(msg, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """A sensor_msgs/CompressedImage (jpeg or png) as a BGR uint8 array.
+
+    The data must be what ``format`` says (image_transport writes e.g. "jpeg" or
+    "bgr8; jpeg compressed bgr8"; an empty format admits either), and its header may
+    declare at most ``max_pixels`` pixels: both are checked before decoding.
+    """
     fmt = msg.format.lower()
-    if fmt and not any(name in fmt for name in ("jpeg", "jpg", "png")):
+    formats = tuple(name for name, words in (("jpeg", ("jpeg", "jpg")), ("png", ("png",)))
+                    if any(word in fmt for word in words)) if fmt else ("jpeg", "png")
+    if not formats:
         raise ImageConversionError("unsupported compressed format", f"unsupported compressed format '{msg.format}' (jpeg or png)")
+    name = f"compressed image ({msg.format or 'no format'})"
+    data = np.frombuffer(msg.data, np.uint8)
     try:
-        return decode_image(np.frombuffer(msg.data, np.uint8), f"compressed image ({msg.format or 'no format'})")
+        return decode_image(data, name, max_pixels, formats)
     except InputError as exc:
-        raise ImageConversionError("undecodable compressed image", str(exc)) from None
+        reason = exc.kind if exc.kind != "undecodable" else "undecodable compressed image"
+        raise ImageConversionError(reason, str(exc)) from None

@@ -23,6 +23,7 @@ from ..core.depth_grid import DepthProjector, class_lookup
 from ..core.family import DenseFamily
 from ..core.camera import CameraModel
 from ..pipeline.config import NodeConfig
+from ..core.sources import InputError
 from ..pipeline.pipeline import Pipeline, Result
 from .conversions import ImageConversionError, to_bgr
 from .outputs import ALWAYS, BY_NAME, OUTPUTS, FrameProducts, ModelProducts, enabled_outputs
@@ -39,6 +40,7 @@ class GridUnavailable(Exception):
         super().__init__(detail)
         self.reason = reason
         self.bad_input = bad_input
+        self.repeated = False  # the same bad message as the previous frame's (count it once)
 
 
 def camera_model_from_info(info: CameraInfo, pose, rectified: bool,
@@ -109,15 +111,30 @@ class FrameProcessor:
         self.pipeline = pipeline
         self.transform_lookup = transform_lookup
         self.camera_info: CameraInfo | None = None
+        self._rejected_info: CameraInfo | None = None  # the last bad CameraInfo reported
         self.projectors = ProjectorCache()
         self.config = config
         self.update_config(config)
+
+    def set_camera_info(self, info: CameraInfo) -> GridUnavailable | None:
+        """Take ``info`` as the latest calibration; returns why it is unusable (None: it
+        looks fine) so that a caller can count a bad message once, when it arrives. A bad
+        one still replaces the previous: the grids stay off until a good one comes."""
+        self.camera_info = info
+        try:  # K, D and the size only; the pose does not matter here
+            camera_model_from_info(info, None, self.config.rectified, (np.eye(3), np.zeros(3)))
+        except (ValueError, cv2.error) as exc:
+            self._rejected_info = info
+            return GridUnavailable("invalid camera_info", f"cannot use camera_info: {exc}",
+                                   bad_input=True)
+        return None
 
     def update_config(self, config: NodeConfig) -> None:
         """Run-time changes (thresholds, pose, grid, classes) take effect from the next frame."""
         self.config = config
         self.pipeline.conf_threshold = config.conf_threshold
         self.pipeline.iou_threshold = config.iou_threshold
+        self.pipeline.max_detections = config.max_detections
         self.enabled = enabled_outputs(config)
         family = self.pipeline.family
         self._dense = isinstance(family, DenseFamily)
@@ -142,12 +159,15 @@ class FrameProcessor:
         outcome = FrameOutcome()
         t0 = time.perf_counter()
         try:
-            bgr = to_bgr(msg)
+            bgr = to_bgr(msg, self.config.max_image_pixels)
+            t1 = time.perf_counter()
+            result = self.pipeline(bgr)
         except ImageConversionError as exc:
             outcome.rejected = exc
             return outcome
-        t1 = time.perf_counter()
-        result = self.pipeline(bgr)
+        except InputError as exc:  # a size the network is not run on
+            outcome.rejected = ImageConversionError(exc.kind, str(exc))
+            return outcome
         products = FrameProducts(header, bgr, result, self.pipeline.family.detection_classes,
                                  self.config.ground_frame, self.config.points_z,
                                  palette_rgb=self._palette_rgb,
@@ -165,6 +185,9 @@ class FrameProcessor:
                     products.grids = self._grids(result, products)
             except GridUnavailable as exc:
                 outcome.no_grids = exc
+                if exc.bad_input:  # a bad CameraInfo fails every frame until the next one
+                    exc.repeated = self.camera_info is self._rejected_info
+                    self._rejected_info = self.camera_info
         t3 = time.perf_counter()
         for row in OUTPUTS:
             if row.name in wanted and (products.projector is not None or not row.needs_grids):

@@ -170,8 +170,8 @@ class HybridNetsNode(LifecycleNode):
         self.slot.put(Frame(msg, time.monotonic()))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        if self.processor is not None:
-            self.processor.camera_info = msg
+        if self.processor is not None and (problem := self.processor.set_camera_info(msg)):
+            self._reject(problem.reason, f"{problem}: grids skipped")
 
     def _on_set_parameters(self, changes) -> SetParametersResult:
         values = params.parameter_values(self)
@@ -194,6 +194,9 @@ class HybridNetsNode(LifecycleNode):
             try:
                 self._process(frame)
             except Exception as exc:  # never let one frame kill the worker
+                if not self.context.ok():  # Ctrl-C shut ROS down under this frame: drop it
+                    self.get_logger().info("shutting down: the frame in flight is dropped")
+                    return
                 self.stats.count_error()
                 self.get_logger().error(f"processing failed: {type(exc).__name__}: {exc}")
 
@@ -234,7 +237,8 @@ class HybridNetsNode(LifecycleNode):
                 self.get_logger().info(f"bird's-eye lookup built: {g.width}x{g.height} cells, "
                                        f"{100 * projector.seen_fraction:.0f}% in view")
         elif problem.bad_input:
-            self._reject(problem.reason, f"{problem}: grids skipped")
+            if not problem.repeated:  # counted once per message, not once per frame
+                self._reject(problem.reason, f"{problem}: grids skipped")
         elif problem.reason == "no camera_info":
             self.say_once("no_camera_info", "no CameraInfo received on 'camera_info' yet: "
                           "occupancy grids are not published until one arrives", "info")

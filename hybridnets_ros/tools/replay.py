@@ -138,6 +138,8 @@ def replay(in_bag: Path, out_bag: Path, processor: FrameProcessor, *, image_topi
                             writer_video = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"),
                                                            reader.rate_hz(image) or 10.0,
                                                            (frame.shape[1], frame.shape[0]))
+                            if not writer_video.isOpened():
+                                raise BagError(f"cannot write the video {video}")
                         writer_video.write(frame)
                     summary.frames += 1
                     if bar is not None:

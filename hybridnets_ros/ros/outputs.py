@@ -16,9 +16,12 @@ from nav_msgs.msg import OccupancyGrid
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
-from vision_msgs.msg import Detection2DArray, VisionInfo
+from vision_msgs.msg import Detection2DArray, Detection3DArray, VisionInfo
+from visualization_msgs.msg import MarkerArray
 
 from ..core.bev import OCCUPIED, BevProjector, drivable_boundary
+from ..core.camera import CameraModel
+from ..core.objects3d import BoxEstimates, GroundContacts
 from ..core.spec import SEG_LANE, SEG_ROAD
 from ..core.visualize import SEG_PALETTE, draw_overlay
 from ..pipeline.pipeline import Result
@@ -50,6 +53,14 @@ class FrameProducts:
     points_z: float = 0.0                              # height of the point-cloud points
     projector: BevProjector | None = None              # None: no grids this frame
     grids: tuple[np.ndarray, np.ndarray] | None = None  # (drivable, lane) of this frame
+    camera: CameraModel | None = None                  # None: no CameraInfo or pose this frame
+    contacts: GroundContacts | None = None             # detections' ground points (with camera)
+    track_ids: np.ndarray | None = None                # [N] per detection; None: tracking off
+    velocities: np.ndarray | None = None               # [N,2] m/s in ground_frame, NaN: unknown
+    boxes_3d: BoxEstimates | None = None               # with camera, when a 3D output is wanted
+    # (namespace, id) of the markers viewers hold, owned by the frame processor; the markers
+    # builder replaces them with what it draws, so that the next frame deletes what is gone.
+    shown_markers: set[tuple[str, int]] = field(default_factory=set)
 
     @property
     def ground_header(self) -> Header:
@@ -73,6 +84,7 @@ class Output:
     msg_type: type
     build: Callable[[FrameProducts], object]
     needs_grids: bool = False      # built only when the frame has a bird's-eye projection
+    needs_camera: bool = False     # built only when the frame has a camera model (3D)
     enabled_by: str | None = None  # a boolean setting that must be true, e.g. publish_points
     viewer_only: bool = False      # a debug picture, not data a planner consumes
     qos: QoSProfile = field(default_factory=lambda: OUTPUT_QOS)
@@ -98,9 +110,31 @@ def _vision_info(p: ModelProducts) -> VisionInfo:
                       database_version=1)
 
 
+def _object_markers(p: FrameProducts) -> MarkerArray:
+    msg, drawn = messages.object_markers(p.ground_header, p.track_ids, p.contacts, p.boxes_3d,
+                                         p.velocities, p.shown_markers)
+    p.shown_markers.clear()
+    p.shown_markers.update(drawn)
+    return msg
+
+
+def _overlay(p: FrameProducts) -> Image:
+    ranges = None if p.contacts is None else p.contacts.ranges
+    return messages.image(p.header, draw_overlay(p.bgr, p.result.seg_mask, p.result.detections,
+                                                 p.class_names, p.track_ids, ranges), "bgr8")
+
+
 OUTPUTS: tuple[Output, ...] = (
     Output("detections", "detections", Detection2DArray,
-           lambda p: messages.detection_array(p.header, p.result.detections, p.class_names)),
+           lambda p: messages.detection_array(p.header, p.result.detections, p.class_names,
+                                              p.track_ids)),
+    Output("detections_3d", "detections_3d", Detection3DArray,
+           lambda p: messages.detection3d_array(p.ground_header, p.result.detections,
+                                                p.class_names, p.track_ids, p.contacts,
+                                                p.boxes_3d),
+           needs_camera=True),
+    Output("detections_3d_markers", "detections_3d/markers", MarkerArray, _object_markers,
+           needs_camera=True, viewer_only=True),
     Output("drivable_mask", "drivable/mask", Image, _mask(SEG_ROAD)),
     Output("lane_mask", "lane/mask", Image, _mask(SEG_LANE)),
     # As Isaac ROS segmentation and Autoware publish: one label image (class ids) and its
@@ -125,11 +159,7 @@ OUTPUTS: tuple[Output, ...] = (
            lambda p: messages.point_cloud(p.ground_header, p.projector.cell_points(
                p.grids[1] == OCCUPIED, p.points_z)),
            needs_grids=True, enabled_by="publish_points"),
-    Output("overlay", "overlay", Image,
-           lambda p: messages.image(p.header, draw_overlay(p.bgr, p.result.seg_mask,
-                                                           p.result.detections, p.class_names),
-                                    "bgr8"),
-           viewer_only=True),
+    Output("overlay", "overlay", Image, _overlay, viewer_only=True),
 )
 BY_NAME = {o.name: o for o in OUTPUTS}
 # Published for every processed frame, even when empty: the sign of life downstream.

@@ -28,7 +28,8 @@ distortion_coefficients: {rows: 1, cols: 5, data: [0.0, 0.0, 0.0, 0.0, 0.0]}
 """
 OUTPUT_TOPICS = {"/detections", "/drivable/mask", "/lane/mask", "/segmentation/label",
                  "/segmentation/color", "/overlay"}
-GRID_TOPICS = {"/drivable/grid", "/lane/grid"}
+# Written when the bag has a CameraInfo.
+CAMERA_TOPICS = {"/drivable/grid", "/lane/grid", "/detections_3d", "/detections_3d/markers"}
 
 
 def run(*args) -> int:
@@ -77,12 +78,12 @@ def test_round_trip(tmp_path, sample_images, random_weights, infer_npz, camera_y
     # (rmw values: durability 1 transient local, 2 volatile; reliability 1 reliable)
     latched = {"/drivable/grid", "/lane/grid", "/vision_info"}
     check_humble_metadata(bag_out, {t: (1 if t in latched else 2, 1) for t in
-                                    OUTPUT_TOPICS | (GRID_TOPICS if with_info else set())})
+                                    OUTPUT_TOPICS | (CAMERA_TOPICS if with_info else set())})
     inputs, outputs = read_bag(bag_in), read_bag(bag_out)
     image_topic = "/camera/image_raw/compressed" if compressed else "/camera/image_raw"
     frames = inputs[image_topic]
     assert len(frames) == 6
-    expected_topics = OUTPUT_TOPICS | (GRID_TOPICS if with_info else set())
+    expected_topics = OUTPUT_TOPICS | (CAMERA_TOPICS if with_info else set())
     # --keep-input copies the inputs; the class names once, as the node latches them
     assert set(outputs) == expected_topics | set(inputs) | {"/vision_info"}
     assert len(outputs["/vision_info"]) == 1

@@ -28,12 +28,14 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
-from hybridnets_ros.ros.messages import stamp_ns  # noqa: E402,F401  (tests use rg.stamp_ns)
+from hybridnets_ros.ros.messages import message_stamp_ns, stamp_ns  # noqa: E402,F401  (tests use rg.stamp_ns)
 from hybridnets_ros.ros.outputs import OUTPUT_QOS  # noqa: E402
 from hybridnets_ros.ros.outputs import OUTPUTS as TABLE  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-OUTPUTS = {o.topic: o.msg_type for o in TABLE if o.enabled_by is None and o.per_frame}
+SUBSCRIBED = {o.topic: o.msg_type for o in TABLE if o.enabled_by is None and o.per_frame}
+# What every processed frame yields, stamped: an empty MarkerArray carries no stamp.
+OUTPUTS = {topic: msg_type for topic, msg_type in SUBSCRIBED.items() if hasattr(msg_type, "header")}
 
 
 class NodeProcess:
@@ -89,7 +91,7 @@ class Probe(Node):
         self.lock = threading.Lock()
         self.outputs: dict[int, dict[str, object]] = {}
         self.diagnostics: list[DiagnosticArray] = []
-        for topic, msg_type in OUTPUTS.items():
+        for topic, msg_type in SUBSCRIBED.items():
             self.create_subscription(msg_type, topic, self._store(topic), OUTPUT_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.executor_ = SingleThreadedExecutor()
@@ -99,8 +101,11 @@ class Probe(Node):
 
     def _store(self, topic):
         def callback(msg):
+            stamp = message_stamp_ns(msg)
+            if stamp is None:
+                return
             with self.lock:
-                self.outputs.setdefault(stamp_ns(msg.header), {})[topic] = msg
+                self.outputs.setdefault(stamp, {})[topic] = msg
         return callback
 
     def _on_diag(self, msg):

@@ -231,3 +231,11 @@ def test_replay_writes_3d_detections(tmp_path, detector, road_bgr):
         assert [d.id for d in det3d.detections] == [d.id for d in det2d.detections] == first_ids
         x = [d.results[0].pose.pose.position.x for d in det3d.detections]
         assert x == pytest.approx([10.0, 20.0], rel=0.03)
+
+
+def test_rviz_layout_shows_the_markers():
+    import yaml
+    layout = yaml.safe_load((ros_graph.REPO / "config" / "hybridnets.rviz").read_text())
+    displays = layout["Visualization Manager"]["Displays"]
+    assert any(d["Class"] == "rviz_default_plugins/MarkerArray"
+               and d["Topic"]["Value"] == "/detections_3d/markers" for d in displays)

@@ -35,6 +35,14 @@ def stamp_ns(header) -> int:
     return header.stamp.sec * 10**9 + header.stamp.nanosec
 
 
+def message_stamp_ns(msg) -> int | None:
+    """An output message's stamp in nanoseconds: its header's; a MarkerArray has no header,
+    so its first marker's (None when it is empty)."""
+    if isinstance(msg, MarkerArray):
+        return stamp_ns(msg.markers[0].header) if msg.markers else None
+    return stamp_ns(msg.header)
+
+
 def _bytes(arr: np.ndarray, typecode: str = "B") -> array.array:
     buf = array.array(typecode)
     buf.frombytes(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))

@@ -183,14 +183,19 @@ def test_ids_are_stable_never_reused_and_markers_follow_the_tracks(detector, roa
     assert not any(m.id == id_a for m in later)
 
 
-def test_tracking_off_leaves_ids_empty(detector, road_bgr):
-    processor = make_processor(detector, tracking=False)
+def test_tracking_off_leaves_ids_empty_and_on_again_reuses_none(detector, road_bgr):
+    processor = make_processor(detector)
+    (before,) = run(processor, detector, road_bgr, [PLACED[:2]])
+    processor.update_config(NodeConfig().with_changes(tracking=False))
     outcomes = run(processor, detector, road_bgr, [PLACED[:2], PLACED[:2]])
     for outcome in outcomes:
         assert ids_2d(outcome) == ["", ""] and ids_3d(outcome) == ["", ""]
     labels = [m.text for m in outcomes[1].messages["detections_3d_markers"].markers
               if m.ns == messages.MARKER_LABEL]
     assert len(labels) == 2 and all(text.endswith(" m") for text in labels)
+    processor.update_config(NodeConfig())
+    (after,) = run(processor, detector, road_bgr, [PLACED[:2]])
+    assert min(int(i) for i in ids_2d(after)) > max(int(i) for i in ids_2d(before))
 
 
 def test_without_a_camera_ids_come_from_overlap_and_3d_is_not_built(detector, road_bgr):

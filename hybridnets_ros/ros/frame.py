@@ -142,12 +142,6 @@ class FrameProcessor:
         self.pipeline.conf_threshold = config.conf_threshold
         self.pipeline.iou_threshold = config.iou_threshold
         self.enabled = enabled_outputs(config)
-        # In place, so that ids keep counting on; switching tracking off ends every track.
-        self.tracker.max_missed = config.track_max_missed
-        self.tracker.min_iou = config.track_min_iou
-        self.tracker.max_distance_m = config.track_max_distance
-        if not config.tracking:
-            self.tracker.reset()
 
     def process(self, msg, wanted=None, header: Header | None = None) -> FrameOutcome:
         """The output messages of ``wanted`` (default: every enabled output) for one image
@@ -203,11 +197,20 @@ class FrameProcessor:
     def _objects(self, products: FrameProducts, wants_3d: bool) -> None:
         """Ground contacts (with a camera model), track ids and, for the 3D outputs, box
         estimates of the frame's detections."""
-        detections, camera = products.result.detections, products.camera
+        detections, camera, config = products.result.detections, products.camera, self.config
         if camera is not None:
-            products.contacts = ground_positions(camera, detections.boxes, self.config.rectified,
-                                                 self.config.max_range)
-        if self.config.tracking:
+            products.contacts = ground_positions(camera, detections.boxes, config.rectified,
+                                                 config.max_range)
+        # The tracker follows the settings here, in the frame's thread, not when they change
+        # (the node changes them from another thread). Settings change in place, so that ids
+        # keep counting on; switching tracking off ends every track.
+        if not config.tracking:
+            if len(self.tracker.track_ids):
+                self.tracker.reset()
+        else:
+            self.tracker.max_missed = config.track_max_missed
+            self.tracker.min_iou = config.track_min_iou
+            self.tracker.max_distance_m = config.track_max_distance
             stamp = products.header.stamp
             products.track_ids = self.tracker.update(
                 detections.boxes, detections.classes,
@@ -217,7 +220,7 @@ class FrameProcessor:
         if wants_3d and camera is not None:
             products.boxes_3d = box_estimates(camera, detections.boxes, products.contacts.points,
                                               detections.classes, self.length_prior,
-                                              rectified=self.config.rectified)
+                                              rectified=config.rectified)
 
     def _transform(self, header: Header):
         """The camera's (R, t) in ground_frame from TF when camera_pose is empty (None when

@@ -28,7 +28,8 @@ distortion_coefficients: {rows: 1, cols: 5, data: [0.0, 0.0, 0.0, 0.0, 0.0]}
 """
 OUTPUT_TOPICS = {"/detections", "/drivable/mask", "/lane/mask", "/segmentation/label",
                  "/segmentation/color", "/overlay"}
-GRID_TOPICS = {"/drivable/grid", "/lane/grid"}
+# Written when the bag has a CameraInfo.
+CAMERA_TOPICS = {"/drivable/grid", "/lane/grid", "/detections_3d", "/detections_3d/markers"}
 
 
 def run(*args) -> int:
@@ -77,12 +78,12 @@ def test_round_trip(tmp_path, sample_images, random_weights, infer_npz, camera_y
     # (rmw values: durability 1 transient local, 2 volatile; reliability 1 reliable)
     latched = {"/drivable/grid", "/lane/grid", "/vision_info"}
     check_humble_metadata(bag_out, {t: (1 if t in latched else 2, 1) for t in
-                                    OUTPUT_TOPICS | (GRID_TOPICS if with_info else set())})
+                                    OUTPUT_TOPICS | (CAMERA_TOPICS if with_info else set())})
     inputs, outputs = read_bag(bag_in), read_bag(bag_out)
     image_topic = "/camera/image_raw/compressed" if compressed else "/camera/image_raw"
     frames = inputs[image_topic]
     assert len(frames) == 6
-    expected_topics = OUTPUT_TOPICS | (GRID_TOPICS if with_info else set())
+    expected_topics = OUTPUT_TOPICS | (CAMERA_TOPICS if with_info else set())
     # --keep-input copies the inputs; the class names once, as the node latches them
     assert set(outputs) == expected_topics | set(inputs) | {"/vision_info"}
     assert len(outputs["/vision_info"]) == 1
@@ -90,8 +91,11 @@ def test_round_trip(tmp_path, sample_images, random_weights, infer_npz, camera_y
         assert len(outputs[topic]) == len(frames), topic
         for (in_time, in_msg), (out_time, out_msg) in zip(frames, outputs[topic]):
             assert out_time == in_time  # recorded at the input's receive time
-            assert (out_msg.header.stamp.sec, out_msg.header.stamp.nanosec) == \
-                (in_msg.header.stamp.sec, in_msg.header.stamp.nanosec)
+            # a MarkerArray has no header: its markers' stamps
+            headers = ([m.header for m in out_msg.markers] if topic == "/detections_3d/markers"
+                       else [out_msg.header])
+            assert all((h.stamp.sec, h.stamp.nanosec) ==
+                       (in_msg.header.stamp.sec, in_msg.header.stamp.nanosec) for h in headers)
     if compressed:
         return  # JPEG frames differ from the files infer read; the raw cases compare below
     for path, (_, det) in zip(sorted(sample_images), outputs["/detections"]):

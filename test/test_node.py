@@ -123,6 +123,35 @@ def test_outputs_match_infer(node, probe, sample_images, random_pipeline):
         assert (rgb == SEG_PALETTE_RGB[labels]).all()
 
 
+def set_conf_threshold(probe, value: float) -> None:
+    client = probe.create_client(SetParameters, "/hybridnets_node/set_parameters")
+    request = SetParameters.Request(parameters=[Parameter(name="conf_threshold", value=ParameterValue(
+        type=ParameterType.PARAMETER_DOUBLE, double_value=value))])
+    assert call(probe, client, request).results[0].successful
+
+
+def test_3d_detections_and_markers_in_the_ground_frame_with_the_2d_ids(node, probe, sample_images):
+    topics = {"detections", "detections_3d", "detections_3d/markers"}
+    set_conf_threshold(probe, 0.12)  # the random network's best boxes (on the road) pass
+    try:
+        for path in sample_images[:2]:
+            stamp = next_stamp()
+            send(probe, cv2.imread(str(path)), stamp)
+            assert probe.wait_for(lambda: topics <= set(probe.got(stamp)), 30), node.log()
+            out = probe.got(stamp)
+            det3d = out["detections_3d"]
+            assert det3d.header.frame_id == "base_link" and rg.stamp_ns(det3d.header) == stamp
+            ids_2d = [d.id for d in out["detections"].detections]
+            assert all(ids_2d) and len(set(ids_2d)) == len(ids_2d)  # tracking is on by default
+            ids_3d = [d.id for d in det3d.detections]
+            assert ids_3d and ids_3d == [i for i in ids_2d if i in ids_3d]  # 2D order, in range
+            markers = out["detections_3d/markers"].markers
+            assert {m.id for m in markers if m.action == m.ADD} == {int(i) for i in ids_3d}
+            assert all(m.header.frame_id == "base_link" for m in markers)
+    finally:
+        set_conf_threshold(probe, 0.25)
+
+
 def test_late_transient_local_subscriber_gets_grids_and_class_names(node, probe):
     """As Nav2's static layer subscribes (transient-local, reliable): a subscriber that joins
     after the grids were published still gets the newest ones, and the latched VisionInfo."""

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from ..camera import CameraModel
 
 DEFAULT_LENGTH_M = 4.5  # a passenger car
+# Typical lengths (m) of road users by detection class name (BDD100K's object classes), for
+# box_estimates' length_prior; other classes get DEFAULT_LENGTH_M.
+LENGTH_PRIOR_BY_NAME = {"car": DEFAULT_LENGTH_M, "truck": 8.0, "bus": 12.0, "train": 20.0,
+                        "motorcycle": 2.2, "bicycle": 1.8, "rider": 1.8, "person": 0.6}
 
 # The bottom-centre pixel and its neighbours one row up/down and one column left/right,
 # whose ground points give the covariance.

@@ -113,6 +113,13 @@ class Tracker:
         """Ids of the tracks that ended in the last update."""
         return self._ended.copy()
 
+    def reset(self) -> None:
+        """End every track (``ended_ids`` lists them until the next update); new ids keep
+        counting on, so none is reused."""
+        self._ended = self._ids.copy()
+        self._keep(np.zeros(len(self._ids), bool))
+        self._last_stamp = None
+
     def update(self, boxes_xyxy: np.ndarray, class_ids: np.ndarray, ground_xy: np.ndarray | None,
                stamp_s: float) -> np.ndarray:
         """Track ids [N] int64 for this frame's detections: ``boxes_xyxy`` [N,4] pixels,

@@ -1,4 +1,4 @@
-"""Debug overlay: road and lane tinted, boxes with class and score."""
+"""Debug overlay: road and lane tinted, boxes with class and score (and track id, distance)."""
 from __future__ import annotations
 
 import cv2
@@ -13,9 +13,11 @@ BOX_COLOR = (255, 96, 0)
 
 def draw_overlay(bgr: np.ndarray, seg_mask: np.ndarray, detections: Detections,
                  class_names: tuple[str, ...], palette: np.ndarray = SEG_PALETTE,
-                 tint_background: bool = False) -> np.ndarray:
+                 tint_background: bool = False, track_ids: np.ndarray | None = None,
+                 ranges: np.ndarray | None = None) -> np.ndarray:
     """A new BGR image: classes blended 50/50 with their colour (``palette``: BGR per class;
-    class 0 left untouched unless ``tint_background``), then the boxes."""
+    class 0 left untouched unless ``tint_background``), then the boxes, labelled
+    "#<track id> <class> <score> <range> m" (id and range where given; NaN ranges left out)."""
     tint = cv2.addWeighted(bgr, 0.5, palette[seg_mask], 0.5, 0.0)
     if tint_background:
         return tint
@@ -23,11 +25,17 @@ def draw_overlay(bgr: np.ndarray, seg_mask: np.ndarray, detections: Detections,
     cv2.copyTo(tint, (seg_mask > 0).view(np.uint8), out)
     scale = max(0.4, min(bgr.shape[:2]) / 1000)
     thickness = max(1, round(scale * 2))
-    for (x1, y1, x2, y2), score, cls in zip(detections.boxes.astype(int), detections.scores,
-                                            detections.classes):
+    count = len(detections)
+    ids = [None] * count if track_ids is None else track_ids.tolist()
+    distances = [np.nan] * count if ranges is None else ranges.tolist()
+    for (x1, y1, x2, y2), score, cls, track_id, distance in zip(
+            detections.boxes.astype(int), detections.scores, detections.classes, ids, distances):
         cv2.rectangle(out, (x1, y1), (x2, y2), BOX_COLOR, thickness)
         name = class_names[cls] if cls < len(class_names) else str(cls)
-        cv2.putText(out, f"{name} {score:.2f}", (x1, max(y1 - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX,
+        text = f"{name} {score:.2f}" if track_id is None else f"#{track_id} {name} {score:.2f}"
+        if np.isfinite(distance):
+            text += f" {distance:.1f} m"
+        cv2.putText(out, text, (x1, max(y1 - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX,
                     scale * 0.6, BOX_COLOR, thickness, cv2.LINE_AA)
     return out
 

@@ -120,6 +120,21 @@ class NodeConfig:
                                "points in ground_frame: inside a Nav2 obstacle layer's "
                                "min/max_obstacle_height band (config/nav2_costmap.yaml)",
                                runtime=True, range_=(-10.0, 10.0))
+    max_range: float = _setting(80.0, "detections_3d: farthest ground-contact point (horizontal "
+                                "distance from the camera, metres) that gives a 3D detection",
+                                runtime=True, range_=(1.0, 1000.0))
+    tracking: bool = _setting(True, "give detections track ids (Detection2D/Detection3D id) "
+                              "that stay the same for the same object across frames",
+                              runtime=True)
+    track_max_missed: int = _setting(5, "frames a track survives without a matching detection "
+                                     "before it ends", runtime=True, range_=(0, 1000))
+    track_min_iou: float = _setting(0.1, "least overlap (IoU) of a track's predicted box with a "
+                                    "detection for them to match", runtime=True,
+                                    range_=(0.0, 1.0))
+    track_max_distance: float = _setting(3.0, "farthest ground distance (metres) between a "
+                                         "track's predicted position and a detection for them "
+                                         "to match (with CameraInfo and pose)", runtime=True,
+                                         range_=(0.01, 100.0))
     use_compressed: bool = _setting(False, "subscribe to image/compressed (jpeg/png) instead "
                                     "of image")
     reliable_qos: bool = _setting(False, "subscribe with reliable QoS instead of the "

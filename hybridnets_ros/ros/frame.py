@@ -1,7 +1,8 @@
 """One frame's ROS path, shared by the node, ``hybridnets replay`` and ``hybridnets bench``:
 
     image message (raw or compressed) + latest CameraInfo + camera pose (setting or TF)
-      -> BGR image -> pipeline -> bird's-eye projection -> the wanted output messages
+      -> BGR image -> pipeline -> track ids and ground positions of the detections
+      -> bird's-eye projection -> the wanted output messages
 
 with a rejection reason when the image cannot be used, the reason when there are no
 grids, and per-stage timings. Callers decide what to do with those (the node logs once and
@@ -22,6 +23,8 @@ from ..core.bev import BevProjector, class_values
 from ..core.depth_grid import DepthProjector, class_lookup
 from ..core.family import DenseFamily
 from ..core.camera import CameraModel
+from ..core.objects3d import LENGTH_PRIOR_BY_NAME, box_estimates, ground_positions
+from ..core.tracking import Tracker
 from ..pipeline.config import NodeConfig
 from ..core.sources import InputError
 from ..pipeline.pipeline import Pipeline, Result
@@ -59,16 +62,33 @@ def camera_model_from_info(info: CameraInfo, pose, rectified: bool,
 
 
 class ProjectorCache:
-    """The bird's-eye lookup for the current calibration, pose and grid; rebuilt only when
-    one of them changes."""
+    """The camera model for the current calibration and pose, and the bird's-eye lookup for
+    it and the grid; each rebuilt only when what it depends on changes."""
 
     def __init__(self):
         self.projector: BevProjector | None = None
         self._key = None
+        self._camera: CameraModel | None = None
+        self._camera_key = None
 
     def get(self, info: CameraInfo | None, image_hw, config: NodeConfig,
             transform=None) -> tuple[BevProjector, bool]:
         """(projector, rebuilt?); raises GridUnavailable."""
+        camera = self.camera(info, image_hw, config, transform)
+        key = (self._camera_key, config.grid)
+        if key == self._key:
+            return self.projector, False
+        try:
+            projector = BevProjector(camera, config.grid)
+        except (ValueError, cv2.error) as exc:
+            raise GridUnavailable("invalid camera_info", f"cannot use camera_info: {exc}",
+                                  bad_input=True) from None
+        self.projector, self._key = projector, key
+        return self.projector, True
+
+    def camera(self, info: CameraInfo | None, image_hw, config: NodeConfig,
+               transform=None) -> CameraModel:
+        """The camera model of ``info`` and the pose; raises GridUnavailable."""
         if info is None:
             raise GridUnavailable("no camera_info", "no CameraInfo received yet")
         if (info.height, info.width) != tuple(image_hw):
@@ -78,17 +98,16 @@ class ProjectorCache:
         key = (tuple(info.k), tuple(info.d), tuple(info.p), info.width, info.height,
                config.camera_pose, None if transform is None else
                tuple(np.round(np.concatenate([transform[0].ravel(), transform[1]]), 6)),
-               config.rectified, config.grid)
-        if key == self._key:
-            return self.projector, False
-        try:
-            camera = camera_model_from_info(info, config.camera_pose, config.rectified, transform)
-            projector = BevProjector(camera, config.grid)
-        except (ValueError, cv2.error) as exc:
-            raise GridUnavailable("invalid camera_info", f"cannot use camera_info: {exc}",
-                                  bad_input=True) from None
-        self.projector, self._key = projector, key
-        return self.projector, True
+               config.rectified)
+        if key != self._camera_key:
+            try:
+                self._camera = camera_model_from_info(info, config.camera_pose, config.rectified,
+                                                      transform)
+            except (ValueError, cv2.error) as exc:
+                raise GridUnavailable("invalid camera_info", f"cannot use camera_info: {exc}",
+                                      bad_input=True) from None
+            self._camera_key = key
+        return self._camera
 
 
 @dataclass
@@ -96,7 +115,7 @@ class FrameOutcome:
     messages: dict[str, object] = field(default_factory=dict)  # output name -> message
     timings_ms: dict[str, float] = field(default_factory=dict)
     rejected: ImageConversionError | None = None  # the image could not be used
-    no_grids: GridUnavailable | None = None       # grids were wanted but are not possible
+    no_grids: GridUnavailable | None = None       # grids or 3D were wanted but are not possible
     projector_rebuilt: bool = False
     products: FrameProducts | None = None
 
@@ -114,6 +133,12 @@ class FrameProcessor:
         self._rejected_info: CameraInfo | None = None  # the last bad CameraInfo reported
         self.projectors = ProjectorCache()
         self.config = config
+        self.tracker = Tracker(config.track_max_missed, config.track_min_iou,
+                               config.track_max_distance)
+        self.shown_markers: set[tuple[str, int]] = set()  # what RViz holds of the markers
+        names = pipeline.family.detection_classes
+        self.length_prior = {i: LENGTH_PRIOR_BY_NAME[n] for i, n in enumerate(names)
+                             if n in LENGTH_PRIOR_BY_NAME}
         self.update_config(config)
 
     def set_camera_info(self, info: CameraInfo) -> GridUnavailable | None:
@@ -173,32 +198,52 @@ class FrameProcessor:
                                  palette_rgb=self._palette_rgb,
                                  drivable_lookup=self._drivable if self._dense else None,
                                  no_surface=self._no_surface,
-                                 points_decimation=self.config.points_decimation)
+                                 points_decimation=self.config.points_decimation,
+                                 shown_markers=self.shown_markers)
         t2 = time.perf_counter()
         geometric = {name for name in wanted if BY_NAME[name].needs_grids}
-        if geometric:
+        wants_objects = any(BY_NAME[name].needs_camera for name in wanted)
+        # The camera model is cached: trying it every frame costs a comparison (and the TF
+        # lookup without camera_pose); its ground positions help tracking too.
+        transform = None
+        try:
+            transform = self._transform(header)
+            products.camera = self.projectors.camera(self.camera_info, bgr.shape[:2], self.config,
+                                                     transform)
+        except GridUnavailable as exc:
+            if geometric or wants_objects:
+                self._no_grids(outcome, exc)
+        self._objects(products, wants_objects)
+        t3 = time.perf_counter()
+        if geometric and products.camera is not None:
             try:
-                products.projector, outcome.projector_rebuilt = self._projector(header, bgr.shape[:2])
+                products.projector, outcome.projector_rebuilt = self.projectors.get(
+                    self.camera_info, bgr.shape[:2], self.config, transform)
                 if result.depth_m is not None:
                     products.depth_projector = self._depth_projector_for(products.projector)
                 if geometric - {"points"}:  # the depth cloud alone needs no grid
                     products.grids = self._grids(result, products)
             except GridUnavailable as exc:
-                outcome.no_grids = exc
-                if exc.bad_input:  # a bad CameraInfo fails every frame until the next one
-                    exc.repeated = self.camera_info is self._rejected_info
-                    self._rejected_info = self.camera_info
-        t3 = time.perf_counter()
+                self._no_grids(outcome, exc)
+        t4 = time.perf_counter()
         for row in OUTPUTS:
-            if row.name in wanted and (products.projector is not None or not row.needs_grids):
+            if (row.name in wanted and (products.projector is not None or not row.needs_grids)
+                    and (products.camera is not None or not row.needs_camera)):
                 outcome.messages[row.name] = message = row.build(products)
                 if emit is not None:
                     emit(row.name, message)
-        t4 = time.perf_counter()
+        t5 = time.perf_counter()
         outcome.products = products
         outcome.timings_ms = dict(conversion=(t1 - t0) * 1e3, **result.timings_ms,
-                                  grids=(t3 - t2) * 1e3, messages=(t4 - t3) * 1e3)
+                                  objects=(t3 - t2) * 1e3, grids=(t4 - t3) * 1e3,
+                                  messages=(t5 - t4) * 1e3)
         return outcome
+
+    def _no_grids(self, outcome: FrameOutcome, problem: GridUnavailable) -> None:
+        outcome.no_grids = problem
+        if problem.bad_input:  # a bad CameraInfo fails every frame until the next one
+            problem.repeated = self.camera_info is self._rejected_info
+            self._rejected_info = self.camera_info
 
     def _depth_projector_for(self, projector: BevProjector) -> DepthProjector:
         """The depth lookup of this projector's camera and grid, built when they change."""
@@ -216,17 +261,47 @@ class FrameProcessor:
                 result.depth_m, result.seg_mask, self._drivable, self._obstacle,
                 self._no_surface, self.config.obstacle_height), None
         return products.projector.project_classes(result.seg_mask, self._class_values), None
+    def _objects(self, products: FrameProducts, wants_3d: bool) -> None:
+        """Ground contacts (with a camera model), track ids and, for the 3D outputs, box
+        estimates of the frame's detections."""
+        detections, camera, config = products.result.detections, products.camera, self.config
+        if camera is not None:
+            products.contacts = ground_positions(camera, detections.boxes, config.rectified,
+                                                 config.max_range)
+        # The tracker follows the settings here, in the frame's thread, not when they change
+        # (the node changes them from another thread). Settings change in place, so that ids
+        # keep counting on; switching tracking off ends every track.
+        if not config.tracking:
+            if len(self.tracker.track_ids):
+                self.tracker.reset()
+        else:
+            self.tracker.max_missed = config.track_max_missed
+            self.tracker.min_iou = config.track_min_iou
+            self.tracker.max_distance_m = config.track_max_distance
+            stamp = products.header.stamp
+            products.track_ids = self.tracker.update(
+                detections.boxes, detections.classes,
+                None if products.contacts is None else products.contacts.points,
+                stamp.sec + stamp.nanosec * 1e-9)
+            products.velocities = self.tracker.velocities
+        if wants_3d and camera is not None:
+            products.boxes_3d = box_estimates(camera, detections.boxes, products.contacts.points,
+                                              detections.classes, self.length_prior,
+                                              rectified=config.rectified)
 
-    def _projector(self, header: Header, image_hw) -> tuple[BevProjector, bool]:
+    def _transform(self, header: Header):
+        """The camera's (R, t) in ground_frame from TF when camera_pose is empty (None when
+        camera_pose is set); raises GridUnavailable when neither gives a pose."""
+        if self.config.camera_pose:
+            return None
         transform = None
-        if not self.config.camera_pose:
-            if self.transform_lookup is not None:
-                transform = self.transform_lookup(self.config.ground_frame, header)
-            if transform is None:
-                raise GridUnavailable("no pose", f"camera_pose is empty and no TF from "
-                                      f"'{self.config.ground_frame}' to '{header.frame_id}' is "
-                                      "available")
-        return self.projectors.get(self.camera_info, image_hw, self.config, transform)
+        if self.transform_lookup is not None:
+            transform = self.transform_lookup(self.config.ground_frame, header)
+        if transform is None:
+            raise GridUnavailable("no pose", f"camera_pose is empty and no TF from "
+                                  f"'{self.config.ground_frame}' to '{header.frame_id}' is "
+                                  "available")
+        return transform
 
     def model_products(self, header: Header) -> ModelProducts:
         """What the model-description outputs (VisionInfo) are built from."""

@@ -8,20 +8,39 @@ from __future__ import annotations
 import array
 
 import numpy as np
-from geometry_msgs.msg import Pose
+from geometry_msgs.msg import Point, Pose
 from nav_msgs.msg import MapMetaData, OccupancyGrid
 from sensor_msgs.msg import Image, PointCloud2, PointField
-from std_msgs.msg import Header
-from vision_msgs.msg import (BoundingBox2D, Detection2D, Detection2DArray, ObjectHypothesis,
+from std_msgs.msg import ColorRGBA, Header
+from vision_msgs.msg import (BoundingBox2D, BoundingBox3D, Detection2D, Detection2DArray,
+                             Detection3D, Detection3DArray, ObjectHypothesis,
                              ObjectHypothesisWithPose)
+from visualization_msgs.msg import Marker, MarkerArray
 
 from ..core.bev import GridSpec
+from ..core.objects3d import BoxEstimates, GroundContacts
 from ..core.postprocess import Detections
+
+# Variance of a rotation that is not estimated (the hypothesis pose is a point): "unknown".
+UNKNOWN_ROTATION_VARIANCE = 1e6
+# Marker namespaces of object_markers: the box, its label and its velocity arrow.
+MARKER_BOX, MARKER_LABEL, MARKER_VELOCITY = "boxes", "labels", "velocities"
+_BOX_COLOR = ColorRGBA(r=1.0, g=0.45, b=0.0, a=0.5)
+_LABEL_COLOR = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+_VELOCITY_COLOR = ColorRGBA(r=1.0, g=0.9, b=0.0, a=1.0)
 
 
 def stamp_ns(header) -> int:
     """A header's stamp in nanoseconds."""
     return header.stamp.sec * 10**9 + header.stamp.nanosec
+
+
+def message_stamp_ns(msg) -> int | None:
+    """An output message's stamp in nanoseconds: its header's; a MarkerArray has no header,
+    so its first marker's (None when it is empty)."""
+    if isinstance(msg, MarkerArray):
+        return stamp_ns(msg.markers[0].header) if msg.markers else None
+    return stamp_ns(msg.header)
 
 
 def _bytes(arr: np.ndarray, typecode: str = "B") -> array.array:
@@ -30,22 +49,113 @@ def _bytes(arr: np.ndarray, typecode: str = "B") -> array.array:
     return buf
 
 
-def detection_array(header: Header, detections: Detections, class_names) -> Detection2DArray:
-    """Boxes in input-image pixels: centre + size, one hypothesis (class name, score)."""
+def detection_ids(track_ids: np.ndarray | None, count: int) -> list[str]:
+    """The ``id`` strings of ``count`` detections: their track ids, or empty without tracking."""
+    return [""] * count if track_ids is None else [str(i) for i in track_ids.tolist()]
+
+
+def detection_array(header: Header, detections: Detections, class_names,
+                    track_ids: np.ndarray | None = None) -> Detection2DArray:
+    """Boxes in input-image pixels: centre + size, one hypothesis (class name, score), the
+    track id (empty without)."""
     msg = Detection2DArray(header=header)
     boxes = detections.boxes.astype(np.float64)
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     sizes = boxes[:, 2:] - boxes[:, :2]
     items = []
-    for (cx, cy), (w, h), score, cls in zip(centres.tolist(), sizes.tolist(),
-                                            detections.scores.tolist(), detections.classes.tolist()):
+    for (cx, cy), (w, h), score, cls, det_id in zip(
+            centres.tolist(), sizes.tolist(), detections.scores.tolist(),
+            detections.classes.tolist(), detection_ids(track_ids, len(boxes))):
         bbox = BoundingBox2D(size_x=w, size_y=h)
         bbox.center.position.x, bbox.center.position.y = cx, cy
         hypothesis = ObjectHypothesisWithPose(
             hypothesis=ObjectHypothesis(class_id=class_names[cls], score=score))
-        items.append(Detection2D(header=header, bbox=bbox, results=[hypothesis]))
+        items.append(Detection2D(header=header, bbox=bbox, results=[hypothesis], id=det_id))
     msg.detections = items
     return msg
+
+
+def detection3d_array(header: Header, detections: Detections, class_names,
+                      track_ids: np.ndarray | None, contacts: GroundContacts,
+                      boxes: BoxEstimates) -> Detection3DArray:
+    """The detections with a ground contact (``contacts.valid``), in their 2D order and with
+    their 2D ids, in ``header``'s (the ground) frame: the hypothesis pose is the contact
+    point with its x/y covariance (z: 0, on the ground; rotation not estimated), the bbox
+    the estimated box (size x = length along its yaw, y = width, z = height)."""
+    keep = np.flatnonzero(contacts.valid)
+    ids = detection_ids(track_ids, len(detections))
+    covariance = np.zeros((len(keep), 6, 6))
+    covariance[:, :3, :3] = contacts.covariance[keep]
+    covariance[:, [3, 4, 5], [3, 4, 5]] = UNKNOWN_ROTATION_VARIANCE
+    items = []
+    for i, point, cov, centre, size, quaternion in zip(
+            keep.tolist(), contacts.points[keep].tolist(), covariance.reshape(-1, 36).tolist(),
+            boxes.centres[keep].tolist(), boxes.sizes[keep].tolist(),
+            boxes.quaternions[keep].tolist()):
+        hypothesis = ObjectHypothesisWithPose(hypothesis=ObjectHypothesis(
+            class_id=class_names[int(detections.classes[i])], score=float(detections.scores[i])))
+        position = hypothesis.pose.pose.position
+        position.x, position.y, position.z = point
+        hypothesis.pose.pose.orientation.w = 1.0
+        hypothesis.pose.covariance = cov
+        bbox = BoundingBox3D()
+        bbox.center.position.x, bbox.center.position.y, bbox.center.position.z = centre
+        (bbox.center.orientation.x, bbox.center.orientation.y, bbox.center.orientation.z,
+         bbox.center.orientation.w) = quaternion
+        bbox.size.x, bbox.size.y, bbox.size.z = size
+        items.append(Detection3D(header=header, results=[hypothesis], bbox=bbox, id=ids[i]))
+    return Detection3DArray(header=header, detections=items)
+
+
+def object_markers(header: Header, track_ids: np.ndarray | None, contacts: GroundContacts,
+                   boxes: BoxEstimates, velocities: np.ndarray | None,
+                   stale: set[tuple[str, int]]) -> tuple[MarkerArray, set[tuple[str, int]]]:
+    """RViz markers of the detections with a ground contact: a translucent CUBE (the
+    estimated box), a TEXT_VIEW_FACING label above it ("<id>  <range> m", and the speed
+    "<v> m/s" in ground_frame once known) and an ARROW of the ground velocity (where it
+    will be in 1 s). Marker ids are the track ids (without tracking: the detection's index).
+    First comes a DELETE for each (namespace, id) of ``stale`` not drawn now. Returns the
+    message and the (namespace, id) pairs drawn."""
+    keep = np.flatnonzero(contacts.valid)
+    keys = np.arange(len(contacts.valid)) if track_ids is None else track_ids
+    drawn: set[tuple[str, int]] = set()
+    adds = []
+    for i in keep.tolist():
+        key = int(keys[i])
+        (cx, cy, cz), (length, width, height) = boxes.centres[i].tolist(), boxes.sizes[i].tolist()
+        box = Marker(header=header, ns=MARKER_BOX, id=key, type=Marker.CUBE, action=Marker.ADD,
+                     color=_BOX_COLOR)
+        box.pose.position.x, box.pose.position.y, box.pose.position.z = cx, cy, cz
+        (box.pose.orientation.x, box.pose.orientation.y, box.pose.orientation.z,
+         box.pose.orientation.w) = boxes.quaternions[i].tolist()
+        box.scale.x, box.scale.y, box.scale.z = length, width, height
+        text = f"{contacts.ranges[i]:.1f} m" if track_ids is None else \
+            f"{key}  {contacts.ranges[i]:.1f} m"
+        velocity = None if velocities is None else velocities[i]
+        known = velocity is not None and bool(np.isfinite(velocity).all())
+        if known:
+            text += f"\n{float(np.hypot(*velocity)):.1f} m/s"
+        label = Marker(header=header, ns=MARKER_LABEL, id=key, type=Marker.TEXT_VIEW_FACING,
+                       action=Marker.ADD, color=_LABEL_COLOR, text=text)
+        label.pose.position.x, label.pose.position.y = cx, cy
+        label.pose.position.z = 2 * cz + 0.8
+        label.pose.orientation.w = 1.0
+        label.scale.z = 0.8  # text height, metres
+        adds += [box, label]
+        drawn |= {(MARKER_BOX, key), (MARKER_LABEL, key)}
+        if known:
+            arrow = Marker(header=header, ns=MARKER_VELOCITY, id=key, type=Marker.ARROW,
+                           action=Marker.ADD, color=_VELOCITY_COLOR)
+            arrow.pose.orientation.w = 1.0
+            top = 2 * cz + 0.1
+            arrow.points = [Point(x=cx, y=cy, z=top),
+                            Point(x=cx + float(velocity[0]), y=cy + float(velocity[1]), z=top)]
+            arrow.scale.x, arrow.scale.y, arrow.scale.z = 0.15, 0.4, 0.4  # shaft, head
+            adds.append(arrow)
+            drawn.add((MARKER_VELOCITY, key))
+    deletes = [Marker(header=header, ns=ns, id=key, action=Marker.DELETE)
+               for ns, key in sorted(stale - drawn)]
+    return MarkerArray(markers=deletes + adds), drawn
 
 
 def image(header: Header, pixels: np.ndarray, encoding: str) -> Image:

@@ -241,9 +241,10 @@ class HybridNetsNode(LifecycleNode):
                 self._reject(problem.reason, f"{problem}: grids skipped")
         elif problem.reason == "no camera_info":
             self.say_once("no_camera_info", "no CameraInfo received on 'camera_info' yet: "
-                          "occupancy grids are not published until one arrives", "info")
+                          "occupancy grids and 3D detections are not published until one "
+                          "arrives", "info")
         else:
-            self.say_once(problem.reason, f"{problem}: grids are not published")
+            self.say_once(problem.reason, f"{problem}: grids and 3D detections are not published")
 
     # -------------------------------------------------------------- diagnostics
     def _health(self) -> tuple[bytes, str]:

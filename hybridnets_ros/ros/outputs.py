@@ -18,11 +18,14 @@ from nav_msgs.msg import OccupancyGrid
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
-from vision_msgs.msg import Detection2DArray, VisionInfo
+from vision_msgs.msg import Detection2DArray, Detection3DArray, VisionInfo
+from visualization_msgs.msg import MarkerArray
 
 from ..core.bev import OCCUPIED, BevProjector, drivable_boundary
+from ..core.camera import CameraModel
 from ..core.depth_grid import DepthProjector
 from ..core.family import DEPTH, DETECTIONS, HYBRIDNETS, LANE, SEMANTIC
+from ..core.objects3d import BoxEstimates, GroundContacts
 from ..core.spec import SEG_LANE, SEG_ROAD
 from ..core.visualize import SEG_PALETTE, draw_overlay
 from ..pipeline.pipeline import Result
@@ -59,6 +62,14 @@ class FrameProducts:
     depth_projector: DepthProjector | None = None      # families with depth, with a projector
     no_surface: np.ndarray | None = None               # bool [256]: classes left out of points
     points_decimation: int = 1
+    camera: CameraModel | None = None                  # None: no CameraInfo or pose this frame
+    contacts: GroundContacts | None = None             # detections' ground points (with camera)
+    track_ids: np.ndarray | None = None                # [N] per detection; None: tracking off
+    velocities: np.ndarray | None = None               # [N,2] m/s in ground_frame, NaN: unknown
+    boxes_3d: BoxEstimates | None = None               # with camera, when a 3D output is wanted
+    # (namespace, id) of the markers viewers hold, owned by the frame processor; the markers
+    # builder replaces them with what it draws, so that the next frame deletes what is gone.
+    shown_markers: set[tuple[str, int]] = field(default_factory=set)
 
     @property
     def ground_header(self) -> Header:
@@ -82,6 +93,7 @@ class Output:
     msg_type: type
     build: Callable[[FrameProducts], object]
     needs_grids: bool = False      # built only when the frame has a bird's-eye projection
+    needs_camera: bool = False     # built only when the frame has a camera model (3D)
     enabled_by: str | None = None  # a boolean setting that must be true, e.g. publish_points
     viewer_only: bool = False      # a debug picture, not data a planner consumes
     qos: QoSProfile = field(default_factory=lambda: OUTPUT_QOS)
@@ -103,13 +115,6 @@ def _drivable_mask(p: FrameProducts):
                           * np.uint8(255), "mono8")
 
 
-def _overlay(p: FrameProducts) -> np.ndarray:
-    if p.drivable_lookup is None:  # HybridNets: road and lanes tinted, boxes
-        return draw_overlay(p.bgr, p.result.seg_mask, p.result.detections, p.class_names)
-    return draw_overlay(p.bgr, p.result.seg_mask, p.result.detections, p.class_names,
-                        palette=p.palette_rgb[:, ::-1], tint_background=True)
-
-
 def class_map(p: ModelProducts) -> str:
     """The classes as a YAML flow mapping (VisionInfo.database_location): label value ->
     segmentation class, and the detection class ids."""
@@ -122,10 +127,37 @@ def _vision_info(p: ModelProducts) -> VisionInfo:
                       database_version=1)
 
 
+def _object_markers(p: FrameProducts) -> MarkerArray:
+    msg, drawn = messages.object_markers(p.ground_header, p.track_ids, p.contacts, p.boxes_3d,
+                                         p.velocities, p.shown_markers)
+    p.shown_markers.clear()
+    p.shown_markers.update(drawn)
+    return msg
+
+
+def _overlay(p: FrameProducts) -> Image:
+    if p.drivable_lookup is None:  # HybridNets: road and lanes tinted, boxes with ids, ranges
+        ranges = None if p.contacts is None else p.contacts.ranges
+        picture = draw_overlay(p.bgr, p.result.seg_mask, p.result.detections, p.class_names,
+                               track_ids=p.track_ids, ranges=ranges)
+    else:
+        picture = draw_overlay(p.bgr, p.result.seg_mask, p.result.detections, p.class_names,
+                               palette=p.palette_rgb[:, ::-1], tint_background=True)
+    return messages.image(p.header, picture, "bgr8")
+
+
 OUTPUTS: tuple[Output, ...] = (
     Output("detections", "detections", Detection2DArray,
-           lambda p: messages.detection_array(p.header, p.result.detections, p.class_names),
+           lambda p: messages.detection_array(p.header, p.result.detections, p.class_names,
+                                              p.track_ids),
            requires=frozenset({DETECTIONS})),
+    Output("detections_3d", "detections_3d", Detection3DArray,
+           lambda p: messages.detection3d_array(p.ground_header, p.result.detections,
+                                                p.class_names, p.track_ids, p.contacts,
+                                                p.boxes_3d),
+           needs_camera=True, requires=frozenset({DETECTIONS})),
+    Output("detections_3d_markers", "detections_3d/markers", MarkerArray, _object_markers,
+           needs_camera=True, viewer_only=True, requires=frozenset({DETECTIONS})),
     Output("drivable_mask", "drivable/mask", Image, _drivable_mask, requires=frozenset({SEMANTIC})),
     Output("lane_mask", "lane/mask", Image, _mask(SEG_LANE), requires=frozenset({LANE})),
     # As Isaac ROS segmentation and Autoware publish: one label image (class ids) and its
@@ -160,8 +192,7 @@ OUTPUTS: tuple[Output, ...] = (
            lambda p: messages.labelled_cloud(p.ground_header, p.depth_projector.cloud(
                p.result.depth_m, p.result.seg_mask, p.no_surface, p.points_decimation)),
            needs_grids=True, requires=frozenset({DEPTH})),
-    Output("overlay", "overlay", Image, lambda p: messages.image(p.header, _overlay(p), "bgr8"),
-           viewer_only=True),
+    Output("overlay", "overlay", Image, _overlay, viewer_only=True),
 )
 BY_NAME = {o.name: o for o in OUTPUTS}
 # Published for every processed frame, even when empty: the sign of life downstream.

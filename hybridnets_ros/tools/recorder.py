@@ -12,7 +12,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
 from ..core.visualize import bev_image
-from ..ros.messages import stamp_ns
+from ..ros.messages import message_stamp_ns
 from ..ros.outputs import OUTPUT_QOS, OUTPUTS
 
 # Reliable like the node's outputs, with room for every output of a few frames.
@@ -38,7 +38,9 @@ class OutputRecorder(Node):
 
     def _callback(self, topic: str):
         def store(msg):
-            stamp = stamp_ns(msg.header)
+            stamp = message_stamp_ns(msg)
+            if stamp is None:  # an empty MarkerArray: nothing to keep
+                return
             with self.lock:
                 self.outputs.setdefault(stamp, {})[topic] = msg
                 if topic == "detections":

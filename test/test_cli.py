@@ -85,7 +85,7 @@ def test_no_weights_is_refused(tmp_path, isolated_cache, capsys):
     cv2.imwrite(str(image), np.zeros((64, 64, 3), np.uint8))
     assert run("infer", image, "--output", tmp_path / "out") == 2
     err = capsys.readouterr().err
-    assert "no weights" in err and "hybridnets download-weights" in err and "--random-weights" in err
+    assert "no hybridnets weights" in err and "hybridnets download-weights" in err and "--random-weights" in err
     assert run("infer", image, "--weights", tmp_path / "absent.pth", "--output", tmp_path / "o") == 2
     assert "weights file not found" in capsys.readouterr().err
 

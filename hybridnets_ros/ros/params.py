@@ -14,7 +14,8 @@ from rclpy.parameter import Parameter
 from ..pipeline.config import NodeConfig, settings
 
 # Empty-array defaults need their type spelt out for rclpy.
-_ARRAY_TYPES = {"camera_resolution": Parameter.Type.INTEGER_ARRAY}
+_ARRAY_TYPES = {"camera_resolution": Parameter.Type.INTEGER_ARRAY,
+                "cameras": Parameter.Type.STRING_ARRAY}
 
 
 def descriptor(setting) -> ParameterDescriptor:
@@ -46,8 +47,10 @@ def parameter_values(node) -> dict[str, Any]:
     """Every setting's current parameter value (an unset empty array reads as [])."""
     values = {}
     for setting in settings():
-        param = node.get_parameter(setting.name)
-        values[setting.name] = [] if param.type_ == Parameter.Type.NOT_SET else param.value
+        # get_parameter raises for a typed parameter without a value (an empty-array default)
+        param = node.get_parameter_or(setting.name, None)
+        values[setting.name] = ([] if param is None or param.type_ == Parameter.Type.NOT_SET
+                                else param.value)
     return values
 
 

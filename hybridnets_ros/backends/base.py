@@ -27,6 +27,9 @@ class Backend(ABC):
     name: str = "?"
     device: str = "cpu"
     precision: str = "fp32"
+    # True: ``infer`` takes a batch [B,3,H,W] of any B (a static-shape engine is built per
+    # batch size used); False: B is 1 and callers run several frames one at a time.
+    batching: bool = False
 
     @abstractmethod
     def infer(self, inputs: Array) -> RawOutputs:
@@ -38,7 +41,8 @@ class Backend(ABC):
 
     def prepare(self, input_hw: tuple[int, int]) -> None:
         """Build whatever a static-shape engine needs for this input size (export, engine
-        build, tracing) now rather than at the first frame of that size."""
+        build, tracing) now rather than at the first frame of that size. Backends with
+        ``batching`` also take ``batch`` (default 1), the batch size to build for."""
 
     def describe(self) -> str:
         return f"{self.name} on {self.device}"

@@ -40,8 +40,8 @@ def _cpu_fp32(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def export_onnx(model: torch.nn.Module, path: str | Path, input_hw: tuple[int, int],
-                spec: ModelSpec = BDD100K, digest: str | None = None) -> Path:
-    """Write ``model`` as ONNX for a [1,3,H,W] float32 input and check it with onnx.checker.
+                spec: ModelSpec = BDD100K, digest: str | None = None, batch: int = 1) -> Path:
+    """Write ``model`` as ONNX for a [batch,3,H,W] float32 input and check it with onnx.checker.
 
     The file's metadata records the input size, normalisation, class names and weights
     digest; the anchors are pure geometry (``generate_anchors(input_hw)``), not stored.
@@ -54,7 +54,7 @@ def export_onnx(model: torch.nn.Module, path: str | Path, input_hw: tuple[int, i
         raise ValueError(f"input {width}x{height}: both sides must be multiples of "
                          f"{spec.max_stride}")
     model = _cpu_fp32(model)
-    dummy = torch.zeros(1, 3, height, width)
+    dummy = torch.zeros(batch, 3, height, width)
     # The tracer warns that MaxPoolSame's padding becomes a constant: intended, the export
     # is for this shape only; the exporter's other warnings are about its own deprecation.
     with warnings.catch_warnings(), torch.no_grad():
@@ -63,7 +63,7 @@ def export_onnx(model: torch.nn.Module, path: str | Path, input_hw: tuple[int, i
                           input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
                           do_constant_folding=True)
     proto = onnx.load(str(path))
-    meta = {"input_hw": f"{height},{width}", "mean_rgb": ",".join(map(str, spec.mean_rgb)),
+    meta = {"input_hw": f"{height},{width}", "batch": str(batch), "mean_rgb": ",".join(map(str, spec.mean_rgb)),
             "std_rgb": ",".join(map(str, spec.std_rgb)),
             "class_names": ",".join(spec.class_names),
             "seg_class_names": ",".join(spec.seg_class_names),
@@ -89,17 +89,19 @@ def compare_with_torch(onnx_path: str | Path, model: torch.nn.Module,
             for name, a, r in zip(OUTPUT_NAMES, ours, reference)}
 
 
-def onnx_key(input_hw: tuple[int, int], digest: str) -> EngineKey:
-    return EngineKey("onnx", tuple(input_hw), "fp32", digest, runtime=exporter_id())
+def onnx_key(input_hw: tuple[int, int], digest: str, batch: int = 1) -> EngineKey:
+    return EngineKey("onnx", tuple(input_hw), "fp32", digest, runtime=exporter_id(), batch=batch)
 
 
 def cached_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: str | None = None,
-                cache: EngineCache | None = None) -> Path:
-    """The fp32 ONNX export of ``model`` for ``input_hw`` from the cache, exported if absent."""
+                cache: EngineCache | None = None, batch: int = 1) -> Path:
+    """The fp32 ONNX export of ``model`` for ``input_hw`` (and a static ``batch``) from the
+    cache, exported if absent."""
     cache = cache or EngineCache()
     digest = digest or weights_digest(model)
-    return cache.get_or_build(onnx_key(input_hw, digest), ".onnx",
-                              lambda out: export_onnx(model, out, input_hw, digest=digest),
+    return cache.get_or_build(onnx_key(input_hw, digest, batch), ".onnx",
+                              lambda out: export_onnx(model, out, input_hw, digest=digest,
+                                                      batch=batch),
                               "ONNX export")
 
 

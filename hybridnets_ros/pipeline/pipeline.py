@@ -1,11 +1,14 @@
 """One frame's path: BGR image -> pre-processing -> backend -> post-processing -> Result.
 
+``run_batch`` takes several frames (one per camera) through one backend call.
+
 The pipeline knows nothing about ROS; the node, the CLI and the replay tool each hold one.
 Its thresholds are plain attributes: the configuration (pipeline.config) validates them.
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +28,7 @@ class Result:
     seg_mask: np.ndarray          # uint8 [h0, w0]: 0 background, 1 road, 2 lane
     letterbox: Letterbox
     timings_ms: dict[str, float] = field(default_factory=dict)
+    batch_size: int = 1           # frames that went through the network together
 
 
 class Pipeline:
@@ -44,6 +48,7 @@ class Pipeline:
         self.conf_threshold = float(conf_threshold)
         self.iou_threshold = float(iou_threshold)
         self._anchors: dict[tuple, torch.Tensor] = {}
+        self._batches: dict[tuple[int, int, int], np.ndarray | torch.Tensor] = {}
         # Stage times are only honest on CUDA when the device has finished the stage.
         on_cuda = backend.device.startswith("cuda")
         self._synchronize = (lambda: torch.cuda.synchronize(backend.device)) if on_cuda else (lambda: None)
@@ -66,13 +71,69 @@ class Pipeline:
                              "postprocess": (t3 - t2) * 1e3}
         return result
 
-    def postprocess(self, raw: RawOutputs, letterbox: Letterbox) -> Result:
-        regression = as_tensor(raw.regression)[0]
+    def run_batch(self, bgrs: Sequence[np.ndarray]) -> list[Result]:
+        """Results of several frames, in order. Frames with the same network input size go
+        through one backend call (pre-processed into a batch buffer allocated once per batch
+        size); a backend that cannot batch, or a lone frame, runs one at a time."""
+        if len(bgrs) < 2 or not self.backend.batching:
+            return [self(bgr) for bgr in bgrs]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, bgr in enumerate(bgrs):
+            groups.setdefault(Letterbox.compute(bgr.shape[:2], self.input_size,
+                                                self.spec.max_stride).input_hw, []).append(i)
+        results: list[Result | None] = [None] * len(bgrs)
+        for indices in groups.values():
+            frames = [bgrs[i] for i in indices]
+            group = self._batch(frames) if len(frames) > 1 else [self(frames[0])]
+            for i, result in zip(indices, group):
+                results[i] = result
+        return results
+
+    def _batch(self, bgrs: Sequence[np.ndarray]) -> list[Result]:
+        """Frames of one network input size through one backend call."""
+        t0 = time.perf_counter()
+        letterboxes, batch = [], None
+        for i, bgr in enumerate(bgrs):
+            tensor, letterbox = self.preprocessor(bgr)
+            if batch is None:
+                batch = self._batch_buffer(len(bgrs), tensor)
+            batch[i] = tensor[0]  # the preprocessor's buffer is reused by the next frame
+            letterboxes.append(letterbox)
+        self._synchronize()
+        t1 = time.perf_counter()
+        raw = self.backend.infer(batch)
+        self._synchronize()
+        t2 = time.perf_counter()
+        results = []
+        for i, letterbox in enumerate(letterboxes):
+            started = time.perf_counter()
+            result = self.postprocess(raw, letterbox, i)
+            result.batch_size = len(bgrs)
+            # Per frame: its share of pre-processing, the whole network call it waited for.
+            result.timings_ms = {"preprocess": (t1 - t0) * 1e3 / len(bgrs),
+                                 "network": (t2 - t1) * 1e3,
+                                 "postprocess": (time.perf_counter() - started) * 1e3}
+            results.append(result)
+        return results
+
+    def _batch_buffer(self, size: int, like: np.ndarray | torch.Tensor):
+        key = (size, *like.shape[2:])
+        if key not in self._batches:
+            if isinstance(like, torch.Tensor):
+                self._batches[key] = torch.empty((size, *like.shape[1:]), dtype=like.dtype,
+                                                 device=like.device)
+            else:
+                self._batches[key] = np.empty((size, *like.shape[1:]), like.dtype)
+        return self._batches[key]
+
+    def postprocess(self, raw: RawOutputs, letterbox: Letterbox, index: int = 0) -> Result:
+        """The Result of frame ``index`` of the batch ``raw``."""
+        regression = as_tensor(raw.regression)[index]
         key = (letterbox.input_hw, regression.device)
         if key not in self._anchors:
             self._anchors[key] = torch.from_numpy(
                 generate_anchors(letterbox.input_hw, self.spec).copy()).to(regression.device)
-        detections = detect(regression, raw.classification[0], self._anchors[key], letterbox,
+        detections = detect(regression, raw.classification[index], self._anchors[key], letterbox,
                             self.conf_threshold, self.iou_threshold)
-        return Result(detections, class_map(raw.segmentation[0], letterbox, self.processing_on_device),
-                      letterbox)
+        return Result(detections, class_map(raw.segmentation[index], letterbox,
+                                            self.processing_on_device), letterbox)

@@ -18,7 +18,7 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
-from ..core.bev import BevProjector
+from ..core.bev import BevProjector, GridSpec
 from ..core.camera import CameraModel
 from ..pipeline.config import NodeConfig
 from ..pipeline.pipeline import Pipeline, Result
@@ -63,8 +63,9 @@ class ProjectorCache:
         self._key = None
 
     def get(self, info: CameraInfo | None, image_hw, config: NodeConfig,
-            transform=None) -> tuple[BevProjector, bool]:
-        """(projector, rebuilt?); raises GridUnavailable."""
+            transform=None, grid: GridSpec | None = None) -> tuple[BevProjector, bool]:
+        """(projector, rebuilt?) onto ``grid`` (default: the config's); raises GridUnavailable."""
+        grid = grid or config.grid
         if info is None:
             raise GridUnavailable("no camera_info", "no CameraInfo received yet")
         if (info.height, info.width) != tuple(image_hw):
@@ -74,17 +75,27 @@ class ProjectorCache:
         key = (tuple(info.k), tuple(info.d), tuple(info.p), info.width, info.height,
                config.camera_pose, None if transform is None else
                tuple(np.round(np.concatenate([transform[0].ravel(), transform[1]]), 6)),
-               config.rectified, config.grid)
+               config.rectified, grid)
         if key == self._key:
             return self.projector, False
         try:
             camera = camera_model_from_info(info, config.camera_pose, config.rectified, transform)
-            projector = BevProjector(camera, config.grid)
+            projector = BevProjector(camera, grid)
         except (ValueError, cv2.error) as exc:
             raise GridUnavailable("invalid camera_info", f"cannot use camera_info: {exc}",
                                   bad_input=True) from None
         self.projector, self._key = projector, key
         return self.projector, True
+
+
+@dataclass
+class FrameRequest:
+    """One image message for one camera's processor (see :func:`process_batch`)."""
+
+    processor: FrameProcessor
+    msg: object
+    wanted: object = None           # output names; None: every enabled output
+    header: Header | None = None    # stamp the outputs with this instead of msg.header
 
 
 @dataclass
@@ -108,6 +119,7 @@ class FrameProcessor:
         self.transform_lookup = transform_lookup
         self.camera_info: CameraInfo | None = None
         self.projectors = ProjectorCache()
+        self.fused_projectors = ProjectorCache()  # onto the surround grid (several cameras)
         self.config = config
         self.update_config(config)
 
@@ -122,17 +134,14 @@ class FrameProcessor:
         """The output messages of ``wanted`` (default: every enabled output) for one image
         message; detections are always built. ``header``: the one to stamp the outputs with
         when ``msg``'s is not an rclpy Header (a bag reader's message)."""
-        header = header or msg.header
-        wanted = (self.enabled if wanted is None else self.enabled & set(wanted)) | ALWAYS
-        outcome = FrameOutcome()
-        t0 = time.perf_counter()
-        try:
-            bgr = to_bgr(msg)
-        except ImageConversionError as exc:
-            outcome.rejected = exc
-            return outcome
-        t1 = time.perf_counter()
-        result = self.pipeline(bgr)
+        return process_batch([FrameRequest(self, msg, wanted, header)])[0]
+
+    def _finish(self, request: FrameRequest, bgr: np.ndarray, result: Result,
+                outcome: FrameOutcome, conversion_ms: float) -> None:
+        """Grids and the wanted messages of one frame whose network result is in."""
+        header = request.header or request.msg.header
+        wanted = (self.enabled if request.wanted is None
+                  else self.enabled & set(request.wanted)) | ALWAYS
         products = FrameProducts(header, bgr, result, self.pipeline.spec.class_names,
                                  self.config.ground_frame, self.config.points_z)
         t2 = time.perf_counter()
@@ -147,11 +156,14 @@ class FrameProcessor:
                             if products.grids is not None or not BY_NAME[name].needs_grids}
         t4 = time.perf_counter()
         outcome.products = products
-        outcome.timings_ms = dict(conversion=(t1 - t0) * 1e3, **result.timings_ms,
+        outcome.timings_ms = dict(conversion=conversion_ms, **result.timings_ms,
                                   grids=(t3 - t2) * 1e3, messages=(t4 - t3) * 1e3)
-        return outcome
 
     def _projector(self, header: Header, image_hw) -> tuple[BevProjector, bool]:
+        return self.projectors.get(self.camera_info, image_hw, self.config, self._transform(header))
+
+    def _transform(self, header: Header):
+        """The TF transform of the image's frame when camera_pose is empty, else None."""
         transform = None
         if not self.config.camera_pose:
             if self.transform_lookup is not None:
@@ -160,9 +172,38 @@ class FrameProcessor:
                 raise GridUnavailable("no pose", f"camera_pose is empty and no TF from "
                                       f"'{self.config.ground_frame}' to '{header.frame_id}' is "
                                       "available")
-        return self.projectors.get(self.camera_info, image_hw, self.config, transform)
+        return transform
+
+    def fused_projector(self, header: Header, image_hw, grid: GridSpec) -> BevProjector:
+        """This camera's lookup onto the surround grid ``grid`` (several cameras), from the
+        same CameraInfo and pose as its own grids; raises GridUnavailable."""
+        transform = self._transform(header)
+        return self.fused_projectors.get(self.camera_info, image_hw, self.config, transform,
+                                         grid=grid)[0]
 
     def model_products(self, header: Header) -> ModelProducts:
         """What the model-description outputs (VisionInfo) are built from."""
         spec = self.pipeline.spec
         return ModelProducts(header, "HybridNets (BDD100K)", spec.class_names, spec.seg_class_names)
+
+
+def process_batch(requests: list[FrameRequest]) -> list[FrameOutcome]:
+    """Several cameras' image messages, each with its own processor (CameraInfo, pose,
+    grids) over one shared pipeline, through one network call (``Pipeline.run_batch``);
+    outcomes in the order of ``requests``. One request is :meth:`FrameProcessor.process`."""
+    outcomes = [FrameOutcome() for _ in requests]
+    ready = []  # (request, outcome, bgr, conversion ms) of the usable images
+    for request, outcome in zip(requests, outcomes):
+        t0 = time.perf_counter()
+        try:
+            bgr = to_bgr(request.msg)
+        except ImageConversionError as exc:
+            outcome.rejected = exc
+            continue
+        ready.append((request, outcome, bgr, (time.perf_counter() - t0) * 1e3))
+    if ready:
+        pipeline = ready[0][0].processor.pipeline
+        results = pipeline.run_batch([bgr for _, _, bgr, _ in ready])
+        for (request, outcome, bgr, conversion_ms), result in zip(ready, results):
+            request.processor._finish(request, bgr, result, outcome, conversion_ms)
+    return outcomes

@@ -50,7 +50,7 @@ def load_model(config: NodeConfig) -> tuple[torch.nn.Module, Path | None]:
 def build_pipeline(config: NodeConfig, model: torch.nn.Module | None = None,
                    **backend_options) -> Pipeline:
     """A ready pipeline for ``config``; with ``camera_resolution`` set, the engine for it is
-    built now rather than at the first frame. ``model`` skips loading (bench reuses one);
+    built now rather than at the first frame (with N ``cameras``, one per batch size 1..N). ``model`` skips loading (bench reuses one);
     ``backend_options`` go to :func:`create_backend` (e.g. torch's ``optimize``)."""
     started = time.monotonic()
     weights = "given model"
@@ -67,6 +67,10 @@ def build_pipeline(config: NodeConfig, model: torch.nn.Module | None = None,
         log.info("preparing %s for %dx%d input (network %dx%d) ...", backend.describe(),
                  config.source_hw[1], config.source_hw[0], input_hw[1], input_hw[0])
         backend.prepare(input_hw)
+        if len(config.cameras) > 1 and backend.batching:
+            # Several cameras: every batch size the worker may run (2..N frames waiting).
+            for batch in range(2, len(config.cameras) + 1):
+                backend.prepare(input_hw, batch)
     log.info("pipeline ready in %.1f s: %s, %s", time.monotonic() - started, weights,
              backend.describe())
     return pipeline

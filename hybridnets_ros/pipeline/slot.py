@@ -1,45 +1,13 @@
-"""A one-frame mailbox between the ROS callbacks and the inference worker.
+"""One-frame mailboxes (one per camera) between the ROS callbacks and the inference worker.
 
-Latest frame wins: a frame that arrives while another is waiting replaces it (and is
-counted as dropped), so the worker never works through a backlog of stale frames.
+Latest frame wins: a frame that arrives while another of the same camera is waiting
+replaces it (and is counted as dropped), so the worker never works through a backlog of
+stale frames.
 """
 from __future__ import annotations
 
 import threading
 from typing import Any
-
-
-class LatestSlot:
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._item: Any = None
-        self._closed = False
-        self.dropped = 0
-
-    def put(self, item: Any) -> None:
-        with self._cond:
-            if self._item is not None:
-                self.dropped += 1
-            self._item = item
-            self._cond.notify()
-
-    def take(self, timeout: float | None = None) -> Any:
-        """The waiting item, or None after ``timeout`` seconds or once closed."""
-        with self._cond:
-            if self._item is None and not self._closed:
-                self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return item
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def reopen(self) -> None:
-        with self._cond:
-            self._closed = False
-            self._item = None
 
 
 class LatestSlots:

@@ -28,6 +28,7 @@ def frames():
 def test_batched_equals_one_at_a_time(random_model, frames, backend):
     pipeline = Pipeline(create_backend(backend, random_model), input_size=SIZE)
     assert pipeline.backend.batching
+    pipeline.batch_size = 3  # three cameras
     if backend != "torch":  # the grouping by input size is the backend's business: once
         frames = frames[:3]
     single = [pipeline(bgr) for bgr in frames]
@@ -43,6 +44,8 @@ def test_batched_equals_one_at_a_time(random_model, frames, backend):
     # Again: the batch buffer and the batch-3 engine are reused, results unchanged.
     again = pipeline.run_batch(frames[:3])
     assert all((a.seg_mask == b.seg_mask).all() for a, b in zip(again, batched))
+    # Fewer frames than the batch size run one at a time on the CPU (no batch-2 engine).
+    assert [r.batch_size for r in pipeline.run_batch(frames[:2])] == [1, 1]
 
 
 def test_batch_is_part_of_the_engine_key_but_batch_1_keys_are_unchanged():

@@ -49,6 +49,9 @@ class Pipeline:
         self.iou_threshold = float(iou_threshold)
         self._anchors: dict[tuple, torch.Tensor] = {}
         self._batches: dict[tuple[int, int, int], np.ndarray | torch.Tensor] = {}
+        # The batch size run_batch uses (several cameras: their number). Only batches of 1
+        # and of this size run, so a static-shape engine exists for two sizes, not for each.
+        self.batch_size = 1
         # Stage times are only honest on CUDA when the device has finished the stage.
         on_cuda = backend.device.startswith("cuda")
         self._synchronize = (lambda: torch.cuda.synchronize(backend.device)) if on_cuda else (lambda: None)
@@ -73,9 +76,12 @@ class Pipeline:
 
     def run_batch(self, bgrs: Sequence[np.ndarray]) -> list[Result]:
         """Results of several frames, in order. Frames with the same network input size go
-        through one backend call (pre-processed into a batch buffer allocated once per batch
-        size); a backend that cannot batch, or a lone frame, runs one at a time."""
-        if len(bgrs) < 2 or not self.backend.batching:
+        through the backend ``batch_size`` at a time in one call (pre-processed into a batch
+        buffer allocated once). Fewer left over: on CUDA they run as a full batch with
+        unused slots (about the time of one frame there), on the CPU one at a time (a
+        full batch would cost ``batch_size`` frames of compute). A backend that cannot
+        batch runs every frame alone."""
+        if len(bgrs) < 2 or self.batch_size < 2 or not self.backend.batching:
             return [self(bgr) for bgr in bgrs]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, bgr in enumerate(bgrs):
@@ -83,20 +89,26 @@ class Pipeline:
                                                 self.spec.max_stride).input_hw, []).append(i)
         results: list[Result | None] = [None] * len(bgrs)
         for indices in groups.values():
-            frames = [bgrs[i] for i in indices]
-            group = self._batch(frames) if len(frames) > 1 else [self(frames[0])]
-            for i, result in zip(indices, group):
-                results[i] = result
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start:start + self.batch_size]
+                frames = [bgrs[i] for i in chunk]
+                if len(chunk) == self.batch_size or (len(chunk) > 1 and self.processing_on_device):
+                    done = self._batch(frames)
+                else:
+                    done = [self(bgr) for bgr in frames]
+                for i, result in zip(chunk, done):
+                    results[i] = result
         return results
 
     def _batch(self, bgrs: Sequence[np.ndarray]) -> list[Result]:
-        """Frames of one network input size through one backend call."""
+        """Up to ``batch_size`` frames of one network input size through one backend call
+        of batch ``batch_size`` (slots beyond the frames keep old data; nobody reads them)."""
         t0 = time.perf_counter()
         letterboxes, batch = [], None
         for i, bgr in enumerate(bgrs):
             tensor, letterbox = self.preprocessor(bgr)
             if batch is None:
-                batch = self._batch_buffer(len(bgrs), tensor)
+                batch = self._batch_buffer(self.batch_size, tensor)
             batch[i] = tensor[0]  # the preprocessor's buffer is reused by the next frame
             letterboxes.append(letterbox)
         self._synchronize()
@@ -120,10 +132,10 @@ class Pipeline:
         key = (size, *like.shape[2:])
         if key not in self._batches:
             if isinstance(like, torch.Tensor):
-                self._batches[key] = torch.empty((size, *like.shape[1:]), dtype=like.dtype,
+                self._batches[key] = torch.zeros((size, *like.shape[1:]), dtype=like.dtype,
                                                  device=like.device)
             else:
-                self._batches[key] = np.empty((size, *like.shape[1:]), like.dtype)
+                self._batches[key] = np.zeros((size, *like.shape[1:]), like.dtype)
         return self._batches[key]
 
     def postprocess(self, raw: RawOutputs, letterbox: Letterbox, index: int = 0) -> Result:

@@ -1,12 +1,18 @@
-"""Several cameras: one namespaced hybridnets_node per camera, sharing the defaults.
+"""Several cameras through one hybridnets_node and one model (docs/multi_camera.md).
 
-    ros2 launch hybridnets_ros multi_camera.launch.py cameras:=front,rear
+    ros2 launch hybridnets_ros multi_camera.launch.py cameras:=front,left,right \
+        camera_poses:="0,0,1.5,0,0.1,0, 0,0.5,1.5,0,0.1,1.5708, 0,-0.5,1.5,0,0.1,-1.5708"
 
 Camera <name> reads /<name>/image_raw (or /<name>/image_raw/compressed with
-use_compressed:=true) and /<name>/camera_info and publishes under /<name>/hybridnets/.
-Give each its camera_pose in a parameter file of your own (the defaults assume a forward
-camera 1.5 m above base_link). weights, backend, use_sim_time and autostart apply to every
-camera's node as in hybridnets.launch.py.
+use_compressed:=true) and /<name>/camera_info; its outputs are /hybridnets/<name>/...
+(detections, masks, grids) and the fused surround grids /hybridnets/fused/drivable/grid
+and /hybridnets/fused/lane/grid. camera_poses: 6 numbers per camera (x, y, z, roll, pitch,
+yaw as camera_pose), or empty to take each camera's pose from TF (or from your config file).
+
+one_process_per_camera:=true starts one namespaced node per camera instead (each its own
+model and engine, outputs under /<name>/hybridnets/, no fused grids), as before.
+weights, backend, use_sim_time, autostart and use_compressed apply to every node as in
+hybridnets.launch.py.
 """
 import os
 
@@ -20,30 +26,49 @@ from launch_ros.substitutions import FindPackageShare
 PASSED_PARAMETERS = ("weights", "backend", "use_sim_time", "autostart", "use_compressed")
 
 
+def _camera_topics(name: str, prefix: str = "") -> list[tuple[str, str]]:
+    """Remappings of camera <name>'s inputs (``prefix``: the node's name for them)."""
+    return [(f"{prefix}image", f"/{name}/image_raw"),
+            (f"{prefix}image/compressed", f"/{name}/image_raw/compressed"),
+            (f"{prefix}camera_info", f"/{name}/camera_info")]
+
+
 def _nodes(context):
     config = LaunchConfiguration("config").perform(context)
     names = [n.strip() for n in LaunchConfiguration("cameras").perform(context).split(",") if n.strip()]
     overrides = {name: LaunchConfiguration(name) for name in PASSED_PARAMETERS}
+    if LaunchConfiguration("one_process_per_camera").perform(context).lower() == "true":
+        return [Node(package="hybridnets_ros", executable="hybridnets_node", name="hybridnets_node",
+                     namespace=f"{name}/hybridnets", output="screen",
+                     parameters=[config, overrides], remappings=_camera_topics(name))
+                for name in names]
+    poses = LaunchConfiguration("camera_poses").perform(context).replace(",", " ").split()
+    cameras = {"cameras": names}
+    if poses:
+        cameras["camera_poses"] = [float(v) for v in poses]
     return [Node(package="hybridnets_ros", executable="hybridnets_node", name="hybridnets_node",
-                 namespace=f"{name}/hybridnets", output="screen", parameters=[config, overrides],
-                 remappings=[("image", f"/{name}/image_raw"),
-                             ("image/compressed", f"/{name}/image_raw/compressed"),
-                             ("camera_info", f"/{name}/camera_info")])
-            for name in names]
+                 namespace="hybridnets", output="screen",
+                 parameters=[config, overrides, cameras],
+                 remappings=[r for name in names for r in _camera_topics(name, f"{name}/")])]
 
 
 def generate_launch_description():
     return LaunchDescription([
         SetEnvironmentVariable("FASTDDS_BUILTIN_TRANSPORTS",
                                os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")),
-        DeclareLaunchArgument("cameras", default_value="front,rear",
+        DeclareLaunchArgument("cameras", default_value="front,left,right",
                               description="comma-separated camera names"),
+        DeclareLaunchArgument("camera_poses", default_value="",
+                              description="6 numbers per camera (x y z roll pitch yaw), "
+                              "comma- or space-separated; empty: TF or the config file"),
+        DeclareLaunchArgument("one_process_per_camera", default_value="false",
+                              description="true: one node (and model) per camera instead"),
         DeclareLaunchArgument("config", default_value=PathJoinSubstitution(
             [FindPackageShare("hybridnets_ros"), "config", "hybridnets.yaml"])),
         DeclareLaunchArgument("weights", default_value="",
                               description="checkpoint; empty: the downloaded one"),
         DeclareLaunchArgument("backend", default_value="auto",
-                              description="auto | torch | onnxruntime | tensorrt | torch2trt"),
+                              description="auto | torch | onnxruntime | openvino | tensorrt | torch2trt"),
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="use /clock (bag replay)"),
         DeclareLaunchArgument("autostart", default_value="true",

@@ -46,6 +46,9 @@ class ScriptedDetections:
         result.detections = self.script.pop(0)
         return result
 
+    def run_batch(self, bgrs):
+        return [self(bgr) for bgr in bgrs]
+
 
 def cars(centres, camera=CAMERA) -> Detections:
     boxes = np.array([image_box(camera, c) for c in centres], np.float32).reshape(-1, 4)

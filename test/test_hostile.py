@@ -114,11 +114,12 @@ def test_engines_per_shape_are_bounded(random_model):
     shapes = [(128, 640), (256, 640), (384, 640), (512, 640), (640, 640)]
     for hw in shapes:
         backend.prepare(hw)
-    assert list(backend._runners) == shapes[-ENGINES_KEPT:]
+    keys = [(1, *hw) for hw in shapes]  # (batch, height, width)
+    assert list(backend._runners) == keys[-ENGINES_KEPT:]
     assert ENGINES_KEPT == 3
     backend.prepare(shapes[2])  # used again: now the most recent
     backend.prepare(shapes[0])  # so the least recent, shapes[3], goes
-    assert list(backend._runners) == [shapes[4], shapes[2], shapes[0]]
+    assert list(backend._runners) == [keys[4], keys[2], keys[0]]
 
 
 def test_max_detections_caps_nms_and_is_exact_when_reached():

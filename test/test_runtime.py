@@ -2,36 +2,38 @@
 import threading
 import time
 
-from hybridnets_ros.pipeline.slot import LatestSlot
+from hybridnets_ros.pipeline.slot import LatestSlots
 from hybridnets_ros.pipeline.stats import NodeStats, RateMeter
 
 
-def test_latest_frame_wins():
-    slot = LatestSlot()
+def test_latest_frame_wins_per_camera_and_all_waiting_come_together():
+    slots = LatestSlots(("front", "left"))
     for i in range(5):
-        slot.put(i)
-    assert slot.take(0) == 4 and slot.dropped == 4
-    assert slot.take(0.01) is None
+        slots.put("front", i)
+    slots.put("left", "a")
+    assert slots.take_all(0) == {"front": 4, "left": "a"}
+    assert slots.dropped == {"front": 4, "left": 0}
+    assert slots.take_all(0.01) == {}
 
 
 def test_take_wakes_up_on_put_and_close():
-    slot = LatestSlot()
+    slots = LatestSlots(("front",))
     got = []
-    worker = threading.Thread(target=lambda: got.append(slot.take(5)))
+    worker = threading.Thread(target=lambda: got.append(slots.take_all(5)))
     worker.start()
     time.sleep(0.05)
-    slot.put("frame")
+    slots.put("front", "frame")
     worker.join(1)
-    assert got == ["frame"]
-    worker = threading.Thread(target=lambda: got.append(slot.take(5)))
+    assert got == [{"front": "frame"}]
+    worker = threading.Thread(target=lambda: got.append(slots.take_all(5)))
     worker.start()
     started = time.monotonic()
-    slot.close()
+    slots.close()
     worker.join(1)
-    assert got[-1] is None and time.monotonic() - started < 1
-    slot.reopen()
-    slot.put(1)
-    assert slot.take(0) == 1
+    assert got[-1] == {} and time.monotonic() - started < 1
+    slots.reopen()
+    slots.put("front", 1)
+    assert slots.take_all(0) == {"front": 1}
 
 
 def test_rates_and_latencies():

@@ -73,6 +73,9 @@ class Backend(ABC):
     device: str = "cpu"
     precision: str = "fp32"
     family: ModelFamily = HYBRIDNETS  # which network it runs: the outputs' form
+    # True: ``infer`` takes a batch [B,3,H,W] of any B (a static-shape engine is built per
+    # batch size used); False: B is 1 and callers run several frames one at a time.
+    batching: bool = False
 
     @abstractmethod
     def infer(self, inputs: Array) -> Outputs:
@@ -86,7 +89,8 @@ class Backend(ABC):
 
     def prepare(self, input_hw: tuple[int, int]) -> None:
         """Build whatever a static-shape engine needs for this input size (export, engine
-        build, tracing) now rather than at the first frame of that size."""
+        build, tracing) now rather than at the first frame of that size. Backends with
+        ``batching`` also take ``batch`` (default 1), the batch size to build for."""
 
     def describe(self) -> str:
         return f"{self.name} on {self.device}"

@@ -36,6 +36,7 @@ class EngineKey:
     runtime: str = ""           # what built it, e.g. "tensorrt 10.3.0"
     gpu: str = ""               # gpu_identity(); "" for portable files (ONNX)
     calibration: str = ""       # digest of the INT8 calibration frames; "" otherwise
+    batch: int = 1              # static batch size (several cameras)
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.as_json(), sort_keys=True).encode()).hexdigest()
@@ -43,11 +44,14 @@ class EngineKey:
     def as_json(self) -> dict:
         data = asdict(self)
         data["input_hw"] = list(self.input_hw)
+        if self.batch == 1:  # keys of batch 1 read as before batches existed: caches stay valid
+            del data["batch"]
         return data
 
     def filename(self, suffix: str) -> str:
         h, w = self.input_hw
-        return f"{self.kind}-{self.precision}-{h}x{w}-{self.digest()[:16]}{suffix}"
+        batch = f"b{self.batch}-" if self.batch != 1 else ""
+        return f"{self.kind}-{self.precision}-{batch}{h}x{w}-{self.digest()[:16]}{suffix}"
 
 
 def weights_digest(model_or_state: torch.nn.Module | Mapping[str, torch.Tensor]) -> str:
@@ -157,8 +161,8 @@ class EngineCache:
             log.info("using cached %s %s", what, path)
             return path
         h, w = key.input_hw
-        log.info("building %s for input %dx%d (%s); cached afterwards in %s", what, w, h,
-                 key.precision, self.root)
+        log.info("building %s for input %dx%dx%d (%s); cached afterwards in %s", what,
+                 key.batch, w, h, key.precision, self.root)
         started = time.monotonic()
         path = self.store(key, suffix, build)
         log.info("built %s in %.1f s: %s", what, time.monotonic() - started, path)

@@ -42,9 +42,9 @@ def _cpu_fp32(model: torch.nn.Module) -> torch.nn.Module:
 
 def export_onnx(model: torch.nn.Module, path: str | Path, input_hw: tuple[int, int],
                 spec: ModelSpec = BDD100K, digest: str | None = None,
-                family: ModelFamily = HYBRIDNETS) -> Path:
-    """Write ``model`` (of ``family``) as ONNX for a [1,3,H,W] float32 input and check it
-    with onnx.checker.
+                family: ModelFamily = HYBRIDNETS, batch: int = 1) -> Path:
+    """Write ``model`` (of ``family``) as ONNX for a [batch,3,H,W] float32 input and check
+    it with onnx.checker.
 
     The file's metadata records the input size, normalisation, class names and weights
     digest; the anchors are pure geometry (``generate_anchors(input_hw)``), not stored.
@@ -57,7 +57,7 @@ def export_onnx(model: torch.nn.Module, path: str | Path, input_hw: tuple[int, i
         raise ValueError(f"input {width}x{height}: both sides must be multiples of "
                          f"{spec.max_stride}")
     model = _cpu_fp32(model)
-    dummy = torch.zeros(1, 3, height, width)
+    dummy = torch.zeros(batch, 3, height, width)
     # The tracer warns that MaxPoolSame's padding becomes a constant: intended, the export
     # is for this shape only; the exporter's other warnings are about its own deprecation.
     with warnings.catch_warnings(), torch.no_grad():
@@ -66,7 +66,8 @@ def export_onnx(model: torch.nn.Module, path: str | Path, input_hw: tuple[int, i
                           input_names=[INPUT_NAME], output_names=list(family.output_names),
                           do_constant_folding=True)
     proto = onnx.load(str(path))
-    meta = {"input_hw": f"{height},{width}", "mean_rgb": ",".join(map(str, spec.mean_rgb)),
+    meta = {"input_hw": f"{height},{width}", "batch": str(batch),
+            "mean_rgb": ",".join(map(str, spec.mean_rgb)),
             "std_rgb": ",".join(map(str, spec.std_rgb)), "model": family.name,
             "class_names": ",".join(family.detection_classes),
             "seg_class_names": ",".join(family.seg_classes),
@@ -92,20 +93,22 @@ def compare_with_torch(onnx_path: str | Path, model: torch.nn.Module,
             for name, a, r in zip(OUTPUT_NAMES, ours, reference)}
 
 
-def onnx_key(input_hw: tuple[int, int], digest: str,
-             family: ModelFamily = HYBRIDNETS) -> EngineKey:
+def onnx_key(input_hw: tuple[int, int], digest: str, family: ModelFamily = HYBRIDNETS,
+             batch: int = 1) -> EngineKey:
     kind = "onnx" if family is HYBRIDNETS else f"onnx-{family.name}"
-    return EngineKey(kind, tuple(input_hw), "fp32", digest, runtime=exporter_id())
+    return EngineKey(kind, tuple(input_hw), "fp32", digest, runtime=exporter_id(), batch=batch)
 
 
 def cached_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: str | None = None,
-                cache: EngineCache | None = None, family: ModelFamily = HYBRIDNETS) -> Path:
-    """The fp32 ONNX export of ``model`` for ``input_hw`` from the cache, exported if absent."""
+                cache: EngineCache | None = None, family: ModelFamily = HYBRIDNETS,
+                batch: int = 1) -> Path:
+    """The fp32 ONNX export of ``model`` (of ``family``) for ``input_hw`` (and a static
+    ``batch``) from the cache, exported if absent."""
     cache = cache or EngineCache()
     digest = digest or weights_digest(model)
-    return cache.get_or_build(onnx_key(input_hw, digest, family), ".onnx",
+    return cache.get_or_build(onnx_key(input_hw, digest, family, batch), ".onnx",
                               lambda out: export_onnx(model, out, input_hw, digest=digest,
-                                                      family=family),
+                                                      family=family, batch=batch),
                               f"{family.name} ONNX export")
 
 

@@ -78,15 +78,17 @@ class OnnxRuntimeBackend(CachedEngineBackend):
             self.providers = ["CPUExecutionProvider"]
         self._init_engine(model, device, precision, calib, source_hw, input_size, cache, digest,
                           family)
-        self._sessions: dict[tuple[int, int], _Session] = ShapeLru()
+        # fp32 exports take any static batch; INT8 models are calibrated for batch 1.
+        self.batching = precision == "fp32"
+        self._sessions: dict[tuple[int, int, int], _Session] = ShapeLru()
 
-    def prepare(self, input_hw: tuple[int, int]) -> None:
-        self._session(tuple(input_hw))
+    def prepare(self, input_hw: tuple[int, int], batch: int = 1) -> None:
+        self._session((batch, *input_hw))
 
-    def model_path(self, hw: tuple[int, int]) -> Path:
+    def model_path(self, hw: tuple[int, int], batch: int = 1) -> Path:
         """The ONNX file run for input ``hw`` (exported/quantised into the cache if needed)."""
         if self.precision == "fp32":
-            return cached_onnx(self.model, hw, self.digest, self.cache, self.family)
+            return cached_onnx(self.model, hw, self.digest, self.cache, self.family, batch)
         from .quantize import assumed_camera, cached_int8_onnx, calibration_frames
         source_hw = self.source_hw or assumed_camera(hw, self.input_size)
         frames = calibration_frames(self.calib, source_hw, self.input_size)
@@ -95,10 +97,12 @@ class OnnxRuntimeBackend(CachedEngineBackend):
                                      f"camera gives {hw}: pass the camera resolution (source_hw)")
         return cached_int8_onnx(self.model, hw, self.digest, frames, self.cache)
 
-    def _session(self, hw: tuple[int, int]) -> _Session:
-        if hw in self._sessions:
-            return self._sessions[hw]
-        path = self.model_path(hw)
+    def _session(self, shape: tuple[int, int, int]) -> _Session:
+        """The session for a (batch, H, W) input."""
+        if shape in self._sessions:
+            return self._sessions[shape]
+        batch, *hw = shape
+        path = self.model_path(tuple(hw), batch)
         started = time.monotonic()
         options = self.ort.SessionOptions()
         options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -123,13 +127,14 @@ class OnnxRuntimeBackend(CachedEngineBackend):
             outputs.append(out)
         names = [meta.name for meta in session.get_outputs()]
         ordered = tuple(outputs[names.index(name)] for name in self.family.output_names)
-        self._sessions[hw] = _Session(session, binding, ordered)
-        log.info("onnxruntime: %s session for input %dx%d ready in %.1f s (%s)", self.precision,
-                 hw[1], hw[0], time.monotonic() - started, ", ".join(session.get_providers()))
-        return self._sessions[hw]
+        self._sessions[shape] = _Session(session, binding, ordered)
+        log.info("onnxruntime: %s session for input %dx%dx%d ready in %.1f s (%s)",
+                 self.precision, batch, hw[1], hw[0], time.monotonic() - started,
+                 ", ".join(session.get_providers()))
+        return self._sessions[shape]
 
     def infer(self, inputs: Array) -> Outputs:
-        state = self._session(tuple(inputs.shape[2:]))
+        state = self._session((inputs.shape[0], *inputs.shape[2:]))
         if isinstance(inputs, torch.Tensor) and inputs.is_cuda:
             inputs = inputs.float().contiguous()
             state.binding.bind_input(INPUT_NAME, "cuda", inputs.device.index or 0, np.float32,

@@ -131,10 +131,12 @@ class OpenVINOBackend(CachedEngineBackend):
                                      "nncf), or use onnxruntime int8")
         self._init_engine(model, device, precision, calib, source_hw, input_size, cache, digest,
                           family)
-        self._compiled: dict[tuple[int, int], _Compiled] = ShapeLru()
+        # fp32/bf16 compile the fp32 export of any static batch; INT8 is calibrated for 1.
+        self.batching = precision != "int8"
+        self._compiled: dict[tuple[int, int, int], _Compiled] = ShapeLru()
 
-    def prepare(self, input_hw: tuple[int, int]) -> None:
-        self._compiled_for(tuple(input_hw))
+    def prepare(self, input_hw: tuple[int, int], batch: int = 1) -> None:
+        self._compiled_for((batch, *input_hw))
 
     def _calibration(self, hw: tuple[int, int]) -> list[np.ndarray]:
         from .quantize import assumed_camera, calibration_frames
@@ -145,20 +147,21 @@ class OpenVINOBackend(CachedEngineBackend):
                                      f"camera gives {hw}: pass the camera resolution (source_hw)")
         return frames
 
-    def compile_key(self, hw: tuple[int, int], calibration: str = "") -> EngineKey:
+    def compile_key(self, hw: tuple[int, int], calibration: str = "",
+                    batch: int = 1) -> EngineKey:
         """The key of the folder holding the compiled models for input ``hw``."""
         kind = "openvino" if self.family.name == "hybridnets" else f"openvino-{self.family.name}"
         return EngineKey(kind, tuple(hw), self.precision, self.digest,
                          runtime=f"openvino {self.ov.__version__} on {cpu_name()}",
-                         calibration=calibration)
+                         calibration=calibration, batch=batch)
 
     def compile_cache_dir(self, key: EngineKey) -> Path:
         return self.cache.root / key.filename("")
 
-    def _source_model(self, hw: tuple[int, int]) -> tuple[object, str]:
+    def _source_model(self, hw: tuple[int, int], batch: int = 1) -> tuple[object, str]:
         """What to compile for ``hw`` (a model file path, or a model) and the calibration
         digest that is part of its key."""
-        onnx_path = cached_onnx(self.model, hw, self.digest, self.cache, self.family)
+        onnx_path = cached_onnx(self.model, hw, self.digest, self.cache, self.family, batch)
         if self.precision != "int8":
             # A path, not a read model: on a compiled-cache hit OpenVINO skips reading it.
             return str(onnx_path), ""
@@ -173,12 +176,15 @@ class OpenVINOBackend(CachedEngineBackend):
             f"OpenVINO INT8 model (NNCF, {len(frames)} calibration frames)")
         return read_packed_ir(self.core, path), key.calibration
 
-    def _compiled_for(self, hw: tuple[int, int]) -> _Compiled:
-        if hw in self._compiled:
-            return self._compiled[hw]
-        source, calibration = self._source_model(hw)
+    def _compiled_for(self, shape: tuple[int, int, int]) -> _Compiled:
+        """The compiled model for a (batch, H, W) input."""
+        if shape in self._compiled:
+            return self._compiled[shape]
+        batch, *hw = shape
+        hw = tuple(hw)
+        source, calibration = self._source_model(hw, batch)
         started = time.monotonic()
-        cache_dir = self.compile_cache_dir(self.compile_key(hw, calibration))
+        cache_dir = self.compile_cache_dir(self.compile_key(hw, calibration, batch))
         cache_dir.mkdir(parents=True, exist_ok=True)
         config = {"PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_NUM_THREADS": torch.get_num_threads(),
@@ -187,13 +193,13 @@ class OpenVINOBackend(CachedEngineBackend):
         compiled = self.core.compile_model(source, "CPU", config)
         request = compiled.create_infer_request()
         outputs = tuple(request.get_tensor(compiled.output(name)) for name in self.family.output_names)
-        self._compiled[hw] = _Compiled(request, outputs)
-        log.info("openvino: %s model for input %dx%d compiled in %.1f s (cache %s)",
-                 self.precision, hw[1], hw[0], time.monotonic() - started, cache_dir)
-        return self._compiled[hw]
+        self._compiled[shape] = _Compiled(request, outputs)
+        log.info("openvino: %s model for input %dx%dx%d compiled in %.1f s (cache %s)",
+                 self.precision, batch, hw[1], hw[0], time.monotonic() - started, cache_dir)
+        return self._compiled[shape]
 
     def infer(self, inputs: Array) -> Outputs:
-        state = self._compiled_for(tuple(inputs.shape[2:]))
+        state = self._compiled_for((inputs.shape[0], *inputs.shape[2:]))
         if isinstance(inputs, torch.Tensor):
             inputs = inputs.numpy()
         state.request.infer({INPUT_NAME: np.ascontiguousarray(inputs, np.float32)},

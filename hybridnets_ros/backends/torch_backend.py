@@ -34,6 +34,7 @@ def require_cuda(device: str, what: str) -> None:
 
 class TorchBackend(Backend):
     name = "torch"
+    batching = True  # one trace per (batch, H, W)
 
     def __init__(self, model: torch.nn.Module, device: str = "cpu", precision: str = "fp32",
                  optimize: bool = True, cuda_graph: bool = False, family: str = "hybridnets"):
@@ -57,17 +58,18 @@ class TorchBackend(Backend):
         self.model = copy.deepcopy(model).to(device=device, dtype=self.dtype).eval()
         self.memory_format = torch.channels_last if optimize else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
-        self._runners: dict[tuple[int, int], tuple[torch.Tensor, Callable[[], tuple]]] = ShapeLru()
+        self._runners: dict[tuple[int, int, int], tuple[torch.Tensor, Callable[[], tuple]]] = ShapeLru()
 
-    def prepare(self, input_hw: tuple[int, int]) -> None:
-        self._runner(tuple(input_hw))
+    def prepare(self, input_hw: tuple[int, int], batch: int = 1) -> None:
+        self._runner((batch, *input_hw))
 
-    def _runner(self, hw: tuple[int, int]) -> tuple[torch.Tensor, Callable[[], tuple]]:
-        """The input buffer for a shape and a function running the network on it."""
-        if hw in self._runners:
-            return self._runners[hw]
+    def _runner(self, shape: tuple[int, int, int]) -> tuple[torch.Tensor, Callable[[], tuple]]:
+        """The input buffer for a (batch, H, W) and a function running the network on it."""
+        if shape in self._runners:
+            return self._runners[shape]
         started = time.monotonic()
-        buffer = torch.zeros((1, 3, *hw), device=self.device, dtype=self.dtype).contiguous(
+        batch, *hw = shape
+        buffer = torch.zeros((batch, 3, *hw), device=self.device, dtype=self.dtype).contiguous(
             memory_format=self.memory_format)
         module: Callable = self.model
         if self.optimize:
@@ -90,13 +92,13 @@ class TorchBackend(Backend):
             if self.optimize:  # the JIT optimises a trace during its first runs
                 for _ in range(WARMUP_RUNS):
                     run()
-        self._runners[hw] = (buffer, run)
-        log.info("torch: %s network ready for input %dx%d in %.1f s", self._mode(), hw[1], hw[0],
-                 time.monotonic() - started)
-        return self._runners[hw]
+        self._runners[shape] = (buffer, run)
+        log.info("torch: %s network ready for input %dx%dx%d in %.1f s", self._mode(), batch,
+                 hw[1], hw[0], time.monotonic() - started)
+        return self._runners[shape]
 
     def infer(self, inputs: Array) -> Outputs:
-        buffer, run = self._runner(tuple(inputs.shape[2:]))
+        buffer, run = self._runner((inputs.shape[0], *inputs.shape[2:]))
         if isinstance(inputs, np.ndarray):
             inputs = torch.from_numpy(inputs)
         if inputs.data_ptr() != buffer.data_ptr():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +26,15 @@ from ..core.sources import MAX_IMAGE_PIXELS
 BACKEND_CHOICES = ("auto",) + BACKENDS
 MODEL_CHOICES = tuple(FAMILIES)
 HYCTAS_PATHS = ("reference", "native")
-# Settings holding lists of class names (the other list settings hold numbers).
+# Settings holding lists of class names.
 CLASS_LISTS = ("drivable_classes", "obstacle_classes")
 # A grid beyond this is not a planner's local map but a memory problem: 4 M cells is
 # 200 m x 200 m at 0.1 m (the lookup table takes ~100 MB then).
 MAX_GRID_CELLS = 4_000_000
+# A camera name becomes a namespace of topics: ROS name tokens separated by '/'.
+CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*")
+# List settings of strings (the other list settings hold numbers).
+STRING_LISTS = frozenset({"cameras", *CLASS_LISTS})
 
 
 class ConfigError(ValueError):
@@ -142,6 +147,20 @@ class NodeConfig:
     autostart: bool = _setting(True, "configure and activate the lifecycle node by itself")
     diagnostics_period: float = _setting(1.0, "seconds between /diagnostics messages",
                                          range_=(0.1, 60.0))
+    # Several cameras served by one node and one model (docs/multi_camera.md).
+    cameras: tuple[str, ...] = _setting(
+        (), "camera names: each subscribes <name>/image (or <name>/image/compressed) and "
+        "<name>/camera_info and publishes its outputs under <name>/, all through one model; "
+        "empty: one camera on image and camera_info")
+    camera_poses: tuple[float, ...] = _setting(
+        (), "6 numbers per camera of cameras, in its order, each as camera_pose; empty: TF "
+        "from ground_frame to each image's frame id", runtime=True)
+    fused_x_range: tuple[float, ...] = _setting((-30.0, 30.0), "[min, max] forward extent of "
+                                                "the fused surround grids in metres")
+    fused_y_range: tuple[float, ...] = _setting((-30.0, 30.0), "[min, max] lateral extent of "
+                                                "the fused surround grids in metres")
+    fused_rate: float = _setting(10.0, "Hz of fused/drivable/grid and fused/lane/grid "
+                                 "(published only while subscribed)", range_=(0.1, 100.0))
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -212,6 +231,17 @@ class NodeConfig:
                 }.get(self.model, {})
 
     @property
+    def fused_grid(self) -> GridSpec:
+        """The surround grid of the fused outputs (several cameras)."""
+        return GridSpec(self.grid_resolution, *self.fused_x_range, *self.fused_y_range)
+
+    def camera_config(self, index: int) -> NodeConfig:
+        """This configuration as camera ``index`` of ``cameras`` sees it: its camera_poses
+        entry as camera_pose, or no pose (TF) when camera_poses is empty."""
+        pose = self.camera_poses[6 * index:6 * index + 6]
+        return dataclasses.replace(self, camera_pose=pose)
+
+    @property
     def source_hw(self) -> tuple[int, int] | None:
         """The camera resolution as (height, width), or None when not set."""
         return (self.camera_resolution[1], self.camera_resolution[0]) if self.camera_resolution else None
@@ -250,7 +280,7 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
                 return ()
             if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
                 raise ValueError
-            if name in CLASS_LISTS:
+            if name in STRING_LISTS:
                 if not all(isinstance(v, str) for v in value):
                     raise ValueError
                 return tuple(value)
@@ -258,7 +288,7 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
             return tuple(number(v, kind) for v in value)
     except (TypeError, ValueError, OverflowError):
         kind = (type(current).__name__ if not isinstance(current, tuple) else
-                "list of class names" if name in CLASS_LISTS else "list of numbers")
+                "list of strings" if name in STRING_LISTS else "list of numbers")
         raise ValueError(f"{name} must be a {kind}, got {value!r}") from None
     raise ValueError(f"{name}: unsupported value {value!r}")
 
@@ -293,6 +323,7 @@ def problems(config: NodeConfig) -> list[str]:
         errors.append(f"device must be auto, cpu, cuda or cuda:N, got {config.device!r}")
     errors += grid_problems(config)
     errors += model_problems(config)
+    errors += camera_problems(config)
     return errors
 
 
@@ -312,6 +343,38 @@ def model_problems(config: NodeConfig) -> list[str]:
             and not Path(config.hyctas_arch).is_file():
         errors.append(f"hyctas_arch must be S, M, L or an architecture JSON file, got "
                       f"{config.hyctas_arch!r}")
+    return errors
+
+
+def camera_problems(config: NodeConfig) -> list[str]:
+    """The several-cameras settings: names, poses and the fused grid."""
+    errors = []
+    names = config.cameras
+    bad = [n for n in names if not CAMERA_NAME.fullmatch(n)]
+    if bad:
+        errors.append(f"cameras must be ROS names (letters, digits, '_', '/'-separated, not "
+                      f"starting with a digit), got {', '.join(map(repr, bad))}")
+    if len(set(names)) != len(names):
+        errors.append(f"cameras must be unique, got {list(names)}")
+    poses = config.camera_poses
+    if poses and (len(poses) != 6 * len(names) or not all(math.isfinite(v) for v in poses)):
+        errors.append(f"camera_poses needs 6 finite numbers per camera ({6 * len(names)} for "
+                      f"cameras {list(names)}) or [], got {len(poses)} values")
+    for name in ("fused_x_range", "fused_y_range"):
+        values = getattr(config, name)
+        if (len(values) != 2 or not all(math.isfinite(v) for v in values)
+                or not math.isfinite(values[1] - values[0]) or values[1] <= values[0]):
+            errors.append(f"{name} needs [min, max] with finite max > min, got {list(values)}")
+    if errors or not names or not math.isfinite(config.grid_resolution) or config.grid_resolution <= 0:
+        return errors
+    grid = config.fused_grid
+    if grid.width * grid.height > MAX_GRID_CELLS:
+        errors.append(f"the fused grid would have {grid.width}x{grid.height} = "
+                      f"{grid.width * grid.height:,} cells (fused_x_range, fused_y_range at "
+                      f"grid_resolution {config.grid_resolution} m); at most "
+                      f"{MAX_GRID_CELLS:,} are allowed")
+    elif grid.width * grid.height < 1:
+        errors.append("the fused grid would have no cells: grid_resolution is larger than its extent")
     return errors
 
 

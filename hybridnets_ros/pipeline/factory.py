@@ -55,7 +55,7 @@ def load_model(config: NodeConfig) -> tuple[torch.nn.Module, Path | None]:
 def build_pipeline(config: NodeConfig, model: torch.nn.Module | None = None,
                    **backend_options) -> Pipeline:
     """A ready pipeline for ``config``; with ``camera_resolution`` set, the engine for it is
-    built now rather than at the first frame. ``model`` skips loading (bench reuses one);
+    built now rather than at the first frame (with N ``cameras``, also the one of batch N). ``model`` skips loading (bench reuses one);
     ``backend_options`` go to :func:`create_backend` (e.g. torch's ``optimize``)."""
     started = time.monotonic()
     weights = "given model"
@@ -72,11 +72,15 @@ def build_pipeline(config: NodeConfig, model: torch.nn.Module | None = None,
     else:
         pipeline = Pipeline(backend, config.input_size, config.conf_threshold,
                             config.iou_threshold, max_detections=config.max_detections)
+        if len(config.cameras) > 1 and backend.batching:
+            pipeline.batch_size = len(config.cameras)  # one frame per camera per batch
     if config.source_hw:
         input_hw = pipeline.network_input_hw(config.source_hw)
         log.info("preparing %s for %dx%d input (network %dx%d) ...", backend.describe(),
                  config.source_hw[1], config.source_hw[0], input_hw[1], input_hw[0])
         backend.prepare(input_hw)
+        if pipeline.batch_size > 1:
+            backend.prepare(input_hw, pipeline.batch_size)
     log.info("pipeline ready in %.1f s: %s, %s", time.monotonic() - started, weights,
              backend.describe())
     return pipeline

@@ -1,5 +1,7 @@
 """One frame's path: BGR image -> pre-processing -> backend -> post-processing -> Result.
 
+``run_batch`` takes several frames (one per camera) through one backend call.
+
 The pipeline knows nothing about ROS; the node, the CLI and the replay tool each hold one.
 Its thresholds are plain attributes: the configuration (pipeline.config) validates them.
 :class:`Pipeline` runs HybridNets (letterbox, detections); :class:`DensePipeline` the
@@ -8,6 +10,7 @@ per-pixel families (Hydra, HyCTAS; core.family). Both give a :class:`Result`.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +41,7 @@ class Result:
     letterbox: Letterbox | None   # HybridNets' input geometry; None for the other families
     timings_ms: dict[str, float] = field(default_factory=dict)
     depth_m: np.ndarray | None = None  # float32 [h0, w0] metres, for families with depth
+    batch_size: int = 1           # frames that went through the network together
 
 
 class Pipeline:
@@ -60,6 +64,10 @@ class Pipeline:
         self.iou_threshold = float(iou_threshold)
         self.max_detections = int(max_detections)
         self._anchors: dict[tuple, torch.Tensor] = ShapeLru()  # as many as the engines
+        self._batches: dict[tuple[int, int, int], np.ndarray | torch.Tensor] = ShapeLru()
+        # The batch size run_batch uses (several cameras: their number). Only batches of 1
+        # and of this size run, so a static-shape engine exists for two sizes, not for each.
+        self.batch_size = 1
         # Stage times are only honest on CUDA when the device has finished the stage.
         on_cuda = backend.device.startswith("cuda")
         self._synchronize = (lambda: torch.cuda.synchronize(backend.device)) if on_cuda else (lambda: None)
@@ -88,16 +96,81 @@ class Pipeline:
                              "postprocess": (t3 - t2) * 1e3}
         return result
 
-    def postprocess(self, raw: RawOutputs, letterbox: Letterbox) -> Result:
-        regression = as_tensor(raw.regression)[0]
+    def run_batch(self, bgrs: Sequence[np.ndarray]) -> list[Result]:
+        """Results of several frames, in order. Frames with the same network input size go
+        through the backend ``batch_size`` at a time in one call (pre-processed into a batch
+        buffer allocated once). Fewer left over: on CUDA they run as a full batch with
+        unused slots (about the time of one frame there), on the CPU one at a time (a
+        full batch would cost ``batch_size`` frames of compute). A backend that cannot
+        batch runs every frame alone."""
+        if len(bgrs) < 2 or self.batch_size < 2 or not self.backend.batching:
+            return [self(bgr) for bgr in bgrs]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, bgr in enumerate(bgrs):
+            groups.setdefault(Letterbox.compute(bgr.shape[:2], self.input_size,
+                                                self.spec.max_stride).input_hw, []).append(i)
+        results: list[Result | None] = [None] * len(bgrs)
+        for indices in groups.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start:start + self.batch_size]
+                frames = [bgrs[i] for i in chunk]
+                if len(chunk) == self.batch_size or (len(chunk) > 1 and self.processing_on_device):
+                    done = self._batch(frames)
+                else:
+                    done = [self(bgr) for bgr in frames]
+                for i, result in zip(chunk, done):
+                    results[i] = result
+        return results
+
+    def _batch(self, bgrs: Sequence[np.ndarray]) -> list[Result]:
+        """Up to ``batch_size`` frames of one network input size through one backend call
+        of batch ``batch_size`` (slots beyond the frames keep old data; nobody reads them)."""
+        t0 = time.perf_counter()
+        letterboxes, batch = [], None
+        for i, bgr in enumerate(bgrs):
+            tensor, letterbox = self.preprocessor(bgr)
+            if batch is None:
+                batch = self._batch_buffer(self.batch_size, tensor)
+            batch[i] = tensor[0]  # the preprocessor's buffer is reused by the next frame
+            letterboxes.append(letterbox)
+        self._synchronize()
+        t1 = time.perf_counter()
+        raw = self.backend.infer(batch)
+        self._synchronize()
+        t2 = time.perf_counter()
+        results = []
+        for i, letterbox in enumerate(letterboxes):
+            started = time.perf_counter()
+            result = self.postprocess(raw, letterbox, i)
+            result.batch_size = len(bgrs)
+            # Per frame: its share of pre-processing, the whole network call it waited for.
+            result.timings_ms = {"preprocess": (t1 - t0) * 1e3 / len(bgrs),
+                                 "network": (t2 - t1) * 1e3,
+                                 "postprocess": (time.perf_counter() - started) * 1e3}
+            results.append(result)
+        return results
+
+    def _batch_buffer(self, size: int, like: np.ndarray | torch.Tensor):
+        key = (size, *like.shape[2:])
+        if key not in self._batches:
+            if isinstance(like, torch.Tensor):
+                self._batches[key] = torch.zeros((size, *like.shape[1:]), dtype=like.dtype,
+                                                 device=like.device)
+            else:
+                self._batches[key] = np.zeros((size, *like.shape[1:]), like.dtype)
+        return self._batches[key]
+
+    def postprocess(self, raw: RawOutputs, letterbox: Letterbox, index: int = 0) -> Result:
+        """The Result of frame ``index`` of the batch ``raw``."""
+        regression = as_tensor(raw.regression)[index]
         key = (letterbox.input_hw, regression.device)
         if key not in self._anchors:
             self._anchors[key] = torch.from_numpy(
                 generate_anchors(letterbox.input_hw, self.spec).copy()).to(regression.device)
-        detections = detect(regression, raw.classification[0], self._anchors[key], letterbox,
+        detections = detect(regression, raw.classification[index], self._anchors[key], letterbox,
                             self.conf_threshold, self.iou_threshold, self.max_detections)
-        return Result(detections, class_map(raw.segmentation[0], letterbox, self.processing_on_device),
-                      letterbox)
+        return Result(detections, class_map(raw.segmentation[index], letterbox,
+                                            self.processing_on_device), letterbox)
 
 
 class DensePipeline:
@@ -110,6 +183,7 @@ class DensePipeline:
     """
 
     processing_on_device = False
+    batch_size = 1  # several cameras' frames run one at a time
 
     def __init__(self, backend: Backend, family: DenseFamily, **options):
         self.backend = backend
@@ -124,6 +198,9 @@ class DensePipeline:
         """The network input size for images of ``image_hw`` (what engines are built for)."""
         tensor, _ = self.family.prepare(np.zeros((*image_hw, 3), np.uint8), **self.options)
         return tuple(tensor.shape[2:])
+
+    def run_batch(self, bgrs: list[np.ndarray]) -> list[Result]:
+        return [self(bgr) for bgr in bgrs]
 
     def __call__(self, bgr: np.ndarray) -> Result:
         refuse_degenerate(bgr)

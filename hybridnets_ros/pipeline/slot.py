@@ -1,7 +1,8 @@
-"""A one-frame mailbox between the ROS callbacks and the inference worker.
+"""One-frame mailboxes (one per camera) between the ROS callbacks and the inference worker.
 
-Latest frame wins: a frame that arrives while another is waiting replaces it (and is
-counted as dropped), so the worker never works through a backlog of stale frames.
+Latest frame wins: a frame that arrives while another of the same camera is waiting
+replaces it (and is counted as dropped), so the worker never works through a backlog of
+stale frames.
 """
 from __future__ import annotations
 
@@ -9,27 +10,32 @@ import threading
 from typing import Any
 
 
-class LatestSlot:
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._item: Any = None
-        self._closed = False
-        self.dropped = 0
+class LatestSlots:
+    """One latest-frame mailbox per camera, emptied together.
 
-    def put(self, item: Any) -> None:
+    ``take_all`` hands over every waiting frame at once (at most one per camera, the newest),
+    so the worker runs them as one batch and no camera starves another."""
+
+    def __init__(self, keys):
+        self._cond = threading.Condition()
+        self._items: dict[Any, Any] = {}
+        self._closed = False
+        self.dropped = {key: 0 for key in keys}
+
+    def put(self, key, item: Any) -> None:
         with self._cond:
-            if self._item is not None:
-                self.dropped += 1
-            self._item = item
+            if key in self._items:
+                self.dropped[key] += 1
+            self._items[key] = item
             self._cond.notify()
 
-    def take(self, timeout: float | None = None) -> Any:
-        """The waiting item, or None after ``timeout`` seconds or once closed."""
+    def take_all(self, timeout: float | None = None) -> dict:
+        """Every waiting item by key (empty after ``timeout`` seconds or once closed)."""
         with self._cond:
-            if self._item is None and not self._closed:
+            if not self._items and not self._closed:
                 self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return item
+            items, self._items = self._items, {}
+            return items
 
     def close(self) -> None:
         with self._cond:
@@ -39,4 +45,4 @@ class LatestSlot:
     def reopen(self) -> None:
         with self._cond:
             self._closed = False
-            self._item = None
+            self._items = {}

@@ -19,7 +19,7 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
-from ..core.bev import BevProjector, class_values
+from ..core.bev import BevProjector, GridSpec, class_values
 from ..core.depth_grid import DepthProjector, class_lookup
 from ..core.family import DenseFamily
 from ..core.camera import CameraModel
@@ -27,7 +27,7 @@ from ..core.objects3d import LENGTH_PRIOR_BY_NAME, box_estimates, ground_positio
 from ..core.tracking import Tracker
 from ..pipeline.config import NodeConfig
 from ..core.sources import InputError
-from ..pipeline.pipeline import Pipeline, Result
+from ..pipeline.pipeline import Pipeline, Result, refuse_degenerate
 from .conversions import ImageConversionError, to_bgr
 from .outputs import ALWAYS, BY_NAME, OUTPUTS, FrameProducts, ModelProducts, enabled_outputs
 
@@ -72,14 +72,15 @@ class ProjectorCache:
         self._camera_key = None
 
     def get(self, info: CameraInfo | None, image_hw, config: NodeConfig,
-            transform=None) -> tuple[BevProjector, bool]:
-        """(projector, rebuilt?); raises GridUnavailable."""
+            transform=None, grid: GridSpec | None = None) -> tuple[BevProjector, bool]:
+        """(projector, rebuilt?) onto ``grid`` (default: the config's); raises GridUnavailable."""
+        grid = grid or config.grid
         camera = self.camera(info, image_hw, config, transform)
-        key = (self._camera_key, config.grid)
+        key = (self._camera_key, grid)
         if key == self._key:
             return self.projector, False
         try:
-            projector = BevProjector(camera, config.grid)
+            projector = BevProjector(camera, grid)
         except (ValueError, cv2.error) as exc:
             raise GridUnavailable("invalid camera_info", f"cannot use camera_info: {exc}",
                                   bad_input=True) from None
@@ -111,6 +112,17 @@ class ProjectorCache:
 
 
 @dataclass
+class FrameRequest:
+    """One image message for one camera's processor (see :func:`process_batch`)."""
+
+    processor: FrameProcessor
+    msg: object
+    wanted: object = None           # output names; None: every enabled output
+    header: Header | None = None    # stamp the outputs with this instead of msg.header
+    emit: Callable[[str, object], None] | None = None  # gets each message as it is built
+
+
+@dataclass
 class FrameOutcome:
     messages: dict[str, object] = field(default_factory=dict)  # output name -> message
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -132,6 +144,7 @@ class FrameProcessor:
         self.camera_info: CameraInfo | None = None
         self._rejected_info: CameraInfo | None = None  # the last bad CameraInfo reported
         self.projectors = ProjectorCache()
+        self.fused_projectors = ProjectorCache()  # onto the surround grid (several cameras)
         self.config = config
         self.tracker = Tracker(config.track_max_missed, config.track_min_iou,
                                config.track_max_distance)
@@ -179,20 +192,15 @@ class FrameProcessor:
         when ``msg``'s is not an rclpy Header (a bag reader's message). ``emit(name, message)``
         is called as soon as each message is built, in table order (detections first), so
         that a publisher sends the planner's data before the debug pictures are drawn."""
-        header = header or msg.header
-        wanted = (self.enabled if wanted is None else self.enabled & set(wanted)) | (ALWAYS & self.enabled)
-        outcome = FrameOutcome()
-        t0 = time.perf_counter()
-        try:
-            bgr = to_bgr(msg, self.config.max_image_pixels)
-            t1 = time.perf_counter()
-            result = self.pipeline(bgr)
-        except ImageConversionError as exc:
-            outcome.rejected = exc
-            return outcome
-        except InputError as exc:  # a size the network is not run on
-            outcome.rejected = ImageConversionError(exc.kind, str(exc))
-            return outcome
+        return process_batch([FrameRequest(self, msg, wanted, header, emit)])[0]
+
+    def _finish(self, request: FrameRequest, bgr: np.ndarray, result: Result,
+                outcome: FrameOutcome, conversion_ms: float) -> None:
+        """3D, grids and the wanted messages of one frame whose network result is in."""
+        header = request.header or request.msg.header
+        wanted = (self.enabled if request.wanted is None
+                  else self.enabled & set(request.wanted)) | (ALWAYS & self.enabled)
+        emit = request.emit
         products = FrameProducts(header, bgr, result, self.pipeline.family.detection_classes,
                                  self.config.ground_frame, self.config.points_z,
                                  palette_rgb=self._palette_rgb,
@@ -234,10 +242,9 @@ class FrameProcessor:
                     emit(row.name, message)
         t5 = time.perf_counter()
         outcome.products = products
-        outcome.timings_ms = dict(conversion=(t1 - t0) * 1e3, **result.timings_ms,
+        outcome.timings_ms = dict(conversion=conversion_ms, **result.timings_ms,
                                   objects=(t3 - t2) * 1e3, grids=(t4 - t3) * 1e3,
                                   messages=(t5 - t4) * 1e3)
-        return outcome
 
     def _no_grids(self, outcome: FrameOutcome, problem: GridUnavailable) -> None:
         outcome.no_grids = problem
@@ -261,6 +268,7 @@ class FrameProcessor:
                 result.depth_m, result.seg_mask, self._drivable, self._obstacle,
                 self._no_surface, self.config.obstacle_height), None
         return products.projector.project_classes(result.seg_mask, self._class_values), None
+
     def _objects(self, products: FrameProducts, wants_3d: bool) -> None:
         """Ground contacts (with a camera model), track ids and, for the 3D outputs, box
         estimates of the frame's detections."""
@@ -303,7 +311,40 @@ class FrameProcessor:
                                   "available")
         return transform
 
+    def fused_projector(self, header: Header, image_hw, grid: GridSpec) -> BevProjector:
+        """This camera's lookup onto the surround grid ``grid`` (several cameras), from the
+        same CameraInfo and pose as its own grids; raises GridUnavailable."""
+        transform = self._transform(header)
+        return self.fused_projectors.get(self.camera_info, image_hw, self.config, transform,
+                                         grid=grid)[0]
+
     def model_products(self, header: Header) -> ModelProducts:
         """What the model-description outputs (VisionInfo) are built from."""
         family = self.pipeline.family
         return ModelProducts(header, family.method, family.detection_classes, family.seg_classes)
+
+
+def process_batch(requests: list[FrameRequest]) -> list[FrameOutcome]:
+    """Several cameras' image messages, each with its own processor (CameraInfo, pose,
+    grids) over one shared pipeline, through one network call (``Pipeline.run_batch``);
+    outcomes in the order of ``requests``. One request is :meth:`FrameProcessor.process`."""
+    outcomes = [FrameOutcome() for _ in requests]
+    ready = []  # (request, outcome, bgr, conversion ms) of the usable images
+    for request, outcome in zip(requests, outcomes):
+        t0 = time.perf_counter()
+        try:
+            bgr = to_bgr(request.msg, request.processor.config.max_image_pixels)
+            refuse_degenerate(bgr)
+        except ImageConversionError as exc:
+            outcome.rejected = exc
+            continue
+        except InputError as exc:  # a size the network is not run on
+            outcome.rejected = ImageConversionError(exc.kind, str(exc))
+            continue
+        ready.append((request, outcome, bgr, (time.perf_counter() - t0) * 1e3))
+    if ready:
+        pipeline = ready[0][0].processor.pipeline
+        results = pipeline.run_batch([bgr for _, _, bgr, _ in ready])
+        for (request, outcome, bgr, conversion_ms), result in zip(ready, results):
+            request.processor._finish(request, bgr, result, outcome, conversion_ms)
+    return outcomes

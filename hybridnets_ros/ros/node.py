@@ -4,16 +4,23 @@ Thin glue: callbacks only hand the newest message to a worker thread (latest fra
 the worker converts it, runs the core pipeline and publishes what someone subscribes to.
 It is a lifecycle node: configure loads the model, activate subscribes, deactivate
 unsubscribes and keeps the model; ``autostart`` walks it to active by itself.
+
+With ``cameras`` it serves several cameras through one model: each camera has its own
+subscriptions, processor (CameraInfo, pose, grids), statistics and publishers under
+``<name>/``; the worker runs every camera's waiting frame as one batch; a timer publishes
+the surround grids fused from every camera's latest result (``fused/...``).
 """
 from __future__ import annotations
 
+import collections
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -23,17 +30,24 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from ..core.camera import rotation_from_quaternion
+from ..core.family import HYBRIDNETS
+from ..core.fusion import CameraView, SurroundFusion, ground_distance
 from ..pipeline.config import ConfigError, NodeConfig
-from ..pipeline.slot import LatestSlot
+from ..pipeline.pipeline import Result
+from ..pipeline.slot import LatestSlots
 from ..pipeline.stats import NodeStats
-from . import params
+from . import messages, params
 from ..pipeline.factory import build_pipeline
-from .frame import FrameProcessor
+from .frame import FrameProcessor, FrameRequest, GridUnavailable, process_batch
 from .messages import stamp_ns
-from .outputs import model_outputs, supported
+from .outputs import LATCHED_QOS, model_outputs, supported
 
 # /diagnostics says WARN after this many diagnostics periods without an image.
 SILENT_PERIODS = 3
+
+
+# The fused surround grids (several cameras): output name -> topic.
+FUSED_TOPICS = {"drivable": "fused/drivable/grid", "lane": "fused/lane/grid"}
 
 
 @dataclass
@@ -42,31 +56,54 @@ class Frame:
     received: float  # time.monotonic() at arrival
 
 
+@dataclass
+class Camera:
+    """One camera's part of the node: topics, processor, statistics, publishers."""
+
+    name: str                                     # "" for the single camera (no prefix)
+    stats: NodeStats = field(default_factory=NodeStats)
+    processor: FrameProcessor | None = None
+    pubs: dict = field(default_factory=dict)      # output name -> lifecycle publisher
+    last_image: float | None = None               # monotonic time of the last image
+    grid_problem: str | None = None               # why the last frame had no grids
+    latest: tuple[Header, Result] | None = None   # newest result, for the fused grids
+    fused: tuple | None = None                    # (projector, distance, result) last fused
+
+    def topic(self, relative: str) -> str:
+        return f"{self.name}/{relative}" if self.name else relative
+
+    def says(self, text: str) -> str:
+        return f"camera {self.name}: {text}" if self.name else text
+
+
 class HybridNetsNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("hybridnets_node", **kwargs)
         params.declare_all(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.stats = NodeStats()
-        self.slot = LatestSlot()
-        self.processor: FrameProcessor | None = None
         self._worker: threading.Thread | None = None
         self._running = False
         self._inputs = []
-        self._pubs: dict[str, object] = {}
         self._said: set[str] = set()
         self._tf = _TfLookup.create(self)
         self._state = "unconfigured"
         self._load_error: str | None = None     # why the last configure failed
-        self._grid_problem: str | None = None   # why the last frame had no grids
         self._listening_since = 0.0             # monotonic time of activation
-        self._last_image: float | None = None   # monotonic time of the last image
         try:
             self.config: NodeConfig | None = params.config_from_node(self)
         except ConfigError as exc:  # stay up and say why; configure refuses until fixed
             self.config = None
             self._config_error = str(exc)
             self.get_logger().error(f"bad parameters: {exc}")
+        # `cameras` is read-only: the set of cameras is fixed for the node's life.
+        self.cameras = [Camera(name) for name in (self.config.cameras if self.config else ())]
+        self.multi = bool(self.cameras)
+        self.cameras = self.cameras or [Camera("")]
+        self.slots = LatestSlots(range(len(self.cameras)))
+        self._fused_pubs: dict[str, object] = {}
+        self._fused_timer = None
+        self._fusion: SurroundFusion | None = None
+        self._batches: collections.deque[tuple[int, float]] = collections.deque(maxlen=200)
         period = self.config.diagnostics_period if self.config else NodeConfig().diagnostics_period
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Steady clock: diagnostics keep coming while a bag player pauses /clock; their stamps
@@ -76,7 +113,11 @@ class HybridNetsNode(LifecycleNode):
 
     @property
     def pipeline(self):
-        return self.processor.pipeline if self.processor else None
+        processor = self.cameras[0].processor
+        return processor.pipeline if processor else None
+
+    def _camera_config(self, index: int) -> NodeConfig:
+        return self.config.camera_config(index) if self.multi else self.config
 
     # ------------------------------------------------------------------ helpers
     def say_once(self, key: str, text: str, level: str = "warning") -> None:
@@ -84,10 +125,10 @@ class HybridNetsNode(LifecycleNode):
             self._said.add(key)
             getattr(self.get_logger(), level)(text)
 
-    def _reject(self, reason: str, detail: str) -> None:
-        if self.stats.reject(reason):
-            self.get_logger().warning(f"rejected message: {detail} (further ones are only "
-                                      "counted in /diagnostics)")
+    def _reject(self, camera: Camera, reason: str, detail: str) -> None:
+        if camera.stats.reject(reason):
+            self.get_logger().warning(camera.says(f"rejected message: {detail} (further ones "
+                                                  "are only counted in /diagnostics)"))
 
     # ---------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -102,11 +143,18 @@ class HybridNetsNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._load_error = None
         lookup = self._tf.lookup if self._tf else None
-        self.processor = FrameProcessor(pipeline, self.config, lookup)
-        # Only the outputs the model produces exist as topics (no depth for HybridNets, ...).
-        self._pubs = {o.name: self.create_lifecycle_publisher(o.msg_type, o.topic, o.qos)
-                      for o in supported(self.config.family)}
-        self.get_logger().info(f"model ready: {pipeline.backend.describe()}")
+        # One model, a processor per camera; only the outputs the model produces exist as
+        # topics (no depth for HybridNets, ...).
+        outputs = supported(self.config.family)
+        for index, camera in enumerate(self.cameras):
+            camera.processor = FrameProcessor(pipeline, self._camera_config(index), lookup)
+            camera.pubs = {o.name: self.create_lifecycle_publisher(o.msg_type, camera.topic(o.topic),
+                                                                   o.qos) for o in outputs}
+        if self.multi and self.config.family is HYBRIDNETS:  # fused road and lane grids
+            self._fused_pubs = {name: self.create_lifecycle_publisher(OccupancyGrid, topic, LATCHED_QOS)
+                                for name, topic in FUSED_TOPICS.items()}
+        self.get_logger().info(f"model ready: {pipeline.backend.describe()}"
+                               + (f" for cameras {', '.join(self.config.cameras)}" if self.multi else ""))
         self._state = "inactive"
         return super().on_configure(state)
 
@@ -115,24 +163,32 @@ class HybridNetsNode(LifecycleNode):
         if self.config.reliable_qos:
             qos = QoSProfile(reliability=QoSReliabilityPolicy.RELIABLE,
                              history=QoSHistoryPolicy.KEEP_LAST, depth=1)
-        if self.config.use_compressed:
-            self._inputs.append(self.create_subscription(
-                CompressedImage, "image/compressed", self._on_image, qos))
-        else:
-            self._inputs.append(self.create_subscription(Image, "image", self._on_image, qos))
-        self._inputs.append(self.create_subscription(
-            CameraInfo, "camera_info", self._on_camera_info, qos))
-        self.slot.reopen()
+        image_topics = []
+        for index, camera in enumerate(self.cameras):
+            if self.config.use_compressed:
+                image = self.create_subscription(CompressedImage, camera.topic("image/compressed"),
+                                                 self._image_callback(index), qos)
+            else:
+                image = self.create_subscription(Image, camera.topic("image"),
+                                                 self._image_callback(index), qos)
+            image_topics.append(image.topic_name)
+            self._inputs += [image, self.create_subscription(
+                CameraInfo, camera.topic("camera_info"), self._camera_info_callback(camera), qos)]
+            camera.last_image, camera.grid_problem, camera.latest = None, None, None
+        self.slots.reopen()
         self._running = True
         self._worker = threading.Thread(target=self._work, name="hybridnets-worker", daemon=True)
         self._worker.start()
-        self.get_logger().info(f"active: listening on {self._inputs[0].topic_name}")
+        if self.multi:
+            self._fused_timer = self.create_timer(1.0 / self.config.fused_rate, self._publish_fused)
+        self.get_logger().info(f"active: listening on {', '.join(image_topics)}")
         self._state = "active"
-        self._listening_since, self._last_image, self._grid_problem = time.monotonic(), None, None
+        self._listening_since = time.monotonic()
         result = super().on_activate(state)  # activates the publishers
         header = Header(stamp=self.get_clock().now().to_msg())
-        for name, msg in model_outputs(self.processor.model_products(header)).items():
-            self._pubs[name].publish(msg)  # latched: late subscribers get it too
+        for camera in self.cameras:
+            for name, msg in model_outputs(camera.processor.model_products(header)).items():
+                camera.pubs[name].publish(msg)  # latched: late subscribers get it too
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -140,14 +196,18 @@ class HybridNetsNode(LifecycleNode):
         for sub in self._inputs:
             self.destroy_subscription(sub)
         self._inputs = []
+        if self._fused_timer is not None:
+            self.destroy_timer(self._fused_timer)
+            self._fused_timer = None
         self._state = "inactive"
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        for pub in self._pubs.values():
+        for pub in [*self._fused_pubs.values(), *(p for c in self.cameras for p in c.pubs.values())]:
             self.destroy_lifecycle_publisher(pub)
-        self._pubs = {}
-        self.processor = None
+        self._fused_pubs = {}
+        for camera in self.cameras:
+            camera.pubs, camera.processor, camera.latest, camera.fused = {}, None, None, None
         self._state = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
 
@@ -158,20 +218,26 @@ class HybridNetsNode(LifecycleNode):
 
     def _stop_worker(self) -> None:
         self._running = False
-        self.slot.close()
+        self.slots.close()
         if self._worker is not None:
             self._worker.join()
             self._worker = None
 
     # ---------------------------------------------------------------- callbacks
-    def _on_image(self, msg) -> None:
-        self._last_image = time.monotonic()
-        self.stats.frame_received()
-        self.slot.put(Frame(msg, time.monotonic()))
+    def _image_callback(self, index: int):
+        camera = self.cameras[index]
 
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        if self.processor is not None and (problem := self.processor.set_camera_info(msg)):
-            self._reject(problem.reason, f"{problem}: grids skipped")
+        def on_image(msg) -> None:
+            camera.last_image = time.monotonic()
+            camera.stats.frame_received()
+            self.slots.put(index, Frame(msg, camera.last_image))
+        return on_image
+
+    def _camera_info_callback(self, camera: Camera):
+        def on_camera_info(msg: CameraInfo) -> None:
+            if camera.processor is not None and (problem := camera.processor.set_camera_info(msg)):
+                self._reject(camera, problem.reason, f"{problem}: grids skipped")
+        return on_camera_info
 
     def _on_set_parameters(self, changes) -> SetParametersResult:
         values = params.parameter_values(self)
@@ -181,70 +247,129 @@ class HybridNetsNode(LifecycleNode):
         except ConfigError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         self.config = config
-        if self.processor is not None:
-            self.processor.update_config(config)
+        for index, camera in enumerate(self.cameras):
+            if camera.processor is not None:
+                camera.processor.update_config(self._camera_config(index))
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------- worker
     def _work(self) -> None:
         while self._running:
-            frame = self.slot.take(timeout=0.5)
-            if frame is None:
+            frames = self.slots.take_all(timeout=0.5)  # camera index -> its newest frame
+            if not frames:
                 continue
             try:
-                self._process(frame)
-            except Exception as exc:  # never let one frame kill the worker
+                self._process(frames)
+            except Exception as exc:  # never let one batch kill the worker
                 if not self.context.ok():  # Ctrl-C shut ROS down under this frame: drop it
                     self.get_logger().info("shutting down: the frame in flight is dropped")
                     return
-                self.stats.count_error()
+                for index in frames:
+                    self.cameras[index].stats.count_error()
                 self.get_logger().error(f"processing failed: {type(exc).__name__}: {exc}")
 
-    def _process(self, frame: Frame) -> None:
-        wanted = {name for name, pub in self._pubs.items() if pub.get_subscription_count()}
-        wanted &= self.processor.enabled
-        if not wanted:
-            self.stats.count_skipped_no_subscribers()
+    def _process(self, frames: dict[int, Frame]) -> None:
+        """Every camera's waiting frame through one network call, then each camera's outputs."""
+        fused = any(pub.get_subscription_count() for pub in self._fused_pubs.values())
+        requests, batch = [], []
+        for index, frame in frames.items():
+            camera = self.cameras[index]
+            wanted = {name for name, pub in camera.pubs.items() if pub.get_subscription_count()}
+            wanted &= camera.processor.enabled
+            if not wanted and not fused:
+                camera.stats.count_skipped_no_subscribers()
+                continue
+            requests.append(FrameRequest(camera.processor, frame.msg, wanted))
+            batch.append((camera, frame))
+        if not requests:
             return
-        publish_s = 0.0
+        publish_s = {id(camera): 0.0 for camera, _ in batch}
 
-        def publish(name: str, message) -> None:
-            nonlocal publish_s
-            t0 = time.perf_counter()
-            self._pubs[name].publish(message)
-            publish_s += time.perf_counter() - t0
+        def publisher(camera: Camera):
+            def publish(name: str, message) -> None:
+                t0 = time.perf_counter()
+                camera.pubs[name].publish(message)
+                publish_s[id(camera)] += time.perf_counter() - t0
+            return publish
 
-        outcome = self.processor.process(frame.msg, wanted, emit=publish)
+        for request, (camera, _) in zip(requests, batch):
+            request.emit = publisher(camera)
+        outcomes = process_batch(requests)
+        network = [o.timings_ms["network"] for o in outcomes if o.result is not None]
+        if network:
+            self._batches.append((len(network), network[0]))
+        for (camera, frame), outcome in zip(batch, outcomes):
+            self._account(camera, frame, outcome, publish_s[id(camera)])
+
+    def _account(self, camera: Camera, frame: Frame, outcome, publish_s: float) -> None:
+        """Rejections, grid problems and statistics of a camera's processed frame (its
+        messages went out while they were built)."""
         if outcome.rejected is not None:
-            self._reject(outcome.rejected.reason, str(outcome.rejected))
+            self._reject(camera, outcome.rejected.reason, str(outcome.rejected))
             return
-        self._report_grids(outcome)
+        camera.latest = (frame.msg.header, outcome.result)
+        self._report_grids(camera, outcome)
         # The messages stage includes the publishing, which happens as each is built.
         stages = dict(outcome.timings_ms, publish=publish_s * 1e3)
         stages["messages"] -= stages["publish"]
         age_ms = (self.get_clock().now().nanoseconds - stamp_ns(frame.msg.header)) / 1e6
-        self.stats.frame_processed((time.monotonic() - frame.received) * 1e3, stages, age_ms)
+        camera.stats.frame_processed((time.monotonic() - frame.received) * 1e3, stages, age_ms)
 
-    def _report_grids(self, outcome) -> None:
+    def _report_grids(self, camera: Camera, outcome) -> None:
         problem = outcome.no_grids
         wanted_grids = problem is not None or outcome.products.grids is not None
         if wanted_grids:
-            self._grid_problem = None if problem is None or problem.bad_input else str(problem)
+            camera.grid_problem = None if problem is None or problem.bad_input else str(problem)
         if problem is None:
             if outcome.projector_rebuilt:
                 projector = outcome.products.projector
                 g = projector.grid
-                self.get_logger().info(f"bird's-eye lookup built: {g.width}x{g.height} cells, "
-                                       f"{100 * projector.seen_fraction:.0f}% in view")
+                self.get_logger().info(camera.says(
+                    f"bird's-eye lookup built: {g.width}x{g.height} cells, "
+                    f"{100 * projector.seen_fraction:.0f}% in view"))
         elif problem.bad_input:
             if not problem.repeated:  # counted once per message, not once per frame
-                self._reject(problem.reason, f"{problem}: grids skipped")
+                self._reject(camera, problem.reason, f"{problem}: grids skipped")
         elif problem.reason == "no camera_info":
-            self.say_once("no_camera_info", "no CameraInfo received on 'camera_info' yet: "
-                          "occupancy grids and 3D detections are not published until one "
-                          "arrives", "info")
+            self.say_once(camera.name + "no_camera_info", camera.says(
+                f"no CameraInfo received on '{camera.topic('camera_info')}' yet: occupancy "
+                "grids and 3D detections are not published until one arrives"), "info")
         else:
-            self.say_once(problem.reason, f"{problem}: grids and 3D detections are not published")
+            self.say_once(camera.name + problem.reason,
+                          camera.says(f"{problem}: grids and 3D detections are not published"))
+
+    # ------------------------------------------------------------- fused grids
+    def _publish_fused(self) -> None:
+        """The surround grids from every camera's latest result, while someone subscribes."""
+        if not any(pub.get_subscription_count() for pub in self._fused_pubs.values()):
+            return
+        grid = self.config.fused_grid
+        if self._fusion is None or self._fusion.grid != grid:
+            self._fusion = SurroundFusion(grid)
+        views = [view for camera in self.cameras if (view := self._fused_view(camera, grid))]
+        stamp = self._fusion.fuse(views) if views else None
+        if stamp is None:
+            return
+        header = Header(stamp=rclpy.time.Time(nanoseconds=stamp).to_msg(),
+                        frame_id=self.config.ground_frame)
+        self._fused_pubs["drivable"].publish(messages.occupancy_grid(header, self._fusion.drivable, grid))
+        self._fused_pubs["lane"].publish(messages.occupancy_grid(header, self._fusion.lane, grid))
+
+    def _fused_view(self, camera: Camera, grid) -> CameraView | None:
+        """The camera's latest result on the surround grid (projected once per result)."""
+        if camera.latest is None:
+            return None
+        header, result = camera.latest
+        try:
+            projector = camera.processor.fused_projector(header, result.seg_mask.shape, grid)
+        except GridUnavailable:  # the camera's own grids say why (diagnostics, log)
+            return None
+        if camera.fused is None or camera.fused[0] is not projector:
+            camera.fused = (projector, ground_distance(projector), None)
+        if camera.fused[2] is not result:
+            projector.project(result.seg_mask)  # into the projector's own buffers
+            camera.fused = (*camera.fused[:2], result)
+        return CameraView(projector.drivable, projector.lane, camera.fused[1], stamp_ns(header))
 
     # -------------------------------------------------------------- diagnostics
     def _health(self) -> tuple[bytes, str]:
@@ -255,30 +380,32 @@ class HybridNetsNode(LifecycleNode):
             return DiagnosticStatus.ERROR, f"model failed to load: {self._load_error}"
         if self._state != "active":
             return DiagnosticStatus.WARN, f"not active ({self._state})"
-        silent = time.monotonic() - (self._last_image or self._listening_since)
-        if silent > SILENT_PERIODS * self.config.diagnostics_period:
-            topic = self._inputs[0].topic_name if self._inputs else "image"
-            return DiagnosticStatus.WARN, f"no image received on {topic} for {silent:.0f} s"
-        if self._grid_problem is not None:
-            return DiagnosticStatus.WARN, f"no occupancy grids: {self._grid_problem}"
-        s = self.stats.snapshot()
-        if s["rejected"] or s["errors"]:
-            return DiagnosticStatus.WARN, "some messages rejected or failed"
+        for camera in self.cameras:
+            if (problem := self._camera_problem(camera)) is not None:
+                return DiagnosticStatus.WARN, camera.says(problem)
         return DiagnosticStatus.OK, "ok"
 
-    def _publish_diagnostics(self) -> None:
-        s = self.stats.snapshot()
-        # Named as diagnostic_updater names its tasks; "node" tells namespaces apart.
-        status = DiagnosticStatus(name=f"{self.get_name()}: perception",
-                                  hardware_id=self.pipeline.backend.describe() if self.pipeline else "none")
-        status.level, status.message = self._health()
+    def _camera_problem(self, camera: Camera) -> str | None:
+        """What is wrong with one active camera's input or grids, or None."""
+        silent = time.monotonic() - (camera.last_image or self._listening_since)
+        if silent > SILENT_PERIODS * self.config.diagnostics_period:
+            topic = camera.topic("image/compressed" if self.config.use_compressed else "image")
+            return f"no image received on {topic} for {silent:.0f} s"
+        if camera.grid_problem is not None:
+            return f"no occupancy grids: {camera.grid_problem}"
+        s = camera.stats.snapshot()
+        if s["rejected"] or s["errors"]:
+            return "some messages rejected or failed"
+        return None
+
+    def _camera_values(self, index: int) -> dict:
+        """One camera's rates, latencies, drops and rejections for /diagnostics."""
+        camera = self.cameras[index]
+        s = camera.stats.snapshot()
         values = {
-            "node": self.get_fully_qualified_name(),
-            "state": self._state,
-            "backend": status.hardware_id,
             "frames_received": s["frames_received"],
             "frames_processed": s["frames_processed"],
-            "frames_dropped": self.slot.dropped,
+            "frames_dropped": self.slots.dropped[index],
             "input_rate_hz": f"{s['input_rate_hz']:.2f}",
             "processed_rate_hz": f"{s['processed_rate_hz']:.2f}",
         }
@@ -290,14 +417,45 @@ class HybridNetsNode(LifecycleNode):
             "skipped_no_subscribers": s["skipped_no_subscribers"],
             "errors": s["errors"],
             "rejected_total": sum(s["rejected"].values()),
-            "camera_info": ("received" if self.processor is not None
-                            and self.processor.camera_info is not None else "missing"),
+            "camera_info": ("received" if camera.processor is not None
+                            and camera.processor.camera_info is not None else "missing"),
         })
         values.update({f"stage_{k}_ms": f"{v:.1f}" for k, v in s["stage_median_ms"].items()})
         values.update({f"rejected: {reason}": n for reason, n in s["rejected"].items()})
+        return values
+
+    def _publish_diagnostics(self) -> None:
+        # Named as diagnostic_updater names its tasks; "node" tells namespaces apart.
+        status = DiagnosticStatus(name=f"{self.get_name()}: perception",
+                                  hardware_id=self.pipeline.backend.describe() if self.pipeline else "none")
+        status.level, status.message = self._health()
+        node = self.get_fully_qualified_name()
+        values = {"node": node, "state": self._state, "backend": status.hardware_id}
+        statuses = [status]
+        if not self.multi:
+            values.update(self._camera_values(0))
+        else:  # the shared engine here, then one status per camera
+            batches = list(self._batches)
+            values["cameras"] = ", ".join(camera.name for camera in self.cameras)
+            values["batches_run"] = len(batches)
+            if batches:
+                values["batch_size_mean"] = f"{np.mean([n for n, _ in batches]):.2f}"
+                values["network_median_ms"] = f"{np.median([ms for _, ms in batches]):.1f}"
+            for index, camera in enumerate(self.cameras):
+                camera_status = DiagnosticStatus(name=f"{self.get_name()}: camera {camera.name}",
+                                                 hardware_id=status.hardware_id)
+                problem = self._camera_problem(camera) if self._state == "active" else None
+                camera_status.level = DiagnosticStatus.WARN if problem else DiagnosticStatus.OK
+                camera_status.message = problem or ("ok" if self._state == "active"
+                                                    else f"not active ({self._state})")
+                if self._state != "active":
+                    camera_status.level = DiagnosticStatus.WARN
+                camera_values = {"node": node, "camera": camera.name, **self._camera_values(index)}
+                camera_status.values = [KeyValue(key=k, value=str(v)) for k, v in camera_values.items()]
+                statuses.append(camera_status)
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         self._diag_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
-                                               status=[status]))
+                                               status=statuses))
 
     def autostart(self) -> bool:
         if self.config is not None and not self.config.autostart:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.exceptions import ParameterUninitializedException
 from rclpy.parameter import Parameter
 
 from ..pipeline.config import NodeConfig, settings
@@ -17,7 +16,8 @@ from ..pipeline.config import NodeConfig, settings
 # Empty-array defaults need their type spelt out for rclpy.
 _ARRAY_TYPES = {"camera_resolution": Parameter.Type.INTEGER_ARRAY,
                 "drivable_classes": Parameter.Type.STRING_ARRAY,
-                "obstacle_classes": Parameter.Type.STRING_ARRAY}
+                "obstacle_classes": Parameter.Type.STRING_ARRAY,
+                "cameras": Parameter.Type.STRING_ARRAY}
 
 
 def descriptor(setting) -> ParameterDescriptor:
@@ -49,12 +49,10 @@ def parameter_values(node) -> dict[str, Any]:
     """Every setting's current parameter value (an unset empty array reads as [])."""
     values = {}
     for setting in settings():
-        try:
-            param = node.get_parameter(setting.name)
-        except ParameterUninitializedException:  # an empty-array default nobody set
-            values[setting.name] = []
-            continue
-        values[setting.name] = [] if param.type_ == Parameter.Type.NOT_SET else param.value
+        # get_parameter raises for a typed parameter without a value (an empty-array default)
+        param = node.get_parameter_or(setting.name, None)
+        values[setting.name] = ([] if param is None or param.type_ == Parameter.Type.NOT_SET
+                                else param.value)
     return values
 
 

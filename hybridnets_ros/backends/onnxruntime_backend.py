@@ -116,14 +116,14 @@ class OnnxRuntimeBackend(CachedEngineBackend):
         binding = session.io_binding()
         outputs = []
         for meta in session.get_outputs():
-            shape = tuple(meta.shape)
+            out_shape = tuple(meta.shape)
             if on_gpu:
-                out = torch.empty(shape, dtype=torch.float32, device=self.device)
+                out = torch.empty(out_shape, dtype=torch.float32, device=self.device)
                 binding.bind_output(meta.name, "cuda", out.device.index or 0, np.float32,
-                                    shape, out.data_ptr())
+                                    out_shape, out.data_ptr())
             else:
-                out = np.empty(shape, np.float32)
-                binding.bind_output(meta.name, "cpu", 0, np.float32, shape, out.ctypes.data)
+                out = np.empty(out_shape, np.float32)
+                binding.bind_output(meta.name, "cpu", 0, np.float32, out_shape, out.ctypes.data)
             outputs.append(out)
         names = [meta.name for meta in session.get_outputs()]
         ordered = tuple(outputs[names.index(name)] for name in self.family.output_names)

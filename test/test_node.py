@@ -62,7 +62,7 @@ def send(probe, bgr, stamp, info=True, encoding="bgr8"):
     probe.image_pub.publish(rg.image_msg(bgr, stamp, encoding=encoding))
 
 
-def call(probe, client, request, timeout=10.0):
+def call(probe, client, request, timeout=60.0):  # configure builds the engine: slow on a busy CI
     assert client.wait_for_service(timeout_sec=timeout)
     future = client.call_async(request)
     assert probe.wait_for(future.done, timeout), "service call timed out"

@@ -1,5 +1,4 @@
 """Several frames through one backend call (Pipeline.run_batch) give what one at a time gives."""
-import numpy as np
 import pytest
 
 from conftest import match_detections

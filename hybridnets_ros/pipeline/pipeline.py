@@ -27,6 +27,14 @@ from ..core.torch_preprocess import TorchPreprocessor
 from ..core.spec import BDD100K, ModelSpec
 
 
+def device_synchronizer(device: str):
+    """A function that waits for ``device`` to finish its queued work: stage times are only
+    honest on CUDA when the device has finished the stage (a no-op elsewhere)."""
+    if device.startswith("cuda"):
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
 def refuse_degenerate(bgr: np.ndarray) -> None:
     """InputError (kind "unsupported image size") for a shape the network is not run on:
     every new shape costs an engine, and a sliver carries nothing to detect."""
@@ -68,9 +76,7 @@ class Pipeline:
         # The batch size run_batch uses (several cameras: their number). Only batches of 1
         # and of this size run, so a static-shape engine exists for two sizes, not for each.
         self.batch_size = 1
-        # Stage times are only honest on CUDA when the device has finished the stage.
-        on_cuda = backend.device.startswith("cuda")
-        self._synchronize = (lambda: torch.cuda.synchronize(backend.device)) if on_cuda else (lambda: None)
+        self._synchronize = device_synchronizer(backend.device)
 
     @property
     def input_size(self) -> int:
@@ -191,8 +197,7 @@ class DensePipeline:
         self.options = options
         self.conf_threshold = self.iou_threshold = 0.0
         self.max_detections = 0
-        on_cuda = backend.device.startswith("cuda")
-        self._synchronize = (lambda: torch.cuda.synchronize(backend.device)) if on_cuda else (lambda: None)
+        self._synchronize = device_synchronizer(backend.device)
 
     def network_input_hw(self, image_hw: tuple[int, int]) -> tuple[int, int]:
         """The network input size for images of ``image_hw`` (what engines are built for)."""

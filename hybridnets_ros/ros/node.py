@@ -76,6 +76,16 @@ class Camera:
         return f"camera {self.name}: {text}" if self.name else text
 
 
+def _timed_publisher(pubs: dict, seconds: dict, key):
+    """emit(name, message) for the frame path: publishes on ``pubs[name]`` and adds the time
+    it took to ``seconds[key]``."""
+    def publish(name: str, message) -> None:
+        t0 = time.perf_counter()
+        pubs[name].publish(message)
+        seconds[key] += time.perf_counter() - t0
+    return publish
+
+
 class HybridNetsNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("hybridnets_node", **kwargs)
@@ -271,7 +281,7 @@ class HybridNetsNode(LifecycleNode):
     def _process(self, frames: dict[int, Frame]) -> None:
         """Every camera's waiting frame through one network call, then each camera's outputs."""
         fused = any(pub.get_subscription_count() for pub in self._fused_pubs.values())
-        requests, batch = [], []
+        requests, batch, publish_s = [], [], {}
         for index, frame in frames.items():
             camera = self.cameras[index]
             wanted = {name for name, pub in camera.pubs.items() if pub.get_subscription_count()}
@@ -279,27 +289,18 @@ class HybridNetsNode(LifecycleNode):
             if not wanted and not fused:
                 camera.stats.count_skipped_no_subscribers()
                 continue
-            requests.append(FrameRequest(camera.processor, frame.msg, wanted))
-            batch.append((camera, frame))
+            publish_s[index] = 0.0
+            requests.append(FrameRequest(camera.processor, frame.msg, wanted,
+                                         emit=_timed_publisher(camera.pubs, publish_s, index)))
+            batch.append((index, frame))
         if not requests:
             return
-        publish_s = {id(camera): 0.0 for camera, _ in batch}
-
-        def publisher(camera: Camera):
-            def publish(name: str, message) -> None:
-                t0 = time.perf_counter()
-                camera.pubs[name].publish(message)
-                publish_s[id(camera)] += time.perf_counter() - t0
-            return publish
-
-        for request, (camera, _) in zip(requests, batch):
-            request.emit = publisher(camera)
         outcomes = process_batch(requests)
         network = [o.timings_ms["network"] for o in outcomes if o.result is not None]
         if network:
             self._batches.append((len(network), network[0]))
-        for (camera, frame), outcome in zip(batch, outcomes):
-            self._account(camera, frame, outcome, publish_s[id(camera)])
+        for (index, frame), outcome in zip(batch, outcomes):
+            self._account(self.cameras[index], frame, outcome, publish_s[index])
 
     def _account(self, camera: Camera, frame: Frame, outcome, publish_s: float) -> None:
         """Rejections, grid problems and statistics of a camera's processed frame (its

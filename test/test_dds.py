@@ -19,6 +19,9 @@ def test_the_shipped_profile_is_set_where_nothing_is_configured():
     [(level, message)] = configure_dds(env)
     assert level == "info" and env["FASTDDS_DEFAULT_PROFILES_FILE"].endswith("config/fastdds.xml")
     assert "fastdds.xml" in message
+    humble = {"ROS_DISTRO": "humble"}  # Fast DDS 2.6 reads only the older name
+    configure_dds(humble)
+    assert humble["FASTRTPS_DEFAULT_PROFILES_FILE"] == env["FASTDDS_DEFAULT_PROFILES_FILE"]
     profile = (REPO / "config" / "fastdds.xml").read_text()
     assert "<type>SHM</type>" in profile and "<type>UDPv4</type>" in profile
 

@@ -4,8 +4,9 @@ own, and a warning for combinations known to starve large messages.
 
 Measured causes (docs/dds.md): Fast DDS' default shared-memory segment (512 KiB) is smaller
 than a camera frame, so frames go over fragmented best-effort UDP and most are lost;
-``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` carries data over TCP, which never connects under
-``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and talks to no participant without it.
+``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` (TCP for data and endpoint discovery) under
+localhost-only discovery took tens of seconds to discover a node, and sometimes never
+delivered a message, and it exchanges no data with participants using other transports.
 """
 from __future__ import annotations
 
@@ -41,8 +42,8 @@ def configure_dds(environ: MutableMapping[str, str] | None = None) -> list[tuple
         return [("info", f"DDS: Fast DDS profile from {chosen[0]}={environ[chosen[0]]}")]
     if builtin.upper().startswith("LARGE_DATA") and localhost_only(environ):
         return [("warning", "DDS: FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA with localhost-only "
-                            "discovery loses large messages (its TCP data path does not "
-                            "connect): unset it and use "
+                            "discovery loses large messages and discovers slowly (measured: "
+                            "tens of seconds, some outputs never): unset it and use "
                             f"FASTDDS_DEFAULT_PROFILES_FILE={share_file('config/fastdds.xml')} "
                             "in every process (docs/dds.md)")]
     if builtin:
@@ -51,7 +52,9 @@ def configure_dds(environ: MutableMapping[str, str] | None = None) -> list[tuple
                 "and are mostly lost (docs/dds.md)")
         return [(level, f"DDS: FASTDDS_BUILTIN_TRANSPORTS={builtin}{note}")]
     profile = str(share_file("config/fastdds.xml"))
-    environ["FASTDDS_DEFAULT_PROFILES_FILE"] = profile
+    # Fast DDS 2.x (Humble) reads only the FASTRTPS_ name, 3.x warns that it is deprecated.
+    variable = PROFILE_VARIABLES[environ.get("ROS_DISTRO", "") == "humble"]
+    environ[variable] = profile
     return [("info", f"DDS: Fast DDS profile {profile} (shared memory for camera-sized "
-                     "messages; set FASTDDS_DEFAULT_PROFILES_FILE to it in the camera "
-                     "driver's and viewers' shells too)")]
+                     f"messages; set {variable} to it in the camera driver's and viewers' "
+                     "shells too)")]

@@ -17,11 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..ros.dds import configure_dds
 from ..ros.resources import share_file
-
-# Fast DDS' default transports lose most large best-effort images between processes;
-# every participant of the graph must use the same setting (see README).
-DDS_ENV = {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
 
 
 def node_command(weights: Path | None) -> list[str]:
@@ -37,15 +34,16 @@ def node_command(weights: Path | None) -> list[str]:
 class _Graph:
     """The node as its own process, with the player and the recorder in this one."""
 
-    def __init__(self, weights: Path | None, camera_info, output: Path):
+    def __init__(self, weights: Path | None, camera_info, output: Path, log=print):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
 
         from .player import FramePlayer
         from .recorder import OutputRecorder
 
-        for key, value in DDS_ENV.items():
-            os.environ.setdefault(key, value)
+        for level, message in configure_dds():  # the node process inherits it
+            if level == "warning":
+                log(message)
         self.node = subprocess.Popen(node_command(weights), env=os.environ.copy())
         rclpy.init()
         self.player = FramePlayer(camera_info=camera_info)
@@ -136,7 +134,7 @@ def run_demo(frames: Iterator[np.ndarray], camera_info, output: Path, weights: P
              rate_hz: float = 2.0, startup_timeout: float = 120.0, log=print) -> dict:
     """Runs the graph; returns the summary (also written to output/summary.json)."""
     output.mkdir(parents=True, exist_ok=True)
-    graph = _Graph(weights, camera_info, output)
+    graph = _Graph(weights, camera_info, output, log)
     try:
         log("waiting for hybridnets_node to load the model and subscribe ...")
         frames = iter(frames)

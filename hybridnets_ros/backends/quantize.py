@@ -2,7 +2,8 @@
 
 Calibration frames are real images from a folder, brought to the camera resolution and
 pre-processed exactly like live frames, so they have the engine's static input shape. The
-same frames serve ONNX Runtime's quantiser and TensorRT's INT8 calibrator.
+same frames calibrate ONNX Runtime's model and the Q/DQ model TensorRT builds int8
+engines from (signed, symmetric activations: the form TensorRT's explicit quantisation takes).
 
 Settings: QDQ format, weights int8 per output channel, activations uint8 with MinMax
 ranges. U8S8 is the layout ONNX Runtime's VNNI kernels run fastest; on CPUs without VNNI it
@@ -87,8 +88,13 @@ def frames_digest(frames: list[np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def quantize_onnx(fp32_path: Path, out_path: Path, frames: list[np.ndarray]) -> Path:
-    """Static QDQ quantisation of an fp32 ONNX file, calibrated on ``frames``."""
+def quantize_onnx(fp32_path: Path, out_path: Path, frames: list[np.ndarray],
+                  for_tensorrt: bool = False) -> Path:
+    """Static QDQ quantisation of an fp32 ONNX file, calibrated on ``frames``.
+
+    ``for_tensorrt``: the Q/DQ form TensorRT's explicit quantisation takes: activations
+    signed int8 and symmetric (zero point 0), biases left in float (TensorRT quantises
+    int8 only, and fuses the bias itself)."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quant_pre_process, quantize_static)
 
@@ -105,9 +111,13 @@ def quantize_onnx(fp32_path: Path, out_path: Path, frames: list[np.ndarray]) -> 
     prepared = out_path.with_name(out_path.name + ".prep.onnx")
     try:
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        activations = QuantType.QInt8 if for_tensorrt else QuantType.QUInt8
+        extra = ({"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
+                 if for_tensorrt else {})
         quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+                        per_channel=True, activation_type=activations,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                        extra_options=extra)
     finally:
         prepared.unlink(missing_ok=True)
     return out_path
@@ -124,3 +134,18 @@ def cached_int8_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: 
                     calibration=frames_digest(frames))
     return cache.get_or_build(key, ".onnx", lambda out: quantize_onnx(fp32, out, frames),
                               f"INT8 model ({len(frames)} calibration frames, ~30 s)")
+
+
+def cached_tensorrt_int8_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: str,
+                              frames: list[np.ndarray], cache: EngineCache | None = None) -> Path:
+    """The Q/DQ model TensorRT builds int8 engines from (``quantize_onnx(for_tensorrt=True)``),
+    for ``input_hw`` and these calibration frames, built if absent."""
+    cache = cache or EngineCache()
+    fp32 = cached_onnx(model, input_hw, digest, cache)
+    from onnxruntime import __version__ as ort_version
+    key = EngineKey("onnx-int8-tensorrt", tuple(input_hw), "int8", digest,
+                    runtime=f"onnxruntime {ort_version} qdq s8s8 symmetric minmax",
+                    calibration=frames_digest(frames))
+    return cache.get_or_build(key, ".onnx",
+                              lambda out: quantize_onnx(fp32, out, frames, for_tensorrt=True),
+                              f"TensorRT INT8 Q/DQ model ({len(frames)} calibration frames)")

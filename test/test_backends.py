@@ -144,13 +144,6 @@ def test_old_tensorrt_is_refused(monkeypatch):
         import_tensorrt()
 
 
-def test_tensorrt_11_builds_fp32_only():
-    from hybridnets_ros.backends.tensorrt_backend import unsupported_precision
-    assert unsupported_precision("10.3.0", "int8") is None
-    assert unsupported_precision("11.1.0", "fp32") is None
-    assert "removed the fp16/int8 builder flags" in unsupported_precision("11.1.0", "fp16")
-
-
 def test_unknown_options_are_rejected(random_model):
     with pytest.raises(TypeError, match="unknown backend option.*fp16_mode"):
         create_backend("torch", random_model, fp16_mode=True)

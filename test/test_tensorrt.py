@@ -180,17 +180,22 @@ def calib_folder(sample_images):
 @pytest.mark.slow  # quantises the whole network once (~20 s); every generation reuses it
 @pytest.mark.parametrize("version, typed, flags", [("10.3.0", True, []), ("11.1.0", True, []),
                                                    ("8.6.1", False, ["FP16", "INT8"])])
-def test_int8_engine_from_the_qdq_model(random_model, frames, reference, calib_folder,
-                                        monkeypatch, version, typed, flags):
+def test_int8_engine_from_the_qdq_model(golden_model, calib_folder, monkeypatch, version,
+                                        typed, flags):
+    from hybridnets_ros.backends.quantize import calibration_frames
     standins.install(monkeypatch, version)
-    backend = tensorrt(random_model, precision="int8", calib=str(calib_folder),
+    backend = tensorrt(golden_model, precision="int8", calib=str(calib_folder),
                        source_hw=(720, 1280))
     assert not backend.batching  # calibrated for batch 1
-    raw = backend.infer(frames[:1])
+    frame = calibration_frames(calib_folder, (720, 1280), INPUT_SIZE)[0]  # a camera frame
+    raw = backend.infer(frame)
     assert plan_of(backend) == {"version": version, "strongly_typed": typed, "builder_flags": flags}
-    seg = as_numpy(raw)[2]
-    assert seg.dtype == np.float32 and rel_l2(seg, reference[2][:1]) < 0.3
-    assert not np.array_equal(seg, reference[2][:1])
+    expected = onnxruntime_outputs(cached_onnx(golden_model, HW), frame)
+    for name, got, want in zip(OUTPUT_NAMES, as_numpy(raw), expected):
+        assert got.dtype == np.float32 and not np.array_equal(got, want), f"{name}: not int8"
+        # Measured with this stand-in (ONNX Runtime running the Q/DQ model): classification
+        # 0.34 (scores near 0 in steps of ~0.005), the others below 0.3.
+        assert rel_l2(got, want) < (0.5 if name == "classification" else 0.3), name
 
 
 def small_network_onnx(tmp_path):
@@ -262,6 +267,7 @@ def torch2trt(model, precision="fp32", **options):
                           input_size=INPUT_SIZE, **options)
 
 
+@pytest.mark.slow  # torch2trt converts the whole network (~20 s)
 @pytest.mark.parametrize("version", standins.GENERATIONS)
 def test_torch2trt_fp32_equals_onnxruntime(random_model, frames, reference, monkeypatch, version):
     standins.install(monkeypatch, version, torch2trt=True)
@@ -272,6 +278,7 @@ def test_torch2trt_fp32_equals_onnxruntime(random_model, frames, reference, monk
         np.testing.assert_allclose(got, expected[:1], rtol=1e-4, atol=1e-4, err_msg=name)
 
 
+@pytest.mark.slow  # torch2trt converts the whole network twice (~45 s)
 def test_torch2trt_fp16_and_int8_use_its_builder_flags_on_tensorrt_10(
         random_model, frames, calib_folder, monkeypatch):
     standins.install(monkeypatch, "10.3.0", torch2trt=True)
@@ -302,3 +309,21 @@ def test_trtmodule_runs_what_torch2trt_built(monkeypatch):
     reloaded = module.TRTModule(converted.engine, ["x"], ["y"])
     with torch.no_grad():
         torch.testing.assert_close(reloaded(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow  # engines of batch 1 and 2 (~50 s in a fresh session)
+def test_on_device_pipeline_batches_through_tensorrt(random_model, sample_images, monkeypatch):
+    """The CUDA data path's whole chain on CPU tensors: TorchPreprocessor into the batch
+    buffer, the engine binding that tensor directly, NMS and masks on the device."""
+    import cv2
+    from hybridnets_ros.pipeline.pipeline import Pipeline
+    standins.install(monkeypatch)
+    pipeline = Pipeline(tensorrt(random_model), INPUT_SIZE, processing_on_device=True)
+    pipeline.batch_size = 2
+    images = [cv2.imread(str(path)) for path in sample_images[:2]]
+    batched = pipeline.run_batch(images)
+    for image, result in zip(images, batched):
+        alone = pipeline(image)
+        assert result.batch_size == 2
+        np.testing.assert_array_equal(result.seg_mask, alone.seg_mask)
+        np.testing.assert_allclose(result.detections.boxes, alone.detections.boxes, atol=1e-3)

@@ -10,14 +10,13 @@ import json
 import logging
 import sys
 import types
-import warnings
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from conftest import rel_l2, requires_cuda, requires_tensorrt, requires_torch2trt
+from conftest import rel_l2, requires_cuda, requires_tensorrt, requires_torch2trt, small_onnx
 from hybridnets_ros.backends import BackendUnavailable, available_backends, create_backend
 from hybridnets_ros.backends import registry
 from hybridnets_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
@@ -272,14 +271,7 @@ def test_static_qdq_quantisation_of_a_small_network(tmp_path):
 
     from hybridnets_ros.backends.quantize import quantize_onnx
 
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.SiLU(),
-                              torch.nn.Conv2d(16, 4, 1)).eval()
-    fp32 = tmp_path / "small.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the exporter's own (see export.py)
-        torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(fp32), dynamo=False,
-                          opset_version=17, input_names=["image"], output_names=["out"])
+    fp32 = small_onnx(tmp_path / "small.onnx")
     rng = np.random.default_rng(0)
     frames = [rng.normal(size=(1, 3, 32, 32)).astype(np.float32) for _ in range(4)]
     int8 = quantize_onnx(fp32, tmp_path / "small_int8.onnx", frames)

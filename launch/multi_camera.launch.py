@@ -17,7 +17,7 @@ hybridnets.launch.py.
 import os
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
@@ -54,8 +54,6 @@ def _nodes(context):
 
 def generate_launch_description():
     return LaunchDescription([
-        SetEnvironmentVariable("FASTDDS_BUILTIN_TRANSPORTS",
-                               os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")),
         DeclareLaunchArgument("cameras", default_value="front,left,right",
                               description="comma-separated camera names"),
         DeclareLaunchArgument("camera_poses", default_value="",

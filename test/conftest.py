@@ -143,7 +143,7 @@ def isolated_cache(tmp_path, monkeypatch) -> Path:
     return cache
 
 
-def small_onnx(path: Path, size: int = 32) -> Path:
+def small_network_onnx(path: Path, size: int = 32) -> Path:
     """A seeded two-conv network exported to ONNX at ``path`` (input "image" [1,3,size,size],
     output "out"): quick quantisation and parser checks."""
     import warnings

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import platform
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from .base import Array, BackendUnavailable, CachedEngineBackend, Outputs, ShapeLru, pack_outputs
+from .cpu import cpu_flags, cpu_name
 from .engine_cache import EngineCache, EngineKey
 from .onnx_export import INPUT_NAME, cached_onnx
 
@@ -42,30 +42,6 @@ def import_openvino():
         raise BackendUnavailable(f"missing Python module 'openvino' ({exc}); install it with "
                                  "`pip install openvino` (x86-64)") from None
     return openvino
-
-
-def cpu_flags() -> set[str]:
-    """The instruction-set flags of the first CPU in /proc/cpuinfo (empty where unreadable)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def bf16_unsupported(core) -> str | None:

@@ -5,11 +5,10 @@ pre-processed exactly like live frames, so they have the engine's static input s
 same frames calibrate ONNX Runtime's model and the Q/DQ model TensorRT builds int8
 engines from (signed, symmetric activations: the form TensorRT's explicit quantisation takes).
 
-Settings: QDQ format, weights int8 per output channel, activations uint8 with MinMax
-ranges. U8S8 is the layout ONNX Runtime's VNNI kernels run fastest; on CPUs without VNNI it
-can lose precision to saturation (see ONNX Runtime's quantisation docs). Measured on this
-project's 2-core AVX-512 VNNI CPU: Percentile and Entropy calibration kept no more of
-the fp32 outputs than MinMax but took twice as long, so MinMax is used.
+Settings: QDQ format, weights int8 per output channel (7-bit on CPUs without VNNI, where
+8-bit weights saturate ONNX Runtime's kernels), activations uint8 with MinMax ranges. U8S8
+is the layout ONNX Runtime's x86-64 kernels run fastest. MinMax rather than Percentile or
+Entropy calibration: docs/benchmarks.md has the comparison.
 """
 from __future__ import annotations
 
@@ -21,6 +20,7 @@ import cv2
 import numpy as np
 import torch
 
+from .cpu import has_int8_dot_product
 from .engine_cache import EngineCache, EngineKey
 from .onnx_export import INPUT_NAME, cached_onnx
 from ..core.preprocess import Preprocessor
@@ -89,12 +89,19 @@ def frames_digest(frames: list[np.ndarray]) -> str:
 
 
 def quantize_onnx(fp32_path: Path, out_path: Path, frames: list[np.ndarray],
-                  for_tensorrt: bool = False) -> Path:
+                  reduce_range: bool | None = None, for_tensorrt: bool = False) -> Path:
     """Static QDQ quantisation of an fp32 ONNX file, calibrated on ``frames``.
 
+    ``reduce_range`` (default: on CPUs without an int8 dot product, see
+    :func:`cpu.has_int8_dot_product`) keeps weights within 7 bits: ONNX Runtime's AVX2 u8s8
+    kernel adds pairs of u8 x s8 products in int16, which saturates at full-range weights
+    (255 x 127 x 2 > 32767) and costs several times the quantisation error; 7 bits never do.
+
     ``for_tensorrt``: the Q/DQ form TensorRT's explicit quantisation takes: activations
-    signed int8 and symmetric (zero point 0), biases left in float (TensorRT quantises
-    int8 only, and fuses the bias itself)."""
+    signed int8 and symmetric (zero point 0), full-range weights, biases left in float
+    (TensorRT quantises int8 only, and fuses the bias itself)."""
+    if reduce_range is None:
+        reduce_range = not for_tensorrt and not has_int8_dot_product()
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quant_pre_process, quantize_static)
 
@@ -117,7 +124,7 @@ def quantize_onnx(fp32_path: Path, out_path: Path, frames: list[np.ndarray],
         quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=activations,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                        extra_options=extra)
+                        reduce_range=reduce_range, extra_options=extra)
     finally:
         prepared.unlink(missing_ok=True)
     return out_path
@@ -129,10 +136,12 @@ def cached_int8_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: 
     cache = cache or EngineCache()
     fp32 = cached_onnx(model, input_hw, digest, cache)
     from onnxruntime import __version__ as ort_version
+    weights = "s8" if has_int8_dot_product() else "s7"
     key = EngineKey("onnx-int8", tuple(input_hw), "int8", digest,
-                    runtime=f"onnxruntime {ort_version} qdq u8s8 minmax",
+                    runtime=f"onnxruntime {ort_version} qdq u8{weights} minmax",
                     calibration=frames_digest(frames))
-    return cache.get_or_build(key, ".onnx", lambda out: quantize_onnx(fp32, out, frames),
+    return cache.get_or_build(key, ".onnx",
+                              lambda out: quantize_onnx(fp32, out, frames, weights == "s7"),
                               f"INT8 model ({len(frames)} calibration frames, ~30 s)")
 
 

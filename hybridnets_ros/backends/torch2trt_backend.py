@@ -18,7 +18,8 @@ import torch
 from .engine_cache import EngineKey
 from .onnx_export import INPUT_NAME
 from .base import BackendUnavailable
-from .tensorrt_backend import PRECISIONS, TensorRTBackend, WORKSPACE_BYTES, import_tensorrt, major_minor  # noqa: F401 (PRECISIONS: what it claims)
+from .tensorrt_backend import (PRECISIONS, TensorRTBackend, WORKSPACE_BYTES,  # noqa: F401
+                               import_tensorrt, major_minor)  # PRECISIONS: what it claims
 
 
 def import_torch2trt():

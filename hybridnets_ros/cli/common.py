@@ -30,7 +30,7 @@ OPTION_SETTINGS = {"model": "model", "input_scale": "input_scale", "hyctas_path"
                    "hyctas_arch": "hyctas_arch", "weights": "weights", "random_weights": "allow_random_weights",
                    "size": "input_size", "conf": "conf_threshold", "iou": "iou_threshold",
                    "device": "device", "backend": "backend", "precision": "precision",
-                   "calib": "int8_calibration"}
+                   "calib": "int8_calibration", "max_detections": "max_detections"}
 
 
 def add_family_options(p: argparse.ArgumentParser) -> None:
@@ -44,6 +44,9 @@ def add_family_options(p: argparse.ArgumentParser) -> None:
                    help=f"hyctas: input path (default {defaults.hyctas_path})")
     p.add_argument("--hyctas-arch", metavar="S|M|L|JSON",
                    help=f"hyctas: architecture (default {defaults.hyctas_arch})")
+    p.add_argument("--max-detections", type=int, metavar="N",
+                   help=f"detections kept per image, best first (default "
+                        f"{defaults.max_detections}; a frame with more says so once per run)")
 
 
 def add_model_options(p: argparse.ArgumentParser, thresholds: bool = True) -> None:

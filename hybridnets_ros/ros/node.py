@@ -26,6 +26,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -37,6 +38,8 @@ from ..pipeline.pipeline import Result
 from ..pipeline.slot import LatestSlots
 from ..pipeline.stats import NodeStats
 from . import messages, params
+from .dds import configure_dds
+from .shutdown import BoundedShutdown
 from ..pipeline.factory import build_pipeline
 from .frame import FrameProcessor, FrameRequest, GridUnavailable, process_batch
 from .messages import stamp_ns
@@ -226,11 +229,13 @@ class HybridNetsNode(LifecycleNode):
         self._state = "finalized"
         return TransitionCallbackReturn.SUCCESS
 
-    def _stop_worker(self) -> None:
+    def _stop_worker(self, timeout: float | None = None) -> None:
+        """Stops the worker after its current batch (waits at most ``timeout`` seconds: at
+        exit a batch still in the network is abandoned with the daemon thread)."""
         self._running = False
         self.slots.close()
         if self._worker is not None:
-            self._worker.join()
+            self._worker.join(timeout)
             self._worker = None
 
     # ---------------------------------------------------------------- callbacks
@@ -492,8 +497,14 @@ class _TfLookup:
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
+    shutdown = BoundedShutdown(on_signal=rclpy.try_shutdown)
+    shutdown.install()
+    dds_messages = configure_dds()  # before rclpy creates the participant
+    # The watcher thread owns SIGINT/SIGTERM (rclpy's handlers wait for the main thread).
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = HybridNetsNode()
+    for level, message in dds_messages:
+        getattr(node.get_logger(), level)(message)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
@@ -503,9 +514,10 @@ def main(args=None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node._stop_worker()
+        node._stop_worker(timeout=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
+        shutdown.finished()
 
 
 if __name__ == "__main__":

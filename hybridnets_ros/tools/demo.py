@@ -17,11 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..ros.dds import configure_dds
 from ..ros.resources import share_file
-
-# Fast DDS' default transports lose most large best-effort images between processes;
-# every participant of the graph must use the same setting (see README).
-DDS_ENV = {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
 
 
 def node_command(weights: Path | None) -> list[str]:
@@ -43,8 +40,9 @@ def run_demo(frames: Iterator[np.ndarray], camera_info, output: Path, weights: P
     from .player import FramePlayer
     from .recorder import OutputRecorder
 
-    for key, value in DDS_ENV.items():
-        os.environ.setdefault(key, value)
+    for level, message in configure_dds():  # the node process inherits it
+        if level == "warning":
+            log(message)
     output.mkdir(parents=True, exist_ok=True)
     node = subprocess.Popen(node_command(weights), env=os.environ.copy())
     rclpy.init()

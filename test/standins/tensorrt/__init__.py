@@ -290,7 +290,8 @@ def _qdq_problems(proto):
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
         if len(node.input) < 3 or not node.input[2]:
-            yield index, f"{node.name}: {node.op_type} without a zero point is uint8: TensorRT quantizes to int8"
+            yield index, (f"{node.name}: {node.op_type} without a zero point is uint8: "
+                          "TensorRT quantizes to int8")
             continue
         zero_point = initializers.get(node.input[2])
         if zero_point is None:
@@ -409,8 +410,11 @@ def _static_shapes(model) -> dict[str, list[int]]:
     """Every I/O tensor's shape for the network's static input shapes, as the builder fixes
     them (ONNX files often leave output dimensions symbolic): one run on zeros."""
     session = _session(model)
-    feeds = {i.name: np.zeros(i.shape, _NUMPY_TYPES[_ONNX_TYPES[
-        model.graph.input[k].type.tensor_type.elem_type]]) for k, i in enumerate(session.get_inputs())}
+    feeds = {}
+    for value in model.graph.input:
+        tensor = value.type.tensor_type
+        feeds[value.name] = np.zeros([d.dim_value for d in tensor.shape.dim],
+                                     _NUMPY_TYPES[_ONNX_TYPES[tensor.elem_type]])
     if any(not isinstance(d, int) or d <= 0 for f in feeds.values() for d in f.shape):
         raise ValueError("the stand-in builds static input shapes only")
     outputs = session.run(None, feeds)
@@ -456,8 +460,9 @@ class Runtime:
             header = plan_header(data)
             model = onnx.load_model_from_string(data[len(_PLAN_MAGIC):].split(b"\n", 1)[1])
         except Exception:
-            self._logger.log(Logger.ERROR, "1: [runtime.cpp::parsePlan] Error Code 1: Serialization "
-                             "(Serialization assertion plan->header.magicTag failed.)")
+            self._logger.log(Logger.ERROR, "1: [runtime.cpp::parsePlan] Error Code 1: "
+                             "Serialization (Serialization assertion plan->header.magicTag "
+                             "failed.)")
             return None
         if header["version"] != __version__:
             self._logger.log(Logger.ERROR, "The engine plan file is not compatible with this "

@@ -334,3 +334,13 @@ def test_on_device_pipeline_batches_through_tensorrt(random_model, sample_images
         assert result.batch_size == 2
         np.testing.assert_array_equal(result.seg_mask, alone.seg_mask)
         np.testing.assert_allclose(result.detections.boxes, alone.detections.boxes, atol=1e-3)
+
+
+def test_cuda_buffers_stay_the_default():
+    from hybridnets_ros.backends.tensorrt_backend import CudaBuffers, TensorRTBackend
+    assert TensorRTBackend.buffers_type is CudaBuffers
+    with pytest.raises(BackendUnavailable, match="runs on CUDA devices, not 'cpu'"):
+        CudaBuffers("cpu", "tensorrt")
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendUnavailable, match="tensorrt needs CUDA"):
+            CudaBuffers("cuda", "tensorrt")

@@ -152,6 +152,7 @@ def test_fp16_engine_is_strongly_typed_from_the_fp16_onnx(golden_model, frames, 
     backend = tensorrt(golden_model, precision="fp16")
     raw = backend.infer(frames[:1])
     assert plan_of(backend) == {"version": version, "strongly_typed": True, "builder_flags": []}
+    assert "fp16 keep-io-fp32" in backend.engine_key(HW, None).runtime  # the rule is in the key
     engine = backend._states[(1, *HW)].engine
     assert {engine.get_tensor_dtype(n) for n in (INPUT_NAME, *OUTPUT_NAMES)} == {
         backend.trt.DataType.FLOAT}  # fp16 inside, float32 at the edges

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .engine_cache import EngineCache, EngineKey, gpu_identity
-from .onnx_export import INPUT_NAME, cached_fp16_onnx, cached_onnx
+from .onnx_export import INPUT_NAME, cached_fp16_onnx, cached_onnx, fp16_rule_id
 from .base import Array, BackendUnavailable, CachedEngineBackend, Outputs, ShapeLru, pack_outputs
 from .torch_backend import require_cuda
 
@@ -145,11 +145,17 @@ class TensorRTBackend(CachedEngineBackend):
                                      f"camera gives {hw}: pass the camera resolution (source_hw)")
         return frames
 
+    def recipe(self) -> str:
+        """What else the engine depends on: the fp16 conversion's rule, where it is built
+        from the fp16 ONNX file (a changed rule makes cached engines stale)."""
+        return fp16_rule_id() if self.precision == "fp16" and strongly_typed(self.trt) else ""
+
     def engine_key(self, hw: tuple[int, int], frames: list[np.ndarray] | None,
                    batch: int = 1) -> EngineKey:
         from .quantize import frames_digest
+        runtime = "; ".join(filter(None, (self.runtime_id(), self.recipe())))
         return EngineKey(self.kind, tuple(hw), self.precision, self.digest,
-                         runtime=self.runtime_id(), gpu=self.buffers.identity(),
+                         runtime=runtime, gpu=self.buffers.identity(),
                          calibration=frames_digest(frames) if frames else "", batch=batch)
 
     def prepare(self, input_hw: tuple[int, int], batch: int = 1) -> None:

@@ -47,6 +47,9 @@ class Torch2TRTBackend(TensorRTBackend):
                 f"{self.trt.__version__} removed: use backend tensorrt for {precision} "
                 "(strongly typed fp16, Q/DQ int8) or torch2trt with precision fp32")
 
+    def recipe(self) -> str:
+        return ""  # converted from the module, whatever the precision
+
     def runtime_id(self) -> str:
         version = getattr(self.torch2trt, "__version__", "unknown")
         return f"torch2trt {version}, tensorrt {self.trt.__version__}"

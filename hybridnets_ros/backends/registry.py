@@ -119,9 +119,9 @@ def create_backend(name: str, model: torch.nn.Module | str | os.PathLike, device
                                  f"{'; '.join(lacking)}; available on {device}: "
                                  f"{', '.join(available_backends(device)) or 'none'}")
     family = options.get("family", "hybridnets")
-    if family != "hybridnets" and name in ("tensorrt", "torch2trt"):
+    if family != "hybridnets" and name == "torch2trt":
         raise BackendUnavailable(f"{name} runs HybridNets only here; run {family} with torch, "
-                                 "onnxruntime or openvino")
+                                 "onnxruntime, openvino or tensorrt")
     if isinstance(model, (str, Path)):
         from ..core.weights import build_model
         model = build_model(model)

@@ -237,17 +237,21 @@ def stress(cycles: int, setting: str, load: bool, limit: float) -> int:
             log_path = folder / f"node_{cycle}.log"
             started = time.monotonic()
             node = node_process(dict(os.environ), log_path, {"backend": "torch"})
-            seen = probe.spin(limit, lambda: probe.node_seen() or node.poll() is not None)
-            seen = seen and node.poll() is None
+            came_up = probe.spin(180, lambda: active_at(log_path, started) is not None
+                                 or node.poll() is not None)
             active = active_at(log_path, started)
-            if seen and active is not None:
+            if not came_up or active is None:
+                failed += 1
+                print(f"cycle {cycle + 1:2d}: the node did not become active (log {log_path})",
+                      flush=True)
+            elif probe.spin(limit, probe.node_seen):
                 discovery = max(0.0, time.monotonic() - started - active)
                 times.append(discovery)
                 print(f"cycle {cycle + 1:2d}: active {active:5.1f} s after start, discovered "
                       f"{discovery:4.1f} s later", flush=True)
             else:
                 failed += 1
-                print(f"cycle {cycle + 1:2d}: NOT discovered within {limit:.0f} s "
+                print(f"cycle {cycle + 1:2d}: NOT discovered within {limit:.0f} s of 'active' "
                       f"(node log {log_path})", flush=True)
             kill = cycle % 3 == 2
             node.send_signal(signal.SIGKILL if kill else signal.SIGINT)
@@ -283,7 +287,8 @@ def main() -> int:
     s.add_argument("--cycles", type=int, default=30)
     s.add_argument("--setting", default="profile", choices=SETTINGS)
     s.add_argument("--no-load", action="store_true")
-    s.add_argument("--limit", type=float, default=60.0, help="seconds to wait for discovery")
+    s.add_argument("--limit", type=float, default=60.0,
+                   help="seconds after the node's 'active' to wait for discovery")
     args = parser.parse_args()
     if args.command == "table":
         unknown = set(args.settings.split(",")) - set(SETTINGS)

@@ -10,14 +10,14 @@ import json
 import logging
 import sys
 import types
-import warnings
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from conftest import rel_l2, requires_cuda, requires_tensorrt, requires_torch2trt
+from conftest import (rel_l2, requires_cuda, requires_tensorrt, requires_torch2trt,
+                      small_network_onnx)
 from hybridnets_ros.backends import BackendUnavailable, available_backends, create_backend
 from hybridnets_ros.backends import registry
 from hybridnets_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
@@ -143,13 +143,6 @@ def test_old_tensorrt_is_refused(monkeypatch):
     from hybridnets_ros.backends.tensorrt_backend import import_tensorrt
     with pytest.raises(BackendUnavailable, match="TensorRT 8.2.5 is too old: need 8.5"):
         import_tensorrt()
-
-
-def test_tensorrt_11_builds_fp32_only():
-    from hybridnets_ros.backends.tensorrt_backend import unsupported_precision
-    assert unsupported_precision("10.3.0", "int8") is None
-    assert unsupported_precision("11.1.0", "fp32") is None
-    assert "removed the fp16/int8 builder flags" in unsupported_precision("11.1.0", "fp16")
 
 
 def test_unknown_options_are_rejected(random_model):
@@ -278,14 +271,7 @@ def test_assumed_camera_gives_the_engine_shape():
 @pytest.fixture(scope="module")
 def small_onnx(tmp_path_factory):
     """A conv-SiLU-conv network's ONNX and four calibration inputs."""
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.SiLU(),
-                              torch.nn.Conv2d(16, 4, 1)).eval()
-    path = tmp_path_factory.mktemp("small") / "small.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the exporter's own (see export.py)
-        torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(path), dynamo=False,
-                          opset_version=17, input_names=["image"], output_names=["out"])
+    path = small_network_onnx(tmp_path_factory.mktemp("small") / "small.onnx")
     rng = np.random.default_rng(0)
     return path, [rng.normal(size=(1, 3, 32, 32)).astype(np.float32) for _ in range(4)]
 

@@ -72,7 +72,7 @@ def call(probe, client, request, timeout=60.0):  # configure builds the engine: 
 
 def test_outputs_match_infer(node, probe, sample_images, random_pipeline):
     projector = BevProjector(CameraModel.from_pose(CAMERA.K, 1280, 720, POSE), GridSpec())
-    for path in sample_images:
+    for path in sample_images[::2]:  # three of the synthetic drive's frames
         bgr = cv2.imread(str(path))
         stamp = next_stamp()
         send(probe, bgr, stamp)

@@ -14,14 +14,16 @@ import pytest
 
 import standins
 from hybridnets_ros.backends import BackendUnavailable, registry
-from hybridnets_ros.core.family import FAMILIES, DenseFamily, build_network
+from hybridnets_ros.core.registry import ADAPTERS
 from hybridnets_ros.pipeline.config import NodeConfig
 from hybridnets_ros.pipeline.factory import build_pipeline
-from hybridnets_ros.pipeline.pipeline import DensePipeline, Pipeline
+from hybridnets_ros.pipeline.pipeline import Pipeline
 
 # Refusals that are a documented limit of a backend here rather than drift: the reason in
-# the message (a CUDA-only precision on the CPU, INT8 calibration for HybridNets only).
-LIMITS = ("needs a CUDA device", "HybridNets-only", "runs HybridNets only", "bf16")
+# the message (a CUDA-only precision on the CPU, INT8 calibration or torch2trt converters
+# only for some networks: ModelAdapter.int8_calibration, torch2trt_converts).
+LIMITS = ("needs a CUDA device", "int8 calibration is not available", "has no converters",
+          "bf16")
 
 
 def claimed_precisions(backend: str) -> tuple[str, ...]:
@@ -35,12 +37,12 @@ def needs_cuda(backend: str) -> bool:
 
 @pytest.fixture(scope="module")
 def networks():
-    """Each family's network with random weights, built once."""
-    return {name: build_network(family, None) for name, family in FAMILIES.items()}
+    """Each network with random weights, built once."""
+    return {name: network.load_network(None) for name, network in ADAPTERS.items()}
 
 
 @pytest.mark.parametrize("precision", registry.PRECISIONS)
-@pytest.mark.parametrize("model", tuple(FAMILIES))
+@pytest.mark.parametrize("model", tuple(ADAPTERS))
 @pytest.mark.parametrize("backend", registry.BACKENDS)
 def test_every_backend_model_and_precision_through_build_pipeline(
         backend, model, precision, networks, sample_images, monkeypatch):
@@ -63,9 +65,7 @@ def test_every_backend_model_and_precision_through_build_pipeline(
         return
     assert precision in claimed_precisions(backend)
     assert pipeline.backend.name == backend and pipeline.backend.precision == precision
-    assert pipeline.backend.family.name == model
-    expected = DensePipeline if isinstance(FAMILIES[model], DenseFamily) else Pipeline
-    assert type(pipeline) is expected
+    assert pipeline.backend.network is ADAPTERS[model] and type(pipeline) is Pipeline
 
 
 @pytest.mark.parametrize("version", standins.GENERATIONS)

@@ -20,8 +20,12 @@ import torch
 import standins
 from conftest import rel_l2, small_network_onnx
 from hybridnets_ros.backends import BackendUnavailable, create_backend
-from hybridnets_ros.backends.onnx_export import INPUT_NAME, OUTPUT_NAMES, cached_onnx
+from hybridnets_ros.backends.onnx_export import cached_onnx
+from hybridnets_ros.core.registry import adapter
 from hybridnets_ros.core.preprocess import Letterbox
+
+HYBRIDNETS = adapter("hybridnets")
+INPUT_NAME, OUTPUT_NAMES = HYBRIDNETS.input_name, HYBRIDNETS.output_names
 
 INPUT_SIZE = 256
 HW = Letterbox.compute((720, 1280), INPUT_SIZE, 128).input_hw

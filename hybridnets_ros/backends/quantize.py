@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -22,9 +23,8 @@ import torch
 
 from .cpu import has_int8_dot_product
 from .engine_cache import EngineCache, EngineKey
-from .onnx_export import INPUT_NAME, cached_onnx
-from ..core.preprocess import Preprocessor
-from ..core.spec import BDD100K, ModelSpec
+from .onnx_export import cached_onnx
+from ..core.adapter import ModelAdapter, Preprocessor
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,12 @@ class CalibrationError(ValueError):
     """No usable calibration images; the message says where it looked."""
 
 
-def calibration_frames(folder: str | Path, source_hw: tuple[int, int], target_size: int,
-                       spec: ModelSpec = BDD100K,
+def calibration_frames(folder: str | Path, source_hw: tuple[int, int],
+                       preprocessor: Preprocessor,
                        limit: int = MAX_CALIBRATION_FRAMES) -> list[np.ndarray]:
-    """Network inputs [1,3,H,W] float32 from the images of ``folder`` (sorted; at most
-    ``limit``, evenly spread), each first resized to the camera resolution ``source_hw``."""
+    """Network inputs [1,3,H,W] float32 (``preprocessor``'s) from the images of ``folder``
+    (sorted; at most ``limit``, evenly spread), each first resized to the camera
+    resolution ``source_hw``."""
     from ..core.sources import InputError, expand_sources, read_image
 
     sources, _ = expand_sources([str(folder)])
@@ -49,7 +50,6 @@ def calibration_frames(folder: str | Path, source_hw: tuple[int, int], target_si
                                "frames like the camera's: --calib DIR)")
     if len(images) > limit:
         images = [images[i] for i in np.linspace(0, len(images) - 1, limit).round().astype(int)]
-    preprocessor = Preprocessor(target_size, spec)
     frames, skipped = [], []
     h0, w0 = source_hw
     for path in images:
@@ -60,7 +60,7 @@ def calibration_frames(folder: str | Path, source_hw: tuple[int, int], target_si
             continue
         if image.shape[:2] != (h0, w0):
             image = cv2.resize(image, (w0, h0), interpolation=cv2.INTER_AREA)
-        frames.append(preprocessor(image)[0].copy())
+        frames.append(np.array(preprocessor(image)[0]))
     for message in skipped:
         log.warning("calibration: skipped %s", message)
     if not frames:
@@ -68,15 +68,14 @@ def calibration_frames(folder: str | Path, source_hw: tuple[int, int], target_si
     return frames
 
 
-def assumed_camera(input_hw: tuple[int, int], target_size: int,
-                   spec: ModelSpec = BDD100K) -> tuple[int, int]:
+def assumed_camera(input_hw: tuple[int, int],
+                   input_hw_of: Callable[[tuple[int, int]], tuple[int, int]]) -> tuple[int, int]:
     """A camera resolution for calibration when the real one is not known yet (the backend
-    sees only the network input): 1280x720 if it gives ``input_hw`` (the common case),
-    else ``input_hw`` itself, i.e. no letterbox padding. Callers that know the camera pass
-    its resolution (``source_hw``) instead."""
-    from ..core.preprocess import Letterbox
+    sees only the network input): 1280x720 if the pre-processing (``input_hw_of``: image
+    size -> network input size) gives ``input_hw`` for it (the common case), else
+    ``input_hw`` itself. Callers that know the camera pass its resolution instead."""
     for candidate in ((720, 1280), tuple(input_hw)):
-        if Letterbox.compute(candidate, target_size, spec.max_stride).input_hw == tuple(input_hw):
+        if tuple(input_hw_of(candidate)) == tuple(input_hw):
             return candidate
     return tuple(input_hw)
 
@@ -89,7 +88,8 @@ def frames_digest(frames: list[np.ndarray]) -> str:
 
 
 def quantize_onnx(fp32_path: Path, out_path: Path, frames: list[np.ndarray],
-                  reduce_range: bool | None = None, for_tensorrt: bool = False) -> Path:
+                  reduce_range: bool | None = None, for_tensorrt: bool = False,
+                  input_name: str = "image") -> Path:
     """Static QDQ quantisation of an fp32 ONNX file, calibrated on ``frames``.
 
     ``reduce_range`` (default: on CPUs without an int8 dot product, see
@@ -111,7 +111,7 @@ def quantize_onnx(fp32_path: Path, out_path: Path, frames: list[np.ndarray],
 
         def get_next(self):
             frame = next(self._frames, None)
-            return None if frame is None else {INPUT_NAME: frame}
+            return None if frame is None else {input_name: frame}
 
     # The quantiser wants shape-inferred, BN-folded input (ONNX Runtime's recommended
     # pre-processing step); it is written next to the output and removed afterwards.
@@ -131,30 +131,39 @@ def quantize_onnx(fp32_path: Path, out_path: Path, frames: list[np.ndarray],
 
 
 def cached_int8_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: str,
-                     frames: list[np.ndarray], cache: EngineCache | None = None) -> Path:
-    """The INT8 QDQ model for ``input_hw`` and these calibration frames, built if absent."""
+                     frames: list[np.ndarray], cache: EngineCache | None = None,
+                     network: ModelAdapter | None = None) -> Path:
+    """The INT8 QDQ model for ``input_hw`` and these calibration frames, built if absent
+    (``network``: the model's adapter, by default found from its class)."""
+    from ..core.registry import adapter_of
     cache = cache or EngineCache()
-    fp32 = cached_onnx(model, input_hw, digest, cache)
+    network = network or adapter_of(model)
+    fp32 = cached_onnx(model, input_hw, digest, cache, network)
     from onnxruntime import __version__ as ort_version
     weights = "s8" if has_int8_dot_product() else "s7"
     key = EngineKey("onnx-int8", tuple(input_hw), "int8", digest,
                     runtime=f"onnxruntime {ort_version} qdq u8{weights} minmax",
                     calibration=frames_digest(frames))
     return cache.get_or_build(key, ".onnx",
-                              lambda out: quantize_onnx(fp32, out, frames, weights == "s7"),
+                              lambda out: quantize_onnx(fp32, out, frames, weights == "s7",
+                                                        input_name=network.input_name),
                               f"INT8 model ({len(frames)} calibration frames, ~30 s)")
 
 
 def cached_tensorrt_int8_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: str,
-                              frames: list[np.ndarray], cache: EngineCache | None = None) -> Path:
+                              frames: list[np.ndarray], cache: EngineCache | None = None,
+                              network: ModelAdapter | None = None) -> Path:
     """The Q/DQ model TensorRT builds int8 engines from (``quantize_onnx(for_tensorrt=True)``),
     for ``input_hw`` and these calibration frames, built if absent."""
+    from ..core.registry import adapter_of
     cache = cache or EngineCache()
-    fp32 = cached_onnx(model, input_hw, digest, cache)
+    network = network or adapter_of(model)
+    fp32 = cached_onnx(model, input_hw, digest, cache, network)
     from onnxruntime import __version__ as ort_version
     key = EngineKey("onnx-int8-tensorrt", tuple(input_hw), "int8", digest,
                     runtime=f"onnxruntime {ort_version} qdq s8s8 symmetric minmax",
                     calibration=frames_digest(frames))
     return cache.get_or_build(key, ".onnx",
-                              lambda out: quantize_onnx(fp32, out, frames, for_tensorrt=True),
+                              lambda out: quantize_onnx(fp32, out, frames, for_tensorrt=True,
+                                                        input_name=network.input_name),
                               f"TensorRT INT8 Q/DQ model ({len(frames)} calibration frames)")

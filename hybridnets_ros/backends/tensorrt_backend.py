@@ -22,6 +22,7 @@ this code against a TensorRT stand-in over host buffers (test/standins).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -30,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .engine_cache import EngineCache, EngineKey, gpu_identity
-from .onnx_export import INPUT_NAME, cached_fp16_onnx, cached_onnx, fp16_rule_id
-from .base import Array, BackendUnavailable, CachedEngineBackend, Outputs, ShapeLru, pack_outputs
+from .engine_cache import EngineKey, gpu_identity
+from .onnx_export import cached_fp16_onnx, cached_onnx, fp16_rule_id
+from .base import Array, BackendSpec, BackendUnavailable, CachedEngineBackend, ShapeLru
 from .torch_backend import require_cuda
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class _State:
     engine: object
     context: object
     buffers: dict[str, torch.Tensor]
-    outputs: tuple[torch.Tensor, ...]   # in the family's output_names order
+    outputs: tuple[torch.Tensor, ...]   # in the network's output_names order
 
 
 class TensorRTBackend(CachedEngineBackend):
@@ -110,17 +111,14 @@ class TensorRTBackend(CachedEngineBackend):
     kind = "tensorrt"  # cache key kind; torch2trt reuses everything else
     buffers_type = CudaBuffers
 
-    def __init__(self, model: torch.nn.Module, device: str = "cuda", precision: str = "fp16",
-                 calib: str | Path | None = None, source_hw: tuple[int, int] | None = None,
-                 input_size: int = 640, cache: EngineCache | None = None,
-                 digest: str | None = None, family: str = "hybridnets"):
+    def __init__(self, spec: BackendSpec):
+        device, precision = spec.device, spec.precision
         self.buffers = self.buffers_type(device, self.name)
         self.trt = self._import()
         if precision not in PRECISIONS:
             raise BackendUnavailable(f"{self.name} precision must be one of {PRECISIONS}")
         self._check_precision(precision)
-        self._init_engine(model, self.buffers.device, precision, calib, source_hw, input_size,
-                          cache, digest, family)
+        self._init_engine(dataclasses.replace(spec, device=self.buffers.device))
         # The Q/DQ model is calibrated for batch 1; fp32 and fp16 engines take any batch.
         self.batching = precision != "int8"
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
@@ -135,15 +133,6 @@ class TensorRTBackend(CachedEngineBackend):
 
     def runtime_id(self) -> str:
         return f"tensorrt {self.trt.__version__}"
-
-    def _calibration_frames(self, hw: tuple[int, int]) -> list[np.ndarray]:
-        from .quantize import assumed_camera, calibration_frames
-        source_hw = self.source_hw or assumed_camera(hw, self.input_size)
-        frames = calibration_frames(self.calib, source_hw, self.input_size)
-        if frames[0].shape[2:] != tuple(hw):
-            raise BackendUnavailable(f"calibration frames give input {frames[0].shape[2:]}, the "
-                                     f"camera gives {hw}: pass the camera resolution (source_hw)")
-        return frames
 
     def recipe(self) -> str:
         """What else the engine depends on: the fp16 conversion's rule, where it is built
@@ -163,7 +152,7 @@ class TensorRTBackend(CachedEngineBackend):
 
     def engine_path(self, hw: tuple[int, int], batch: int = 1) -> Path:
         """The engine for input ``hw`` in the cache, built first if there is no valid one."""
-        frames = self._calibration_frames(hw) if self.precision == "int8" else None
+        frames = self.calibration_frames(hw) if self.precision == "int8" else None
         key = self.engine_key(hw, frames, batch)
         return self.cache.get_or_build(key, ".engine", lambda out: self._build(key, out, frames),
                                        f"{self.name} {self.precision} engine (takes minutes)")
@@ -173,11 +162,11 @@ class TensorRTBackend(CachedEngineBackend):
         if self.precision == "int8":
             from .quantize import cached_tensorrt_int8_onnx
             return cached_tensorrt_int8_onnx(self.model, key.input_hw, self.digest, frames,
-                                             self.cache)
+                                             self.cache, self.network)
         if self.precision == "fp16" and strongly_typed(self.trt):
             return cached_fp16_onnx(self.model, key.input_hw, self.digest, self.cache,
-                                    self.family, key.batch)
-        return cached_onnx(self.model, key.input_hw, self.digest, self.cache, self.family,
+                                    self.network, key.batch)
+        return cached_onnx(self.model, key.input_hw, self.digest, self.cache, self.network,
                            key.batch)
 
     def _build(self, key: EngineKey, out: Path, frames: list[np.ndarray] | None) -> None:
@@ -209,29 +198,30 @@ class TensorRTBackend(CachedEngineBackend):
             if engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT:
                 context.set_input_shape(name, tensor_shape)
             context.set_tensor_address(name, buffers[name].data_ptr())
-        wanted = (INPUT_NAME, *self.family.output_names)
+        wanted = (self.network.input_name, *self.network.output_names)
         if missing := [name for name in wanted if name not in buffers]:
             raise RuntimeError(f"{self.name}: the engine has no tensor {', '.join(missing)} "
                                f"(its tensors: {', '.join(buffers)})")
         self._states[shape] = _State(engine, context, buffers,
-                                     tuple(buffers[name] for name in self.family.output_names))
+                                     tuple(buffers[name] for name in self.network.output_names))
         return self._states[shape]
 
-    def infer(self, inputs: Array) -> Outputs:
+    def infer(self, inputs: Array) -> tuple:
         state = self._state((inputs.shape[0], *inputs.shape[2:]))
-        image = state.buffers[INPUT_NAME]
+        input_name = self.network.input_name
+        image = state.buffers[input_name]
         if (isinstance(inputs, torch.Tensor) and inputs.device == image.device
                 and inputs.dtype == image.dtype and inputs.is_contiguous()):
-            state.context.set_tensor_address(INPUT_NAME, inputs.data_ptr())  # no copy
+            state.context.set_tensor_address(input_name, inputs.data_ptr())  # no copy
         else:
             if isinstance(inputs, np.ndarray):
                 inputs = torch.from_numpy(inputs)
             image.copy_(inputs)
-            state.context.set_tensor_address(INPUT_NAME, image.data_ptr())
+            state.context.set_tensor_address(input_name, image.data_ptr())
         if not state.context.execute_async_v3(self.buffers.stream()):
             raise RuntimeError(f"{self.name}: engine execution failed (see the TensorRT log)")
         self.buffers.synchronize()
-        return pack_outputs(self.family, state.outputs)
+        return self.network.pack(state.outputs)
 
     def describe(self) -> str:
         return f"{self.runtime_id()} {self.precision} on {self.device}"

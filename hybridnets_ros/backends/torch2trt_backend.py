@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from .engine_cache import EngineKey
-from .onnx_export import INPUT_NAME
 from .base import BackendUnavailable
 from .tensorrt_backend import (PRECISIONS, TensorRTBackend, WORKSPACE_BYTES,  # noqa: F401
                                import_tensorrt, major_minor)  # PRECISIONS: what it claims
@@ -67,8 +66,8 @@ class Torch2TRTBackend(TensorRTBackend):
                                               for f in frames]}
         with torch.no_grad():
             converted = self.torch2trt.torch2trt(
-                model, [example], input_names=[INPUT_NAME],
-                output_names=list(self.family.output_names),
+                model, [example], input_names=[self.network.input_name],
+                output_names=list(self.network.output_names),
                 fp16_mode=self.precision in ("fp16", "int8"),
                 max_workspace_size=WORKSPACE_BYTES, **options)
         out.write_bytes(bytes(converted.engine.serialize()))

@@ -205,11 +205,12 @@ def calib_folder(sample_images):
 def test_int8_engine_from_the_qdq_model(golden_model, calib_folder, monkeypatch, version,
                                         typed, flags):
     from hybridnets_ros.backends.quantize import calibration_frames
+    from hybridnets_ros.core.preprocess import Preprocessor
     standins.install(monkeypatch, version)
     backend = tensorrt(golden_model, precision="int8", calib=str(calib_folder),
                        source_hw=(720, 1280))
     assert not backend.batching  # calibrated for batch 1
-    frame = calibration_frames(calib_folder, (720, 1280), INPUT_SIZE)[0]  # a camera frame
+    frame = calibration_frames(calib_folder, (720, 1280), Preprocessor(INPUT_SIZE))[0]  # a camera frame
     raw = backend.infer(frame)
     assert plan_of(backend) == {"version": version, "strongly_typed": typed, "builder_flags": flags}
     expected = onnxruntime_outputs(cached_onnx(golden_model, HW), frame)

@@ -113,6 +113,19 @@ def test_preprocess_is_the_originals_input_tensor(prepared):
     assert (lb.input_hw, lb.resized_hw, lb.pad_w, lb.pad_h) == ((384, 640), (360, 640), 0.0, 12.0)
 
 
+def test_preprocessor_follows_the_image_size():
+    """One Preprocessor for frames of several sizes: each gets its own geometry and border."""
+    image = golden()["input_bgr"]
+    preprocess = yolop.Preprocessor(SIZE)
+    small, lb = preprocess(np.ascontiguousarray(image[:375, :1242]))
+    assert small.shape == (1, 3, *lb.input_hw) == (1, 3, 224, 640)
+    np.testing.assert_array_equal(small[0, :, :lb.top], np.broadcast_to(
+        yolop.preprocess(np.full((32, 32, 3), 114, np.uint8), 32)[0][0, :, :1, :1],
+        (3, lb.top, 640)))
+    assert preprocess.input_hw((720, 1280)) == (384, 640)
+    np.testing.assert_array_equal(preprocess(image)[0], golden()["input_tensor"])
+
+
 @pytest.mark.parametrize("source_hw, size, resized_hw, input_hw, top_left", [
     ((720, 1280), 512, (288, 512), (288, 512), (0, 0)),
     ((480, 640), 640, (480, 640), (480, 640), (0, 0)),     # unchanged: no resize

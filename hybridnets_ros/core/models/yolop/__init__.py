@@ -45,7 +45,7 @@ from ...weights import load_network_checkpoint
 from .network import MAX_STRIDE, YOLOP
 
 __all__ = ["CLASS_NAMES", "MAX_DETECTIONS", "MEAN", "OUTPUT_NAMES", "RELEASED_WEIGHTS_NAME",
-           "STD", "YOLOP", "build_network", "detect", "letterbox", "load_checkpoint", "masks",
+           "STD", "YOLOP", "Preprocessor", "build_network", "detect", "letterbox", "load_checkpoint", "masks",
            "preprocess"]
 
 CLASS_NAMES: tuple[str, ...] = ("car",)
@@ -60,7 +60,6 @@ MAX_NMS = 30000       # the original's cap on the boxes NMS sees
 # arithmetic ((v / 255 - mean) / std): a gather gives the same numbers as the maths.
 _NORMALISED = ((np.arange(256, dtype=np.float32)[None, :] / np.float32(255)
                 - np.asarray(MEAN, np.float32)[:, None]) / np.asarray(STD, np.float32)[:, None])
-_PLANES = np.arange(3)[:, None, None]
 
 
 def build_network() -> YOLOP:
@@ -91,19 +90,42 @@ def letterbox(source_hw: tuple[int, int], size: int) -> Letterbox:
     return Letterbox((h0, w0), (h, w), input_hw, pad_w, pad_h)
 
 
+class Preprocessor:
+    """BGR uint8 image -> the network input, written into a float32 [1, 3, H, W] buffer
+    kept per image size (the next call overwrites it: consume or copy it first)."""
+
+    def __init__(self, size: int = 640):
+        letterbox((size, size), size)  # a bad size fails here, not at the first frame
+        self.size = size
+        self._letterbox: Letterbox | None = None
+        self._buffer = np.empty(0, np.float32)
+
+    def input_hw(self, image_hw: tuple[int, int]) -> tuple[int, int]:
+        """The network input size for images of ``image_hw``."""
+        return letterbox(image_hw, self.size).input_hw
+
+    def __call__(self, bgr: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        if bgr.dtype != np.uint8 or bgr.ndim != 3 or bgr.shape[2] != 3:
+            raise ValueError(f"expected a uint8 [H, W, 3] BGR image, got {bgr.dtype} {bgr.shape}")
+        if self._letterbox is None or self._letterbox.source_hw != bgr.shape[:2]:
+            self._letterbox = letterbox(bgr.shape[:2], self.size)
+            self._buffer = np.empty((1, 3, *self._letterbox.input_hw), np.float32)
+            # The border is the same for every frame of this size: filled once.
+            self._buffer[0] = _NORMALISED[:, PAD_VALUE, None, None]
+        lb = self._letterbox
+        h, w = lb.resized_hw
+        resized = bgr if (h, w) == lb.source_hw else cv2.resize(bgr, (w, h),
+                                                                interpolation=cv2.INTER_AREA)
+        top, left = lb.top, lb.left
+        for plane in range(3):  # B, G, R: no channel swap
+            np.take(_NORMALISED[plane], resized[:, :, plane],
+                    out=self._buffer[0, plane, top:top + h, left:left + w])
+        return self._buffer, lb
+
+
 def preprocess(bgr: np.ndarray, size: int = 640) -> tuple[np.ndarray, Letterbox]:
     """uint8 BGR [H, W, 3] -> (float32 [1, 3, H', W'] in B, G, R order, its letterbox)."""
-    if bgr.dtype != np.uint8 or bgr.ndim != 3 or bgr.shape[2] != 3:
-        raise ValueError(f"expected a uint8 [H, W, 3] BGR image, got {bgr.dtype} {bgr.shape}")
-    lb = letterbox(bgr.shape[:2], size)
-    h, w = lb.resized_hw
-    resized = bgr if (h, w) == lb.source_hw else cv2.resize(bgr, (w, h),
-                                                            interpolation=cv2.INTER_AREA)
-    top, left = lb.top, lb.left
-    bottom, right = lb.input_hw[0] - h - top, lb.input_hw[1] - w - left
-    padded = cv2.copyMakeBorder(resized, top, bottom, left, right, cv2.BORDER_CONSTANT,
-                                value=(PAD_VALUE,) * 3)
-    return _NORMALISED[_PLANES, padded.transpose(2, 0, 1)][None], lb
+    return Preprocessor(size)(bgr)
 
 
 def detect(det, lb: Letterbox, conf_threshold: float = 0.25, iou_threshold: float = 0.45,

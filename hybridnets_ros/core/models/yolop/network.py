@@ -34,6 +34,8 @@ Conventions:
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -149,6 +151,13 @@ class Detect(nn.Module):
         self.register_buffer("anchor_grid", anchors_px.view(len(STRIDES), 1, -1, 1, 1, 2).clone())
         self.m = nn.ModuleList(nn.Conv2d(c, ANCHORS_PER_LEVEL * OUTPUTS_PER_ANCHOR, 1)
                                for c in in_channels)
+        with torch.no_grad():
+            for conv, stride in zip(self.m, STRIDES):
+                # The original's start for training (and a sane random network): about 8
+                # objects per 640x640 image, class probability 0.6 (RetinaNet's prior).
+                bias = conv.bias.view(ANCHORS_PER_LEVEL, OUTPUTS_PER_ANCHOR)
+                bias[:, 4] += math.log(8 / (640 / stride) ** 2)
+                bias[:, 5:] += math.log(0.6 / (NUM_CLASSES - 0.99))
         self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def position_table(self, level_hw: tuple[tuple[int, int], ...],

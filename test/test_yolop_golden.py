@@ -230,3 +230,13 @@ def test_wrong_checkpoint_is_rejected_clearly(checkpoint, tmp_path):
     assert "1 missing keys: model.24.anchor_grid" in message
     assert "1 unexpected keys: model.43.conv.weight" in message
     assert "1 mis-shaped keys: model.33.conv.weight (3, 8, 3, 3) (expected (2, 8, 3, 3))" in message
+
+
+def test_a_batch_gives_each_frames_outputs(model, prepared, torch_outputs):
+    x = np.concatenate([prepared[0], prepared[0][..., ::-1]])  # the frame and its mirror
+    with torch.inference_mode():
+        batch = [t.numpy() for t in model(torch.from_numpy(np.ascontiguousarray(x)))]
+    for ours, alone in zip(batch, torch_outputs):
+        assert ours.shape == (2, *alone.shape[1:])
+        np.testing.assert_allclose(ours[:1], alone, rtol=1e-5, atol=1e-4)
+    assert not np.allclose(batch[0][0], batch[0][1])

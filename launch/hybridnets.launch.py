@@ -14,9 +14,10 @@ import os
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-from launch_ros.substitutions import FindPackageShare
+
+from hybridnets_ros.ros.launch_args import declare_node_arguments, node_parameters
 
 
 def generate_launch_description():
@@ -25,18 +26,7 @@ def generate_launch_description():
         DeclareLaunchArgument("image", default_value="image", description="input image topic"),
         DeclareLaunchArgument("camera_info", default_value="camera_info",
                               description="CameraInfo topic of the image"),
-        DeclareLaunchArgument("config", default_value=PathJoinSubstitution(
-            [FindPackageShare("hybridnets_ros"), "config", "hybridnets.yaml"]),
-            description="parameter file"),
-        DeclareLaunchArgument("weights", default_value="",
-                              description="checkpoint; empty: the downloaded one"),
-        DeclareLaunchArgument("backend", default_value="auto",
-                              description="auto | torch | onnxruntime | tensorrt | torch2trt"),
-        DeclareLaunchArgument("use_sim_time", default_value="false",
-                              description="use /clock (bag replay)"),
-        DeclareLaunchArgument("autostart", default_value="true",
-                              description="configure and activate by itself; false under a "
-                              "lifecycle manager"),
+        *declare_node_arguments(),
     ]
     node = Node(
         package="hybridnets_ros",
@@ -44,12 +34,7 @@ def generate_launch_description():
         namespace=LaunchConfiguration("namespace"),
         output="screen",
         emulate_tty=True,
-        parameters=[LaunchConfiguration("config"), {
-            "weights": LaunchConfiguration("weights"),
-            "backend": LaunchConfiguration("backend"),
-            "use_sim_time": LaunchConfiguration("use_sim_time"),
-            "autostart": LaunchConfiguration("autostart"),
-        }],
+        parameters=[LaunchConfiguration("config"), node_parameters()],
         remappings=[("image", LaunchConfiguration("image")),
                     ("image/compressed", [LaunchConfiguration("image"), "/compressed"]),
                     ("camera_info", LaunchConfiguration("camera_info"))],

@@ -18,12 +18,10 @@ import os
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-from launch_ros.substitutions import FindPackageShare
 
-# Launch arguments passed to every node as parameters of the same name.
-PASSED_PARAMETERS = ("weights", "backend", "use_sim_time", "autostart", "use_compressed")
+from hybridnets_ros.ros.launch_args import declare_node_arguments, node_parameters
 
 
 def _camera_topics(name: str, prefix: str = "") -> list[tuple[str, str]]:
@@ -36,7 +34,7 @@ def _camera_topics(name: str, prefix: str = "") -> list[tuple[str, str]]:
 def _nodes(context):
     config = LaunchConfiguration("config").perform(context)
     names = [n.strip() for n in LaunchConfiguration("cameras").perform(context).split(",") if n.strip()]
-    overrides = {name: LaunchConfiguration(name) for name in PASSED_PARAMETERS}
+    overrides = {**node_parameters(), "use_compressed": LaunchConfiguration("use_compressed")}
     if LaunchConfiguration("one_process_per_camera").perform(context).lower() == "true":
         return [Node(package="hybridnets_ros", executable="hybridnets_node", name="hybridnets_node",
                      namespace=f"{name}/hybridnets", output="screen",
@@ -63,17 +61,7 @@ def generate_launch_description():
                               "comma- or space-separated; empty: TF or the config file"),
         DeclareLaunchArgument("one_process_per_camera", default_value="false",
                               description="true: one node (and model) per camera instead"),
-        DeclareLaunchArgument("config", default_value=PathJoinSubstitution(
-            [FindPackageShare("hybridnets_ros"), "config", "hybridnets.yaml"])),
-        DeclareLaunchArgument("weights", default_value="",
-                              description="checkpoint; empty: the downloaded one"),
-        DeclareLaunchArgument("backend", default_value="auto",
-                              description="auto | torch | onnxruntime | openvino | tensorrt | torch2trt"),
-        DeclareLaunchArgument("use_sim_time", default_value="false",
-                              description="use /clock (bag replay)"),
-        DeclareLaunchArgument("autostart", default_value="true",
-                              description="configure and activate by itself; false under a "
-                              "lifecycle manager"),
+        *declare_node_arguments(),
         DeclareLaunchArgument("use_compressed", default_value="false",
                               description="subscribe to <camera>/image_raw/compressed"),
         OpaqueFunction(function=_nodes),

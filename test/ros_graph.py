@@ -30,7 +30,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
 from hybridnets_ros.ros.messages import message_stamp_ns, stamp_ns  # noqa: E402,F401  (tests use rg.stamp_ns)
 from hybridnets_ros.ros.outputs import OUTPUT_QOS  # noqa: E402
-from hybridnets_ros.core.family import HYBRIDNETS  # noqa: E402
+from hybridnets_ros.core.registry import adapter  # noqa: E402
 from hybridnets_ros.ros.outputs import OUTPUTS as TABLE, supported  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 # default model, HybridNets, that every processed frame yields stamped (what test_node
 # expects; an empty MarkerArray carries no stamp).
 ALL_OUTPUTS = {o.topic: o.msg_type for o in TABLE if o.enabled_by is None and o.per_frame}
-OUTPUTS = {o.topic: o.msg_type for o in supported(HYBRIDNETS)
+OUTPUTS = {o.topic: o.msg_type for o in supported(adapter("hybridnets"))
            if o.enabled_by is None and o.per_frame and hasattr(o.msg_type, "header")}
 
 

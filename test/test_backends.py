@@ -23,6 +23,7 @@ from hybridnets_ros.backends import registry
 from hybridnets_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from hybridnets_ros.backends.torch_backend import TorchBackend
 from hybridnets_ros.backends.engine_cache import EngineCache, EngineKey, weights_digest
+from hybridnets_ros.core.preprocess import Preprocessor
 
 OUTPUTS = ("regression", "classification", "segmentation")
 
@@ -55,7 +56,7 @@ def test_onnxruntime_reuses_its_output_buffers(golden_model, golden_onnx, golden
 @pytest.mark.slow  # traces the network
 def test_torch_backend_leaves_the_callers_model_alone(random_model):
     before = {k: v.clone() for k, v in list(random_model.state_dict().items())[:5]}
-    TorchBackend(random_model).prepare((128, 128))
+    create_backend("torch", random_model).prepare((128, 128))
     param = next(random_model.parameters())
     assert param.dtype == torch.float32 and param.is_contiguous()
     assert all(torch.equal(random_model.state_dict()[k], v) for k, v in before.items())
@@ -260,17 +261,18 @@ def test_calibration_frames_fit_the_engine_shape(tmp_path, sample_images):
     cv2.imwrite(str(folder / "a.jpg"), cv2.imread(str(sample_images[0])))
     cv2.imwrite(str(folder / "small.png"), cv2.resize(cv2.imread(str(sample_images[1])), (640, 360)))
     (folder / "broken.jpg").write_bytes(b"not an image")
-    frames = calibration_frames(folder, (720, 1280), 640)
+    frames = calibration_frames(folder, (720, 1280), Preprocessor(640))
     assert len(frames) == 2 and all(f.shape == (1, 3, 384, 640) for f in frames)
     assert frames[0] is not frames[1] and not np.shares_memory(frames[0], frames[1])
     with pytest.raises(CalibrationError, match="no calibration images"):
-        calibration_frames(tmp_path / "nothing", (720, 1280), 640)
+        calibration_frames(tmp_path / "nothing", (720, 1280), Preprocessor(640))
 
 
 def test_assumed_camera_gives_the_engine_shape():
     from hybridnets_ros.backends.quantize import assumed_camera
-    assert assumed_camera((384, 640), 640) == (720, 1280)
-    assert assumed_camera((512, 640), 640) == (512, 640)  # e.g. a 4:3 camera
+    input_hw = Preprocessor(640).input_hw
+    assert assumed_camera((384, 640), input_hw) == (720, 1280)
+    assert assumed_camera((512, 640), input_hw) == (512, 640)  # e.g. a 4:3 camera
 
 
 def test_static_qdq_quantisation_of_a_small_network(tmp_path):

@@ -15,7 +15,9 @@ from hybridnets_ros.core.spec import BDD100K
 from hybridnets_ros.core.synthetic import default_camera
 from hybridnets_ros.pipeline.config import NodeConfig
 from hybridnets_ros.pipeline.pipeline import Result
-from hybridnets_ros.ros.outputs import (BY_NAME, SEG_PALETTE_RGB, FrameProducts, ModelProducts,
+from hybridnets_ros.core.registry import adapter
+from hybridnets_ros.core.surfaces import MaskSurfaces
+from hybridnets_ros.ros.outputs import (BY_NAME, FrameProducts, ModelProducts, palette_rgb,
                                         enabled_outputs, model_outputs)
 from hybridnets_ros.tools.bags import BagReader, BagWriter
 
@@ -55,9 +57,11 @@ def _products(seg_mask, config=NodeConfig(points_z=0.7)):
     projector = BevProjector(CameraModel.from_pose(camera.K, 1280, 720, config.camera_pose),
                              GridSpec())
     result = Result(Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
-                               np.zeros(0, np.int64)), seg_mask, letterbox=None)
+                               np.zeros(0, np.int64)), seg_mask, drivable_mask=seg_mask == 1,
+                    lane_mask=seg_mask == 2)
     products = FrameProducts(Header(frame_id="cam"), np.zeros((720, 1280, 3), np.uint8), result,
-                             ("car",), "base_link", config.points_z, projector)
+                             adapter("hybridnets"), MaskSurfaces(), "base_link", config.points_z,
+                             projector)
     products.grids = projector.project(seg_mask)
     return products
 
@@ -77,9 +81,10 @@ def test_points_at_points_z_label_and_colour_images():
     colour = BY_NAME["segmentation_color"].build(p)
     assert (colour.encoding, colour.step) == ("rgb8", 1280 * 3)
     rgb = np.frombuffer(colour.data, np.uint8).reshape(720, 1280, 3)
-    assert len({tuple(c) for c in SEG_PALETTE_RGB}) == 3  # one colour per class
+    palette = palette_rgb(adapter("hybridnets"))
+    assert len({tuple(c) for c in palette}) == 3  # one colour per class
     for cls in range(3):
-        assert np.all(rgb[seg == cls] == SEG_PALETTE_RGB[cls])
+        assert np.all(rgb[seg == cls] == palette[cls])
     assert {"segmentation_label", "segmentation_color"} <= enabled_outputs(NodeConfig())
     assert "vision_info" not in enabled_outputs(NodeConfig())  # latched, not per frame
 

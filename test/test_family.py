@@ -9,7 +9,9 @@ from std_msgs.msg import Header
 from hybridnets_ros.core.bev import FREE, OCCUPIED, UNSEEN, BevProjector, GridSpec, class_values
 from hybridnets_ros.core.camera import CameraModel
 from hybridnets_ros.core.depth_grid import DepthProjector, class_lookup
-from hybridnets_ros.core.family import FAMILIES, HYCTAS, HYDRA
+from hybridnets_ros.core.registry import ADAPTERS as FAMILIES
+
+HYCTAS, HYDRA = FAMILIES["hyctas"], FAMILIES["hydra"]
 from hybridnets_ros.core.synthetic import SyntheticRoad
 from hybridnets_ros.pipeline.config import ConfigError, NodeConfig
 from hybridnets_ros.pipeline.factory import build_pipeline, resolve_weights
@@ -116,15 +118,17 @@ def test_settings_name_bad_classes_and_missing_weights(monkeypatch, tmp_path):
         NodeConfig.from_mapping({"model": "hydra", "obstacle_classes": ["person"]})
     with pytest.raises(ConfigError, match="model must be one of hybridnets, hydra, hyctas"):
         NodeConfig.from_mapping({"model": "yolo"})
-    assert NodeConfig.from_mapping({"model": "hyctas"}).class_lists() == (
-        HYCTAS.drivable_classes, HYCTAS.obstacle_classes)
+    defaults = class_values(HYCTAS.class_ids(HYCTAS.drivable_classes),
+                            HYCTAS.class_ids(HYCTAS.obstacle_classes))
+    surfaces = HYCTAS.surfaces(NodeConfig.from_mapping({"model": "hyctas"}))
+    np.testing.assert_array_equal(surfaces.values, defaults)  # empty settings: the defaults
     monkeypatch.setenv("HYBRIDNETS_CACHE", str(tmp_path))
     with pytest.raises(ConfigError, match="ExpKITTI_joint.ckpt.*download-weights` only knows"):
         resolve_weights(NodeConfig.from_mapping({"model": "hydra"}))
     (tmp_path / "ExpKITTI_joint.ckpt").write_bytes(b"not a checkpoint")
     assert resolve_weights(NodeConfig.from_mapping({"model": "hydra"})) == tmp_path / "ExpKITTI_joint.ckpt"
     from hybridnets_ros.core.weights import WeightsError
-    with pytest.raises(WeightsError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(WeightsError, match="cannot read .* as a PyTorch checkpoint"):
         build_pipeline(NodeConfig.from_mapping({"model": "hydra", "backend": "torch"}))
 
 
@@ -135,7 +139,7 @@ def test_frame_outputs_are_what_the_family_produces(model, extra):
                                           allow_random_weights=True, publish_points=True,
                                           camera_resolution=[320, 180], **extra))
     processor = FrameProcessor(build_pipeline(config), config)
-    processor.camera_info = camera_info_from_model(CAMERA, "camera_optical_frame")
+    processor.set_camera_info(camera_info_from_model(CAMERA, "camera_optical_frame"))
     bgr = SyntheticRoad(CAMERA).render(0.0)[0]
     outcome = processor.process(messages.image(Header(frame_id="camera_optical_frame"), bgr, "bgr8"))
     common = {"drivable_mask", "segmentation_label", "segmentation_color", "drivable_grid",

@@ -10,7 +10,7 @@ import yaml
 import ros_graph as rg  # sets the DDS environment before rclpy is imported
 from hybridnets_ros.cli import main
 from hybridnets_ros.core.camera import CameraModel
-from hybridnets_ros.core.family import FAMILIES
+from hybridnets_ros.core.registry import ADAPTERS as FAMILIES
 from hybridnets_ros.core.synthetic import SyntheticRoad
 from hybridnets_ros.ros.outputs import LATCHED_QOS, supported
 from hybridnets_ros.tools.bags import BagReader

@@ -7,7 +7,9 @@ import pytest
 from sensor_msgs.msg import CameraInfo, CompressedImage
 from std_msgs.msg import Header
 
-from hybridnets_ros.core.family import HYBRIDNETS
+from hybridnets_ros.core.registry import adapter
+
+HYBRIDNETS = adapter("hybridnets")
 from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
 from hybridnets_ros.pipeline.config import NodeConfig
 from hybridnets_ros.ros import messages

@@ -36,18 +36,16 @@ class ScriptedDetections:
 
     def __init__(self, pipeline):
         self.pipeline = pipeline
-        self.family = pipeline.family
-        self.conf_threshold = self.iou_threshold = 0.0  # set by FrameProcessor, unused
-        self.max_detections = 0
+        self.network = pipeline.network
         self.script: list[Detections] = []
 
-    def __call__(self, bgr):
-        result = self.pipeline(bgr)
+    def __call__(self, bgr, settings=None):
+        result = self.pipeline(bgr, settings)
         result.detections = self.script.pop(0)
         return result
 
-    def run_batch(self, bgrs):
-        return [self(bgr) for bgr in bgrs]
+    def run_batch(self, bgrs, settings=None):
+        return [self(bgr, settings) for bgr in bgrs]
 
 
 def cars(centres, camera=CAMERA) -> Detections:

@@ -5,7 +5,7 @@ import torch
 
 from conftest import match_detections, rel_l2
 from hybridnets_ros.core.anchors import generate_anchors
-from hybridnets_ros.backends import RawOutputs
+from hybridnets_ros.core.models.hybridnets.adapter import RawOutputs
 from hybridnets_ros.core.spec import BDD100K
 
 

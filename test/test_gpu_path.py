@@ -8,7 +8,7 @@ import torch
 from conftest import match_detections, requires_cuda
 from hybridnets_ros.core.torch_preprocess import TorchPreprocessor, area_weights
 from hybridnets_ros.pipeline.pipeline import Pipeline
-from hybridnets_ros.core.postprocess import class_map, resize_nearest
+from hybridnets_ros.core.postprocess import resize_nearest, segmentation_labels
 from hybridnets_ros.core.preprocess import Preprocessor
 
 GREY_LEVEL = 1 / 255 / min(0.229, 0.224, 0.225)  # one input grey level, normalised
@@ -73,8 +73,8 @@ def test_nearest_resize_matches_opencv(src, dst):
 def test_class_map_on_device_equals_host(golden_case, golden_pipeline):
     letterbox = golden_pipeline.preprocessor.letterbox((720, 1280))
     seg = torch.from_numpy(golden_case["segmentation"][0])
-    on_device = class_map(seg, letterbox, on_device=True)
-    np.testing.assert_array_equal(on_device, class_map(seg, letterbox, on_device=False))
+    on_device = segmentation_labels(seg, letterbox, on_device=True)
+    np.testing.assert_array_equal(on_device, segmentation_labels(seg, letterbox, on_device=False))
     np.testing.assert_array_equal(on_device, golden_case["seg_mask"])
 
 

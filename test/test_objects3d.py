@@ -20,7 +20,8 @@ import pytest
 
 from hybridnets_ros.core.camera import CameraModel
 from hybridnets_ros.core.objects3d import box_estimates, class_lengths, ground_positions
-from hybridnets_ros.core.tracking import Tracker, pairwise_iou
+from hybridnets_ros.core.nms import box_iou
+from hybridnets_ros.core.tracking import Tracker
 from hybridnets_ros.core.synthetic import VEHICLES, SyntheticRoad, default_camera
 
 CAR = (4.5, 1.8, 1.5)  # length, width, height (m)
@@ -352,7 +353,7 @@ def test_ground_distance_matches_a_fast_car_whose_boxes_do_not_overlap():
     # 8 m/s across the view, 0.3 s between frames: the boxes do not overlap at all.
     centres = [(10.0, 2.0), (10.0, -0.4)]
     boxes = np.array([image_box(camera, c) for c in centres])
-    assert pairwise_iou(boxes[:1], boxes[1:])[0, 0] == 0.0
+    assert box_iou(boxes[:1], boxes[1:])[0, 0] == 0.0
     ground = ground_positions(camera, boxes, rectified=True).points
     with_ground, without_ground = Tracker(), Tracker()
     for frame in range(2):

@@ -19,10 +19,12 @@ pytest.importorskip("openvino", reason="the openvino backend needs the Python mo
 from hybridnets_ros.backends import BackendUnavailable, create_backend  # noqa: E402
 from hybridnets_ros.backends import openvino_backend  # noqa: E402
 from hybridnets_ros.backends.engine_cache import EngineCache  # noqa: E402
+from hybridnets_ros.core.registry import adapter  # noqa: E402
 from hybridnets_ros.pipeline.pipeline import Pipeline  # noqa: E402
 
 OUTPUTS = ("regression", "classification", "segmentation")
 TINY_HW = (128, 128)
+AS_HYBRIDNETS = adapter("hybridnets")  # TinyNet's outputs have HybridNets' form
 
 
 class TinyNet(torch.nn.Module):
@@ -77,7 +79,7 @@ def test_fp32_matches_golden_outputs_and_results(golden_model, golden_onnx, gold
 
 
 def test_fp32_is_exact_and_reuses_its_output_buffers(tiny_net, tiny_input, tmp_path):
-    backend = create_backend("openvino", tiny_net, cache=EngineCache(tmp_path))
+    backend = create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, cache=EngineCache(tmp_path))
     first = backend.infer(tiny_input)
     views = [getattr(first, name) for name in OUTPUTS]
     for name, ours, reference in zip(OUTPUTS, outputs_of(backend, torch.from_numpy(tiny_input)),
@@ -92,13 +94,13 @@ def test_fp32_is_exact_and_reuses_its_output_buffers(tiny_net, tiny_input, tmp_p
 
 def test_second_start_loads_the_compiled_model_from_the_cache(tiny_net, tiny_input, tmp_path):
     cache = EngineCache(tmp_path)
-    first = create_backend("openvino", tiny_net, cache=cache)
+    first = create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, cache=cache)
     first.prepare(TINY_HW)
     folder = first.compile_cache_dir(first.compile_key(TINY_HW))
     assert folder.parent == tmp_path and folder.name.startswith("openvino-fp32-128x128-")
     blobs = {p: p.stat().st_mtime_ns for p in folder.iterdir()}
     assert len(blobs) == 1, f"expected one compiled blob in {folder}: {sorted(blobs)}"
-    second = create_backend("openvino", tiny_net, cache=cache)
+    second = create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, cache=cache)
     second.prepare(TINY_HW)
     assert {p: p.stat().st_mtime_ns for p in folder.iterdir()} == blobs  # read, not rewritten
     for a, b in zip(outputs_of(first, tiny_input), outputs_of(second, tiny_input)):
@@ -106,8 +108,8 @@ def test_second_start_loads_the_compiled_model_from_the_cache(tiny_net, tiny_inp
 
 
 def test_compiled_models_are_kept_apart_by_shape_precision_and_weights(tiny_net, tmp_path):
-    backend = create_backend("openvino", tiny_net, cache=EngineCache(tmp_path))
-    other = create_backend("openvino", TinyNet(seed=1), cache=EngineCache(tmp_path))
+    backend = create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, cache=EngineCache(tmp_path))
+    other = create_backend("openvino", TinyNet(seed=1), network=AS_HYBRIDNETS, cache=EngineCache(tmp_path))
     folders = {backend.compile_cache_dir(backend.compile_key(TINY_HW)),
                backend.compile_cache_dir(backend.compile_key((256, 128))),
                other.compile_cache_dir(other.compile_key(TINY_HW))}
@@ -123,14 +125,14 @@ def test_bf16_is_refused_where_the_cpu_lacks_it(tiny_net, monkeypatch):
     with pytest.raises(BackendUnavailable, match="openvino bf16 needs a CPU with native bf16 "
                                                  r"\(avx512_bf16 or amx_bf16.*has neither.*"
                                                  "use precision fp32"):
-        create_backend("openvino", tiny_net, precision="bf16")
+        create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, precision="bf16")
 
 
 def test_bf16_runs_close_to_fp32_where_the_cpu_has_it(tiny_net, tiny_input, tmp_path):
     reason = openvino_backend.bf16_unsupported(openvino_backend.import_openvino().Core())
     if reason:
         pytest.skip(reason)
-    backend = create_backend("openvino", tiny_net, precision="bf16", cache=EngineCache(tmp_path))
+    backend = create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, precision="bf16", cache=EngineCache(tmp_path))
     for name, ours, reference in zip(OUTPUTS, outputs_of(backend, tiny_input),
                                      torch_outputs(tiny_net, tiny_input)):
         assert 0 < rel_l2(ours, reference) < 2e-2, name  # bf16 keeps 8 bits of mantissa
@@ -144,14 +146,14 @@ def test_bf16_runs_close_to_fp32_where_the_cpu_has_it(tiny_net, tiny_input, tmp_
 ])
 def test_unavailable_choices_are_refused_with_a_reason(tiny_net, options, message):
     with pytest.raises(BackendUnavailable) as info:
-        create_backend("openvino", tiny_net, **options)
+        create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, **options)
     assert message in str(info.value)
 
 
 def test_int8_without_nncf_points_to_onnxruntime(tiny_net, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "nncf", None)  # as if it were not installed
     with pytest.raises(BackendUnavailable, match="'nncf'.*or use onnxruntime int8"):
-        create_backend("openvino", tiny_net, precision="int8", calib=tmp_path)
+        create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, precision="int8", calib=tmp_path)
 
 
 @pytest.mark.slow  # imports NNCF and calibrates
@@ -160,12 +162,12 @@ def test_int8_is_quantised_once_and_kept_in_the_cache(tiny_net, sample_images, t
     cache = EngineCache(tmp_path)
     options = {"precision": "int8", "calib": sample_images[0].parent, "cache": cache}
     hw = (384, 640)  # what 1280x720 frames give at --size 640
-    first = create_backend("openvino", tiny_net, **options)
+    first = create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, **options)
     first.prepare(hw)
     (packed,) = tmp_path.glob("openvino-int8-int8-384x640-*.npz")
     assert cache.sidecar(packed).exists()
     built = packed.stat().st_mtime_ns
-    second = create_backend("openvino", tiny_net, **options)
+    second = create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, **options)
     inputs = np.random.default_rng(1).uniform(-2, 2, (1, 3, *hw)).astype(np.float32)
     ours = outputs_of(second, inputs)
     assert packed.stat().st_mtime_ns == built  # loaded, not quantised again

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hybridnets_ros.core.torch_preprocess import TorchPreprocessor
-from hybridnets_ros.core.postprocess import class_map, scale_boxes
+from hybridnets_ros.core.postprocess import scale_boxes, segmentation_labels
 from hybridnets_ros.core.preprocess import PAD_VALUE, Letterbox, Preprocessor
 
 SIZES = [(720, 1280), (1080, 1920), (480, 640), (1, 1), (1280, 720), (2000, 1), (37, 501),
@@ -69,7 +69,7 @@ def test_boxes_and_masks_map_back_to_the_source(hw):
     H, W = lb.input_hw
     logits = torch.zeros(3, H, W)
     logits[1, lb.top:lb.top + h, lb.left:lb.left + w] = 1.0
-    mask = class_map(logits, lb)
+    mask = segmentation_labels(logits, lb)
     assert mask.shape == hw and mask.dtype == np.uint8
     assert mask.mean() >= 0.5  # mostly road; at most a pad-rounding row differs
 

@@ -1,88 +1,64 @@
-"""The backend interface."""
+"""The backend interface, and the one object every backend is built from."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..core.family import FAMILIES, HYBRIDNETS, ModelFamily
+from ..core.adapter import ModelAdapter
+from ..core.lru import ENGINES_KEPT, ShapeLru
+
+__all__ = ["Array", "Backend", "BackendSpec", "BackendUnavailable", "CachedEngineBackend",
+           "ENGINES_KEPT", "ShapeLru"]
 
 Array = np.ndarray | torch.Tensor
-
-
-# Static-shape engines (sessions, traces, compiled models) kept per backend, one per network
-# input size: each holds 34-290 MB, so a stream of odd sizes must not keep one each. The
-# camera's size plus a couple of others stay; the least recently used goes.
-ENGINES_KEPT = 3
-
-
-class ShapeLru(OrderedDict):
-    """A dict of at most ``size`` entries; reading an entry makes it the most recent, and
-    storing one beyond ``size`` drops the least recently used."""
-
-    def __init__(self, size: int = ENGINES_KEPT):
-        super().__init__()
-        self.size = size
-
-    def __getitem__(self, key):
-        value = super().__getitem__(key)
-        self.move_to_end(key)
-        return value
-
-    def __setitem__(self, key, value):
-        super().__setitem__(key, value)
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
 
 
 class BackendUnavailable(RuntimeError):
     """The requested engine cannot run here; the message says what is missing."""
 
 
-@dataclass
-class RawOutputs:
-    """Network outputs for a batch: [B,N,4] deltas, [B,N,C] scores, [B,S,H,W] logits."""
+@dataclass(frozen=True)
+class BackendSpec:
+    """What a backend is built from: the network (its module and its adapter, which says
+    what its outputs are) and the engine options. Every backend class takes exactly this,
+    so the factory and the backends cannot drift apart; options a backend does not use
+    are ignored by it, so that ``auto`` works with any combination."""
 
-    regression: Array
-    classification: Array
-    segmentation: Array
-
-
-Outputs = RawOutputs | tuple  # RawOutputs for HybridNets; else the family's output_names order
-
-
-def pack_outputs(family: ModelFamily, outputs) -> Outputs:
-    """A network's outputs as the pipeline of ``family`` takes them."""
-    outputs = tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
-    return RawOutputs(*outputs) if family is HYBRIDNETS else outputs
-
-
-def family_of(name: str) -> ModelFamily:
-    if name not in FAMILIES:
-        raise BackendUnavailable(f"unknown model family {name!r}; choose from "
-                                 f"{', '.join(FAMILIES)}")
-    return FAMILIES[name]
+    model: torch.nn.Module
+    network: ModelAdapter                # input/output names and order, cache name, int8
+    device: str = "cpu"
+    precision: str = "fp32"
+    calib: str | Path | None = None      # INT8 calibration image folder
+    source_hw: tuple[int, int] | None = None  # camera resolution, for INT8 calibration
+    input_size: int = 640                # the pre-processing's target size (calibration)
+    cache: object | None = None          # an EngineCache (default: the user's)
+    digest: str | None = None            # the weights' digest, if already known
+    optimize: bool = True                # torch: trace and freeze per shape
+    cuda_graph: bool = False             # torch: replay as a CUDA graph
 
 
 class Backend(ABC):
     name: str = "?"
     device: str = "cpu"
     precision: str = "fp32"
-    family: ModelFamily = HYBRIDNETS  # which network it runs: the outputs' form
+    network: ModelAdapter  # which network it runs: the names and order of its outputs
     # True: ``infer`` takes a batch [B,3,H,W] of any B (a static-shape engine is built per
     # batch size used); False: B is 1 and callers run several frames one at a time.
     batching: bool = False
 
     @abstractmethod
-    def infer(self, inputs: Array) -> Outputs:
-        """Run the network on a float32 [1,3,H,W] input (for HybridNets H, W multiples of
-        128): a numpy array, or a torch tensor already on ``self.device`` (the GPU data path).
-        HybridNets gives RawOutputs, the other families a tuple in ``family.output_names``
-        order.
+    def __init__(self, spec: BackendSpec):
+        """Raises BackendUnavailable naming what this engine lacks here."""
+
+    @abstractmethod
+    def infer(self, inputs: Array) -> tuple:
+        """Run the network on a float32 [B,3,H,W] input: a numpy array, or a torch tensor
+        already on ``self.device`` (the GPU data path). Gives the outputs as the named
+        tuple of ``network.output_names`` (``network.pack``).
 
         Outputs may live in buffers that the next call overwrites: consume them first.
         """
@@ -98,26 +74,35 @@ class Backend(ABC):
 
 class CachedEngineBackend(Backend):
     """Base of the backends that run a static-shape model built per input size and kept in
-    the engine cache (ONNX Runtime, TensorRT, torch2trt)."""
+    the engine cache (ONNX Runtime, OpenVINO, TensorRT, torch2trt)."""
 
-    def _init_engine(self, model, device: str, precision: str, calib, source_hw,
-                     input_size: int, cache, digest: str | None,
-                     family: str = "hybridnets") -> None:
+    def _init_engine(self, spec: BackendSpec) -> None:
         from .engine_cache import EngineCache, weights_digest
 
-        self.family = family_of(family)
-        if self.family is not HYBRIDNETS and precision == "int8":
-            raise BackendUnavailable(f"int8 calibration is HybridNets-only here; run "
-                                     f"{self.family.name} in fp32")
-
-        if precision == "int8" and calib is None:
+        self.network = spec.network
+        if spec.precision == "int8" and not spec.network.int8_calibration:
+            raise BackendUnavailable(f"int8 calibration is not available for "
+                                     f"{spec.network.name} here; run it in fp32")
+        if spec.precision == "int8" and spec.calib is None:
             raise BackendUnavailable(f"{self.name} int8 needs calibration images: pass a folder "
                                      "of frames like the camera's (--calib DIR)")
-        self.device = device
-        self.precision = precision
-        self.calib = calib          # INT8 calibration image folder
-        self.source_hw = source_hw  # camera resolution, for INT8 calibration
-        self.input_size = input_size
-        self.cache = cache or EngineCache()
-        self.model = model
-        self.digest = digest or weights_digest(model)
+        self.device = spec.device
+        self.precision = spec.precision
+        self.calib = spec.calib            # INT8 calibration image folder
+        self.source_hw = spec.source_hw    # camera resolution, for INT8 calibration
+        self.input_size = spec.input_size
+        self.cache = spec.cache or EngineCache()
+        self.model = spec.model
+        self.digest = spec.digest or weights_digest(spec.model)
+
+    def calibration_frames(self, hw: tuple[int, int]) -> list[np.ndarray]:
+        """The INT8 calibration inputs for network input ``hw``, pre-processed as live frames
+        of the camera (``source_hw``, else one assumed from ``hw``)."""
+        from .quantize import assumed_camera, calibration_frames
+        preprocessor = self.network.preprocessor(self.input_size)
+        source_hw = self.source_hw or assumed_camera(hw, preprocessor.input_hw)
+        frames = calibration_frames(self.calib, source_hw, preprocessor)
+        if frames[0].shape[2:] != tuple(hw):
+            raise BackendUnavailable(f"calibration frames give input {frames[0].shape[2:]}, the "
+                                     f"camera gives {hw}: pass the camera resolution (source_hw)")
+        return frames

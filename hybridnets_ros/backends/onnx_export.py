@@ -2,8 +2,10 @@
 
 The TorchScript-based exporter (``dynamo=False``) is used on purpose: faster to export,
 exact, and its graph runs faster in ONNX Runtime than the torch.export-based one's, which
-also needs onnxscript (measurements in docs/benchmarks.md). The shape is static because MaxPoolSame pads from the input size and
-TensorRT/INT8 want fixed shapes: callers build one file per (H, W) and cache it.
+also needs onnxscript (measurements in docs/benchmarks.md). The shape is static because
+some layers pad from the input size and TensorRT/INT8 want fixed shapes: callers build one
+file per (H, W) and cache it. Input and output names come from the network's adapter and
+are recorded in the file's metadata beside what it says about the network.
 """
 from __future__ import annotations
 
@@ -15,16 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.anchors import generate_anchors
 from .engine_cache import EngineCache, EngineKey, weights_digest
-from ..core.family import HYBRIDNETS, ModelFamily
-from ..core.spec import BDD100K, ModelSpec
+from ..core.adapter import ModelAdapter
+from ..core.registry import adapter_of
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("regression", "classification", "segmentation")
 MAX_REL_L2 = 1e-4  # an export differing more from PyTorch than this is broken
 
 
@@ -41,21 +40,23 @@ def _cpu_fp32(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def export_onnx(model: torch.nn.Module, path: str | Path, input_hw: tuple[int, int],
-                spec: ModelSpec = BDD100K, digest: str | None = None,
-                family: ModelFamily = HYBRIDNETS, batch: int = 1) -> Path:
-    """Write ``model`` (of ``family``) as ONNX for a [batch,3,H,W] float32 input and check
-    it with onnx.checker.
+                digest: str | None = None, network: ModelAdapter | None = None,
+                batch: int = 1) -> Path:
+    """Write ``model`` (of ``network``, by default found from its class) as ONNX for a
+    [batch,3,H,W] float32 input and check it with onnx.checker.
 
-    The file's metadata records the input size, normalisation, class names and weights
-    digest; the anchors are pure geometry (``generate_anchors(input_hw)``), not stored.
+    The file's metadata records the input size, the input and output names, the network's
+    own entries (``ModelAdapter.onnx_metadata``: normalisation, class names) and the
+    weights digest.
     """
     import onnx
 
+    network = network or adapter_of(model)
     path = Path(path)
     height, width = input_hw
-    if family is HYBRIDNETS and (height % spec.max_stride or width % spec.max_stride):
-        raise ValueError(f"input {width}x{height}: both sides must be multiples of "
-                         f"{spec.max_stride}")
+    multiple = network.input_multiple
+    if height % multiple or width % multiple:
+        raise ValueError(f"input {width}x{height}: both sides must be multiples of {multiple}")
     model = _cpu_fp32(model)
     dummy = torch.zeros(batch, 3, height, width)
     # The tracer warns that MaxPoolSame's padding becomes a constant: intended, the export
@@ -63,14 +64,11 @@ def export_onnx(model: torch.nn.Module, path: str | Path, input_hw: tuple[int, i
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=OPSET,
-                          input_names=[INPUT_NAME], output_names=list(family.output_names),
-                          do_constant_folding=True)
+                          input_names=[network.input_name],
+                          output_names=list(network.output_names), do_constant_folding=True)
     proto = onnx.load(str(path))
-    meta = {"input_hw": f"{height},{width}", "batch": str(batch),
-            "mean_rgb": ",".join(map(str, spec.mean_rgb)),
-            "std_rgb": ",".join(map(str, spec.std_rgb)), "model": family.name,
-            "class_names": ",".join(family.detection_classes),
-            "seg_class_names": ",".join(family.seg_classes),
+    meta = {"input_hw": f"{height},{width}", "batch": str(batch), **network.onnx_metadata(),
+            "input_name": network.input_name, "output_names": ",".join(network.output_names),
             "weights_sha256": digest or weights_digest(model), "exporter": exporter_id()}
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
@@ -79,41 +77,46 @@ def export_onnx(model: torch.nn.Module, path: str | Path, input_hw: tuple[int, i
     return path
 
 
+def output_names_of(onnx_path: str | Path) -> tuple[str, ...]:
+    """The output names an exported file records, in the network's order."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    return tuple(meta["output_names"].split(","))
+
+
 def compare_with_torch(onnx_path: str | Path, model: torch.nn.Module,
                        inputs: np.ndarray) -> dict[str, float]:
     """Relative L2 error of each output of ONNX Runtime (CPU) against PyTorch."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    ours = session.run(list(OUTPUT_NAMES), {INPUT_NAME: inputs})
+    names = output_names_of(onnx_path)
+    ours = session.run(list(names), {session.get_inputs()[0].name: inputs})
     with torch.inference_mode():
         reference = _cpu_fp32(model)(torch.from_numpy(inputs))
+    reference = reference if isinstance(reference, (tuple, list)) else (reference,)
     return {name: float(np.linalg.norm(a.astype(np.float64) - r.numpy()) /
                         np.linalg.norm(r.numpy().astype(np.float64)))
-            for name, a, r in zip(OUTPUT_NAMES, ours, reference)}
+            for name, a, r in zip(names, ours, reference)}
 
 
-def onnx_key(input_hw: tuple[int, int], digest: str, family: ModelFamily = HYBRIDNETS,
+def onnx_key(input_hw: tuple[int, int], digest: str, network: ModelAdapter,
              batch: int = 1) -> EngineKey:
-    kind = "onnx" if family is HYBRIDNETS else f"onnx-{family.name}"
-    return EngineKey(kind, tuple(input_hw), "fp32", digest, runtime=exporter_id(), batch=batch)
+    # The weights digest tells networks apart.
+    return EngineKey("onnx", tuple(input_hw), "fp32", digest,
+                     runtime=exporter_id(), batch=batch)
 
 
 def cached_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: str | None = None,
-                cache: EngineCache | None = None, family: ModelFamily = HYBRIDNETS,
+                cache: EngineCache | None = None, network: ModelAdapter | None = None,
                 batch: int = 1) -> Path:
-    """The fp32 ONNX export of ``model`` (of ``family``) for ``input_hw`` (and a static
-    ``batch``) from the cache, exported if absent."""
+    """The fp32 ONNX export of ``model`` (of ``network``, by default found from its class)
+    for ``input_hw`` (and a static ``batch``) from the cache, exported if absent."""
     cache = cache or EngineCache()
+    network = network or adapter_of(model)
     digest = digest or weights_digest(model)
-    return cache.get_or_build(onnx_key(input_hw, digest, family, batch), ".onnx",
+    return cache.get_or_build(onnx_key(input_hw, digest, network, batch), ".onnx",
                               lambda out: export_onnx(model, out, input_hw, digest=digest,
-                                                      family=family, batch=batch),
-                              f"{family.name} ONNX export")
-
-
-def write_anchors(onnx_path: Path, input_hw: tuple[int, int], spec: ModelSpec = BDD100K) -> Path:
-    """Anchors [N,4] (y1, x1, y2, x2) beside an exported file, for consumers outside Python."""
-    path = onnx_path.with_suffix(".anchors.npy")
-    np.save(path, generate_anchors(tuple(input_hw), spec))
-    return path
+                                                      network=network, batch=batch),
+                              f"{network.name} ONNX export")

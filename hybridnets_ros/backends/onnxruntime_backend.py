@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .engine_cache import EngineCache
-from .onnx_export import INPUT_NAME, cached_onnx
-from .base import Array, BackendUnavailable, CachedEngineBackend, Outputs, ShapeLru, pack_outputs
+from .onnx_export import cached_onnx
+from .base import Array, BackendSpec, BackendUnavailable, CachedEngineBackend, ShapeLru
 from .torch_backend import require_cuda
 
 log = logging.getLogger(__name__)
@@ -52,10 +51,8 @@ class _Session:
 class OnnxRuntimeBackend(CachedEngineBackend):
     name = "onnxruntime"
 
-    def __init__(self, model: torch.nn.Module, device: str = "cpu", precision: str = "fp32",
-                 calib: str | Path | None = None, source_hw: tuple[int, int] | None = None,
-                 input_size: int = 640, cache: EngineCache | None = None,
-                 digest: str | None = None, family: str = "hybridnets"):
+    def __init__(self, spec: BackendSpec):
+        device, precision = spec.device, spec.precision
         ort = import_onnxruntime()
         self.ort = ort
         require_cuda(device, "onnxruntime on 'cuda'")
@@ -76,8 +73,7 @@ class OnnxRuntimeBackend(CachedEngineBackend):
             self.providers = [(p, {"device_id": index}) for p in gpu] + ["CPUExecutionProvider"]
         else:
             self.providers = ["CPUExecutionProvider"]
-        self._init_engine(model, device, precision, calib, source_hw, input_size, cache, digest,
-                          family)
+        self._init_engine(spec)
         # fp32 exports take any static batch; INT8 models are calibrated for batch 1.
         self.batching = precision == "fp32"
         self._sessions: dict[tuple[int, int, int], _Session] = ShapeLru()
@@ -88,14 +84,10 @@ class OnnxRuntimeBackend(CachedEngineBackend):
     def model_path(self, hw: tuple[int, int], batch: int = 1) -> Path:
         """The ONNX file run for input ``hw`` (exported/quantised into the cache if needed)."""
         if self.precision == "fp32":
-            return cached_onnx(self.model, hw, self.digest, self.cache, self.family, batch)
-        from .quantize import assumed_camera, cached_int8_onnx, calibration_frames
-        source_hw = self.source_hw or assumed_camera(hw, self.input_size)
-        frames = calibration_frames(self.calib, source_hw, self.input_size)
-        if frames[0].shape[2:] != hw:
-            raise BackendUnavailable(f"calibration frames give input {frames[0].shape[2:]}, the "
-                                     f"camera gives {hw}: pass the camera resolution (source_hw)")
-        return cached_int8_onnx(self.model, hw, self.digest, frames, self.cache)
+            return cached_onnx(self.model, hw, self.digest, self.cache, self.network, batch)
+        from .quantize import cached_int8_onnx
+        return cached_int8_onnx(self.model, hw, self.digest, self.calibration_frames(hw),
+                                self.cache, self.network)
 
     def _session(self, shape: tuple[int, int, int]) -> _Session:
         """The session for a (batch, H, W) input."""
@@ -126,25 +118,26 @@ class OnnxRuntimeBackend(CachedEngineBackend):
                 binding.bind_output(meta.name, "cpu", 0, np.float32, out_shape, out.ctypes.data)
             outputs.append(out)
         names = [meta.name for meta in session.get_outputs()]
-        ordered = tuple(outputs[names.index(name)] for name in self.family.output_names)
+        ordered = tuple(outputs[names.index(name)] for name in self.network.output_names)
         self._sessions[shape] = _Session(session, binding, ordered)
         log.info("onnxruntime: %s session for input %dx%dx%d ready in %.1f s (%s)",
                  self.precision, batch, hw[1], hw[0], time.monotonic() - started,
                  ", ".join(session.get_providers()))
         return self._sessions[shape]
 
-    def infer(self, inputs: Array) -> Outputs:
+    def infer(self, inputs: Array) -> tuple:
         state = self._session((inputs.shape[0], *inputs.shape[2:]))
         if isinstance(inputs, torch.Tensor) and inputs.is_cuda:
             inputs = inputs.float().contiguous()
-            state.binding.bind_input(INPUT_NAME, "cuda", inputs.device.index or 0, np.float32,
+            state.binding.bind_input(self.network.input_name, "cuda", inputs.device.index or 0, np.float32,
                                      tuple(inputs.shape), inputs.data_ptr())
         else:
             if isinstance(inputs, torch.Tensor):
                 inputs = inputs.numpy()
-            state.binding.bind_cpu_input(INPUT_NAME, np.ascontiguousarray(inputs, np.float32))
+            state.binding.bind_cpu_input(self.network.input_name,
+                                         np.ascontiguousarray(inputs, np.float32))
         state.session.run_with_iobinding(state.binding)
-        return pack_outputs(self.family, state.outputs)
+        return self.network.pack(state.outputs)
 
     def describe(self) -> str:
         providers = [p if isinstance(p, str) else p[0] for p in self.providers]

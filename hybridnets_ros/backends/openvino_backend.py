@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import platform
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import Array, BackendUnavailable, CachedEngineBackend, Outputs, ShapeLru, pack_outputs
-from .engine_cache import EngineCache, EngineKey
-from .onnx_export import INPUT_NAME, cached_onnx
+from ..core.machine import cpu_flags, cpu_name
+from .base import Array, BackendSpec, BackendUnavailable, CachedEngineBackend, ShapeLru
+from .engine_cache import EngineKey
+from .onnx_export import cached_onnx
 
 log = logging.getLogger(__name__)
 
@@ -42,30 +42,6 @@ def import_openvino():
         raise BackendUnavailable(f"missing Python module 'openvino' ({exc}); install it with "
                                  "`pip install openvino` (x86-64)") from None
     return openvino
-
-
-def cpu_flags() -> set[str]:
-    """The instruction-set flags of the first CPU in /proc/cpuinfo (empty where unreadable)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def bf16_unsupported(core) -> str | None:
@@ -112,10 +88,8 @@ class _Compiled:
 class OpenVINOBackend(CachedEngineBackend):
     name = "openvino"
 
-    def __init__(self, model: torch.nn.Module, device: str = "cpu", precision: str = "fp32",
-                 calib: str | Path | None = None, source_hw: tuple[int, int] | None = None,
-                 input_size: int = 640, cache: EngineCache | None = None,
-                 digest: str | None = None, family: str = "hybridnets"):
+    def __init__(self, spec: BackendSpec):
+        device, precision = spec.device, spec.precision
         self.ov = import_openvino()
         if device != "cpu":
             raise BackendUnavailable(f"openvino runs on the CPU here, not {device!r} (on NVIDIA "
@@ -129,8 +103,7 @@ class OpenVINOBackend(CachedEngineBackend):
         if precision == "int8" and importlib.util.find_spec("nncf") is None:
             raise BackendUnavailable("openvino int8 needs the Python module 'nncf' (pip install "
                                      "nncf), or use onnxruntime int8")
-        self._init_engine(model, device, precision, calib, source_hw, input_size, cache, digest,
-                          family)
+        self._init_engine(spec)
         # fp32/bf16 compile the fp32 export of any static batch; INT8 is calibrated for 1.
         self.batching = precision != "int8"
         self._compiled: dict[tuple[int, int, int], _Compiled] = ShapeLru()
@@ -138,20 +111,10 @@ class OpenVINOBackend(CachedEngineBackend):
     def prepare(self, input_hw: tuple[int, int], batch: int = 1) -> None:
         self._compiled_for((batch, *input_hw))
 
-    def _calibration(self, hw: tuple[int, int]) -> list[np.ndarray]:
-        from .quantize import assumed_camera, calibration_frames
-        source_hw = self.source_hw or assumed_camera(hw, self.input_size)
-        frames = calibration_frames(self.calib, source_hw, self.input_size)
-        if frames[0].shape[2:] != hw:
-            raise BackendUnavailable(f"calibration frames give input {frames[0].shape[2:]}, the "
-                                     f"camera gives {hw}: pass the camera resolution (source_hw)")
-        return frames
-
     def compile_key(self, hw: tuple[int, int], calibration: str = "",
                     batch: int = 1) -> EngineKey:
         """The key of the folder holding the compiled models for input ``hw``."""
-        kind = "openvino" if self.family.name == "hybridnets" else f"openvino-{self.family.name}"
-        return EngineKey(kind, tuple(hw), self.precision, self.digest,
+        return EngineKey("openvino", tuple(hw), self.precision, self.digest,
                          runtime=f"openvino {self.ov.__version__} on {cpu_name()}",
                          calibration=calibration, batch=batch)
 
@@ -161,13 +124,13 @@ class OpenVINOBackend(CachedEngineBackend):
     def _source_model(self, hw: tuple[int, int], batch: int = 1) -> tuple[object, str]:
         """What to compile for ``hw`` (a model file path, or a model) and the calibration
         digest that is part of its key."""
-        onnx_path = cached_onnx(self.model, hw, self.digest, self.cache, self.family, batch)
+        onnx_path = cached_onnx(self.model, hw, self.digest, self.cache, self.network, batch)
         if self.precision != "int8":
             # A path, not a read model: on a compiled-cache hit OpenVINO skips reading it.
             return str(onnx_path), ""
         from .quantize import frames_digest
         import nncf
-        frames = self._calibration(hw)
+        frames = self.calibration_frames(hw)
         key = EngineKey("openvino-int8", tuple(hw), "int8", self.digest,
                         runtime=f"openvino {self.ov.__version__} nncf {nncf.__version__}",
                         calibration=frames_digest(frames))
@@ -192,19 +155,20 @@ class OpenVINOBackend(CachedEngineBackend):
                   "CACHE_DIR": str(cache_dir)}
         compiled = self.core.compile_model(source, "CPU", config)
         request = compiled.create_infer_request()
-        outputs = tuple(request.get_tensor(compiled.output(name)) for name in self.family.output_names)
+        outputs = tuple(request.get_tensor(compiled.output(name))
+                        for name in self.network.output_names)
         self._compiled[shape] = _Compiled(request, outputs)
         log.info("openvino: %s model for input %dx%dx%d compiled in %.1f s (cache %s)",
                  self.precision, batch, hw[1], hw[0], time.monotonic() - started, cache_dir)
         return self._compiled[shape]
 
-    def infer(self, inputs: Array) -> Outputs:
+    def infer(self, inputs: Array) -> tuple:
         state = self._compiled_for((inputs.shape[0], *inputs.shape[2:]))
         if isinstance(inputs, torch.Tensor):
             inputs = inputs.numpy()
-        state.request.infer({INPUT_NAME: np.ascontiguousarray(inputs, np.float32)},
+        state.request.infer({self.network.input_name: np.ascontiguousarray(inputs, np.float32)},
                             share_inputs=True, share_outputs=True)
-        return pack_outputs(self.family, tuple(tensor.data for tensor in state.outputs))
+        return self.network.pack(tensor.data for tensor in state.outputs)
 
     def describe(self) -> str:
         return (f"openvino {self.ov.__version__.split('-')[0]} {self.precision} on cpu, "

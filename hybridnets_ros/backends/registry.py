@@ -1,27 +1,30 @@
 """Choosing and constructing a backend by name: the one entry point for the CLI and the node.
 
-``create_backend(name, model_or_weights, device, precision)`` checks what the name needs
-before importing anything heavy, so an unavailable choice fails at once with what is
-missing and what would work here; ``auto`` logs what it picked and why.
+``create_backend(name, model, device, precision)`` checks what the name needs before
+importing anything heavy, so an unavailable choice fails at once with what is missing and
+what would work here; ``auto`` logs what it picked and why. Every backend class is built
+from one :class:`BackendSpec`.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
-import os
 import platform
-from pathlib import Path
 
 import torch
 
-from .base import Backend, BackendUnavailable
+from ..core.adapter import ModelAdapter
+from ..core.registry import adapter_of
+from .base import Backend, BackendSpec, BackendUnavailable
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt", "torch2trt")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-TORCH_OPTIONS = ("optimize", "cuda_graph", "family")
-ENGINE_OPTIONS = ("calib", "source_hw", "input_size", "cache", "digest", "family")
+# BackendSpec fields besides the model, the device and the precision
+OPTIONS = tuple(f.name for f in dataclasses.fields(BackendSpec)
+                if f.name not in ("model", "network", "device", "precision"))
 
 
 def _has_module(name: str) -> bool:
@@ -89,21 +92,22 @@ def choose_auto(device: str, precision: str) -> tuple[str, str]:
     return "torch", f"onnxruntime not used ({reason})"
 
 
-def create_backend(name: str, model: torch.nn.Module | str | os.PathLike, device: str = "cpu",
-                   precision: str = "fp32", **options) -> Backend:
+def create_backend(name: str, model: torch.nn.Module, device: str = "cpu",
+                   precision: str = "fp32", network: ModelAdapter | None = None,
+                   **options) -> Backend:
     """A backend by name: ``auto`` or one of BACKENDS, on ``device`` ("cpu", "cuda[:N]").
 
-    ``model`` is a HybridNets module or a checkpoint path. ``options`` go to the backend:
-    ``calib`` (INT8 calibration image folder), ``source_hw`` (camera resolution, for INT8
-    calibration), ``input_size``, ``cache`` (an EngineCache), ``digest`` (weights digest,
-    if already known), ``family`` (the model family's name, default hybridnets: the form of
-    the outputs and part of the cache key), and for torch ``optimize`` and ``cuda_graph``. Raises BackendUnavailable naming what is missing and what is
-    available.
+    ``model`` is a network module; ``network`` its adapter (by default found from the
+    module's class): what its outputs are. ``options`` are BackendSpec's: ``calib`` (INT8
+    calibration image folder), ``source_hw`` (camera resolution, for INT8 calibration),
+    ``input_size``, ``cache`` (an EngineCache), ``digest`` (weights digest, if already
+    known), and for torch ``optimize`` and ``cuda_graph``; each backend ignores those it
+    does not use. Raises BackendUnavailable naming what is missing and what is available.
     """
     if precision not in PRECISIONS:
         raise BackendUnavailable(f"unknown precision {precision!r}; choose from "
                                  f"{', '.join(PRECISIONS)}")
-    unknown = set(options) - set(TORCH_OPTIONS) - set(ENGINE_OPTIONS)
+    unknown = set(options) - set(OPTIONS)
     if unknown:
         raise TypeError(f"unknown backend option(s): {', '.join(sorted(unknown))}")
     if name == "auto":
@@ -118,27 +122,23 @@ def create_backend(name: str, model: torch.nn.Module | str | os.PathLike, device
         raise BackendUnavailable(f"backend {name!r} cannot run on {device}: missing "
                                  f"{'; '.join(lacking)}; available on {device}: "
                                  f"{', '.join(available_backends(device)) or 'none'}")
-    family = options.get("family", "hybridnets")
-    if family != "hybridnets" and name in ("tensorrt", "torch2trt"):
-        raise BackendUnavailable(f"{name} runs HybridNets only here; run {family} with torch, "
-                                 "onnxruntime or openvino")
-    if isinstance(model, (str, Path)):
-        from ..core.weights import build_model
-        model = build_model(model)
+    spec = BackendSpec(model, network or adapter_of(model), device, precision, **options)
+    return backend_class(name)(spec)
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The class of backend ``name`` (imported only now: each pulls in its library)."""
     if name == "torch":
         from .torch_backend import TorchBackend
-        return TorchBackend(model, device=device, precision=precision,
-                            **{k: options[k] for k in TORCH_OPTIONS if k in options})
-    # Options of the other kind are ignored, so `auto` works with any combination.
-    engine_options = {k: options[k] for k in ENGINE_OPTIONS if k in options}
+        return TorchBackend
     if name == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
-        return OnnxRuntimeBackend(model, device=device, precision=precision, **engine_options)
+        return OnnxRuntimeBackend
     if name == "openvino":
         from .openvino_backend import OpenVINOBackend
-        return OpenVINOBackend(model, device=device, precision=precision, **engine_options)
+        return OpenVINOBackend
     if name == "tensorrt":
         from .tensorrt_backend import TensorRTBackend
-        return TensorRTBackend(model, device=device, precision=precision, **engine_options)
+        return TensorRTBackend
     from .torch2trt_backend import Torch2TRTBackend
-    return Torch2TRTBackend(model, device=device, precision=precision, **engine_options)
+    return Torch2TRTBackend

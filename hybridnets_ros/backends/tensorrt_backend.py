@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .engine_cache import EngineCache, EngineKey, gpu_identity
-from .onnx_export import INPUT_NAME, OUTPUT_NAMES, cached_onnx
-from .base import Array, BackendUnavailable, CachedEngineBackend, RawOutputs, ShapeLru
+from .engine_cache import EngineKey, gpu_identity
+from .onnx_export import cached_onnx
+from .base import Array, BackendSpec, BackendUnavailable, CachedEngineBackend, ShapeLru
 from .torch_backend import require_cuda
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,8 @@ class TensorRTBackend(CachedEngineBackend):
     name = "tensorrt"
     kind = "tensorrt"  # cache key kind; torch2trt reuses everything else
 
-    def __init__(self, model: torch.nn.Module, device: str = "cuda", precision: str = "fp16",
-                 calib: str | Path | None = None, source_hw: tuple[int, int] | None = None,
-                 input_size: int = 640, cache: EngineCache | None = None,
-                 digest: str | None = None):
+    def __init__(self, spec: BackendSpec):
+        device, precision = spec.device, spec.precision
         if not device.startswith("cuda"):
             raise BackendUnavailable(f"{self.name} runs on CUDA devices, not {device!r}")
         require_cuda(device, self.name)
@@ -74,7 +72,7 @@ class TensorRTBackend(CachedEngineBackend):
         reason = unsupported_precision(self.trt.__version__, precision)
         if reason:
             raise BackendUnavailable(reason)
-        self._init_engine(model, device, precision, calib, source_hw, input_size, cache, digest)
+        self._init_engine(spec)
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         self.runtime = self.trt.Runtime(self.logger)
         self._states: dict[tuple[int, int], tuple] = ShapeLru()
@@ -84,11 +82,6 @@ class TensorRTBackend(CachedEngineBackend):
 
     def runtime_id(self) -> str:
         return f"tensorrt {self.trt.__version__}"
-
-    def _calibration_frames(self, hw: tuple[int, int]) -> list[np.ndarray]:
-        from .quantize import assumed_camera, calibration_frames
-        source_hw = self.source_hw or assumed_camera(hw, self.input_size)
-        return calibration_frames(self.calib, source_hw, self.input_size)
 
     def engine_key(self, hw: tuple[int, int], frames: list[np.ndarray] | None) -> EngineKey:
         from .quantize import frames_digest
@@ -101,13 +94,13 @@ class TensorRTBackend(CachedEngineBackend):
 
     def engine_path(self, hw: tuple[int, int]) -> Path:
         """The engine for input ``hw`` in the cache, built first if there is no valid one."""
-        frames = self._calibration_frames(hw) if self.precision == "int8" else None
+        frames = self.calibration_frames(hw) if self.precision == "int8" else None
         key = self.engine_key(hw, frames)
         return self.cache.get_or_build(key, ".engine", lambda out: self._build(key, out, frames),
                                        f"{self.name} {self.precision} engine (takes minutes)")
 
     def _build(self, key: EngineKey, out: Path, frames: list[np.ndarray] | None) -> None:
-        onnx_path = cached_onnx(self.model, key.input_hw, self.digest, self.cache)
+        onnx_path = cached_onnx(self.model, key.input_hw, self.digest, self.cache, self.network)
         build_engine(self.trt, self.logger, onnx_path, out, self.precision, frames,
                      self.cache.root / key.filename(".calib"))
 
@@ -136,22 +129,23 @@ class TensorRTBackend(CachedEngineBackend):
         self._states[hw] = (engine, context, buffers)
         return self._states[hw]
 
-    def infer(self, inputs: Array) -> RawOutputs:
+    def infer(self, inputs: Array) -> tuple:
         _, context, buffers = self._state(tuple(inputs.shape[2:]))
-        image = buffers[INPUT_NAME]
+        input_name = self.network.input_name
+        image = buffers[input_name]
         if (isinstance(inputs, torch.Tensor) and inputs.is_cuda and inputs.dtype == image.dtype
                 and inputs.is_contiguous()):
-            context.set_tensor_address(INPUT_NAME, inputs.data_ptr())  # no copy
+            context.set_tensor_address(input_name, inputs.data_ptr())  # no copy
         else:
             if isinstance(inputs, np.ndarray):
                 inputs = torch.from_numpy(inputs)
             image.copy_(inputs)
-            context.set_tensor_address(INPUT_NAME, image.data_ptr())
+            context.set_tensor_address(input_name, image.data_ptr())
         stream = torch.cuda.current_stream(image.device)
         if not context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError(f"{self.name}: engine execution failed (see the TensorRT log)")
         stream.synchronize()
-        return RawOutputs(*(buffers[name] for name in OUTPUT_NAMES))
+        return self.network.pack(buffers[name] for name in self.network.output_names)
 
     def describe(self) -> str:
         return f"{self.runtime_id()} {self.precision} on {self.device}"

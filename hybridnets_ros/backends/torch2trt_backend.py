@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from .engine_cache import EngineKey
-from .onnx_export import INPUT_NAME, OUTPUT_NAMES
 from .base import BackendUnavailable
 from .tensorrt_backend import TensorRTBackend, WORKSPACE_BYTES, import_tensorrt
 
@@ -54,7 +53,8 @@ class Torch2TRTBackend(TensorRTBackend):
                                               for f in frames]}
         with torch.no_grad():
             converted = self.torch2trt.torch2trt(
-                model, [example], input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                model, [example], input_names=[self.network.input_name],
+                output_names=list(self.network.output_names),
                 fp16_mode=self.precision in ("fp16", "int8"),
                 max_workspace_size=WORKSPACE_BYTES, **options)
         out.write_bytes(bytes(converted.engine.serialize()))

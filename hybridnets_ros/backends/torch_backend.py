@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .base import Array, Backend, BackendUnavailable, Outputs, ShapeLru, family_of, pack_outputs
+from .base import Array, Backend, BackendSpec, BackendUnavailable, ShapeLru
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,11 @@ class TorchBackend(Backend):
     name = "torch"
     batching = True  # one trace per (batch, H, W)
 
-    def __init__(self, model: torch.nn.Module, device: str = "cpu", precision: str = "fp32",
-                 optimize: bool = True, cuda_graph: bool = False, family: str = "hybridnets"):
+    def __init__(self, spec: BackendSpec):
+        device, precision, optimize, cuda_graph = (spec.device, spec.precision, spec.optimize,
+                                                   spec.cuda_graph)
         require_cuda(device, "device 'cuda'")
-        self.family = family_of(family)
+        self.network = spec.network
         if precision not in DTYPES:
             raise BackendUnavailable(f"torch runs fp32 or fp16, not {precision!r} (INT8: "
                                      "onnxruntime on CPU, tensorrt or torch2trt on CUDA)")
@@ -55,7 +56,7 @@ class TorchBackend(Backend):
         self.optimize = optimize
         self.cuda_graph = cuda_graph
         # A private copy: converting dtype/layout must not change the caller's model.
-        self.model = copy.deepcopy(model).to(device=device, dtype=self.dtype).eval()
+        self.model = copy.deepcopy(spec.model).to(device=device, dtype=self.dtype).eval()
         self.memory_format = torch.channels_last if optimize else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         self._runners: dict[tuple[int, int, int], tuple[torch.Tensor, Callable[[], tuple]]] = ShapeLru()
@@ -97,7 +98,7 @@ class TorchBackend(Backend):
                  hw[1], hw[0], time.monotonic() - started)
         return self._runners[shape]
 
-    def infer(self, inputs: Array) -> Outputs:
+    def infer(self, inputs: Array) -> tuple:
         buffer, run = self._runner((inputs.shape[0], *inputs.shape[2:]))
         if isinstance(inputs, np.ndarray):
             inputs = torch.from_numpy(inputs)
@@ -106,7 +107,7 @@ class TorchBackend(Backend):
         outputs = run()
         if buffer.is_cuda:  # finish here so the caller's timings and host reads are honest
             torch.cuda.synchronize(buffer.device)
-        return pack_outputs(self.family, outputs)
+        return self.network.pack(outputs)
 
     def _mode(self) -> str:
         mode = "frozen channels-last" if self.optimize else "eager"

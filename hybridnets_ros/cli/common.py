@@ -6,9 +6,9 @@ import sys
 
 from ..backends import BackendUnavailable
 from ..backends.quantize import CalibrationError
+from ..core.registry import model_settings
 from ..core.weights import WeightsError, default_weights_path
-from ..pipeline.config import (BACKEND_CHOICES, HYCTAS_PATHS, MODEL_CHOICES, PRECISIONS,
-                               ConfigError, NodeConfig)
+from ..pipeline.config import BACKEND_CHOICES, MODEL_CHOICES, PRECISIONS, ConfigError, NodeConfig
 from ..pipeline.factory import build_pipeline, resolve_weights
 
 RANDOM_WEIGHTS_WARNING = (
@@ -26,31 +26,31 @@ class CliError(Exception):
 
 
 # option dest -> setting; options left at None keep the base configuration's value
-OPTION_SETTINGS = {"model": "model", "input_scale": "input_scale", "hyctas_path": "hyctas_path",
-                   "hyctas_arch": "hyctas_arch", "weights": "weights", "random_weights": "allow_random_weights",
+OPTION_SETTINGS = {"model": "model", "weights": "weights", "random_weights": "allow_random_weights",
                    "size": "input_size", "conf": "conf_threshold", "iou": "iou_threshold",
                    "device": "device", "backend": "backend", "precision": "precision",
-                   "calib": "int8_calibration"}
+                   "calib": "int8_calibration",
+                   **{s.name: s.name for s in model_settings() if s.option}}
 
 
 def add_family_options(p: argparse.ArgumentParser) -> None:
-    """--model and the settings of the non-default families."""
+    """--model and the options of the settings the networks add (ModelAdapter.settings)."""
     defaults = NodeConfig()
     p.add_argument("--model", choices=MODEL_CHOICES,
-                   help="the network (default hybridnets; docs/models.md)")
-    p.add_argument("--input-scale", type=float, metavar="S",
-                   help=f"hydra: run a downscaled image (default {defaults.input_scale}: exact)")
-    p.add_argument("--hyctas-path", choices=HYCTAS_PATHS,
-                   help=f"hyctas: input path (default {defaults.hyctas_path})")
-    p.add_argument("--hyctas-arch", metavar="S|M|L|JSON",
-                   help=f"hyctas: architecture (default {defaults.hyctas_arch})")
+                   help=f"the network (default {defaults.model}; docs/models.md)")
+    for setting in model_settings():
+        if setting.option:
+            kind = str if isinstance(setting.default, str) else type(setting.default)
+            p.add_argument(setting.option, dest=setting.name, type=kind, choices=setting.choices,
+                           metavar=setting.metavar,
+                           help=f"{setting.description} (default {setting.default})")
 
 
 def add_model_options(p: argparse.ArgumentParser, thresholds: bool = True) -> None:
     defaults = NodeConfig()
     add_family_options(p)
     p.add_argument("--weights", metavar="PATH",
-                   help=f"checkpoint of the model (default for hybridnets: "
+                   help=f"checkpoint of the model (default: the cache's, e.g. "
                         f"{default_weights_path()} if downloaded)")
     p.add_argument("--random-weights", action="store_true", default=None,
                    help="run with random weights when no checkpoint is found (meaningless outputs)")

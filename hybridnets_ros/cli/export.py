@@ -6,12 +6,11 @@ from pathlib import Path
 
 from ..backends import create_backend
 from ..backends.engine_cache import EngineCache, weights_digest
-from ..backends.onnx_export import MAX_REL_L2, OPSET, cached_onnx, compare_with_torch, write_anchors
+from ..backends.onnx_export import MAX_REL_L2, OPSET, cached_onnx, compare_with_torch
 from ..backends.quantize import cached_int8_onnx, calibration_frames
-from ..core.preprocess import Preprocessor
 from ..core.synthetic import SyntheticRoad, default_camera
 from ..pipeline.factory import load_model
-from .common import USER_ERRORS, CliError, config_from_options
+from .common import USER_ERRORS, CliError, add_family_options, config_from_options
 
 
 def add_parser(sub) -> None:
@@ -19,6 +18,7 @@ def add_parser(sub) -> None:
                        description="ONNX (opset 17, static shape for the camera resolution and "
                                    "--size, checked against PyTorch) or a TensorRT / torch2trt "
                                    "engine, built into the cache the runtime loads from.")
+    add_family_options(p)
     p.add_argument("--weights", metavar="PATH", help="checkpoint (default: the downloaded one)")
     p.add_argument("--random-weights", action="store_true", default=None,
                    help="random weights (for testing)")
@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--calib", metavar="DIR", help="INT8 calibration images")
     p.add_argument("--device", default="cuda", help="GPU for engine formats (default cuda)")
     p.add_argument("--output", metavar="PATH",
-                   help="also copy the result here (default for onnx: hybridnets_HxW.onnx)")
+                   help="also copy the result here (default for onnx: MODEL_HxW.onnx)")
     p.set_defaults(func=run)
 
 
@@ -63,17 +63,19 @@ def run(args) -> int:
 
 def export(config, fmt: str, output: str | None) -> int:
     """Writes what ``fmt`` asks for and prints what was written and where."""
-    source_hw = config.source_hw
-    input_hw = Preprocessor(config.input_size).letterbox(source_hw).input_hw
+    source_hw, network = config.source_hw, config.network
+    preprocessor = network.preprocessor(config.input_size, **config.network_options())
+    input_hw = preprocessor.input_hw(source_hw)
     model, _ = load_model(config)
     digest = weights_digest(model)
-    shape = (f"input 1x3x{input_hw[0]}x{input_hw[1]} for a {source_hw[1]}x{source_hw[0]} camera "
-             f"at --size {config.input_size}")
+    shape = (f"input 1x3x{input_hw[0]}x{input_hw[1]} for a {source_hw[1]}x{source_hw[0]} camera"
+             + (f" at --size {config.input_size}" if network.uses_input_size else ""))
     if fmt != "onnx":
         backend = create_backend("tensorrt" if fmt == "engine" else "torch2trt", model,
                                  device=config.device, precision=config.precision,
-                                 calib=config.int8_calibration or None, source_hw=source_hw,
-                                 input_size=config.input_size, digest=digest)
+                                 network=network, calib=config.int8_calibration or None,
+                                 source_hw=source_hw, input_size=config.input_size,
+                                 digest=digest)
         path = backend.engine_path(input_hw)
         print(f"{backend.describe()} engine, {shape}: {path} (loaded from there at run time)")
         if output:
@@ -83,21 +85,24 @@ def export(config, fmt: str, output: str | None) -> int:
 
     cache = EngineCache()
     if config.precision == "int8":
-        frames = calibration_frames(config.int8_calibration, source_hw, config.input_size)
-        path = cached_int8_onnx(model, input_hw, digest, frames, cache)
+        if not network.int8_calibration:
+            raise CliError(f"int8 calibration is not available for {network.name} here")
+        frames = calibration_frames(config.int8_calibration, source_hw, preprocessor)
+        path = cached_int8_onnx(model, input_hw, digest, frames, cache, network)
     else:
-        path = cached_onnx(model, input_hw, digest, cache)
-    out = Path(output or (f"hybridnets_{input_hw[0]}x{input_hw[1]}"
+        path = cached_onnx(model, input_hw, digest, cache, network)
+    out = Path(output or (f"{network.name}_{input_hw[0]}x{input_hw[1]}"
                           f"{'_int8' if config.precision == 'int8' else ''}.onnx"))
     shutil.copyfile(path, out)
-    anchors = write_anchors(out, input_hw)
-    print(f"wrote {out} ({config.precision}, opset {OPSET}, {shape}); anchors in {anchors}")
+    extras = network.export_extras(out, input_hw)
+    print(f"wrote {out} ({config.precision}, opset {OPSET}, {shape})"
+          + "".join(f"; also {p}" for p in extras))
     if config.precision != "fp32":
         print("INT8 is not compared with PyTorch here: `hybridnets bench` reports its fidelity")
         return 0
     # Checked on a realistic frame: the synthetic road at the camera resolution.
     frame = SyntheticRoad(default_camera(source_hw[1], source_hw[0])).render(0.0)[0]
-    inputs = Preprocessor(config.input_size)(frame)[0]
+    inputs = preprocessor(frame)[0]
     errors = compare_with_torch(out, model, inputs)
     worst = max(errors.values())
     print("ONNX Runtime vs PyTorch, relative L2: " +

@@ -21,8 +21,9 @@ def add_parser(sub) -> None:
     p.add_argument("--output", default="out/infer", help="output folder (default out/infer)")
     p.add_argument("--save-npz", action="store_true",
                    help="also write <stem>.npz with det_boxes_xyxy, det_scores, det_classes, "
-                        "seg_mask (uint8 class ids in the model's class order), and depth_m "
-                        "(float32 metres) for hydra")
+                        "seg_mask (uint8 class ids in the model's class order), and where the "
+                        "network has them drivable_mask and lane_mask (uint8 0/1) and depth_m "
+                        "(float32 metres)")
     p.set_defaults(func=run)
 
 
@@ -43,24 +44,22 @@ class _Outputs:
 
 def save_npz(path: Path, result) -> None:
     d = result.detections
-    depth = {} if result.depth_m is None else {"depth_m": result.depth_m.astype(np.float32)}
+    extra = {name: getattr(result, name).astype(np.uint8)
+             for name in ("drivable_mask", "lane_mask") if getattr(result, name) is not None}
+    if result.depth_m is not None:
+        extra["depth_m"] = result.depth_m.astype(np.float32)
     np.savez_compressed(path, det_boxes_xyxy=d.boxes.astype(np.float32),
                         det_scores=d.scores.astype(np.float32),
                         det_classes=d.classes.astype(np.int64),
-                        seg_mask=result.seg_mask.astype(np.uint8), **depth)
+                        seg_mask=result.seg_mask.astype(np.uint8), **extra)
 
 
-def overlay(image: np.ndarray, result, family) -> np.ndarray:
-    """The annotated picture: HybridNets' road/lane tint and boxes; the other families'
-    classes in their colours, beside a depth picture when the model has depth."""
-    from ..core.family import HYBRIDNETS
-    from ..core.visualize import depth_picture, draw_overlay
+def overlay(image: np.ndarray, result, network) -> np.ndarray:
+    """The annotated picture in the network's style (core.visualize.draw_result), beside a
+    depth picture when the network has depth."""
+    from ..core.visualize import depth_picture, draw_result
 
-    if family is HYBRIDNETS:
-        return draw_overlay(image, result.seg_mask, result.detections, family.detection_classes)
-    palette_bgr = np.asarray(family.seg_colors_rgb, np.uint8)[:, ::-1]
-    out = draw_overlay(image, result.seg_mask, result.detections, family.detection_classes,
-                       palette=palette_bgr, tint_background=True)
+    out = draw_result(image, result, network)
     return out if result.depth_m is None else np.hstack([out, depth_picture(result.depth_m)])
 
 
@@ -92,7 +91,7 @@ def process_sources(pipeline, sources, output: Path, save: bool) -> tuple[_Stats
     names = _Outputs(output)
     stats, failures = _Stats(), []
     total = sum(count_frames(s) for s in sources)
-    family = pipeline.family
+    network = pipeline.network
     with tqdm(total=total, unit="frame", disable=total <= 1, file=sys.stderr) as bar:
         for source in sources:
             try:
@@ -101,7 +100,7 @@ def process_sources(pipeline, sources, output: Path, save: bool) -> tuple[_Stats
                     result = pipeline(image)
                     stem = names.stem(source.path.stem)
                     written = output / f"{stem}.jpg"
-                    if not cv2.imwrite(str(written), overlay(image, result, family)):
+                    if not cv2.imwrite(str(written), overlay(image, result, network)):
                         raise InputError(f"{source.path}: cannot write {written}")
                     if save:
                         save_npz(output / f"{stem}.npz", result)
@@ -113,7 +112,7 @@ def process_sources(pipeline, sources, output: Path, save: bool) -> tuple[_Stats
                 writer = None
                 for index, frame in enumerate(reader):
                     result = pipeline(frame)
-                    picture = overlay(frame, result, family)
+                    picture = overlay(frame, result, network)
                     if writer is None:
                         writer = cv2.VideoWriter(str(output / f"{stem}.mp4"),
                                                  cv2.VideoWriter_fourcc(*"mp4v"), reader.fps,

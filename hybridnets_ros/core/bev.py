@@ -15,11 +15,9 @@ import cv2
 import numpy as np
 
 from .camera import CameraModel
-from .spec import SEG_BACKGROUND, SEG_LANE, SEG_ROAD
 
 UNSEEN = -1
 FREE, OCCUPIED = 0, 100
-_UNSEEN_CODE = 3  # class code of unseen cells before the value lookup
 
 
 @dataclass(frozen=True)
@@ -51,15 +49,15 @@ class GridSpec:
         return np.stack([gx, gy, np.zeros_like(gx)], axis=-1)
 
 
-# class code (background, road, lane, unseen) -> occupancy value
-_DRIVABLE_VALUES = np.zeros(4, np.int8)
-_DRIVABLE_VALUES[[SEG_BACKGROUND, SEG_ROAD, SEG_LANE, _UNSEEN_CODE]] = [OCCUPIED, FREE, FREE, UNSEEN]
-_LANE_VALUES = np.zeros(4, np.int8)
-_LANE_VALUES[[SEG_BACKGROUND, SEG_ROAD, SEG_LANE, _UNSEEN_CODE]] = [FREE, FREE, OCCUPIED, UNSEEN]
+# Cell code drivable + 2 * lane (0 neither, 1 drivable, 2 lane, 3 lane on the drivable
+# area), 4 unseen -> occupancy value. A lane line is painted on the road: drivable.
+_UNSEEN_CODE = 4
+_DRIVABLE_VALUES = np.array([OCCUPIED, FREE, FREE, FREE, UNSEEN], np.int8)
+_LANE_VALUES = np.array([FREE, FREE, OCCUPIED, OCCUPIED, UNSEEN], np.int8)
 
 
 class BevProjector:
-    """Class map [H, W] (0 background, 1 road, 2 lane) -> drivable and lane grids."""
+    """Drivable and lane masks [H, W] (or a class map) -> drivable and lane grids."""
 
     def __init__(self, camera: CameraModel, grid: GridSpec):
         self.camera = camera
@@ -78,24 +76,43 @@ class BevProjector:
         self.lane = np.empty(shape, np.int8)
 
     def project(self, class_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Fills and returns (drivable, lane) int8 grids; reused by the next call."""
-        if class_map.shape != (self.camera.height, self.camera.width):
-            raise ValueError(f"class map {class_map.shape[1]}x{class_map.shape[0]} does not match "
-                             f"the camera's {self.camera.width}x{self.camera.height}")
+        """(drivable, lane) grids of a class map with 0 neither, 1 drivable, 2 lane line (a
+        cell code as above); reused by the next call."""
+        self._check(class_map)
         codes = self._codes.reshape(-1)
         np.take(np.ascontiguousarray(class_map).reshape(-1), self._index, out=codes)
-        codes[self._unseen] = _UNSEEN_CODE
+        return self._grids()
+
+    def project_masks(self, drivable: np.ndarray,
+                      lane: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Fills and returns (drivable, lane) int8 grids from bool masks of the image (the
+        lane mask may overlap the drivable one); reused by the next call."""
+        self._check(drivable)
+        codes = self._codes.reshape(-1)
+        np.take(np.ascontiguousarray(drivable).reshape(-1).view(np.uint8), self._index, out=codes)
+        if lane is not None:
+            self._check(lane)
+            lane_codes = np.take(np.ascontiguousarray(lane).reshape(-1).view(np.uint8),
+                                 self._index)
+            codes += lane_codes << 1
+        return self._grids()
+
+    def _grids(self) -> tuple[np.ndarray, np.ndarray]:
+        self._codes.reshape(-1)[self._unseen] = _UNSEEN_CODE
         np.take(_DRIVABLE_VALUES, self._codes, out=self.drivable)
         np.take(_LANE_VALUES, self._codes, out=self.lane)
         return self.drivable, self.lane
 
+    def _check(self, image_map: np.ndarray) -> None:
+        if image_map.shape != (self.camera.height, self.camera.width):
+            raise ValueError(f"mask {image_map.shape[1]}x{image_map.shape[0]} does not match "
+                             f"the camera's {self.camera.width}x{self.camera.height}")
+
     def project_classes(self, class_map: np.ndarray, values: np.ndarray) -> np.ndarray:
         """The grid of ``values[class]`` (int8 [256], see :func:`class_values`) at each cell's
-        ground point, -1 where unseen: the class-based drivable grid of the families other
-        than HybridNets. Fills and returns the drivable buffer, reused by the next call."""
-        if class_map.shape != (self.camera.height, self.camera.width):
-            raise ValueError(f"class map {class_map.shape[1]}x{class_map.shape[0]} does not match "
-                             f"the camera's {self.camera.width}x{self.camera.height}")
+        ground point, -1 where unseen: the class-based drivable grid. Fills and returns
+        the drivable buffer, reused by the next call."""
+        self._check(class_map)
         np.take(np.ascontiguousarray(class_map).reshape(-1), self._index,
                 out=self._codes.reshape(-1))
         np.take(values, self._codes, out=self.drivable)

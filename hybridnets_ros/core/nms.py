@@ -9,13 +9,17 @@ final after k rounds; real scenes need a handful of rounds).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 BLOCK = 1024
 
 
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU matrix [len(a), len(b)] of xyxy boxes; area without +1 (torchvision)."""
+def box_iou(a, b):
+    """IoU matrix [len(a), len(b)] of xyxy boxes; area without +1 (torchvision). Tensors
+    give a tensor, numpy arrays an array."""
+    if isinstance(a, np.ndarray):
+        return box_iou(torch.from_numpy(a), torch.from_numpy(np.asarray(b, a.dtype))).numpy()
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     lt = torch.maximum(a[:, None, :2], b[None, :, :2])

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from ..camera import CameraModel
+    from .camera import CameraModel
 
 DEFAULT_LENGTH_M = 4.5  # a passenger car
 # Typical lengths (m) of road users by detection class name (BDD100K's object classes), for

@@ -22,8 +22,8 @@ from .preprocess import Letterbox
 # max_instances_per_image and COCO's maxDets. The reference keeps every NMS survivor.
 MAX_DETECTIONS = 100
 # NMS runs on at most this many best-scoring candidates per detection wanted: with a
-# threshold near 0 every anchor (46k at 640x384) is a candidate, and NMS over all of them
-# took tens of seconds and gigabytes. The result is the reference's first max_detections
+# threshold near 0 every anchor is a candidate, and NMS over all of them does not fit a
+# frame (docs/benchmarks.md). The result is the reference's first max_detections
 # whenever NMS keeps that many among these candidates (or they were not cut at all).
 CANDIDATES_PER_DETECTION = 30
 
@@ -101,7 +101,7 @@ def scale_boxes(boxes: np.ndarray, letterbox: Letterbox) -> np.ndarray:
     return boxes
 
 
-def class_map(segmentation, letterbox: Letterbox, on_device: bool | None = None) -> np.ndarray:
+def segmentation_labels(segmentation, letterbox: Letterbox, on_device: bool | None = None) -> np.ndarray:
     """[S,H,W] logits -> uint8 [h0,w0] class map (argmax, first index on ties).
 
     ``on_device`` (default: when the logits are on CUDA) resizes where the logits are and

@@ -87,6 +87,10 @@ class Preprocessor:
         self._buffer = np.empty(0, np.float32)
         self._resized = np.empty(0, np.uint8)
 
+    def input_hw(self, source_hw: tuple[int, int]) -> tuple[int, int]:
+        """The network input size for images of ``source_hw`` (no buffers change)."""
+        return Letterbox.compute(tuple(source_hw), self.target_size, self.spec.max_stride).input_hw
+
     def letterbox(self, source_hw: tuple[int, int]) -> Letterbox:
         if self._letterbox is None or self._letterbox.source_hw != tuple(source_hw):
             self._letterbox = Letterbox.compute(tuple(source_hw), self.target_size,

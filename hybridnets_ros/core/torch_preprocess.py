@@ -75,6 +75,10 @@ class TorchPreprocessor:
         self._std = torch.tensor(spec.std_rgb, dtype=torch.float32, device=self.device)[:, None, None]
         self._letterbox: Letterbox | None = None
 
+    def input_hw(self, source_hw: tuple[int, int]) -> tuple[int, int]:
+        """The network input size for images of ``source_hw`` (no buffers change)."""
+        return Letterbox.compute(tuple(source_hw), self.target_size, self.spec.max_stride).input_hw
+
     def letterbox(self, source_hw: tuple[int, int]) -> Letterbox:
         if self._letterbox is None or self._letterbox.source_hw != tuple(source_hw):
             self._setup(Letterbox.compute(tuple(source_hw), self.target_size,

@@ -12,22 +12,14 @@ base_link positions, over ground for positions in a fixed frame such as odom.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .nms import box_iou
+
 _FORBIDDEN = 1e6  # cost of a pair the gates reject; larger than any allowed pair's cost
-
-
-def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of every box in ``a`` [M,4] with every box in ``b`` [N,4]
-    (x1, y1, x2, y2) -> [M,N]."""
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    intersection = np.prod(np.clip(bottom_right - top_left, 0.0, None), axis=-1)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0.0, None), axis=-1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0.0, None), axis=-1)
-    union = area_a[:, None] + area_b[None, :] - intersection
-    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
 
 
 def _alpha_beta(position: np.ndarray, velocity: np.ndarray, measured: np.ndarray,
@@ -54,6 +46,21 @@ def _alpha_beta(position: np.ndarray, velocity: np.ndarray, measured: np.ndarray
     return new_position, new_velocity
 
 
+@dataclass(frozen=True)
+class TrackerSettings:
+    """The settings of :class:`Tracker`, replaced as a whole (from any thread) and read
+    once per update."""
+
+    max_missed: int = 5
+    min_iou: float = 0.1
+    max_distance_m: float = 3.0
+
+    def __post_init__(self):
+        if self.max_missed < 0 or not 0.0 <= self.min_iou <= 1.0 or self.max_distance_m <= 0:
+            raise ValueError(f"invalid tracker settings: max_missed={self.max_missed}, "
+                             f"min_iou={self.min_iou}, max_distance_m={self.max_distance_m}")
+
+
 class Tracker:
     """Gives each detection an id that stays the same for the same object across frames.
 
@@ -73,14 +80,9 @@ class Tracker:
 
     def __init__(self, max_missed: int = 5, min_iou: float = 0.1, max_distance_m: float = 3.0,
                  position_gain: float = 0.5, velocity_gain: float | None = None):
-        if max_missed < 0 or not 0.0 <= min_iou <= 1.0 or max_distance_m <= 0:
-            raise ValueError(f"invalid tracker settings: max_missed={max_missed}, "
-                             f"min_iou={min_iou}, max_distance_m={max_distance_m}")
         if not 0.0 < position_gain <= 1.0:
             raise ValueError(f"position_gain must be in (0, 1], got {position_gain}")
-        self.max_missed = int(max_missed)
-        self.min_iou = float(min_iou)
-        self.max_distance_m = float(max_distance_m)
+        self.settings = TrackerSettings(int(max_missed), float(min_iou), float(max_distance_m))
         self.position_gain = float(position_gain)
         self.velocity_gain = (position_gain ** 2 / (2.0 - position_gain) if velocity_gain is None
                               else float(velocity_gain))
@@ -135,6 +137,7 @@ class Tracker:
         else:
             ground = np.asarray(ground_xy, np.float64)[..., :2].reshape(count, 2)
         stamp = float(stamp_s)
+        settings = self.settings  # one read: a concurrent change applies from the next update
         ended = []
         if self._last_stamp is not None and stamp < self._last_stamp:
             # Time went backwards (a replay looped): the old tracks cannot be predicted.
@@ -142,7 +145,8 @@ class Tracker:
             self._keep(np.zeros(len(self._ids), bool))
         self._last_stamp = stamp
 
-        track_rows, detection_cols = self._associate(boxes, classes, ground, stamp)
+        track_rows, detection_cols = self._associate(boxes, classes, ground, stamp,
+                                                     settings)
         self._correct(track_rows, boxes[detection_cols], ground[detection_cols], stamp)
 
         ids = np.zeros(count, np.int64)
@@ -153,7 +157,7 @@ class Tracker:
         matched = np.zeros(len(self._ids), bool)
         matched[track_rows] = True
         self._missed = np.where(matched, 0, self._missed + 1)
-        alive = self._missed <= self.max_missed
+        alive = self._missed <= settings.max_missed
         ended.append(self._ids[~alive])
         self._keep(alive)
 
@@ -164,7 +168,8 @@ class Tracker:
         self._ended = np.concatenate(ended)
         return ids
 
-    def _associate(self, boxes, classes, ground, stamp) -> tuple[np.ndarray, np.ndarray]:
+    def _associate(self, boxes, classes, ground, stamp,
+                   settings: TrackerSettings) -> tuple[np.ndarray, np.ndarray]:
         """Matched (track row, detection index) pairs."""
         if len(self._ids) == 0 or len(boxes) == 0:
             return np.zeros(0, np.intp), np.zeros(0, np.intp)
@@ -173,12 +178,12 @@ class Tracker:
         ground_dt = (stamp - self._ground_stamps)[:, None]
         predicted_ground = self._ground + np.nan_to_num(self._ground_velocities) * ground_dt
 
-        iou = pairwise_iou(predicted_boxes, boxes)
+        iou = np.nan_to_num(box_iou(predicted_boxes, boxes))  # degenerate boxes: 0
         distance = np.linalg.norm(predicted_ground[:, None, :] - ground[None, :, :], axis=-1)
         known = np.isfinite(distance)
-        near = known & (distance <= self.max_distance_m)
-        allowed = (self._classes[:, None] == classes[None, :]) & ((iou >= self.min_iou) | near)
-        distance_cost = np.where(known, np.minimum(distance / self.max_distance_m, 1.0), 1.0)
+        near = known & (distance <= settings.max_distance_m)
+        allowed = (self._classes[:, None] == classes[None, :]) & ((iou >= settings.min_iou) | near)
+        distance_cost = np.where(known, np.minimum(distance / settings.max_distance_m, 1.0), 1.0)
         cost = np.where(allowed, (1.0 - iou) + distance_cost, _FORBIDDEN)
         rows, cols = linear_sum_assignment(cost)
         keep = allowed[rows, cols]

@@ -1,4 +1,4 @@
-"""Debug overlay: road and lane tinted, boxes with class and score (and track id, distance)."""
+"""Debug overlay: classes tinted, boxes with class and score (and track id, distance)."""
 from __future__ import annotations
 
 import cv2
@@ -6,13 +6,20 @@ import numpy as np
 
 from .postprocess import Detections
 
-# BGR tint per segmentation class (0 = background is left untouched).
-SEG_PALETTE = np.array([[0, 0, 0], [60, 180, 75], [0, 215, 255]], np.uint8)
 BOX_COLOR = (255, 96, 0)
 
 
+def draw_result(bgr: np.ndarray, result, network, track_ids: np.ndarray | None = None,
+                ranges: np.ndarray | None = None) -> np.ndarray:
+    """The debug overlay of a network's Result (core.adapter) in its style: its classes in
+    its colours (class 0 too where ``network.tint_background``), its detections' boxes."""
+    palette_bgr = np.asarray(network.seg_colors_rgb, np.uint8)[:, ::-1]
+    return draw_overlay(bgr, result.seg_mask, result.detections, network.detection_classes,
+                        palette_bgr, network.tint_background, track_ids, ranges)
+
+
 def draw_overlay(bgr: np.ndarray, seg_mask: np.ndarray, detections: Detections,
-                 class_names: tuple[str, ...], palette: np.ndarray = SEG_PALETTE,
+                 class_names: tuple[str, ...], palette: np.ndarray,
                  tint_background: bool = False, track_ids: np.ndarray | None = None,
                  ranges: np.ndarray | None = None) -> np.ndarray:
     """A new BGR image: classes blended 50/50 with their colour (``palette``: BGR per class;
@@ -20,9 +27,10 @@ def draw_overlay(bgr: np.ndarray, seg_mask: np.ndarray, detections: Detections,
     "#<track id> <class> <score> <range> m" (id and range where given; NaN ranges left out)."""
     tint = cv2.addWeighted(bgr, 0.5, palette[seg_mask], 0.5, 0.0)
     if tint_background:
-        return tint
-    out = bgr.copy()
-    cv2.copyTo(tint, (seg_mask > 0).view(np.uint8), out)
+        out = tint
+    else:
+        out = bgr.copy()
+        cv2.copyTo(tint, (seg_mask > 0).view(np.uint8), out)
     scale = max(0.4, min(bgr.shape[:2]) / 1000)
     thickness = max(1, round(scale * 2))
     count = len(detections)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import pickle
 import tempfile
 import urllib.error
 import urllib.request
@@ -29,8 +28,8 @@ _SHOW = 5  # keys listed per kind of mismatch
 BN_GAMMA = (0.2, 0.4)  # random BatchNorm scales; larger ones make the random net chaotic
 
 
-class WeightsError(RuntimeError):
-    """A weights file that is missing, unreadable or not a HybridNets checkpoint."""
+class WeightsError(RuntimeError, ValueError):
+    """A weights file that is missing, unreadable or not a checkpoint of the network."""
 
 
 def cache_dir() -> Path:
@@ -92,47 +91,34 @@ def _listing(keys: list[str]) -> str:
     return ", ".join(keys[:_SHOW]) + more
 
 
-def load_network_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
-    """Strict load of a ``{'state_dict': ...}`` or bare checkpoint (an optional ``module.``
-    prefix stripped, float16 values upcast to the model's dtype) into ``model``; returns it.
-    Raises ValueError for an unreadable file, missing / unexpected / mis-shaped keys or
-    non-finite weights. The loader of the networks other than HybridNets (Hydra, HyCTAS)."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error})") from None
-    if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
-        checkpoint = checkpoint["state_dict"]
-    if not isinstance(checkpoint, Mapping) or not all(
-            isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        raise ValueError(f"{path}: expected a state dict of tensors or {{'state_dict': ...}}")
-    state = {key.removeprefix("module."): value for key, value in checkpoint.items()}
-    expected = model.state_dict()
-    problems = key_mismatches(expected, state)
-    if problems:
-        raise ValueError(f"{path} does not fit {type(model).__name__} ({len(state)} entries, "
-                         f"model has {len(expected)}; wrong architecture?): " + "; ".join(problems))
-    non_finite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if non_finite:
-        raise ValueError(f"{path}: {len(non_finite)} non-finite tensors, NaN or Inf: "
-                         f"{_listing(non_finite)}")
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike,
+                    network: str) -> torch.nn.Module:
+    """Strict load of a checkpoint file (see :func:`read_state_dict`; an optional
+    ``module.`` prefix stripped) into ``model`` of ``network``; returns it. Raises
+    WeightsError for an unreadable file, missing / unexpected / mis-shaped keys or NaN/Inf."""
+    state = {key.removeprefix("module."): value for key, value in read_state_dict(path).items()}
+    load_into(model, state, str(path), network)
     return model
 
 
-def load_into(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Strict load that reports missing, unexpected and mis-shaped keys instead of a trace."""
-    problems = key_mismatches(model.state_dict(), state_dict)
+def load_into(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
+              network: str = "HybridNets-D3") -> None:
+    """Strict load that reports missing, unexpected and mis-shaped keys instead of a trace;
+    float16 values are cast to the model's dtype."""
+    expected = model.state_dict()
+    problems = key_mismatches(expected, state_dict)
     if problems:
-        raise WeightsError("\n  ".join([f"{source} is not a HybridNets-D3 checkpoint for this "
-                                        "model:"] + problems))
+        raise WeightsError("\n  ".join([f"{source} is not a {network} checkpoint for this model "
+                                        f"({len(state_dict)} entries, the model has "
+                                        f"{len(expected)}; wrong architecture?):"] + problems))
     # NaN or Inf weights load fine and then give NaN outputs: no detections, masks of zeros.
     non_finite = [k for k, v in state_dict.items()
                   if v.is_floating_point() and not torch.isfinite(v).all()]
     if non_finite:
-        raise WeightsError(f"{source}: {len(non_finite)} tensors hold NaN or Inf values "
-                           f"(a damaged or diverged checkpoint): {_listing(non_finite)}")
-    model.load_state_dict(state_dict, strict=True)
+        raise WeightsError(f"{source}: {len(non_finite)} non-finite tensors, NaN or Inf: "
+                           f"{_listing(non_finite)} (a damaged or diverged checkpoint)")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()},
+                          strict=True)
 
 
 def random_init(model: HybridNets, seed: int = 0) -> None:

@@ -2,10 +2,12 @@
 
 Every setting of hybridnets_node is a field of :class:`NodeConfig`; its metadata (the
 description, whether it may change at run time, its range or choices) is the parameter
-table that the ROS layer declares from. The node, ``hybridnets replay`` and the other
-commands build a NodeConfig from parameters, a params file or command-line options, and
-:func:`problems` is the only place that decides whether values are acceptable, the
-combinations (grid extent) included. No ROS types here.
+table that the ROS layer declares from. The settings a network adds come from its model
+adapter (``ModelAdapter.settings``, core.registry) and join the common ones here. The node,
+``hybridnets replay`` and the other commands build a NodeConfig from parameters, a params
+file or command-line options, and :func:`problems` is the only place that decides whether
+values are acceptable (the adapters' checks and the grid extents included). No ROS types
+here.
 """
 from __future__ import annotations
 
@@ -18,18 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.registry import BACKENDS, PRECISIONS
+from ..core.adapter import ModelAdapter
 from ..core.bev import GridSpec
-from ..core.family import FAMILIES
 from ..core.postprocess import MAX_DETECTIONS
+from ..core.registry import ADAPTERS, DEFAULT_MODEL, model_settings
 from ..core.sources import MAX_IMAGE_PIXELS
 
 BACKEND_CHOICES = ("auto",) + BACKENDS
-MODEL_CHOICES = tuple(FAMILIES)
-HYCTAS_PATHS = ("reference", "native")
+MODEL_CHOICES = tuple(ADAPTERS)
 # Settings holding lists of class names.
 CLASS_LISTS = ("drivable_classes", "obstacle_classes")
 # A grid beyond this is not a planner's local map but a memory problem: 4 M cells is
-# 200 m x 200 m at 0.1 m (the lookup table takes ~100 MB then).
+# 200 m x 200 m at 0.1 m (docs/benchmarks.md: the lookup table's size).
 MAX_GRID_CELLS = 4_000_000
 # A camera name becomes a namespace of topics: ROS name tokens separated by '/'.
 CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*")
@@ -51,13 +53,14 @@ def _setting(default, description: str, *, runtime: bool = False, range_=None, c
 
 
 @dataclass(frozen=True)
-class NodeConfig:
-    model: str = _setting("hybridnets", "the network: hybridnets (cars, drivable area, lanes), "
-                          "hydra (6 KITTI classes + metric depth) or hyctas (19 Cityscapes "
-                          "classes)", choices=MODEL_CHOICES)
-    weights: str = _setting("", "checkpoint of the model; empty: the cache's (hybridnets.pth "
-                            "from `hybridnets download-weights`, ExpKITTI_joint.ckpt, "
-                            "hyctas_s.pth)")
+class _Settings:
+    """The settings every network shares; NodeConfig adds those of the networks."""
+
+    model: str = _setting(DEFAULT_MODEL, "the network: " + ", ".join(
+        f"{a.name} ({a.summary})" for a in ADAPTERS.values()), choices=MODEL_CHOICES)
+    weights: str = _setting("", "checkpoint of the model; empty: the cache's (" + ", ".join(
+        a.weights_name + (" from `hybridnets download-weights`" if a.downloadable else "")
+        for a in ADAPTERS.values()) + ")")
     allow_random_weights: bool = _setting(False, "without a checkpoint, run with random "
                                           "weights (meaningless outputs, for pipeline checks) "
                                           "instead of failing")
@@ -76,26 +79,19 @@ class NodeConfig:
     conf_threshold: float = _setting(0.25, "detection score threshold", runtime=True,
                                      range_=(0.0, 1.0))
     iou_threshold: float = _setting(0.3, "NMS IoU threshold", runtime=True, range_=(0.0, 1.0))
-    input_scale: float = _setting(1.0, "hydra: run the network on the image scaled by this "
-                                  "(outputs still at full size); 1.0 is the exact original, "
-                                  "0.5 about 4x faster", range_=(0.1, 1.0))
-    hyctas_path: str = _setting("reference", "hyctas: reference (pad to 1024x2048, the "
-                                "published evaluation, exact) or native (pad to a multiple "
-                                "of 16 only, about 2x faster, differs)", choices=HYCTAS_PATHS)
-    hyctas_arch: str = _setting("S", "hyctas: architecture S, M, L or the path of an "
-                                "architecture JSON file")
     drivable_classes: tuple[str, ...] = _setting(
-        (), "hydra/hyctas: classes free in drivable/grid (empty: the model's default, road)",
-        runtime=True)
+        (), "networks with class-based grids: classes free in drivable/grid (empty: the "
+        "model's default, road)", runtime=True)
     obstacle_classes: tuple[str, ...] = _setting(
-        (), "hydra/hyctas: classes occupied in drivable/grid (empty: the model's default, "
-        "docs/models.md)", runtime=True)
-    obstacle_height: float = _setting(0.3, "hydra: depth points higher than this above the "
-                                      "ground (m) are obstacles; drivable-class points within "
-                                      "this of the ground are free", runtime=True,
-                                      range_=(0.02, 5.0))
-    points_decimation: int = _setting(4, "hydra: every n-th pixel in both directions goes into "
-                                      "the points cloud", runtime=True, range_=(1, 64))
+        (), "networks with class-based grids: classes occupied in drivable/grid (empty: the "
+        "model's default, docs/models.md)", runtime=True)
+    obstacle_height: float = _setting(0.3, "networks with depth: depth points higher than this "
+                                      "above the ground (m) are obstacles; drivable-class "
+                                      "points within this of the ground are free",
+                                      runtime=True, range_=(0.02, 5.0))
+    points_decimation: int = _setting(4, "networks with depth: every n-th pixel in both "
+                                      "directions goes into the points cloud", runtime=True,
+                                      range_=(1, 64))
     max_detections: int = _setting(MAX_DETECTIONS, "most detections per frame, highest scores "
                                    "first; NMS sees only the best-scoring candidates (30 per "
                                    "detection), so a low conf_threshold cannot stall a frame",
@@ -164,8 +160,7 @@ class NodeConfig:
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], base: NodeConfig | None = None,
-                     source: str = "") -> NodeConfig:
+    def from_mapping(cls, values: Mapping[str, Any], base=None, source: str = ""):
         """``base`` (default: the defaults) with ``values`` applied. Raises ConfigError naming
         every bad value and unknown name, prefixed by ``source`` (e.g. a file name)."""
         base = base or cls()
@@ -186,7 +181,7 @@ class NodeConfig:
         return config
 
     @classmethod
-    def from_params_file(cls, path: str | Path, node_name: str = "hybridnets_node") -> NodeConfig:
+    def from_params_file(cls, path: str | Path, node_name: str = "hybridnets_node"):
         """The defaults overlaid with a ROS parameter file's values for ``node_name`` (the
         ``/**`` wildcard or any key ending in the node name); raises ConfigError."""
         import yaml
@@ -205,7 +200,7 @@ class NodeConfig:
                 values.update({k: v for k, v in params.items() if k in known})
         return cls.from_mapping(values, source=str(path))
 
-    def with_changes(self, **changes) -> NodeConfig:
+    def with_changes(self, **changes):
         return type(self).from_mapping(changes, base=self)
 
     # ------------------------------------------------------------------- derived
@@ -214,28 +209,20 @@ class NodeConfig:
         return GridSpec(self.grid_resolution, *self.grid_x_range, *self.grid_y_range)
 
     @property
-    def family(self):
-        """The model family (core.family) of ``model``."""
-        return FAMILIES[self.model]
+    def network(self) -> ModelAdapter:
+        """The model adapter (core.registry) of ``model``."""
+        return ADAPTERS[self.model]
 
-    def class_lists(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(drivable, obstacle) class names: the settings, or the model's defaults."""
-        family = self.family
-        return (self.drivable_classes or family.drivable_classes,
-                self.obstacle_classes or family.obstacle_classes)
-
-    def family_options(self) -> dict:
-        """The settings the family's network and pre-processing take."""
-        return {"hydra": {"input_scale": self.input_scale},
-                "hyctas": {"hyctas_path": self.hyctas_path, "hyctas_arch": self.hyctas_arch},
-                }.get(self.model, {})
+    def network_options(self) -> dict:
+        """The values of the settings the network adds (its build and pre-processing)."""
+        return self.network.options(self)
 
     @property
     def fused_grid(self) -> GridSpec:
         """The surround grid of the fused outputs (several cameras)."""
         return GridSpec(self.grid_resolution, *self.fused_x_range, *self.fused_y_range)
 
-    def camera_config(self, index: int) -> NodeConfig:
+    def camera_config(self, index: int):
         """This configuration as camera ``index`` of ``cameras`` sees it: its camera_poses
         entry as camera_pose, or no pose (TF) when camera_poses is empty."""
         pose = self.camera_poses[6 * index:6 * index + 6]
@@ -245,6 +232,20 @@ class NodeConfig:
     def source_hw(self) -> tuple[int, int] | None:
         """The camera resolution as (height, width), or None when not set."""
         return (self.camera_resolution[1], self.camera_resolution[0]) if self.camera_resolution else None
+
+
+
+def _network_field(setting) -> tuple[str, type, dataclasses.Field]:
+    kind = tuple if isinstance(setting.default, (list, tuple)) else type(setting.default)
+    return setting.name, kind, _setting(setting.default, setting.description,
+                                        runtime=setting.runtime, range_=setting.range,
+                                        choices=setting.choices)
+
+
+NodeConfig = dataclasses.make_dataclass(
+    "NodeConfig", [_network_field(s) for s in model_settings()], bases=(_Settings,),
+    frozen=True, namespace={"__module__": __name__, "__doc__": (
+        "Every setting of hybridnets_node: the common ones and those the networks add.")})
 
 
 def settings() -> tuple[dataclasses.Field, ...]:
@@ -293,7 +294,7 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
     raise ValueError(f"{name}: unsupported value {value!r}")
 
 
-def problems(config: NodeConfig) -> list[str]:
+def problems(config) -> list[str]:
     """Every reason ``config`` is unacceptable (empty: it is fine). The one validation."""
     errors = []
     for f in dataclasses.fields(NodeConfig):
@@ -327,26 +328,22 @@ def problems(config: NodeConfig) -> list[str]:
     return errors
 
 
-def model_problems(config: NodeConfig) -> list[str]:
-    """Class lists that name classes the model does not have; a HyCTAS architecture that
-    is neither S, M, L nor a file."""
-    family = FAMILIES.get(config.model)
-    if family is None:
+def model_problems(config) -> list[str]:
+    """Class lists that name classes the model does not have; what the model's adapter
+    finds wrong with its own settings."""
+    network = ADAPTERS.get(config.model)
+    if network is None:
         return []
     errors = []
     for name in CLASS_LISTS:
-        unknown = [c for c in getattr(config, name) if c not in family.seg_classes]
+        unknown = [c for c in getattr(config, name) if c not in network.seg_classes]
         if unknown:
             errors.append(f"{name}: {config.model} has no class {', '.join(map(repr, unknown))} "
-                          f"(its classes: {', '.join(family.seg_classes)})")
-    if config.model == "hyctas" and config.hyctas_arch not in ("S", "M", "L") \
-            and not Path(config.hyctas_arch).is_file():
-        errors.append(f"hyctas_arch must be S, M, L or an architecture JSON file, got "
-                      f"{config.hyctas_arch!r}")
-    return errors
+                          f"(its classes: {', '.join(network.seg_classes)})")
+    return errors + network.setting_problems(config)
 
 
-def camera_problems(config: NodeConfig) -> list[str]:
+def camera_problems(config) -> list[str]:
     """The several-cameras settings: names, poses and the fused grid."""
     errors = []
     names = config.cameras
@@ -360,38 +357,33 @@ def camera_problems(config: NodeConfig) -> list[str]:
     if poses and (len(poses) != 6 * len(names) or not all(math.isfinite(v) for v in poses)):
         errors.append(f"camera_poses needs 6 finite numbers per camera ({6 * len(names)} for "
                       f"cameras {list(names)}) or [], got {len(poses)} values")
-    for name in ("fused_x_range", "fused_y_range"):
+    return errors + extent_problems(config, "the fused grid", "fused_x_range", "fused_y_range",
+                                    count_cells=bool(names) and not errors)
+
+
+def grid_problems(config) -> list[str]:
+    return extent_problems(config, "the grid", "grid_x_range", "grid_y_range")
+
+
+def extent_problems(config, label: str, x_name: str, y_name: str,
+                    count_cells: bool = True) -> list[str]:
+    """The [min, max] ranges ``x_name``, ``y_name`` and (``count_cells``) the cell count of
+    the grid they make at grid_resolution (``label`` names it)."""
+    errors = []
+    for name in (x_name, y_name):
         values = getattr(config, name)
         if (len(values) != 2 or not all(math.isfinite(v) for v in values)
                 or not math.isfinite(values[1] - values[0]) or values[1] <= values[0]):
             errors.append(f"{name} needs [min, max] with finite max > min, got {list(values)}")
-    if errors or not names or not math.isfinite(config.grid_resolution) or config.grid_resolution <= 0:
+    if (errors or not count_cells or not math.isfinite(config.grid_resolution)
+            or config.grid_resolution <= 0):
         return errors
-    grid = config.fused_grid
-    if grid.width * grid.height > MAX_GRID_CELLS:
-        errors.append(f"the fused grid would have {grid.width}x{grid.height} = "
-                      f"{grid.width * grid.height:,} cells (fused_x_range, fused_y_range at "
-                      f"grid_resolution {config.grid_resolution} m); at most "
-                      f"{MAX_GRID_CELLS:,} are allowed")
-    elif grid.width * grid.height < 1:
-        errors.append("the fused grid would have no cells: grid_resolution is larger than its extent")
-    return errors
-
-
-def grid_problems(config: NodeConfig) -> list[str]:
-    ranges = {"grid_x_range": config.grid_x_range, "grid_y_range": config.grid_y_range}
-    errors = []
-    for name, values in ranges.items():
-        if (len(values) != 2 or not all(math.isfinite(v) for v in values)
-                or not math.isfinite(values[1] - values[0]) or values[1] <= values[0]):
-            errors.append(f"{name} needs [min, max] with finite max > min, got {list(values)}")
-    if errors or not math.isfinite(config.grid_resolution) or config.grid_resolution <= 0:
-        return errors
-    cells = config.grid.width * config.grid.height
+    grid = GridSpec(config.grid_resolution, *getattr(config, x_name), *getattr(config, y_name))
+    cells = grid.width * grid.height
     if cells > MAX_GRID_CELLS:
-        errors.append(f"the grid would have {config.grid.width}x{config.grid.height} = {cells:,} "
-                      f"cells (grid_x_range, grid_y_range at grid_resolution "
-                      f"{config.grid_resolution} m); at most {MAX_GRID_CELLS:,} are allowed")
+        errors.append(f"{label} would have {grid.width}x{grid.height} = {cells:,} cells "
+                      f"({x_name}, {y_name} at grid_resolution {config.grid_resolution} m); at "
+                      f"most {MAX_GRID_CELLS:,} are allowed")
     elif cells < 1:
-        errors.append("the grid would have no cells: grid_resolution is larger than its extent")
+        errors.append(f"{label} would have no cells: grid_resolution is larger than its extent")
     return errors

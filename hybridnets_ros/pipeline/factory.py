@@ -10,32 +10,31 @@ from pathlib import Path
 import torch
 
 from ..backends import create_backend
-from ..core.family import DenseFamily, build_network
-from ..core.weights import cache_dir, default_weights_path
+from ..core.weights import cache_dir
 from .config import ConfigError, NodeConfig
-from .pipeline import DensePipeline, Pipeline
+from .pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
 
 def resolve_weights(config: NodeConfig) -> Path | None:
-    """The checkpoint to load: ``weights``, else the downloaded one; None means random
+    """The checkpoint to load: ``weights``, else the cached one; None means random
     weights, which only ``allow_random_weights`` permits (else ConfigError)."""
     if config.weights:
         return Path(config.weights)
-    family = config.family
-    cached = (default_weights_path() if family.name == "hybridnets"
-              else cache_dir() / family.weights_name)
+    network = config.network
+    cached = cache_dir() / network.weights_name
     if cached.is_file():
         return cached
     if config.allow_random_weights:
         return None
-    get = (f"run `hybridnets download-weights` (saves to {cached})" if family.name == "hybridnets"
-           else f"put {family.weights_name} from {family.weights_source} at {cached} "
-                "(`hybridnets download-weights` only knows HybridNets)")
-    raise ConfigError(f"no {family.name} weights: give a checkpoint (parameter 'weights', option "
-                      f"--weights), {get}, or allow random weights for a pipeline check with "
-                      "meaningless outputs (allow_random_weights:=true, option --random-weights)")
+    get = (f"run `hybridnets download-weights` (saves to {cached})" if network.downloadable
+           else f"put {network.weights_name} from {network.weights_source} at {cached} "
+                "(`hybridnets download-weights` only knows the networks it can fetch)")
+    raise ConfigError(f"no {network.name} weights: give a checkpoint (parameter 'weights', "
+                      f"option --weights), {get}, or allow random weights for a pipeline check "
+                      "with meaningless outputs (allow_random_weights:=true, option "
+                      "--random-weights)")
 
 
 def resolve_device(device: str) -> str:
@@ -49,31 +48,29 @@ def load_model(config: NodeConfig) -> tuple[torch.nn.Module, Path | None]:
     weights = resolve_weights(config)
     if weights is None:
         log.warning("RANDOM WEIGHTS: %s outputs are meaningless", config.model)
-    return build_network(config.family, weights, **config.family_options()), weights
+    return config.network.load_network(weights, **config.network_options()), weights
 
 
 def build_pipeline(config: NodeConfig, model: torch.nn.Module | None = None,
                    **backend_options) -> Pipeline:
     """A ready pipeline for ``config``; with ``camera_resolution`` set, the engine for it is
-    built now rather than at the first frame (with N ``cameras``, also the one of batch N). ``model`` skips loading (bench reuses one);
+    built now rather than at the first frame (with N ``cameras`` and a network that batches
+    them, also the one of batch N). ``model`` skips loading (bench reuses one);
     ``backend_options`` go to :func:`create_backend` (e.g. torch's ``optimize``)."""
     started = time.monotonic()
     weights = "given model"
     if model is None:
         model, path = load_model(config)
         weights = str(path) if path else "random weights"
-    device = resolve_device(config.device)
-    backend = create_backend(config.backend, model, device=device, precision=config.precision,
+    network = config.network
+    backend = create_backend(config.backend, model, device=resolve_device(config.device),
+                             precision=config.precision, network=network,
                              input_size=config.input_size, source_hw=config.source_hw,
-                             calib=config.int8_calibration or None, family=config.model,
-                             **backend_options)
-    if isinstance(config.family, DenseFamily):
-        pipeline = DensePipeline(backend, config.family, **config.family_options())
-    else:
-        pipeline = Pipeline(backend, config.input_size, config.conf_threshold,
-                            config.iou_threshold, max_detections=config.max_detections)
-        if len(config.cameras) > 1 and backend.batching:
-            pipeline.batch_size = len(config.cameras)  # one frame per camera per batch
+                             calib=config.int8_calibration or None, **backend_options)
+    pipeline = Pipeline(backend, config.input_size, config.conf_threshold, config.iou_threshold,
+                        max_detections=config.max_detections, options=config.network_options())
+    if len(config.cameras) > 1 and backend.batching and network.batches_cameras:
+        pipeline.batch_size = len(config.cameras)  # one frame per camera per batch
     if config.source_hw:
         input_hw = pipeline.network_input_hw(config.source_hw)
         log.info("preparing %s for %dx%d input (network %dx%d) ...", backend.describe(),

@@ -1,30 +1,28 @@
 """One frame's path: BGR image -> pre-processing -> backend -> post-processing -> Result.
 
+One :class:`Pipeline` for every network: the backend's model adapter (core.adapter) gives
+the pre- and post-processing; the pipeline times the stages and batches frames.
 ``run_batch`` takes several frames (one per camera) through one backend call.
 
 The pipeline knows nothing about ROS; the node, the CLI and the replay tool each hold one.
-Its thresholds are plain attributes: the configuration (pipeline.config) validates them.
-:class:`Pipeline` runs HybridNets (letterbox, detections); :class:`DensePipeline` the
-per-pixel families (Hydra, HyCTAS; core.family). Both give a :class:`Result`.
+The detection thresholds come with each call (``settings``), or are the ones it was
+built with; the configuration (pipeline.config) validates them.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from ..core.anchors import generate_anchors
-from ..backends import Backend, RawOutputs
-from ..backends.base import ShapeLru
-from ..core.family import HYBRIDNETS, DenseFamily
-from ..core.postprocess import MAX_DETECTIONS, Detections, as_tensor, class_map, detect
-from ..core.preprocess import Letterbox, Preprocessor
+from ..backends import Backend
+from ..core.adapter import DetectionSettings, ModelAdapter, Result
+from ..core.lru import ShapeLru
+from ..core.postprocess import MAX_DETECTIONS
 from ..core.sources import InputError, degenerate_shape
-from ..core.torch_preprocess import TorchPreprocessor
-from ..core.spec import BDD100K, ModelSpec
+
+__all__ = ["Pipeline", "Result", "device_synchronizer", "refuse_degenerate"]
 
 
 def device_synchronizer(device: str):
@@ -42,67 +40,53 @@ def refuse_degenerate(bgr: np.ndarray) -> None:
         raise InputError(f"unsupported image size: {problem}", "unsupported image size")
 
 
-@dataclass
-class Result:
-    detections: Detections        # empty for families without detections
-    seg_mask: np.ndarray          # uint8 [h0, w0]: indices into the family's seg_classes
-    letterbox: Letterbox | None   # HybridNets' input geometry; None for the other families
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    depth_m: np.ndarray | None = None  # float32 [h0, w0] metres, for families with depth
-    batch_size: int = 1           # frames that went through the network together
-
-
 class Pipeline:
-    family = HYBRIDNETS
-
     def __init__(self, backend: Backend, input_size: int = 640, conf_threshold: float = 0.25,
-                 iou_threshold: float = 0.3, spec: ModelSpec = BDD100K,
-                 processing_on_device: bool | None = None, max_detections: int = MAX_DETECTIONS):
+                 iou_threshold: float = 0.3, processing_on_device: bool | None = None,
+                 max_detections: int = MAX_DETECTIONS, options: dict | None = None):
+        """``options``: the settings the network adds (ModelAdapter.settings)."""
         self.backend = backend
-        self.spec = spec
-        # Default when the backend runs on CUDA: one upload of the raw frame, pre- and
-        # post-processing on the device, only results come back.
-        self.processing_on_device = (backend.device.startswith("cuda")
-                                     if processing_on_device is None else processing_on_device)
-        if self.processing_on_device:
-            self.preprocessor = TorchPreprocessor(input_size, spec, device=backend.device)
-        else:
-            self.preprocessor = Preprocessor(input_size, spec)
-        self.conf_threshold = float(conf_threshold)
-        self.iou_threshold = float(iou_threshold)
-        self.max_detections = int(max_detections)
-        self._anchors: dict[tuple, torch.Tensor] = ShapeLru()  # as many as the engines
+        self.network: ModelAdapter = backend.network
+        self.options = dict(options or {})
+        # Default when the backend runs on CUDA and the network can: one upload of the raw
+        # frame, pre- and post-processing on the device, only results come back.
+        on_device = (backend.device.startswith("cuda") if processing_on_device is None
+                     else processing_on_device)
+        self.processing_on_device = on_device and self.network.processing_on_device
+        self.input_size = input_size
+        self.preprocessor = self.network.preprocessor(input_size, backend.device,
+                                                    self.processing_on_device, **self.options)
+        self._postprocess = self.network.postprocessor(self.processing_on_device, **self.options)
+        self.settings = DetectionSettings(float(conf_threshold), float(iou_threshold),
+                                          int(max_detections))
         self._batches: dict[tuple[int, int, int], np.ndarray | torch.Tensor] = ShapeLru()
         # The batch size run_batch uses (several cameras: their number). Only batches of 1
         # and of this size run, so a static-shape engine exists for two sizes, not for each.
         self.batch_size = 1
         self._synchronize = device_synchronizer(backend.device)
 
-    @property
-    def input_size(self) -> int:
-        return self.preprocessor.target_size
-
     def network_input_hw(self, image_hw: tuple[int, int]) -> tuple[int, int]:
         """The network input size for images of ``image_hw`` (what engines are built for)."""
-        return self.preprocessor.letterbox(tuple(image_hw)).input_hw
+        return tuple(self.preprocessor.input_hw(tuple(image_hw)))
 
-    def __call__(self, bgr: np.ndarray) -> Result:
+    def __call__(self, bgr: np.ndarray, settings: DetectionSettings | None = None) -> Result:
         """Raises InputError for an image size the network is not run on."""
         refuse_degenerate(bgr)
         t0 = time.perf_counter()
-        tensor, letterbox = self.preprocessor(bgr)
+        tensor, context = self.preprocessor(bgr)
         self._synchronize()
         t1 = time.perf_counter()
         raw = self.backend.infer(tensor)
         self._synchronize()
         t2 = time.perf_counter()
-        result = self.postprocess(raw, letterbox)
+        result = self.postprocess(raw, context, 0, bgr.shape[:2], settings)
         t3 = time.perf_counter()
         result.timings_ms = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3,
                              "postprocess": (t3 - t2) * 1e3}
         return result
 
-    def run_batch(self, bgrs: Sequence[np.ndarray]) -> list[Result]:
+    def run_batch(self, bgrs: Sequence[np.ndarray],
+                  settings: DetectionSettings | None = None) -> list[Result]:
         """Results of several frames, in order. Frames with the same network input size go
         through the backend ``batch_size`` at a time in one call (pre-processed into a batch
         buffer allocated once). Fewer left over: on CUDA they run as a full batch with
@@ -110,44 +94,44 @@ class Pipeline:
         full batch would cost ``batch_size`` frames of compute). A backend that cannot
         batch runs every frame alone."""
         if len(bgrs) < 2 or self.batch_size < 2 or not self.backend.batching:
-            return [self(bgr) for bgr in bgrs]
+            return [self(bgr, settings) for bgr in bgrs]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, bgr in enumerate(bgrs):
-            groups.setdefault(Letterbox.compute(bgr.shape[:2], self.input_size,
-                                                self.spec.max_stride).input_hw, []).append(i)
+            groups.setdefault(self.network_input_hw(bgr.shape[:2]), []).append(i)
         results: list[Result | None] = [None] * len(bgrs)
         for indices in groups.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start:start + self.batch_size]
                 frames = [bgrs[i] for i in chunk]
                 if len(chunk) == self.batch_size or (len(chunk) > 1 and self.processing_on_device):
-                    done = self._batch(frames)
+                    done = self._batch(frames, settings)
                 else:
-                    done = [self(bgr) for bgr in frames]
+                    done = [self(bgr, settings) for bgr in frames]
                 for i, result in zip(chunk, done):
                     results[i] = result
         return results
 
-    def _batch(self, bgrs: Sequence[np.ndarray]) -> list[Result]:
+    def _batch(self, bgrs: Sequence[np.ndarray],
+               settings: DetectionSettings | None) -> list[Result]:
         """Up to ``batch_size`` frames of one network input size through one backend call
         of batch ``batch_size`` (slots beyond the frames keep old data; nobody reads them)."""
         t0 = time.perf_counter()
-        letterboxes, batch = [], None
+        contexts, batch = [], None
         for i, bgr in enumerate(bgrs):
-            tensor, letterbox = self.preprocessor(bgr)
+            tensor, context = self.preprocessor(bgr)
             if batch is None:
                 batch = self._batch_buffer(self.batch_size, tensor)
             batch[i] = tensor[0]  # the preprocessor's buffer is reused by the next frame
-            letterboxes.append(letterbox)
+            contexts.append(context)
         self._synchronize()
         t1 = time.perf_counter()
         raw = self.backend.infer(batch)
         self._synchronize()
         t2 = time.perf_counter()
         results = []
-        for i, letterbox in enumerate(letterboxes):
+        for i, (bgr, context) in enumerate(zip(bgrs, contexts)):
             started = time.perf_counter()
-            result = self.postprocess(raw, letterbox, i)
+            result = self.postprocess(raw, context, i, bgr.shape[:2], settings)
             result.batch_size = len(bgrs)
             # Per frame: its share of pre-processing, the whole network call it waited for.
             result.timings_ms = {"preprocess": (t1 - t0) * 1e3 / len(bgrs),
@@ -166,57 +150,10 @@ class Pipeline:
                 self._batches[key] = np.zeros((size, *like.shape[1:]), like.dtype)
         return self._batches[key]
 
-    def postprocess(self, raw: RawOutputs, letterbox: Letterbox, index: int = 0) -> Result:
-        """The Result of frame ``index`` of the batch ``raw``."""
-        regression = as_tensor(raw.regression)[index]
-        key = (letterbox.input_hw, regression.device)
-        if key not in self._anchors:
-            self._anchors[key] = torch.from_numpy(
-                generate_anchors(letterbox.input_hw, self.spec).copy()).to(regression.device)
-        detections = detect(regression, raw.classification[index], self._anchors[key], letterbox,
-                            self.conf_threshold, self.iou_threshold, self.max_detections)
-        return Result(detections, class_map(raw.segmentation[index], letterbox,
-                                            self.processing_on_device), letterbox)
-
-
-class DensePipeline:
-    """A per-pixel family (core.family.DenseFamily): its pre-processing -> backend -> its
-    post-processing, giving class ids (and depth) at the image's size and no detections.
-
-    ``options`` are the family's settings (input_scale for Hydra, hyctas_path for HyCTAS).
-    The threshold attributes exist so that run-time configuration applies uniformly; no
-    detections means nothing reads them.
-    """
-
-    processing_on_device = False
-    batch_size = 1  # several cameras' frames run one at a time
-
-    def __init__(self, backend: Backend, family: DenseFamily, **options):
-        self.backend = backend
-        self.family = family
-        self.options = options
-        self.conf_threshold = self.iou_threshold = 0.0
-        self.max_detections = 0
-        self._synchronize = device_synchronizer(backend.device)
-
-    def network_input_hw(self, image_hw: tuple[int, int]) -> tuple[int, int]:
-        """The network input size for images of ``image_hw`` (what engines are built for)."""
-        tensor, _ = self.family.prepare(np.zeros((*image_hw, 3), np.uint8), **self.options)
-        return tuple(tensor.shape[2:])
-
-    def run_batch(self, bgrs: list[np.ndarray]) -> list[Result]:
-        return [self(bgr) for bgr in bgrs]
-
-    def __call__(self, bgr: np.ndarray) -> Result:
-        refuse_degenerate(bgr)
-        t0 = time.perf_counter()
-        tensor, context = self.family.prepare(bgr, **self.options)
-        t1 = time.perf_counter()
-        outputs = self.backend.infer(tensor)
-        self._synchronize()
-        t2 = time.perf_counter()
-        seg_mask, depth_m = self.family.finish(outputs, context, bgr.shape[:2])
-        t3 = time.perf_counter()
-        return Result(Detections.empty(), seg_mask, None, depth_m=depth_m,
-                      timings_ms={"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3,
-                                  "postprocess": (t3 - t2) * 1e3})
+    def postprocess(self, raw, context, index: int = 0, image_hw: tuple[int, int] | None = None,
+                    settings: DetectionSettings | None = None) -> Result:
+        """The Result of frame ``index`` of the batch ``raw`` (the network's outputs),
+        pre-processed with ``context``; ``image_hw`` defaults to the context's source size."""
+        if image_hw is None:
+            image_hw = context.source_hw
+        return self._postprocess(raw, index, context, tuple(image_hw), settings or self.settings)

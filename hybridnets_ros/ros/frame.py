@@ -19,12 +19,12 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
-from ..core.bev import BevProjector, GridSpec, class_values
-from ..core.depth_grid import DepthProjector, class_lookup
-from ..core.family import DenseFamily
+from ..core.adapter import DetectionSettings
+from ..core.bev import BevProjector, GridSpec
+from ..core.depth_grid import DepthProjector
 from ..core.camera import CameraModel
 from ..core.objects3d import LENGTH_PRIOR_BY_NAME, box_estimates, ground_positions
-from ..core.tracking import Tracker
+from ..core.tracking import Tracker, TrackerSettings
 from ..pipeline.config import NodeConfig
 from ..core.sources import InputError
 from ..pipeline.pipeline import Pipeline, Result, refuse_degenerate
@@ -149,7 +149,8 @@ class FrameProcessor:
         self.tracker = Tracker(config.track_max_missed, config.track_min_iou,
                                config.track_max_distance)
         self.shown_markers: set[tuple[str, int]] = set()  # what RViz holds of the markers
-        names = pipeline.family.detection_classes
+        self.network = pipeline.network
+        names = self.network.detection_classes
         self.length_prior = {i: LENGTH_PRIOR_BY_NAME[n] for i, n in enumerate(names)
                              if n in LENGTH_PRIOR_BY_NAME}
         self.update_config(config)
@@ -168,21 +169,15 @@ class FrameProcessor:
         return None
 
     def update_config(self, config: NodeConfig) -> None:
-        """Run-time changes (thresholds, pose, grid, classes) take effect from the next frame."""
+        """Run-time changes (thresholds, pose, grid, classes, tracking) take effect from the
+        next frame. Each setting reaches its user here, as a whole object (the node calls
+        this from another thread than the frames')."""
         self.config = config
-        self.pipeline.conf_threshold = config.conf_threshold
-        self.pipeline.iou_threshold = config.iou_threshold
-        self.pipeline.max_detections = config.max_detections
+        self.detection_settings = DetectionSettings.of(config)
         self.enabled = enabled_outputs(config)
-        family = self.pipeline.family
-        self._dense = isinstance(family, DenseFamily)
-        self._palette_rgb = np.asarray(family.seg_colors_rgb, np.uint8)
-        drivable, obstacle = (family.class_ids(names) for names in config.class_lists())
-        # Class lookups of the grids and masks of the dense families (HybridNets has its own).
-        self._drivable = class_lookup(drivable)
-        self._obstacle = class_lookup(obstacle)
-        self._no_surface = class_lookup(family.class_ids(family.no_surface_classes))
-        self._class_values = class_values(drivable, obstacle)
+        self.surfaces = self.network.surfaces(config)
+        self.tracker.settings = TrackerSettings(config.track_max_missed, config.track_min_iou,
+                                                config.track_max_distance)
         self._depth_projector: tuple[BevProjector, DepthProjector] | None = None
 
     def process(self, msg, wanted=None, header: Header | None = None,
@@ -201,11 +196,8 @@ class FrameProcessor:
         wanted = (self.enabled if request.wanted is None
                   else self.enabled & set(request.wanted)) | (ALWAYS & self.enabled)
         emit = request.emit
-        products = FrameProducts(header, bgr, result, self.pipeline.family.detection_classes,
+        products = FrameProducts(header, bgr, result, self.network, self.surfaces,
                                  self.config.ground_frame, self.config.points_z,
-                                 palette_rgb=self._palette_rgb,
-                                 drivable_lookup=self._drivable if self._dense else None,
-                                 no_surface=self._no_surface,
                                  points_decimation=self.config.points_decimation,
                                  shown_markers=self.shown_markers)
         t2 = time.perf_counter()
@@ -230,7 +222,8 @@ class FrameProcessor:
                 if result.depth_m is not None:
                     products.depth_projector = self._depth_projector_for(products.projector)
                 if geometric - {"points"}:  # the depth cloud alone needs no grid
-                    products.grids = self._grids(result, products)
+                    products.grids = products.surfaces.grids(result, products.projector,
+                                                             products.depth_projector)
             except GridUnavailable as exc:
                 self._no_grids(outcome, exc)
         t4 = time.perf_counter()
@@ -258,17 +251,6 @@ class FrameProcessor:
             self._depth_projector = (projector, DepthProjector(projector.camera, projector.grid))
         return self._depth_projector[1]
 
-    def _grids(self, result: Result, products: FrameProducts):
-        """(drivable, lane or None): HybridNets' road/lane grids on the ground plane; from
-        depth for families with depth; else from the classes on the ground plane."""
-        if not self._dense:
-            return products.projector.project(result.seg_mask)
-        if products.depth_projector is not None:
-            return products.depth_projector.occupancy(
-                result.depth_m, result.seg_mask, self._drivable, self._obstacle,
-                self._no_surface, self.config.obstacle_height), None
-        return products.projector.project_classes(result.seg_mask, self._class_values), None
-
     def _objects(self, products: FrameProducts, wants_3d: bool) -> None:
         """Ground contacts (with a camera model), track ids and, for the 3D outputs, box
         estimates of the frame's detections."""
@@ -276,16 +258,11 @@ class FrameProcessor:
         if camera is not None:
             products.contacts = ground_positions(camera, detections.boxes, config.rectified,
                                                  config.max_range)
-        # The tracker follows the settings here, in the frame's thread, not when they change
-        # (the node changes them from another thread). Settings change in place, so that ids
-        # keep counting on; switching tracking off ends every track.
+        # Switching tracking off ends every track; ids keep counting on when it comes back.
         if not config.tracking:
             if len(self.tracker.track_ids):
                 self.tracker.reset()
         else:
-            self.tracker.max_missed = config.track_max_missed
-            self.tracker.min_iou = config.track_min_iou
-            self.tracker.max_distance_m = config.track_max_distance
             stamp = products.header.stamp
             products.track_ids = self.tracker.update(
                 detections.boxes, detections.classes,
@@ -320,8 +297,9 @@ class FrameProcessor:
 
     def model_products(self, header: Header) -> ModelProducts:
         """What the model-description outputs (VisionInfo) are built from."""
-        family = self.pipeline.family
-        return ModelProducts(header, family.method, family.detection_classes, family.seg_classes)
+        network = self.network
+        return ModelProducts(header, network.method, network.detection_classes,
+                             network.seg_classes)
 
 
 def process_batch(requests: list[FrameRequest]) -> list[FrameOutcome]:
@@ -343,8 +321,10 @@ def process_batch(requests: list[FrameRequest]) -> list[FrameOutcome]:
             continue
         ready.append((request, outcome, bgr, (time.perf_counter() - t0) * 1e3))
     if ready:
-        pipeline = ready[0][0].processor.pipeline
-        results = pipeline.run_batch([bgr for _, _, bgr, _ in ready])
+        # One pipeline and one configuration's thresholds for every camera.
+        processor = ready[0][0].processor
+        results = processor.pipeline.run_batch([bgr for _, _, bgr, _ in ready],
+                                               processor.detection_settings)
         for (request, outcome, bgr, conversion_ms), result in zip(ready, results):
             request.processor._finish(request, bgr, result, outcome, conversion_ms)
     return outcomes

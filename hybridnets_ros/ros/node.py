@@ -29,8 +29,8 @@ from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_pr
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from ..core.adapter import LANE
 from ..core.camera import rotation_from_quaternion
-from ..core.family import HYBRIDNETS
 from ..core.fusion import CameraView, SurroundFusion, ground_distance
 from ..pipeline.config import ConfigError, NodeConfig
 from ..pipeline.pipeline import Result
@@ -154,13 +154,13 @@ class HybridNetsNode(LifecycleNode):
         self._load_error = None
         lookup = self._tf.lookup if self._tf else None
         # One model, a processor per camera; only the outputs the model produces exist as
-        # topics (no depth for HybridNets, ...).
-        outputs = supported(self.config.family)
+        # topics (no depth without a depth network, ...).
+        outputs = supported(self.config.network)
         for index, camera in enumerate(self.cameras):
             camera.processor = FrameProcessor(pipeline, self._camera_config(index), lookup)
             camera.pubs = {o.name: self.create_lifecycle_publisher(o.msg_type, camera.topic(o.topic),
                                                                    o.qos) for o in outputs}
-        if self.multi and self.config.family is HYBRIDNETS:  # fused road and lane grids
+        if self.multi and LANE in self.config.network.products:  # fused road and lane grids
             self._fused_pubs = {name: self.create_lifecycle_publisher(OccupancyGrid, topic, LATCHED_QOS)
                                 for name, topic in FUSED_TOPICS.items()}
         self.get_logger().info(f"model ready: {pipeline.backend.describe()}"
@@ -368,7 +368,7 @@ class HybridNetsNode(LifecycleNode):
         if camera.fused is None or camera.fused[0] is not projector:
             camera.fused = (projector, ground_distance(projector), None)
         if camera.fused[2] is not result:
-            projector.project(result.seg_mask)  # into the projector's own buffers
+            camera.processor.surfaces.grids(result, projector)  # into the projector's buffers
             camera.fused = (*camera.fused[:2], result)
         return CameraView(projector.drivable, projector.lane, camera.fused[1], stamp_ns(header))
 

@@ -5,8 +5,8 @@ records from it (with each row's QoS as the offered profile, so `ros2 bag play`
 republishes like the node); the demo recorder, bench and the tests list it. Adding an
 output is one row here and one builder. Rows with ``per_frame=False`` describe the model
 (VisionInfo): built once from a :class:`ModelProducts` and latched. Each row says what it
-``requires`` of the network (core.family products: detections, semantic, depth, lane);
-only the rows the configured model family supports exist.
+``requires`` of the network (its adapter's products: detections, semantic, depth, lane);
+only the rows the configured network supports exist.
 """
 from __future__ import annotations
 
@@ -21,13 +21,13 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, Detection3DArray, VisionInfo
 from visualization_msgs.msg import MarkerArray
 
+from ..core.adapter import DEPTH, DETECTIONS, LANE, SEMANTIC, ModelAdapter, Surfaces
 from ..core.bev import OCCUPIED, BevProjector, drivable_boundary
 from ..core.camera import CameraModel
 from ..core.depth_grid import DepthProjector
-from ..core.family import DEPTH, DETECTIONS, HYBRIDNETS, LANE, SEMANTIC
 from ..core.objects3d import BoxEstimates, GroundContacts
-from ..core.spec import SEG_LANE, SEG_ROAD
-from ..core.visualize import SEG_PALETTE, draw_overlay
+from ..core.registry import DEFAULT_MODEL, adapter
+from ..core.visualize import draw_result
 from ..pipeline.pipeline import Result
 from . import messages
 
@@ -41,8 +41,6 @@ OUTPUT_QOS = QoSProfile(reliability=QoSReliabilityPolicy.RELIABLE,
 LATCHED_QOS = QoSProfile(reliability=QoSReliabilityPolicy.RELIABLE,
                          history=QoSHistoryPolicy.KEEP_LAST, depth=1,
                          durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-# Segmentation colours as RGB (the overlay palette is BGR).
-SEG_PALETTE_RGB = np.ascontiguousarray(SEG_PALETTE[:, ::-1])
 
 
 @dataclass
@@ -52,15 +50,13 @@ class FrameProducts:
     header: Header                      # the input image's header
     bgr: np.ndarray
     result: Result
-    class_names: tuple[str, ...]
+    network: ModelAdapter               # classes, palette, overlay style
+    surfaces: Surfaces                  # the drivable mask and grids (core.surfaces)
     ground_frame: str
     points_z: float = 0.0                              # height of the point-cloud points
     projector: BevProjector | None = None              # None: no grids this frame
     grids: tuple[np.ndarray, np.ndarray | None] | None = None  # (drivable, lane) of this frame
-    palette_rgb: np.ndarray = field(default_factory=lambda: SEG_PALETTE_RGB)  # [classes, 3]
-    drivable_lookup: np.ndarray | None = None          # bool [256] by class; None: HybridNets road
-    depth_projector: DepthProjector | None = None      # families with depth, with a projector
-    no_surface: np.ndarray | None = None               # bool [256]: classes left out of points
+    depth_projector: DepthProjector | None = None      # networks with depth, with a projector
     points_decimation: int = 1
     camera: CameraModel | None = None                  # None: no CameraInfo or pose this frame
     contacts: GroundContacts | None = None             # detections' ground points (with camera)
@@ -74,6 +70,10 @@ class FrameProducts:
     @property
     def ground_header(self) -> Header:
         return Header(stamp=self.header.stamp, frame_id=self.ground_frame)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.network.detection_classes
 
 
 @dataclass
@@ -98,24 +98,14 @@ class Output:
     viewer_only: bool = False      # a debug picture, not data a planner consumes
     qos: QoSProfile = field(default_factory=lambda: OUTPUT_QOS)
     per_frame: bool = True         # False: built once from ModelProducts, published latched
-    requires: frozenset = frozenset()  # what the network must produce (core.family products)
+    requires: frozenset = frozenset()  # what the network must produce (its adapter's products)
 
 
-def _mask(class_id: int):
-    def build(p: FrameProducts):
-        return messages.image(p.header, (p.result.seg_mask == class_id).view(np.uint8) * np.uint8(255),
-                              "mono8")
-    return build
+def _mask_image(header: Header, mask: np.ndarray) -> Image:
+    return messages.image(header, mask.view(np.uint8) * np.uint8(255), "mono8")
 
 
-def _drivable_mask(p: FrameProducts):
-    if p.drivable_lookup is None:
-        return _mask(SEG_ROAD)(p)
-    return messages.image(p.header, p.drivable_lookup[p.result.seg_mask].view(np.uint8)
-                          * np.uint8(255), "mono8")
-
-
-def class_map(p: ModelProducts) -> str:
+def class_listing(p: ModelProducts) -> str:
     """The classes as a YAML flow mapping (VisionInfo.database_location): label value ->
     segmentation class, and the detection class ids."""
     labels = ", ".join(f"{i}: {name}" for i, name in enumerate(p.seg_class_names))
@@ -123,7 +113,7 @@ def class_map(p: ModelProducts) -> str:
 
 
 def _vision_info(p: ModelProducts) -> VisionInfo:
-    return VisionInfo(header=p.header, method=p.method, database_location=class_map(p),
+    return VisionInfo(header=p.header, method=p.method, database_location=class_listing(p),
                       database_version=1)
 
 
@@ -136,13 +126,8 @@ def _object_markers(p: FrameProducts) -> MarkerArray:
 
 
 def _overlay(p: FrameProducts) -> Image:
-    if p.drivable_lookup is None:  # HybridNets: road and lanes tinted, boxes with ids, ranges
-        ranges = None if p.contacts is None else p.contacts.ranges
-        picture = draw_overlay(p.bgr, p.result.seg_mask, p.result.detections, p.class_names,
-                               track_ids=p.track_ids, ranges=ranges)
-    else:
-        picture = draw_overlay(p.bgr, p.result.seg_mask, p.result.detections, p.class_names,
-                               palette=p.palette_rgb[:, ::-1], tint_background=True)
+    ranges = None if p.contacts is None else p.contacts.ranges
+    picture = draw_result(p.bgr, p.result, p.network, track_ids=p.track_ids, ranges=ranges)
     return messages.image(p.header, picture, "bgr8")
 
 
@@ -158,15 +143,18 @@ OUTPUTS: tuple[Output, ...] = (
            needs_camera=True, requires=frozenset({DETECTIONS})),
     Output("detections_3d_markers", "detections_3d/markers", MarkerArray, _object_markers,
            needs_camera=True, viewer_only=True, requires=frozenset({DETECTIONS})),
-    Output("drivable_mask", "drivable/mask", Image, _drivable_mask, requires=frozenset({SEMANTIC})),
-    Output("lane_mask", "lane/mask", Image, _mask(SEG_LANE), requires=frozenset({LANE})),
+    Output("drivable_mask", "drivable/mask", Image,
+           lambda p: _mask_image(p.header, p.surfaces.drivable_mask(p.result)),
+           requires=frozenset({SEMANTIC})),
+    Output("lane_mask", "lane/mask", Image, lambda p: _mask_image(p.header, p.result.lane_mask),
+           requires=frozenset({LANE})),
     # As Isaac ROS segmentation and Autoware publish: one label image (class ids) and its
     # colour rendering.
     Output("segmentation_label", "segmentation/label", Image,
            lambda p: messages.image(p.header, p.result.seg_mask, "mono8"),
            requires=frozenset({SEMANTIC})),
     Output("segmentation_color", "segmentation/color", Image,
-           lambda p: messages.image(p.header, p.palette_rgb[p.result.seg_mask], "rgb8"),
+           lambda p: messages.image(p.header, palette_rgb(p.network)[p.result.seg_mask], "rgb8"),
            requires=frozenset({SEMANTIC})),
     Output("vision_info", "vision_info", VisionInfo, _vision_info, qos=LATCHED_QOS,
            per_frame=False),
@@ -190,7 +178,7 @@ OUTPUTS: tuple[Output, ...] = (
     # The depth as 3D points with their class, in ground_frame (needs the camera model).
     Output("points", "points", PointCloud2,
            lambda p: messages.labelled_cloud(p.ground_header, p.depth_projector.cloud(
-               p.result.depth_m, p.result.seg_mask, p.no_surface, p.points_decimation)),
+               p.result.depth_m, p.result.seg_mask, p.surfaces.no_surface, p.points_decimation)),
            needs_grids=True, requires=frozenset({DEPTH})),
     Output("overlay", "overlay", Image, _overlay, viewer_only=True),
 )
@@ -199,23 +187,28 @@ BY_NAME = {o.name: o for o in OUTPUTS}
 ALWAYS = frozenset({"detections"})
 
 
-def supported(family) -> tuple[Output, ...]:
-    """The rows a model family can fill (core.family.ModelFamily.products)."""
-    return tuple(o for o in OUTPUTS if o.requires <= family.products)
+def palette_rgb(network: ModelAdapter) -> np.ndarray:
+    """uint8 [classes, 3] colours of the network's classes."""
+    return np.asarray(network.seg_colors_rgb, np.uint8)
+
+
+def supported(network: ModelAdapter) -> tuple[Output, ...]:
+    """The rows a network can fill (ModelAdapter.products)."""
+    return tuple(o for o in OUTPUTS if o.requires <= network.products)
 
 
 def enabled_outputs(config) -> frozenset[str]:
     """Names of the per-frame outputs ``config`` switches on (those with no switch always
     are) that its model produces."""
-    return frozenset(o.name for o in supported(config.family) if o.per_frame
+    return frozenset(o.name for o in supported(config.network) if o.per_frame
                      and (o.enabled_by is None or getattr(config, o.enabled_by)))
 
 
-def planner_outputs(family=HYBRIDNETS) -> frozenset[str]:
-    """What a deployed node with ``family`` typically publishes per frame: no debug
-    pictures, no opt-ins."""
-    return frozenset(o.name for o in supported(family) if o.per_frame and o.enabled_by is None
-                     and not o.viewer_only)
+def planner_outputs(network: ModelAdapter | None = None) -> frozenset[str]:
+    """What a deployed node with ``network`` (default: the default model) typically
+    publishes per frame: no debug pictures, no opt-ins."""
+    return frozenset(o.name for o in supported(network or adapter(DEFAULT_MODEL))
+                     if o.per_frame and o.enabled_by is None and not o.viewer_only)
 
 
 def model_outputs(products: ModelProducts) -> dict[str, object]:

@@ -11,10 +11,11 @@ Outputs are compared with the first fp32 backend run (detections matched one-to-
 IoU >= 0.5 within a class, mask pixel agreement), so the price of INT8 or fp16 is shown
 beside its speed. Backends that cannot run here are reported before any model is built.
 
-For Hydra and HyCTAS (``--model``) every backend runs the exact path (Hydra at full size,
-HyCTAS' 1024x2048 reference) and the fast one (Hydra at ``input_scale``, 0.5 unless given;
-HyCTAS native), and the fidelity compares both with the first exact fp32 run: class-map
-agreement and, for depth, the share of pixels within 1 cm and the median error.
+The variants come from the network's adapter (``--model``): its default backends
+(``ModelAdapter.bench_backends``), each on every path it compares (``bench_paths``: e.g.
+an exact and a fast pre-processing); the fidelity compares each with the first fp32 run:
+detections, class-map agreement and, for depth, the share of pixels within 1 cm and the
+median error.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from std_msgs.msg import Header
 
 from ..backends import BackendUnavailable
 from ..backends.registry import BACKENDS, PRECISIONS, missing
+from ..core.machine import cpu_flags, cpu_name
 from ..core.nms import box_iou
 from ..core.sources import expand_sources, read_image
 from ..core.synthetic import SyntheticRoad, default_camera
@@ -82,31 +84,17 @@ class Variant:
         return cls(f"{name}:{precision}", backend, precision, TORCH_VARIANTS.get(name, ()))
 
 
-def family_variants(variants: list[Variant], config: NodeConfig) -> list[Variant]:
-    """For a dense family: each variant on the exact path, then on the fast one."""
-    if config.model == "hydra":
-        scale = config.input_scale if config.input_scale != 1.0 else 0.5
-        exact, fast = (("input_scale", 1.0),), (("input_scale", scale),)
-        suffix = f" scale {scale:g}"
-    else:
-        exact, fast = (("hyctas_path", "reference"),), (("hyctas_path", "native"),)
-        suffix = " native"
-    return ([replace(v, settings=exact) for v in variants]
-            + [replace(v, label=v.label + suffix, settings=fast) for v in variants])
+def path_variants(variants: list[Variant], config: NodeConfig) -> list[Variant]:
+    """Each variant on every path the network compares (ModelAdapter.bench_paths), the
+    exact one first; a network with one path keeps the variants as they are."""
+    paths = config.network.bench_paths(config)
+    return [replace(v, label=v.label + suffix, settings=tuple(settings.items()))
+            for suffix, settings in paths for v in variants]
 
 
-def default_variants(device: str, model: str = "hybridnets") -> list[Variant]:
-    """Every configuration worth comparing on ``device`` that can run here."""
-    if model != "hybridnets":  # fp32 engines only: no calibration for these networks here
-        wanted = ["torch:fp32", "onnxruntime:fp32", "openvino:fp32"]
-        return [v for v in map(Variant.parse, wanted) if not missing(v.backend, device)]
-    if device.startswith("cuda"):
-        wanted = ["torch-eager:fp32", "torch:fp32", "torch:fp16", "torch-cudagraph:fp16",
-                  "onnxruntime:fp32", "tensorrt:fp16", "torch2trt:fp16"]
-    else:
-        wanted = ["torch-eager:fp32", "torch:fp32", "onnxruntime:fp32", "onnxruntime:int8",
-                  "openvino:fp32", "openvino:bf16", "openvino:int8"]
-    variants = [Variant.parse(v) for v in wanted]
+def default_variants(device: str, config: NodeConfig) -> list[Variant]:
+    """Every configuration of the network worth comparing on ``device`` that runs here."""
+    variants = [Variant.parse(v) for v in config.network.bench_backends(device)]
     return [v for v in variants if not missing(v.backend, device)
             and not (v.label == "openvino:bf16" and openvino_bf16_unsupported())]
 
@@ -119,19 +107,9 @@ def openvino_bf16_unsupported() -> str | None:
 
 def machine_info(device: str) -> dict:
     """CPU model and flags that matter for speed, threads, GPU, library versions."""
-    cpu, flags = platform.processor() or platform.machine(), []
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        for line in text.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and cpu in ("", platform.machine(), platform.processor()):
-                cpu = value.strip()
-            if key.strip() == "flags" and not flags:
-                have = set(value.split())
-                flags = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
-                                     "asimd", "asimddp") if f in have]
-    except OSError:
-        pass
+    have = cpu_flags()
+    flags = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "asimd",
+                         "asimddp") if f in have]
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "numpy": np.__version__, "opencv": cv2.__version__}
     for module in ("onnxruntime", "onnx", "openvino", "nncf", "tensorrt", "torch2trt"):
@@ -143,7 +121,7 @@ def machine_info(device: str) -> dict:
     if device.startswith("cuda") and torch.cuda.is_available():
         from ..backends.engine_cache import gpu_identity
         gpu = gpu_identity(device)
-    return {"cpu": cpu, "cpu_flags": flags, "cpu_count": os.cpu_count(),
+    return {"cpu": cpu_name(), "cpu_flags": flags, "cpu_count": os.cpu_count(),
             "threads": torch.get_num_threads(), "gpu": gpu, "device": device,
             "platform": platform.platform(), "versions": versions}
 
@@ -201,10 +179,10 @@ def run_variant(variant: Variant, model, frames: list[np.ndarray], n_frames: int
     processor = FrameProcessor(pipeline, config)
     height, width = frames[0].shape[:2]
     # The grids of config/hybridnets.yaml's camera, for frames of the first frame's size.
-    processor.camera_info = camera_info_from_model(default_camera(width, height),
-                                                   "camera_optical_frame")
+    processor.set_camera_info(camera_info_from_model(default_camera(width, height),
+                                                     "camera_optical_frame"))
     inputs = [messages.image(Header(frame_id="camera_optical_frame"), f, "bgr8") for f in frames]
-    wanted = planner_outputs(config.family)
+    wanted = planner_outputs(config.network)
     for i in range(WARMUP_FRAMES):
         processor.process(inputs[i % len(inputs)], wanted)
     setup_s = time.monotonic() - started
@@ -336,9 +314,7 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(config.device)
-    variants = variants or default_variants(device, config.model)
-    if config.model != "hybridnets":
-        variants = family_variants(variants, config)
+    variants = path_variants(variants or default_variants(device, config), config)
     runnable = [v for v in variants if not missing(v.backend, device)]
     skipped = {v.label: {"skipped": f"backend {v.backend!r} cannot run on {device}: missing "
                                     f"{'; '.join(missing(v.backend, device))}"}
@@ -372,7 +348,7 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
            "backends": {v.label: backends[v.label] for v in variants}}
     m = doc["machine"]
     print(f"hybridnets bench: model {config.model}, {frames} frames from {source_text}"
-          + (f", --size {config.input_size}" if config.model == "hybridnets" else ""))
+          + (f", --size {config.input_size}" if config.network.uses_input_size else ""))
     print(f"weights: {weights_note}")
     print(f"machine: {m['cpu']} ({', '.join(m['cpu_flags']) or 'no flags read'}), "
           f"{m['threads']} threads of {m['cpu_count']} CPUs, GPU: {m['gpu'] or 'none used'}; "

@@ -110,7 +110,7 @@ def replay(in_bag: Path, out_bag: Path, processor: FrameProcessor, *, image_topi
                     if keep_input:
                         bag.write_object(topic, msgtype, msg, timestamp)
                     if info_topic and topic == info_topic.name:
-                        processor.camera_info = camera_info_of(msg)
+                        processor.set_camera_info(camera_info_of(msg))
                         continue
                     if topic != image.name:
                         continue

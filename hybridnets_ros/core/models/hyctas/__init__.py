@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...weights import load_network_checkpoint
+from ...weights import load_checkpoint as _load_checkpoint
 from .network import NUM_CLASSES, HyCTAS, load_architecture
 
 __all__ = [
@@ -100,8 +100,8 @@ def build_network(arch: str | Path = "S") -> HyCTAS:
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     """Strict load of the released layout (``{'state_dict': ...}``) or a bare state dict;
-    ValueError naming what does not fit (see core.weights.load_network_checkpoint)."""
-    return load_network_checkpoint(model, path)
+    WeightsError (a ValueError) naming what does not fit (see core.weights.load_checkpoint)."""
+    return _load_checkpoint(model, path, "HyCTAS")
 
 
 def preprocess(bgr: np.ndarray, mode: Literal["reference", "native"] = "reference",

@@ -430,9 +430,5 @@ class HyCTAS(nn.Module):
         self.sem_head = SemanticHead(self.backbone.out_channels, self.backbone.s4_channels,
                                      num_classes)
 
-    @classmethod
-    def from_json(cls, path: str | Path, num_classes: int = NUM_CLASSES) -> "HyCTAS":
-        return cls(load_architecture(path), num_classes)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.sem_head(*self.backbone(x))

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from ...weights import load_network_checkpoint
+from ...weights import load_checkpoint as _load_checkpoint
 from .network import NUM_CLASSES, HydraNet
 
 __all__ = ["CLASS_NAMES", "CLASS_COLORS_RGB", "RELEASED_WEIGHTS_NAME", "MEAN_RGB", "STD_RGB",
@@ -51,8 +51,8 @@ def build_network() -> HydraNet:
 
 def load_checkpoint(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
     """Strict load of the released layout (``{'state_dict': ...}``) or a bare state dict;
-    ValueError naming what does not fit (see core.weights.load_network_checkpoint)."""
-    return load_network_checkpoint(model, path)
+    WeightsError (a ValueError) naming what does not fit (see core.weights.load_checkpoint)."""
+    return _load_checkpoint(model, path, "Hydra")
 
 
 def network_output_hw(image_hw: tuple[int, int]) -> tuple[int, int]:

@@ -1,0 +1,43 @@
+"""The networks this package runs: model name -> adapter. The one list that names them.
+
+Adding a network: its folder ``core/models/<name>/`` with an ``adapter.py`` (see
+core.adapter and docs/models.md), and one line here.
+"""
+from __future__ import annotations
+
+import torch
+
+from .adapter import ModelAdapter, Setting, settings_of
+from .models.hybridnets.adapter import HybridNetsAdapter
+from .models.hyctas.adapter import HyctasAdapter
+from .models.hydra.adapter import HydraAdapter
+
+# The first is the default of the `model` setting.
+ADAPTERS: dict[str, ModelAdapter] = {a.name: a for a in (
+    HybridNetsAdapter(),
+    HydraAdapter(),
+    HyctasAdapter(),
+)}
+DEFAULT_MODEL = next(iter(ADAPTERS))
+
+
+def adapter(name: str) -> ModelAdapter:
+    """The adapter of model ``name``; ValueError naming the choices."""
+    try:
+        return ADAPTERS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(ADAPTERS)}") from None
+
+
+def adapter_of(model: torch.nn.Module) -> ModelAdapter:
+    """The adapter of a network module (by its class); TypeError for another module."""
+    for candidate in ADAPTERS.values():
+        if isinstance(model, candidate.network_type):
+            return candidate
+    raise TypeError(f"{type(model).__name__} is none of this package's networks "
+                    f"({', '.join(ADAPTERS)}): say which network's outputs it gives")
+
+
+def model_settings() -> tuple[Setting, ...]:
+    """The settings the networks add to the configuration."""
+    return settings_of(ADAPTERS)

@@ -240,3 +240,62 @@ def test_a_batch_gives_each_frames_outputs(model, prepared, torch_outputs):
         assert ours.shape == (2, *alone.shape[1:])
         np.testing.assert_allclose(ours[:1], alone, rtol=1e-5, atol=1e-4)
     assert not np.allclose(batch[0][0], batch[0][1])
+
+
+# --- the package's pipeline (model:=yolop) against the golden case ----------------------------
+def yolop_config(checkpoint, backend: str, **extra):
+    from hybridnets_ros.pipeline.config import NodeConfig
+    return NodeConfig.from_mapping({"model": "yolop", "weights": str(checkpoint),
+                                    "backend": backend, "device": "cpu", "input_size": SIZE,
+                                    "conf_threshold": CONF, "iou_threshold": IOU,
+                                    "camera_resolution": [1280, 720], **extra})
+
+
+@pytest.mark.parametrize("backend", [pytest.param("torch", marks=pytest.mark.slow),  # trace + freeze
+                                     "onnxruntime", "openvino"])
+def test_pipeline_backends_match_golden(checkpoint, prepared, backend):
+    """Every exact CPU backend through the node's pipeline: raw outputs within the README's
+    tolerances, the same detections, masks equal up to a few pixels in ten thousand."""
+    from hybridnets_ros.pipeline.factory import build_pipeline
+
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    pipeline = build_pipeline(yolop_config(checkpoint, backend))
+    raw = pipeline.backend.infer(prepared[0])
+    assert raw._fields == yolop.OUTPUT_NAMES
+    assert_raw_outputs_match(*(np.asarray(r) for r in raw))
+    result = pipeline(golden()["input_bgr"])
+    assert_detections_match(result.detections)
+    assert result.drivable_mask.dtype == result.lane_mask.dtype == bool
+    assert_masks_match(result.drivable_mask.view(np.uint8), result.lane_mask.view(np.uint8))
+    # the class map: lane lines over the road over the background
+    np.testing.assert_array_equal(result.seg_mask, np.where(result.lane_mask, 2,
+                                                            result.drivable_mask.view(np.uint8)))
+
+
+def test_frame_processor_publishes_what_hybridnets_publishes(checkpoint):
+    """model:=yolop fills every per-frame output HybridNets fills, from the golden frame."""
+    from std_msgs.msg import Header
+
+    from hybridnets_ros.core.camera import CameraModel
+    from hybridnets_ros.core.registry import adapter
+    from hybridnets_ros.pipeline.factory import build_pipeline
+    from hybridnets_ros.ros import messages
+    from hybridnets_ros.ros.camera_info import camera_info_from_model
+    from hybridnets_ros.ros.frame import FrameProcessor
+    from hybridnets_ros.ros.outputs import supported
+
+    assert ({o.name for o in supported(adapter("yolop"))}
+            == {o.name for o in supported(adapter("hybridnets"))})
+    config = yolop_config(checkpoint, "onnxruntime", publish_points=True)
+    processor = FrameProcessor(build_pipeline(config), config)
+    camera = CameraModel.from_pose(CameraModel.intrinsics(900.0, 900.0, 640.0, 360.0), 1280, 720,
+                                   (0.0, 0.0, 1.5, 0.0, 0.0, 0.0))
+    processor.set_camera_info(camera_info_from_model(camera, "camera_optical_frame"))
+    outcome = processor.process(messages.image(Header(frame_id="camera_optical_frame"),
+                                               golden()["input_bgr"], "bgr8"))
+    per_frame = {o.name for o in supported(adapter("hybridnets")) if o.per_frame}
+    assert set(outcome.messages) == per_frame
+    assert len(outcome.messages["detections"].detections) == 51
+    lane = np.frombuffer(outcome.messages["lane_mask"].data, np.uint8).reshape(720, 1280)
+    assert (lane > 0).mean() == pytest.approx(golden()["ll_seg_mask"].mean(), abs=1e-3)

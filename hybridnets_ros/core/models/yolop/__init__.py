@@ -41,7 +41,7 @@ import torch
 from ...nms import batched_nms
 from ...postprocess import CANDIDATES_PER_DETECTION, Detections, as_tensor
 from ...preprocess import PAD_VALUE, Letterbox
-from ...weights import load_network_checkpoint
+from ...weights import load_checkpoint as _load_checkpoint
 from .network import MAX_STRIDE, YOLOP
 
 __all__ = ["CLASS_NAMES", "MAX_DETECTIONS", "MEAN", "OUTPUT_NAMES", "RELEASED_WEIGHTS_NAME",
@@ -69,8 +69,8 @@ def build_network() -> YOLOP:
 
 def load_checkpoint(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
     """Strict load of the released layout (``{'state_dict': ...}``) or a bare state dict;
-    ValueError naming what does not fit (see core.weights.load_network_checkpoint)."""
-    return load_network_checkpoint(model, path)
+    WeightsError (a ValueError) naming what does not fit (see core.weights.load_checkpoint)."""
+    return _load_checkpoint(model, path, "YOLOP")
 
 
 def letterbox(source_hw: tuple[int, int], size: int) -> Letterbox:

@@ -273,6 +273,23 @@ def test_pipeline_backends_match_golden(checkpoint, prepared, backend):
                                                             result.drivable_mask.view(np.uint8)))
 
 
+def test_two_cameras_share_one_network_call(checkpoint):
+    """With two cameras both frames go through one batch-2 call; each frame's Result is the
+    one it gets alone."""
+    from hybridnets_ros.pipeline.factory import build_pipeline
+
+    pipeline = build_pipeline(yolop_config(checkpoint, "onnxruntime", cameras=["left", "right"]))
+    assert pipeline.batch_size == 2
+    image = golden()["input_bgr"]
+    mirrored = np.ascontiguousarray(image[:, ::-1])
+    both = pipeline.run_batch([image, mirrored])
+    assert [r.batch_size for r in both] == [2, 2]
+    assert_detections_match(both[0].detections)
+    alone = pipeline(mirrored)
+    np.testing.assert_array_equal(both[1].detections.boxes, alone.detections.boxes)
+    assert (both[1].drivable_mask != alone.drivable_mask).mean() <= MAX_MASK_DIFFERENCE
+
+
 def test_frame_processor_publishes_what_hybridnets_publishes(checkpoint):
     """model:=yolop fills every per-frame output HybridNets fills, from the golden frame."""
     from std_msgs.msg import Header

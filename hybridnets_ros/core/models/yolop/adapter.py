@@ -46,6 +46,7 @@ class YolopAdapter(ModelAdapter):
     output_names = OUTPUT_NAMES
     input_multiple = MAX_STRIDE
     uses_input_size = True
+    batches_cameras = True
 
     def build_network(self, **_) -> YOLOP:
         return build_network()

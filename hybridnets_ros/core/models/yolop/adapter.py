@@ -11,9 +11,10 @@ from . import (CLASS_NAMES, MEAN, OUTPUT_NAMES, RELEASED_WEIGHTS_NAME, STD, Prep
                build_network, detect, masks)
 from .network import MAX_STRIDE, YOLOP
 
-# segmentation/label values: a lane line on the road is labelled lane.
+# segmentation/label values: a lane line on the road is labelled lane. Road is 1, so the
+# drivable mask's 0/1 values are already the labels off the lane lines.
 SEG_CLASSES = ("background", "road", "lane")
-_BACKGROUND, _ROAD, _LANE = range(3)
+_LANE = np.uint8(SEG_CLASSES.index("lane"))
 
 
 def yolop_postprocess(outputs, index: int, letterbox: Letterbox, image_hw,
@@ -23,7 +24,7 @@ def yolop_postprocess(outputs, index: int, letterbox: Letterbox, image_hw,
                         settings.iou_threshold, settings.max_detections)
     drivable, lane = (mask.view(bool) for mask in masks(outputs[1][frame], outputs[2][frame],
                                                           letterbox))
-    seg_mask = np.where(lane, np.uint8(_LANE), drivable.view(np.uint8))
+    seg_mask = np.where(lane, _LANE, drivable.view(np.uint8))
     return Result(detections, seg_mask, drivable_mask=drivable, lane_mask=lane)
 
 

@@ -1,5 +1,6 @@
-"""model:=hydra, hyctas and yolop over a real DDS graph, and `hybridnets replay --model
-hydra`: each publishes exactly the outputs its network has (random weights, 320x180 frames)."""
+"""model:=hydra, hyctas and yolop over a real DDS graph, and `hybridnets replay` with hydra
+and yolop: each publishes exactly the outputs its network has (random weights, 320x180
+frames)."""
 import time
 
 import cv2
@@ -79,7 +80,9 @@ def test_node_publishes_what_the_model_has(tmp_path, model):
         assert node.stop() == 0, node.log()
 
 
-def test_replay_with_hydra(tmp_path):
+def replay_synthetic(tmp_path, *options: str) -> dict[str, list]:
+    """Three synthetic frames with their CameraInfo through `hybridnets replay OPTIONS`
+    (random weights, ONNX Runtime): the output bag's messages by topic."""
     frames = tmp_path / "frames"
     frames.mkdir()
     scene = SyntheticRoad(CAMERA)
@@ -93,15 +96,26 @@ def test_replay_with_hydra(tmp_path):
         "distortion_coefficients": {"rows": 1, "cols": 5, "data": [0.0] * 5}}))
     assert main(["make-bag", str(frames), "--out", str(tmp_path / "in"), "--rate", "5",
                  "--camera-info", str(calib)]) == 0
-    assert main(["replay", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--model",
-                 "hydra", "--input-scale", "0.5", "--random-weights", "--backend",
-                 "onnxruntime", "--device", "cpu"]) == 0
+    assert main(["replay", str(tmp_path / "in"), "--out", str(tmp_path / "out"), *options,
+                 "--random-weights", "--backend", "onnxruntime", "--device", "cpu"]) == 0
     with BagReader(tmp_path / "out") as reader:
         messages = {}
         for topic, _, _, msg in reader.messages({t.name for t in reader.topics()}):
             messages.setdefault(topic, []).append(msg)
+    return messages
+
+
+def test_replay_with_hydra(tmp_path):
+    messages = replay_synthetic(tmp_path, "--model", "hydra", "--input-scale", "0.5")
     assert set(messages) == {"/" + t for t in expected_topics("hydra") | {"vision_info"}}
     assert all(len(messages[t]) == 3 for t in messages if t != "/vision_info")
     depth = messages["/depth"][0]
     assert (depth.encoding, depth.width, depth.height) == ("32FC1", 320, 180)
     assert "Hydra" in messages["/vision_info"][0].method
+
+
+def test_replay_with_yolop(tmp_path):
+    messages = replay_synthetic(tmp_path, "--model", "yolop")
+    assert set(messages) == {"/" + t for t in expected_topics("yolop") | {"vision_info"}}
+    assert all(len(messages[t]) == 3 for t in messages if t != "/vision_info")
+    assert messages["/vision_info"][0].method == FAMILIES["yolop"].method

@@ -316,3 +316,17 @@ def test_frame_processor_publishes_what_hybridnets_publishes(checkpoint):
     assert len(outcome.messages["detections"].detections) == 51
     lane = np.frombuffer(outcome.messages["lane_mask"].data, np.uint8).reshape(720, 1280)
     assert (lane > 0).mean() == pytest.approx(golden()["ll_seg_mask"].mean(), abs=1e-3)
+
+
+@pytest.mark.slow  # a whole CLI run
+def test_infer_save_npz_writes_the_golden_masks(checkpoint, tmp_path):
+    from hybridnets_ros.cli import main
+
+    image = _need(DEMO_IMAGES / "1.jpg")
+    assert main(["infer", str(image), "--model", "yolop", "--weights", str(checkpoint),
+                 "--conf", str(CONF), "--iou", str(IOU), "--backend", "onnxruntime",
+                 "--device", "cpu", "--output", str(tmp_path), "--save-npz"]) == 0
+    with np.load(tmp_path / "1.npz") as saved:
+        np.testing.assert_array_equal(saved["det_boxes_xyxy"], golden()["det_boxes_xyxy"])
+        assert saved["drivable_mask"].dtype == saved["lane_mask"].dtype == np.uint8
+        assert_masks_match(saved["drivable_mask"], saved["lane_mask"])

@@ -6,14 +6,12 @@
 Under a lifecycle manager (Nav2's lifecycle_manager, launch_ros LifecycleNode events) pass
 autostart:=false: the manager then drives configure and activate itself.
 
-Sets FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA for the node (unless already set): Fast DDS'
-default transports lose most large best-effort images between processes. The camera
-driver and any viewer must use the same setting: export it in their shells too.
+The node sets up Fast DDS for camera-sized messages itself (config/fastdds.xml, unless a
+profile or FASTDDS_BUILTIN_TRANSPORTS is set); export FASTDDS_DEFAULT_PROFILES_FILE to that
+file in the camera driver's and viewers' shells too (docs/dds.md).
 """
-import os
-
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -39,6 +37,4 @@ def generate_launch_description():
                     ("image/compressed", [LaunchConfiguration("image"), "/compressed"]),
                     ("camera_info", LaunchConfiguration("camera_info"))],
     )
-    transport = os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
-    return LaunchDescription([SetEnvironmentVariable("FASTDDS_BUILTIN_TRANSPORTS", transport),
-                              *args, node])
+    return LaunchDescription([*args, node])

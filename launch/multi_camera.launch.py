@@ -14,10 +14,9 @@ model and engine, outputs under /<name>/hybridnets/, no fused grids), as before.
 weights, backend, use_sim_time, autostart and use_compressed apply to every node as in
 hybridnets.launch.py.
 """
-import os
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -52,8 +51,6 @@ def _nodes(context):
 
 def generate_launch_description():
     return LaunchDescription([
-        SetEnvironmentVariable("FASTDDS_BUILTIN_TRANSPORTS",
-                               os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")),
         DeclareLaunchArgument("cameras", default_value="front,left,right",
                               description="comma-separated camera names"),
         DeclareLaunchArgument("camera_poses", default_value="",

@@ -14,6 +14,7 @@ WITH_TEST=0
 say() { echo "[bootstrap] $*"; }
 
 inputs=(requirements.txt setup.py setup.cfg scripts/bootstrap.sh scripts/build_ros_interfaces.sh
+        scripts/detect_platform.py
         $(find msg cmake -type f | LC_ALL=C sort))
 [[ $WITH_TEST == 1 ]] && inputs+=(requirements-test.txt)
 stamp="$VENV/.bootstrap-$WITH_TEST"
@@ -22,10 +23,17 @@ if [[ -x $VENV/bin/python && -f $stamp && "$(cat "$stamp")" == "$digest" ]]; the
     exit 0
 fi
 
+# Jetson with JetPack: JetPack's CUDA PyTorch and TensorRT through system site packages,
+# never the package index's torch; elsewhere a system torch is kept the same way.
+# (scripts/detect_platform.py says what it found; test/test_detect_platform.py covers it.)
+eval "$("$PY" scripts/detect_platform.py)"
+if [[ $REFUSE == 1 ]]; then
+    say "stopping: see above"
+    exit 1
+fi
 if [[ ! -x $VENV/bin/python ]]; then
-    if "$PY" -c "import torch" >/dev/null 2>&1; then
-        # Keep the torch that is already installed (e.g. a Jetson's CUDA build).
-        say "$PY already has torch $("$PY" -c 'import torch; print(torch.__version__)'): creating $VENV with system site packages"
+    if [[ $SYSTEM_SITE == 1 ]]; then
+        say "creating $VENV with $("$PY" --version) and system site packages"
         "$PY" -m venv --system-site-packages "$VENV"
     else
         say "creating $VENV with $("$PY" --version)"
@@ -34,7 +42,7 @@ if [[ ! -x $VENV/bin/python ]]; then
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
-if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
+if [[ $INSTALL_TORCH == 1 ]] && ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
     say "installing torch==2.13.0"
     # A local wheel (find-links) first; without one, a CPU-only machine gets PyTorch's CPU
     # build rather than the default PyPI wheel with gigabytes of CUDA libraries.

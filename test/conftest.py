@@ -164,6 +164,20 @@ def isolated_cache(tmp_path, monkeypatch) -> Path:
     return cache
 
 
+def small_network_onnx(path: Path, size: int = 32) -> Path:
+    """A seeded two-conv network exported to ONNX at ``path`` (input "image" [1,3,size,size],
+    output "out"): quick quantisation and parser checks."""
+    import warnings
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.SiLU(),
+                              torch.nn.Conv2d(16, 4, 1)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the exporter's own (see export.py)
+        torch.onnx.export(net, (torch.zeros(1, 3, size, size),), str(path), dynamo=False,
+                          opset_version=17, input_names=["image"], output_names=["out"])
+    return path
+
+
 def rel_l2(actual, expected) -> float:
     actual = np.asarray(actual, np.float64)
     expected = np.asarray(expected, np.float64)

@@ -1,7 +1,9 @@
 """Test harness for the real ROS graph: a hybridnets_node process and a probe node.
 
-Every test session uses its own DDS domain and the LARGE_DATA transports (see README),
-so tests neither see nor disturb other ROS traffic on the machine.
+Every test session uses its own DDS domain and the shipped Fast DDS profile
+(config/fastdds.xml, as the node and the project's commands set it), so tests neither see nor
+disturb other ROS traffic on the machine. HYBRIDNETS_TEST_DDS_ENV ("KEY=VALUE,KEY=VALUE")
+adds discovery settings, e.g. ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST.
 """
 from __future__ import annotations
 
@@ -18,8 +20,16 @@ import numpy as np
 
 DOMAIN_ID = 1 + os.getpid() % 100
 os.environ["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
-os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
-os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)  # LOCALHOST would disable LARGE_DATA
+for _name in ("FASTDDS_BUILTIN_TRANSPORTS", "FASTDDS_DEFAULT_PROFILES_FILE",
+              "FASTRTPS_DEFAULT_PROFILES_FILE", "ROS_AUTOMATIC_DISCOVERY_RANGE",
+              "ROS_LOCALHOST_ONLY"):
+    os.environ.pop(_name, None)
+for _setting in filter(None, os.environ.get("HYBRIDNETS_TEST_DDS_ENV", "").split(",")):
+    os.environ.__setitem__(*_setting.split("=", 1))
+
+from hybridnets_ros.ros.dds import configure_dds  # noqa: E402
+
+configure_dds()  # this process and every node process it starts
 
 import rclpy  # noqa: E402  (after the DDS environment is set)
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402

@@ -10,14 +10,14 @@ import json
 import logging
 import sys
 import types
-import warnings
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from conftest import rel_l2, requires_cuda, requires_tensorrt, requires_torch2trt
+from conftest import (rel_l2, requires_cuda, requires_tensorrt, requires_torch2trt,
+                      small_network_onnx)
 from hybridnets_ros.backends import BackendUnavailable, available_backends, create_backend
 from hybridnets_ros.backends import registry
 from hybridnets_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
@@ -145,13 +145,6 @@ def test_old_tensorrt_is_refused(monkeypatch):
         import_tensorrt()
 
 
-def test_tensorrt_11_builds_fp32_only():
-    from hybridnets_ros.backends.tensorrt_backend import unsupported_precision
-    assert unsupported_precision("10.3.0", "int8") is None
-    assert unsupported_precision("11.1.0", "fp32") is None
-    assert "removed the fp16/int8 builder flags" in unsupported_precision("11.1.0", "fp16")
-
-
 def test_unknown_options_are_rejected(random_model):
     with pytest.raises(TypeError, match="unknown backend option.*fp16_mode"):
         create_backend("torch", random_model, fp16_mode=True)
@@ -275,29 +268,71 @@ def test_assumed_camera_gives_the_engine_shape():
     assert assumed_camera((512, 640), input_hw) == (512, 640)  # e.g. a 4:3 camera
 
 
-def test_static_qdq_quantisation_of_a_small_network(tmp_path):
-    import onnx
+@pytest.fixture(scope="module")
+def small_onnx(tmp_path_factory):
+    """A conv-SiLU-conv network's ONNX and four calibration inputs."""
+    path = small_network_onnx(tmp_path_factory.mktemp("small") / "small.onnx")
+    rng = np.random.default_rng(0)
+    return path, [rng.normal(size=(1, 3, 32, 32)).astype(np.float32) for _ in range(4)]
+
+
+def _run_onnx(path, frame, optimise=True):
     import onnxruntime as ort
+    options = ort.SessionOptions()
+    if not optimise:  # Q/DQ nodes run as written, in float: quantisation without int8 kernels
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(
+        None, {"image": frame})[0]
+
+
+@pytest.mark.parametrize("reduce_range", [None, True])  # None: this CPU's choice
+def test_static_qdq_quantisation_of_a_small_network(small_onnx, tmp_path, reduce_range):
+    """Two bounds that hold on every CPU. The quantised graph simulated in float (Q/DQ run
+    literally) stays within what its calibrated steps allow of fp32; ONNX Runtime's int8
+    kernels then reproduce that simulation to within one step of each quantised tensor,
+    propagated to the output. The kernels differ per instruction set (VNNI, AVX2's
+    int16 pair sums), the simulation does not. (Full-range weights on an AVX2-only CPU
+    break the second bound: the pair sums saturate; hence 7-bit weights there.)"""
+    import onnx
+    from onnx import numpy_helper
 
     from hybridnets_ros.backends.quantize import quantize_onnx
 
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.SiLU(),
-                              torch.nn.Conv2d(16, 4, 1)).eval()
-    fp32 = tmp_path / "small.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the exporter's own (see export.py)
-        torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(fp32), dynamo=False,
-                          opset_version=17, input_names=["image"], output_names=["out"])
-    rng = np.random.default_rng(0)
-    frames = [rng.normal(size=(1, 3, 32, 32)).astype(np.float32) for _ in range(4)]
-    int8 = quantize_onnx(fp32, tmp_path / "small_int8.onnx", frames)
-    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.onnx", "small_int8.onnx"]
-    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(
-        None, {"image": frames[0]})[0]
-    assert rel_l2(run(int8), run(fp32)) < 0.05
+    fp32, frames = small_onnx
+    int8 = quantize_onnx(fp32, tmp_path / "small_int8.onnx", frames, reduce_range=reduce_range)
+    graph = onnx.load(str(int8)).graph
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small_int8.onnx"]
+    const = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in graph.initializer}
+    # 7 bits: [-64, 63], so a pair of products stays within int16 (255 x 64 x 2 < 32767)
+    if reduce_range:
+        assert np.abs(const["2.weight_quantized"]).max() <= 64
+
+    reference, simulated, kernels = (_run_onnx(fp32, frames[0]), _run_onnx(int8, frames[0], False),
+                                     _run_onnx(int8, frames[0]))
+    assert rel_l2(simulated, reference) < 0.05
+    # One step off in the first conv's output moves x * sigmoid(x) by at most 1.1 steps; one
+    # step off in SiLU's output moves the 1x1 conv by the sum of its |weights| times a step.
+    step = lambda name: const[f"{name}_scale"].max()
+    silu = 1.1 * step("/0/Conv_output_0") + step("/1/Mul_output_0")
+    weights = np.abs(const["2.weight_quantized"] * const["2.weight_scale"][:, None, None, None])
+    bound = weights.sum(axis=(1, 2, 3)) * silu + step("out")
+    assert np.all(np.abs(kernels - simulated).max(axis=(0, 2, 3)) <= bound)
+
+
+def test_quantisation_uses_7_bit_weights_without_an_int8_dot_product(monkeypatch, small_onnx,
+                                                                      tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from hybridnets_ros.backends import cpu, quantize
+    fp32, frames = small_onnx
+    for flags, limit in (({"avx2", "fma"}, 64), ({"avx2", "avx512_vnni"}, 127)):
+        monkeypatch.setattr(cpu, "cpu_flags", lambda flags=flags: flags)
+        monkeypatch.setattr(cpu.platform, "machine", lambda: "x86_64")
+        out = quantize.quantize_onnx(fp32, tmp_path / f"{limit}.onnx", frames)
+        weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
+        assert limit / 2 < np.abs(weights["0.weight_quantized"].astype(int)).max() <= limit
 
 
 # --- where the hardware exists -----------------------------------------------------------

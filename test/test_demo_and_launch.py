@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import ros_graph  # noqa: F401  (isolated DDS domain + LARGE_DATA for the demo)
+import ros_graph  # noqa: F401  (isolated DDS domain + the shipped DDS profile for the demo)
 from conftest import REPO
 
 

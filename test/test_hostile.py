@@ -461,3 +461,34 @@ def test_careless_command_lines(tmp_path, random_weights, random_model, sample_i
     assert video.stat().st_size > 0
     with BagReader(tmp_path / "replayed") as reader:
         assert {t.name: t.count for t in reader.topics()}["/detections"] == 2
+
+
+def test_the_cap_says_once_how_many_detections_it_dropped(caplog, monkeypatch):
+    from hybridnets_ros.core import postprocess
+    monkeypatch.setattr(postprocess._report_cap, "done", False)
+    rng = torch.Generator().manual_seed(1)
+    n = 2000
+    anchors_xy = torch.rand(n, 2, generator=rng) * torch.tensor([384.0, 640.0])
+    anchors = torch.cat([anchors_xy, anchors_xy + 10], 1)
+    regression, classification = torch.zeros(n, 4), torch.rand(n, 1, generator=rng)
+    letterbox = Letterbox.compute((384, 640), 640, 128)
+    assert len(detect(regression, classification, anchors, letterbox, 0.0, 0.3, n)) > 100
+    assert not [r for r in caplog.records if "max_detections" in r.getMessage()]
+    for _ in range(3):
+        assert len(detect(regression, classification, anchors, letterbox, 0.0, 0.3, 10)) == 10
+    [record] = [r for r in caplog.records if "max_detections" in r.getMessage()]
+    kept = int(record.getMessage().split("NMS kept ")[1].split()[0])
+    assert kept > 10 and f"max_detections=10 dropped at least {kept - 10} " in record.getMessage()
+
+
+@pytest.mark.parametrize("command", [["infer", "x.jpg"], ["replay", "in", "--out", "out"],
+                                     ["bench"]])
+def test_max_detections_is_an_option_of_every_command_that_detects(command):
+    from hybridnets_ros.cli import make_parser
+    from hybridnets_ros.cli.common import CliError, config_from_options
+    parser = make_parser()
+    assert config_from_options(parser.parse_args(command)).max_detections == 100
+    assert config_from_options(
+        parser.parse_args([*command, "--max-detections", "250"])).max_detections == 250
+    with pytest.raises(CliError, match="max_detections"):
+        config_from_options(parser.parse_args([*command, "--max-detections", "0"]))

@@ -137,12 +137,15 @@ def test_postprocessed_outputs_match_golden(torch_outputs, case):
     assert_postprocessed_outputs_match(*torch_outputs, case[0])
 
 
-def test_postprocess_of_reference_outputs_is_exact(case):
+def test_postprocess_of_reference_outputs_matches_to_rounding(case):
+    """The same raw outputs give the reference's depth and class map up to float rounding:
+    OpenCV's cubic resize picks its SIMD kernel per CPU (AVX2 and AVX-512 builds round
+    differently in the last bits), so bit-equality holds on one CPU kind only."""
     arrays, _ = case
     seg_mask, depth_m = hydra.postprocess(torch.from_numpy(arrays["segm_logits"]),
                                           arrays["depth_raw"][0], tuple(arrays["input_hw"]))
-    np.testing.assert_array_equal(seg_mask, arrays["class_map"])
-    np.testing.assert_array_equal(depth_m, arrays["depth_m"])
+    np.testing.assert_allclose(depth_m, arrays["depth_m"], rtol=1e-5, atol=1e-5)
+    assert np.mean(seg_mask != arrays["class_map"]) <= 1e-4  # a few near-tie pixels at most
 
 
 def test_postprocess_rejects_mismatched_outputs():

@@ -72,7 +72,7 @@ def call(probe, client, request, timeout=60.0):  # configure builds the engine: 
 
 def test_outputs_match_infer(node, probe, sample_images, random_pipeline):
     projector = BevProjector(CameraModel.from_pose(CAMERA.K, 1280, 720, POSE), GridSpec())
-    for path in sample_images:
+    for path in sample_images[::2]:  # three of the synthetic drive's frames
         bgr = cv2.imread(str(path))
         stamp = next_stamp()
         send(probe, bgr, stamp)
@@ -203,7 +203,7 @@ def test_burst_keeps_the_latest_and_counts_drops(node, probe):
     processed = int(after["frames_processed"]) - int(before["frames_processed"])
     dropped = int(after["frames_dropped"]) - int(before["frames_dropped"])
     # ... only a few are, the rest are counted as dropped, and nothing is left waiting
-    assert received >= 90, "LARGE_DATA should deliver nearly every frame"
+    assert received >= 90, "the shipped DDS profile should deliver nearly every frame"
     assert processed <= 10 and dropped == received - processed
     assert sum(1 for s in stamps if "detections" in probe.got(s)) == processed
     assert node.rss_mb() - rss_before < 100, "memory grew during the burst"

@@ -120,3 +120,112 @@ def cached_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: str |
                               lambda out: export_onnx(model, out, input_hw, digest=digest,
                                                       network=network, batch=batch),
                               f"{network.name} ONNX export")
+
+
+# --- fp16 (TensorRT's strongly typed networks build in the types the ONNX file has) ---
+
+# Ops kept in float32: reductions over whole feature maps (the squeeze-excitation means and the
+# BiFPN's fusion-weight sums) and the division normalising those weights; TensorRT may run a
+# half-precision reduction with a half accumulator. All the rest runs in fp16. The network's
+# input and outputs stay float32, so callers and engines bind the same buffers at any precision.
+FP16_KEEP_FP32_OPS = ("ReduceMean", "ReduceSum", "Div")
+# Inputs that ONNX defines as float32 whatever the data type (Resize's roi and scales).
+_FLOAT32_ONLY_INPUTS = {"Resize": {1, 2}}
+
+
+def fp16_rule_id() -> str:
+    """Part of an fp16 file's cache key: another rule writes another graph."""
+    return f"fp16 keep-io-fp32 keep-ops {','.join(FP16_KEEP_FP32_OPS)}"
+
+
+def convert_to_fp16(fp32_path: str | Path, out_path: str | Path,
+                    keep_fp32_ops: tuple[str, ...] = FP16_KEEP_FP32_OPS) -> Path:
+    """Write an fp16 copy of an fp32 ONNX file: float weights, constants and activations in
+    half precision except the ops ``keep_fp32_ops``, with Casts where the two meet; inputs
+    and outputs stay float32."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper, shape_inference
+
+    float32, float16 = TensorProto.FLOAT, TensorProto.FLOAT16
+    model = shape_inference.infer_shapes(onnx.load(str(fp32_path)))
+    graph = model.graph
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in (*graph.value_info, *graph.input, *graph.output)}
+    initializers = {i.name: i for i in graph.initializer}
+    types.update({name: init.data_type for name, init in initializers.items()})
+
+    half_values: set[str] = set()        # produced in fp16
+    casts: dict[tuple[str, int], str] = {}
+    half_weights, float_weights = set(), set()
+    nodes = []
+
+    def cast(name: str, to: int) -> str:
+        if (name, to) not in casts:
+            out = f"{name}__{'fp16' if to == float16 else 'fp32'}"
+            nodes.append(helper.make_node("Cast", [name], [out], to=to, name=out + "_cast"))
+            casts[name, to] = out
+        return casts[name, to]
+
+    for node in graph.node:
+        in_half = node.op_type not in keep_fp32_ops
+        for slot, name in enumerate(node.input):
+            if not name or types.get(name) != float32:
+                continue
+            want_half = in_half and slot not in _FLOAT32_ONLY_INPUTS.get(node.op_type, ())
+            if name in initializers:
+                (half_weights if want_half else float_weights).add(name)
+                if want_half:
+                    node.input[slot] = name + "__fp16"
+            elif want_half != (name in half_values):
+                node.input[slot] = cast(name, float16 if want_half else float32)
+        if in_half:
+            for attribute in node.attribute:
+                if node.op_type == "Cast" and attribute.name == "to" and attribute.i == float32:
+                    attribute.i = float16
+                elif (attribute.type == onnx.AttributeProto.TENSOR
+                      and attribute.t.data_type == float32):
+                    attribute.t.CopyFrom(numpy_helper.from_array(
+                        numpy_helper.to_array(attribute.t).astype(np.float16), attribute.t.name))
+            half_values.update(name for name in node.output if types.get(name) == float32)
+        nodes.append(node)
+
+    outputs = {o.name for o in graph.output}
+    for node in list(nodes):
+        for i, name in enumerate(node.output):
+            if name in outputs and name in half_values:
+                node.output[i] = name + "__fp16"
+                nodes.append(helper.make_node("Cast", [node.output[i]], [name], to=float32,
+                                              name=name + "_cast"))
+    weights = [numpy_helper.from_array(numpy_helper.to_array(initializers[name]).astype(np.float16),
+                                       name + "__fp16") for name in sorted(half_weights)]
+    weights += [init for name, init in initializers.items()
+                if name in float_weights or name not in half_weights]
+    del graph.initializer[:]
+    graph.initializer.extend(weights)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.value_info[:]
+    model = shape_inference.infer_shapes(model)
+    meta = {p.key: p.value for p in model.metadata_props}
+    if "exporter" in meta:
+        for prop in model.metadata_props:
+            if prop.key == "exporter":
+                prop.value = f"{meta['exporter']}; {fp16_rule_id()}"
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(out_path))
+    return Path(out_path)
+
+
+def cached_fp16_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: str | None = None,
+                     cache: EngineCache | None = None, network: ModelAdapter | None = None,
+                     batch: int = 1) -> Path:
+    """The fp16 conversion (:func:`convert_to_fp16`) of ``cached_onnx``'s file, from the cache."""
+    cache = cache or EngineCache()
+    network = network or adapter_of(model)
+    digest = digest or weights_digest(model)
+    fp32 = cached_onnx(model, input_hw, digest, cache, network, batch)
+    base = onnx_key(input_hw, digest, network, batch)
+    key = EngineKey(base.kind, base.input_hw, "fp16", digest,
+                    runtime=f"{exporter_id()}; {fp16_rule_id()}", batch=batch)
+    return cache.get_or_build(key, ".onnx", lambda out: convert_to_fp16(fp32, out),
+                              f"{network.name} fp16 ONNX")

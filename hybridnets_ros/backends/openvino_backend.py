@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.machine import cpu_flags, cpu_name
 from .base import Array, BackendSpec, BackendUnavailable, CachedEngineBackend, ShapeLru
+from .cpu import cpu_flags, cpu_name
 from .engine_cache import EngineKey
 from .onnx_export import cached_onnx
 

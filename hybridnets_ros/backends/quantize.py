@@ -2,13 +2,13 @@
 
 Calibration frames are real images from a folder, brought to the camera resolution and
 pre-processed exactly like live frames, so they have the engine's static input shape. The
-same frames serve ONNX Runtime's quantiser and TensorRT's INT8 calibrator.
+same frames calibrate ONNX Runtime's model and the Q/DQ model TensorRT builds int8
+engines from (signed, symmetric activations: the form TensorRT's explicit quantisation takes).
 
-Settings: QDQ format, weights int8 per output channel, activations uint8 with MinMax
-ranges. U8S8 is the layout ONNX Runtime's VNNI kernels run fastest; on CPUs without VNNI it
-can lose precision to saturation (see ONNX Runtime's quantisation docs). MinMax, because
-Percentile and Entropy calibration kept no more of the fp32 outputs at twice the time
-(docs/benchmarks.md).
+Settings: QDQ format, weights int8 per output channel (7-bit on CPUs without VNNI, where
+8-bit weights saturate ONNX Runtime's kernels), activations uint8 with MinMax ranges. U8S8
+is the layout ONNX Runtime's x86-64 kernels run fastest. MinMax rather than Percentile or
+Entropy calibration: docs/benchmarks.md has the comparison.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import torch
 
+from .cpu import has_int8_dot_product
 from .engine_cache import EngineCache, EngineKey
 from .onnx_export import cached_onnx
 from ..core.adapter import ModelAdapter, Preprocessor
@@ -87,8 +88,20 @@ def frames_digest(frames: list[np.ndarray]) -> str:
 
 
 def quantize_onnx(fp32_path: Path, out_path: Path, frames: list[np.ndarray],
+                  reduce_range: bool | None = None, for_tensorrt: bool = False,
                   input_name: str = "image") -> Path:
-    """Static QDQ quantisation of an fp32 ONNX file, calibrated on ``frames``."""
+    """Static QDQ quantisation of an fp32 ONNX file, calibrated on ``frames``.
+
+    ``reduce_range`` (default: on CPUs without an int8 dot product, see
+    :func:`cpu.has_int8_dot_product`) keeps weights within 7 bits: ONNX Runtime's AVX2 u8s8
+    kernel adds pairs of u8 x s8 products in int16, which saturates at full-range weights
+    (255 x 127 x 2 > 32767) and costs several times the quantisation error; 7 bits never do.
+
+    ``for_tensorrt``: the Q/DQ form TensorRT's explicit quantisation takes: activations
+    signed int8 and symmetric (zero point 0), full-range weights, biases left in float
+    (TensorRT quantises int8 only, and fuses the bias itself)."""
+    if reduce_range is None:
+        reduce_range = not for_tensorrt and not has_int8_dot_product()
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quant_pre_process, quantize_static)
 
@@ -105,9 +118,13 @@ def quantize_onnx(fp32_path: Path, out_path: Path, frames: list[np.ndarray],
     prepared = out_path.with_name(out_path.name + ".prep.onnx")
     try:
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        activations = QuantType.QInt8 if for_tensorrt else QuantType.QUInt8
+        extra = ({"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
+                 if for_tensorrt else {})
         quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+                        per_channel=True, activation_type=activations,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                        reduce_range=reduce_range, extra_options=extra)
     finally:
         prepared.unlink(missing_ok=True)
     return out_path
@@ -123,9 +140,30 @@ def cached_int8_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: 
     network = network or adapter_of(model)
     fp32 = cached_onnx(model, input_hw, digest, cache, network)
     from onnxruntime import __version__ as ort_version
+    weights = "s8" if has_int8_dot_product() else "s7"
     key = EngineKey("onnx-int8", tuple(input_hw), "int8", digest,
-                    runtime=f"onnxruntime {ort_version} qdq u8s8 minmax",
+                    runtime=f"onnxruntime {ort_version} qdq u8{weights} minmax",
                     calibration=frames_digest(frames))
     return cache.get_or_build(key, ".onnx",
-                              lambda out: quantize_onnx(fp32, out, frames, network.input_name),
+                              lambda out: quantize_onnx(fp32, out, frames, weights == "s7",
+                                                        input_name=network.input_name),
                               f"INT8 model ({len(frames)} calibration frames, ~30 s)")
+
+
+def cached_tensorrt_int8_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: str,
+                              frames: list[np.ndarray], cache: EngineCache | None = None,
+                              network: ModelAdapter | None = None) -> Path:
+    """The Q/DQ model TensorRT builds int8 engines from (``quantize_onnx(for_tensorrt=True)``),
+    for ``input_hw`` and these calibration frames, built if absent."""
+    from ..core.registry import adapter_of
+    cache = cache or EngineCache()
+    network = network or adapter_of(model)
+    fp32 = cached_onnx(model, input_hw, digest, cache, network)
+    from onnxruntime import __version__ as ort_version
+    key = EngineKey("onnx-int8-tensorrt", tuple(input_hw), "int8", digest,
+                    runtime=f"onnxruntime {ort_version} qdq s8s8 symmetric minmax",
+                    calibration=frames_digest(frames))
+    return cache.get_or_build(key, ".onnx",
+                              lambda out: quantize_onnx(fp32, out, frames, for_tensorrt=True,
+                                                        input_name=network.input_name),
+                              f"TensorRT INT8 Q/DQ model ({len(frames)} calibration frames)")

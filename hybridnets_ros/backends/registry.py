@@ -122,7 +122,11 @@ def create_backend(name: str, model: torch.nn.Module, device: str = "cpu",
         raise BackendUnavailable(f"backend {name!r} cannot run on {device}: missing "
                                  f"{'; '.join(lacking)}; available on {device}: "
                                  f"{', '.join(available_backends(device)) or 'none'}")
-    spec = BackendSpec(model, network or adapter_of(model), device, precision, **options)
+    network = network or adapter_of(model)
+    if name == "torch2trt" and not network.torch2trt_converts:
+        raise BackendUnavailable(f"{name} has no converters for every layer of {network.name} "
+                                 "here; run it with torch, onnxruntime, openvino or tensorrt")
+    spec = BackendSpec(model, network, device, precision, **options)
     return backend_class(name)(spec)
 
 

@@ -1,30 +1,38 @@
-"""TensorRT engines built from the project's ONNX export, run with device buffers.
+"""TensorRT engines built from the project's ONNX export, run over device buffers.
 
 Needs the ``tensorrt`` Python bindings (8.5 or newer: the tensor-name API) and a CUDA
-device; imported only when this backend is chosen. One engine per input shape, built at
-the first frame of that shape (or ahead with ``hybridnets export --format engine``) and
-cached on disk under a key of GPU model and compute capability, TensorRT version, input
-shape, precision, weights digest and, for INT8, calibration frames (``engine_cache``). An
-engine that fails to deserialize (another TensorRT, a damaged file) is rebuilt once.
+device; imported only when this backend is chosen. One engine per (batch, input shape),
+built at the first frame of that shape (or ahead with ``hybridnets export --format engine``)
+and cached on disk under a key of GPU model and compute capability, TensorRT version, input
+shape, batch, precision, weights digest and, for INT8, calibration frames (``engine_cache``).
+An engine that fails to deserialize (another TensorRT, a damaged file) is rebuilt once.
 
-Buffers are torch CUDA tensors allocated once per shape; the input is bound directly when
-the caller passes a float32 CUDA tensor (the GPU data path), so a frame allocates nothing
-and copies nothing to or from the host here. Written against the TensorRT 8.5-10.x
-Python API (TensorRT 11 dropped the fp16/int8 builder flags: fp32 only there) and the
-ONNX this project exports; no TensorRT exists on the machine where it was written, so
-only its cache keys and error paths are tested there.
+Precision lives in the ONNX file from TensorRT 10 on (strongly typed networks, the only kind
+TensorRT 11 builds): fp32 builds the export, fp16 its fp16 conversion
+(``onnx_export.convert_to_fp16``), int8 the Q/DQ model quantised on calibration frames
+(``quantize.cached_tensorrt_int8_onnx``). TensorRT 8.5-9.x builds weakly typed: the fp32
+export with the FP16 flag, or the same Q/DQ model with the INT8 and FP16 flags. No implicit
+calibrator is used (TensorRT 10 deprecates it, 11 removed it).
+
+Buffers are allocated once per shape by :class:`CudaBuffers` (torch CUDA tensors, the
+current stream); the input is bound directly when the caller passes a float32 tensor already
+where the buffers live (the GPU data path), so a frame allocates nothing and copies nothing
+to or from the host here. That class is the one seam for where buffers live: the tests run
+this code against a TensorRT stand-in over host buffers (test/standins).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .engine_cache import EngineKey, gpu_identity
-from .onnx_export import cached_onnx
+from .onnx_export import cached_fp16_onnx, cached_onnx, fp16_rule_id
 from .base import Array, BackendSpec, BackendUnavailable, CachedEngineBackend, ShapeLru
 from .torch_backend import require_cuda
 
@@ -41,75 +49,137 @@ def import_tensorrt():
         raise BackendUnavailable(
             f"missing Python module 'tensorrt' ({exc}): JetPack ships TensorRT's Python "
             "bindings (python3-libnvinfer); on a desktop `pip install tensorrt`") from None
-    major_minor = tuple(int(v) for v in tensorrt.__version__.split(".")[:2])
-    if major_minor < (8, 5):
+    if major_minor(tensorrt) < (8, 5):
         raise BackendUnavailable(f"TensorRT {tensorrt.__version__} is too old: need 8.5 or "
                                  "newer (tensor-name API)")
     return tensorrt
 
 
-def unsupported_precision(version: str, precision: str) -> str | None:
-    """Why this TensorRT cannot build ``precision`` engines here (None: it can)."""
-    if int(version.split(".")[0]) >= 11 and precision != "fp32":
-        return (f"TensorRT {version} removed the fp16/int8 builder flags and INT8 calibrators "
-                "(strongly typed networks only); this project builds fp16/int8 engines with "
-                "TensorRT 8.5-10.x, fp32 with any")
-    return None
+def major_minor(trt) -> tuple[int, int]:
+    major, minor = trt.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def strongly_typed(trt) -> bool:
+    """Whether engines are built as strongly typed networks (precision from the ONNX types)."""
+    return major_minor(trt) >= (10, 0)
+
+
+class CudaBuffers:
+    """Where the engine's inputs and outputs live: torch tensors on a CUDA device, run on
+    its current stream."""
+
+    def __init__(self, device: str, backend: str):
+        if not device.startswith("cuda"):
+            raise BackendUnavailable(f"{backend} runs on CUDA devices, not {device!r}")
+        require_cuda(device, backend)
+        self.device = device
+
+    def identity(self) -> str:
+        return gpu_identity(self.device)
+
+    def empty(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        return torch.empty(shape, dtype=dtype, device=self.device)
+
+    def stream(self) -> int:
+        return torch.cuda.current_stream(self.device).cuda_stream
+
+    def synchronize(self) -> None:
+        torch.cuda.current_stream(self.device).synchronize()
+
+
+def torch_dtype(trt, data_type) -> torch.dtype:
+    """The torch dtype of a TensorRT DataType (the I/O types this project's engines have)."""
+    table = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
+             trt.DataType.INT32: torch.int32, trt.DataType.INT8: torch.int8,
+             trt.DataType.BOOL: torch.bool}
+    if data_type not in table:
+        raise RuntimeError(f"engine tensor of type {data_type}: not one this backend binds")
+    return table[data_type]
+
+
+@dataclass
+class _State:
+    engine: object
+    context: object
+    buffers: dict[str, torch.Tensor]
+    outputs: tuple[torch.Tensor, ...]   # in the network's output_names order
 
 
 class TensorRTBackend(CachedEngineBackend):
     name = "tensorrt"
     kind = "tensorrt"  # cache key kind; torch2trt reuses everything else
+    buffers_type = CudaBuffers
 
     def __init__(self, spec: BackendSpec):
         device, precision = spec.device, spec.precision
-        if not device.startswith("cuda"):
-            raise BackendUnavailable(f"{self.name} runs on CUDA devices, not {device!r}")
-        require_cuda(device, self.name)
+        self.buffers = self.buffers_type(device, self.name)
         self.trt = self._import()
         if precision not in PRECISIONS:
             raise BackendUnavailable(f"{self.name} precision must be one of {PRECISIONS}")
-        reason = unsupported_precision(self.trt.__version__, precision)
-        if reason:
-            raise BackendUnavailable(reason)
-        self._init_engine(spec)
+        self._check_precision(precision)
+        self._init_engine(dataclasses.replace(spec, device=self.buffers.device))
+        # The Q/DQ model is calibrated for batch 1; fp32 and fp16 engines take any batch.
+        self.batching = precision != "int8"
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         self.runtime = self.trt.Runtime(self.logger)
-        self._states: dict[tuple[int, int], tuple] = ShapeLru()
+        self._states: dict[tuple[int, int, int], _State] = ShapeLru()
 
     def _import(self):
         return import_tensorrt()
 
+    def _check_precision(self, precision: str) -> None:
+        """Raise BackendUnavailable if this TensorRT cannot build ``precision`` engines."""
+
     def runtime_id(self) -> str:
         return f"tensorrt {self.trt.__version__}"
 
-    def engine_key(self, hw: tuple[int, int], frames: list[np.ndarray] | None) -> EngineKey:
+    def recipe(self) -> str:
+        """What else the engine depends on: the fp16 conversion's rule, where it is built
+        from the fp16 ONNX file (a changed rule makes cached engines stale)."""
+        return fp16_rule_id() if self.precision == "fp16" and strongly_typed(self.trt) else ""
+
+    def engine_key(self, hw: tuple[int, int], frames: list[np.ndarray] | None,
+                   batch: int = 1) -> EngineKey:
         from .quantize import frames_digest
+        runtime = "; ".join(filter(None, (self.runtime_id(), self.recipe())))
         return EngineKey(self.kind, tuple(hw), self.precision, self.digest,
-                         runtime=self.runtime_id(), gpu=gpu_identity(self.device),
-                         calibration=frames_digest(frames) if frames else "")
+                         runtime=runtime, gpu=self.buffers.identity(),
+                         calibration=frames_digest(frames) if frames else "", batch=batch)
 
-    def prepare(self, input_hw: tuple[int, int]) -> None:
-        self._state(tuple(input_hw))
+    def prepare(self, input_hw: tuple[int, int], batch: int = 1) -> None:
+        self._state((batch, *input_hw))
 
-    def engine_path(self, hw: tuple[int, int]) -> Path:
+    def engine_path(self, hw: tuple[int, int], batch: int = 1) -> Path:
         """The engine for input ``hw`` in the cache, built first if there is no valid one."""
         frames = self.calibration_frames(hw) if self.precision == "int8" else None
-        key = self.engine_key(hw, frames)
+        key = self.engine_key(hw, frames, batch)
         return self.cache.get_or_build(key, ".engine", lambda out: self._build(key, out, frames),
                                        f"{self.name} {self.precision} engine (takes minutes)")
 
-    def _build(self, key: EngineKey, out: Path, frames: list[np.ndarray] | None) -> None:
-        onnx_path = cached_onnx(self.model, key.input_hw, self.digest, self.cache, self.network)
-        build_engine(self.trt, self.logger, onnx_path, out, self.precision, frames,
-                     self.cache.root / key.filename(".calib"))
+    def onnx_path(self, key: EngineKey, frames: list[np.ndarray] | None) -> Path:
+        """The ONNX file the engine of ``key`` is built from (see the module doc)."""
+        if self.precision == "int8":
+            from .quantize import cached_tensorrt_int8_onnx
+            return cached_tensorrt_int8_onnx(self.model, key.input_hw, self.digest, frames,
+                                             self.cache, self.network)
+        if self.precision == "fp16" and strongly_typed(self.trt):
+            return cached_fp16_onnx(self.model, key.input_hw, self.digest, self.cache,
+                                    self.network, key.batch)
+        return cached_onnx(self.model, key.input_hw, self.digest, self.cache, self.network,
+                           key.batch)
 
-    def _state(self, hw: tuple[int, int]) -> tuple:
-        if hw in self._states:
-            return self._states[hw]
+    def _build(self, key: EngineKey, out: Path, frames: list[np.ndarray] | None) -> None:
+        build_engine(self.trt, self.logger, self.onnx_path(key, frames), out, self.precision)
+
+    def _state(self, shape: tuple[int, int, int]) -> _State:
+        """The engine, its context and bound buffers for a (batch, H, W) input."""
+        if shape in self._states:
+            return self._states[shape]
+        batch, *hw = shape
         engine = None
-        for attempt in range(2):
-            path = self.engine_path(hw)
+        for _ in range(2):
+            path = self.engine_path(tuple(hw), batch)
             engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
             if engine is not None:
                 break
@@ -117,46 +187,53 @@ class TensorRTBackend(CachedEngineBackend):
                         path)
             self.cache.discard(path)
         if engine is None:
-            raise RuntimeError(f"{self.name}: the freshly built engine for {hw} does not load")
+            raise RuntimeError(f"{self.name}: the freshly built engine for {shape} does not load")
         context = engine.create_execution_context()
         buffers = {}
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
-            dtype = torch.from_numpy(np.empty(0, self.trt.nptype(engine.get_tensor_dtype(name)))).dtype
-            buffers[name] = torch.empty(tuple(engine.get_tensor_shape(name)), dtype=dtype,
-                                        device=self.device)
+            tensor_shape = tuple(engine.get_tensor_shape(name))
+            buffers[name] = self.buffers.empty(
+                tensor_shape, torch_dtype(self.trt, engine.get_tensor_dtype(name)))
+            if engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT:
+                context.set_input_shape(name, tensor_shape)
             context.set_tensor_address(name, buffers[name].data_ptr())
-        self._states[hw] = (engine, context, buffers)
-        return self._states[hw]
+        wanted = (self.network.input_name, *self.network.output_names)
+        if missing := [name for name in wanted if name not in buffers]:
+            raise RuntimeError(f"{self.name}: the engine has no tensor {', '.join(missing)} "
+                               f"(its tensors: {', '.join(buffers)})")
+        self._states[shape] = _State(engine, context, buffers,
+                                     tuple(buffers[name] for name in self.network.output_names))
+        return self._states[shape]
 
     def infer(self, inputs: Array) -> tuple:
-        _, context, buffers = self._state(tuple(inputs.shape[2:]))
+        state = self._state((inputs.shape[0], *inputs.shape[2:]))
         input_name = self.network.input_name
-        image = buffers[input_name]
-        if (isinstance(inputs, torch.Tensor) and inputs.is_cuda and inputs.dtype == image.dtype
-                and inputs.is_contiguous()):
-            context.set_tensor_address(input_name, inputs.data_ptr())  # no copy
+        image = state.buffers[input_name]
+        if (isinstance(inputs, torch.Tensor) and inputs.device == image.device
+                and inputs.dtype == image.dtype and inputs.is_contiguous()):
+            state.context.set_tensor_address(input_name, inputs.data_ptr())  # no copy
         else:
             if isinstance(inputs, np.ndarray):
                 inputs = torch.from_numpy(inputs)
             image.copy_(inputs)
-            context.set_tensor_address(input_name, image.data_ptr())
-        stream = torch.cuda.current_stream(image.device)
-        if not context.execute_async_v3(stream.cuda_stream):
+            state.context.set_tensor_address(input_name, image.data_ptr())
+        if not state.context.execute_async_v3(self.buffers.stream()):
             raise RuntimeError(f"{self.name}: engine execution failed (see the TensorRT log)")
-        stream.synchronize()
-        return self.network.pack(buffers[name] for name in self.network.output_names)
+        self.buffers.synchronize()
+        return self.network.pack(state.outputs)
 
     def describe(self) -> str:
         return f"{self.runtime_id()} {self.precision} on {self.device}"
 
 
-def build_engine(trt, logger, onnx_path: Path, out: Path, precision: str,
-                 frames: list[np.ndarray] | None, calib_cache: Path) -> None:
+def build_engine(trt, logger, onnx_path: Path, out: Path, precision: str) -> None:
     """Parse the ONNX file and write a serialized engine to ``out``."""
     builder = trt.Builder(logger)
-    flags = 0
-    if int(trt.__version__.split(".")[0]) < 10:  # TensorRT 10 has only explicit batch
+    typed = strongly_typed(trt)
+    if typed:
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    else:  # TensorRT 8.x/9.x: explicit batch must be asked for
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
@@ -165,12 +242,11 @@ def build_engine(trt, logger, onnx_path: Path, out: Path, precision: str,
         raise RuntimeError(f"TensorRT cannot parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)  # int8 layers fall back to fp16, not fp32
-    if precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = make_calibrator(trt, frames, calib_cache)
-    if hasattr(trt, "IProgressMonitor"):  # TensorRT 10: show the build's phases
+    if not typed and precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)  # layers left unquantised run fp16, not fp32
+    if not typed and precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)  # explicit quantisation: the Q/DQ scales
+    if hasattr(trt, "IProgressMonitor"):  # TensorRT 10 on: show the build's phases
         config.progress_monitor = make_progress_monitor(trt)
     started = time.monotonic()
     serialized = builder.build_serialized_network(network, config)
@@ -178,35 +254,6 @@ def build_engine(trt, logger, onnx_path: Path, out: Path, precision: str,
         raise RuntimeError("TensorRT failed to build the engine (see its log above)")
     out.write_bytes(bytes(serialized))
     log.info("TensorRT engine built in %.0f s", time.monotonic() - started)
-
-
-def make_calibrator(trt, frames: list[np.ndarray], cache_path: Path):
-    """An entropy calibrator over pre-processed frames; its table is kept in ``cache_path``
-    so that a rebuild (new TensorRT, other precision flags) skips calibration."""
-
-    class Calibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self):
-            super().__init__()
-            self.index = 0
-            self.buffer = torch.empty(frames[0].shape, dtype=torch.float32, device="cuda")
-
-        def get_batch_size(self) -> int:
-            return 1
-
-        def get_batch(self, names):
-            if self.index >= len(frames):
-                return None
-            self.buffer.copy_(torch.from_numpy(frames[self.index]))
-            self.index += 1
-            return [int(self.buffer.data_ptr())]
-
-        def read_calibration_cache(self):
-            return cache_path.read_bytes() if cache_path.is_file() else None
-
-        def write_calibration_cache(self, cache) -> None:
-            cache_path.write_bytes(bytes(cache))
-
-    return Calibrator()
 
 
 def make_progress_monitor(trt):

@@ -3,8 +3,9 @@
 Jetson images often ship ``torch2trt`` (NVIDIA-AI-IOT); this backend is used when it is
 installed. Only the build differs from :mod:`.tensorrt_backend`: the serialized engine is
 cached under the same key rules (kind "torch2trt", plus the torch2trt version) and run
-with the same TensorRT execution context and device buffers. Not runnable on the machine
-where it was written (no CUDA, no TensorRT); its error paths are tested there.
+with the same TensorRT execution context and buffers. torch2trt sets precision with the
+builder flags (``fp16_mode``, ``int8_mode`` with its own calibrator), which TensorRT 11
+removed: there it builds fp32 only, and the tensorrt backend builds fp16 and int8.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import torch
 
 from .engine_cache import EngineKey
 from .base import BackendUnavailable
-from .tensorrt_backend import TensorRTBackend, WORKSPACE_BYTES, import_tensorrt
+from .tensorrt_backend import (PRECISIONS, TensorRTBackend, WORKSPACE_BYTES,  # noqa: F401
+                               import_tensorrt, major_minor)  # PRECISIONS: what it claims
 
 
 def import_torch2trt():
@@ -37,19 +39,30 @@ class Torch2TRTBackend(TensorRTBackend):
         self.torch2trt = import_torch2trt()
         return import_tensorrt()
 
+    def _check_precision(self, precision: str) -> None:
+        if precision != "fp32" and major_minor(self.trt) >= (11, 0):
+            raise BackendUnavailable(
+                f"torch2trt builds {precision} with the builder flags TensorRT "
+                f"{self.trt.__version__} removed: use backend tensorrt for {precision} "
+                "(strongly typed fp16, Q/DQ int8) or torch2trt with precision fp32")
+
+    def recipe(self) -> str:
+        return ""  # converted from the module, whatever the precision
+
     def runtime_id(self) -> str:
         version = getattr(self.torch2trt, "__version__", "unknown")
         return f"torch2trt {version}, tensorrt {self.trt.__version__}"
 
     def _build(self, key: EngineKey, out: Path, frames: list[np.ndarray] | None) -> None:
-        model = copy.deepcopy(self.model).to(self.device, torch.float32).eval()
-        example = torch.zeros((1, 3, *key.input_hw), device=self.device)
+        device = self.device  # where the buffers live: the conversion traces there
+        model = copy.deepcopy(self.model).to(device, torch.float32).eval()
+        example = torch.zeros((key.batch, 3, *key.input_hw), device=device)
         options = {}
         if frames:
             # torch2trt's calibrator copies each item (a list of input tensors without the
             # batch dimension) into one slot of its batch buffer.
             options = {"int8_mode": True,
-                       "int8_calib_dataset": [[torch.from_numpy(f[0]).to(self.device)]
+                       "int8_calib_dataset": [[torch.from_numpy(f[0]).to(device)]
                                               for f in frames]}
         with torch.no_grad():
             converted = self.torch2trt.torch2trt(

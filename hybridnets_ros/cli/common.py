@@ -29,7 +29,7 @@ class CliError(Exception):
 OPTION_SETTINGS = {"model": "model", "weights": "weights", "random_weights": "allow_random_weights",
                    "size": "input_size", "conf": "conf_threshold", "iou": "iou_threshold",
                    "device": "device", "backend": "backend", "precision": "precision",
-                   "calib": "int8_calibration",
+                   "calib": "int8_calibration", "max_detections": "max_detections",
                    **{s.name: s.name for s in model_settings() if s.option}}
 
 
@@ -44,6 +44,9 @@ def add_family_options(p: argparse.ArgumentParser) -> None:
             p.add_argument(setting.option, dest=setting.name, type=kind, choices=setting.choices,
                            metavar=setting.metavar,
                            help=f"{setting.description} (default {setting.default})")
+    p.add_argument("--max-detections", type=int, metavar="N",
+                   help=f"detections kept per image, best first (default "
+                        f"{defaults.max_detections}; a frame with more says so once per run)")
 
 
 def add_model_options(p: argparse.ArgumentParser, thresholds: bool = True) -> None:

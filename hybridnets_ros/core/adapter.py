@@ -116,6 +116,7 @@ class ModelAdapter(ABC):
     uses_input_size: bool = False               # its pre-processing resizes to input_size
     settings: tuple[Setting, ...] = ()          # the settings it adds
     int8_calibration: bool = False              # its pre-processing calibrates int8 engines
+    torch2trt_converts: bool = False            # torch2trt has converters for all its layers
     batches_cameras: bool = False               # several cameras' frames share one call
     processing_on_device: bool = False          # pre/post-processing can run on CUDA
 

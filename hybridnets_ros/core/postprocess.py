@@ -11,12 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+import logging
+
 import cv2
 import numpy as np
 import torch
 
 from .nms import batched_nms
 from .preprocess import Letterbox
+
+log = logging.getLogger(__name__)
 
 # Detections kept per image, highest scores first: EfficientDet's (HybridNets' detector)
 # max_instances_per_image and COCO's maxDets. The reference keeps every NMS survivor.
@@ -84,10 +88,26 @@ def detect(regression, classification, anchors: torch.Tensor, letterbox: Letterb
     boxes[:, 2].clamp_(max=width - 1)
     boxes[:, 3].clamp_(max=height - 1)
     scores, classes = scores[candidates], classes[candidates]
-    keep = batched_nms(boxes.float(), scores.float(), classes, iou_threshold)[:max_detections]
+    keep = batched_nms(boxes.float(), scores.float(), classes, iou_threshold)
+    if len(keep) > max_detections:
+        _report_cap(len(keep), max_detections)
+        keep = keep[:max_detections]
     boxes = boxes[keep].float().cpu().numpy()
     return Detections(scale_boxes(boxes, letterbox), scores[keep].float().cpu().numpy(),
                       classes[keep].cpu().numpy().astype(np.int64))
+
+
+def _report_cap(found: int, cap: int) -> None:
+    """Logs the first frame whose detections the cap cut, once per process (a run)."""
+    if not _report_cap.done:
+        _report_cap.done = True
+        log.warning("max_detections=%d dropped at least %d detections of a frame (NMS kept %d "
+                    "of its best candidates; the reference keeps every one): raise "
+                    "--max-detections or the max_detections parameter to keep more. Later "
+                    "frames are not reported.", cap, found - cap, found)
+
+
+_report_cap.done = False
 
 
 def scale_boxes(boxes: np.ndarray, letterbox: Letterbox) -> np.ndarray:

@@ -19,35 +19,30 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from nav_msgs.msg import OccupancyGrid
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from ..core.adapter import LANE
 from ..core.camera import rotation_from_quaternion
-from ..core.fusion import CameraView, SurroundFusion, ground_distance
 from ..pipeline.config import ConfigError, NodeConfig
 from ..pipeline.pipeline import Result
 from ..pipeline.slot import LatestSlots
 from ..pipeline.stats import NodeStats
-from . import messages, params
+from . import params
+from .dds import configure_dds
+from .shutdown import BoundedShutdown
 from ..pipeline.factory import build_pipeline
-from .frame import FrameProcessor, FrameRequest, GridUnavailable, process_batch
+from .diagnostics import NodeHealth, diagnostic_array
+from .frame import FrameProcessor, FrameRequest, process_batch
 from .messages import stamp_ns
-from .outputs import LATCHED_QOS, model_outputs, supported
-
-# /diagnostics says WARN after this many diagnostics periods without an image.
-SILENT_PERIODS = 3
-
-
-# The fused surround grids (several cameras): output name -> topic.
-FUSED_TOPICS = {"drivable": "fused/drivable/grid", "lane": "fused/lane/grid"}
+from .outputs import model_outputs, supported
+from .surround import FUSED_QOS, FUSED_TOPICS, FUSED_TYPE, SurroundStage, has_fused_grids
 
 
 @dataclass
@@ -67,7 +62,6 @@ class Camera:
     last_image: float | None = None               # monotonic time of the last image
     grid_problem: str | None = None               # why the last frame had no grids
     latest: tuple[Header, Result] | None = None   # newest result, for the fused grids
-    fused: tuple | None = None                    # (projector, distance, result) last fused
 
     def topic(self, relative: str) -> str:
         return f"{self.name}/{relative}" if self.name else relative
@@ -96,8 +90,8 @@ class HybridNetsNode(LifecycleNode):
         self._inputs = []
         self._said: set[str] = set()
         self._tf = _TfLookup.create(self)
-        self._state = "unconfigured"
         self._load_error: str | None = None     # why the last configure failed
+        self._config_error: str | None = None   # why the parameters are unacceptable
         self._listening_since = 0.0             # monotonic time of activation
         try:
             self.config: NodeConfig | None = params.config_from_node(self)
@@ -112,7 +106,7 @@ class HybridNetsNode(LifecycleNode):
         self.slots = LatestSlots(range(len(self.cameras)))
         self._fused_pubs: dict[str, object] = {}
         self._fused_timer = None
-        self._fusion: SurroundFusion | None = None
+        self._surround = SurroundStage()
         self._batches: collections.deque[tuple[int, float]] = collections.deque(maxlen=200)
         period = self.config.diagnostics_period if self.config else NodeConfig().diagnostics_period
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -125,6 +119,11 @@ class HybridNetsNode(LifecycleNode):
     def pipeline(self):
         processor = self.cameras[0].processor
         return processor.pipeline if processor else None
+
+    @property
+    def lifecycle_state(self) -> str:
+        """The lifecycle state's label, as rclpy's state machine holds it (its one owner)."""
+        return self._state_machine.current_state[1]
 
     def _camera_config(self, index: int) -> NodeConfig:
         return self.config.camera_config(index) if self.multi else self.config
@@ -160,12 +159,11 @@ class HybridNetsNode(LifecycleNode):
             camera.processor = FrameProcessor(pipeline, self._camera_config(index), lookup)
             camera.pubs = {o.name: self.create_lifecycle_publisher(o.msg_type, camera.topic(o.topic),
                                                                    o.qos) for o in outputs}
-        if self.multi and LANE in self.config.network.products:  # fused road and lane grids
-            self._fused_pubs = {name: self.create_lifecycle_publisher(OccupancyGrid, topic, LATCHED_QOS)
+        if self.multi and has_fused_grids(self.config.network):
+            self._fused_pubs = {name: self.create_lifecycle_publisher(FUSED_TYPE, topic, FUSED_QOS)
                                 for name, topic in FUSED_TOPICS.items()}
         self.get_logger().info(f"model ready: {pipeline.backend.describe()}"
                                + (f" for cameras {', '.join(self.config.cameras)}" if self.multi else ""))
-        self._state = "inactive"
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -192,7 +190,6 @@ class HybridNetsNode(LifecycleNode):
         if self.multi:
             self._fused_timer = self.create_timer(1.0 / self.config.fused_rate, self._publish_fused)
         self.get_logger().info(f"active: listening on {', '.join(image_topics)}")
-        self._state = "active"
         self._listening_since = time.monotonic()
         result = super().on_activate(state)  # activates the publishers
         header = Header(stamp=self.get_clock().now().to_msg())
@@ -209,7 +206,6 @@ class HybridNetsNode(LifecycleNode):
         if self._fused_timer is not None:
             self.destroy_timer(self._fused_timer)
             self._fused_timer = None
-        self._state = "inactive"
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -217,20 +213,21 @@ class HybridNetsNode(LifecycleNode):
             self.destroy_lifecycle_publisher(pub)
         self._fused_pubs = {}
         for camera in self.cameras:
-            camera.pubs, camera.processor, camera.latest, camera.fused = {}, None, None, None
-        self._state = "unconfigured"
+            camera.pubs, camera.processor, camera.latest = {}, None, None
+        self._surround.reset()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_worker()
-        self._state = "finalized"
         return TransitionCallbackReturn.SUCCESS
 
-    def _stop_worker(self) -> None:
+    def _stop_worker(self, timeout: float | None = None) -> None:
+        """Stops the worker after its current batch (waits at most ``timeout`` seconds: at
+        exit a batch still in the network is abandoned with the daemon thread)."""
         self._running = False
         self.slots.close()
         if self._worker is not None:
-            self._worker.join()
+            self._worker.join(timeout)
             self._worker = None
 
     # ---------------------------------------------------------------- callbacks
@@ -344,119 +341,23 @@ class HybridNetsNode(LifecycleNode):
         """The surround grids from every camera's latest result, while someone subscribes."""
         if not any(pub.get_subscription_count() for pub in self._fused_pubs.values()):
             return
-        grid = self.config.fused_grid
-        if self._fusion is None or self._fusion.grid != grid:
-            self._fusion = SurroundFusion(grid)
-        views = [view for camera in self.cameras if (view := self._fused_view(camera, grid))]
-        stamp = self._fusion.fuse(views) if views else None
-        if stamp is None:
-            return
-        header = Header(stamp=rclpy.time.Time(nanoseconds=stamp).to_msg(),
-                        frame_id=self.config.ground_frame)
-        self._fused_pubs["drivable"].publish(messages.occupancy_grid(header, self._fusion.drivable, grid))
-        self._fused_pubs["lane"].publish(messages.occupancy_grid(header, self._fusion.lane, grid))
-
-    def _fused_view(self, camera: Camera, grid) -> CameraView | None:
-        """The camera's latest result on the surround grid (projected once per result)."""
-        if camera.latest is None:
-            return None
-        header, result = camera.latest
-        try:
-            projector = camera.processor.fused_projector(header, result.seg_mask.shape, grid)
-        except GridUnavailable:  # the camera's own grids say why (diagnostics, log)
-            return None
-        if camera.fused is None or camera.fused[0] is not projector:
-            camera.fused = (projector, ground_distance(projector), None)
-        if camera.fused[2] is not result:
-            camera.processor.surfaces.grids(result, projector)  # into the projector's buffers
-            camera.fused = (*camera.fused[:2], result)
-        return CameraView(projector.drivable, projector.lane, camera.fused[1], stamp_ns(header))
+        latest = [(camera.processor, *camera.latest) if camera.latest and camera.processor
+                  else None for camera in self.cameras]
+        fused = self._surround.messages(latest, self.config.fused_grid, self.config.ground_frame)
+        for name, msg in (fused or {}).items():
+            self._fused_pubs[name].publish(msg)
 
     # -------------------------------------------------------------- diagnostics
-    def _health(self) -> tuple[bytes, str]:
-        """(level, message) of /diagnostics: the most serious problem first."""
-        if self.config is None:
-            return DiagnosticStatus.ERROR, f"bad parameters: {self._config_error}"
-        if self._load_error is not None:
-            return DiagnosticStatus.ERROR, f"model failed to load: {self._load_error}"
-        if self._state != "active":
-            return DiagnosticStatus.WARN, f"not active ({self._state})"
-        for camera in self.cameras:
-            if (problem := self._camera_problem(camera)) is not None:
-                return DiagnosticStatus.WARN, camera.says(problem)
-        return DiagnosticStatus.OK, "ok"
-
-    def _camera_problem(self, camera: Camera) -> str | None:
-        """What is wrong with one active camera's input or grids, or None."""
-        silent = time.monotonic() - (camera.last_image or self._listening_since)
-        if silent > SILENT_PERIODS * self.config.diagnostics_period:
-            topic = camera.topic("image/compressed" if self.config.use_compressed else "image")
-            return f"no image received on {topic} for {silent:.0f} s"
-        if camera.grid_problem is not None:
-            return f"no occupancy grids: {camera.grid_problem}"
-        s = camera.stats.snapshot()
-        if s["rejected"] or s["errors"]:
-            return "some messages rejected or failed"
-        return None
-
-    def _camera_values(self, index: int) -> dict:
-        """One camera's rates, latencies, drops and rejections for /diagnostics."""
-        camera = self.cameras[index]
-        s = camera.stats.snapshot()
-        values = {
-            "frames_received": s["frames_received"],
-            "frames_processed": s["frames_processed"],
-            "frames_dropped": self.slots.dropped[index],
-            "input_rate_hz": f"{s['input_rate_hz']:.2f}",
-            "processed_rate_hz": f"{s['processed_rate_hz']:.2f}",
-        }
-        # Latencies exist once a frame was processed; before that they are left out.
-        values.update({key: f"{s[key]:.1f}" for key in
-                       ("latency_median_ms", "latency_p95_ms", "input_age_median_ms")
-                       if np.isfinite(s[key])})
-        values.update({
-            "skipped_no_subscribers": s["skipped_no_subscribers"],
-            "errors": s["errors"],
-            "rejected_total": sum(s["rejected"].values()),
-            "camera_info": ("received" if camera.processor is not None
-                            and camera.processor.camera_info is not None else "missing"),
-        })
-        values.update({f"stage_{k}_ms": f"{v:.1f}" for k, v in s["stage_median_ms"].items()})
-        values.update({f"rejected: {reason}": n for reason, n in s["rejected"].items()})
-        return values
-
     def _publish_diagnostics(self) -> None:
-        # Named as diagnostic_updater names its tasks; "node" tells namespaces apart.
-        status = DiagnosticStatus(name=f"{self.get_name()}: perception",
-                                  hardware_id=self.pipeline.backend.describe() if self.pipeline else "none")
-        status.level, status.message = self._health()
-        node = self.get_fully_qualified_name()
-        values = {"node": node, "state": self._state, "backend": status.hardware_id}
-        statuses = [status]
-        if not self.multi:
-            values.update(self._camera_values(0))
-        else:  # the shared engine here, then one status per camera
-            batches = list(self._batches)
-            values["cameras"] = ", ".join(camera.name for camera in self.cameras)
-            values["batches_run"] = len(batches)
-            if batches:
-                values["batch_size_mean"] = f"{np.mean([n for n, _ in batches]):.2f}"
-                values["network_median_ms"] = f"{np.median([ms for _, ms in batches]):.1f}"
-            for index, camera in enumerate(self.cameras):
-                camera_status = DiagnosticStatus(name=f"{self.get_name()}: camera {camera.name}",
-                                                 hardware_id=status.hardware_id)
-                problem = self._camera_problem(camera) if self._state == "active" else None
-                camera_status.level = DiagnosticStatus.WARN if problem else DiagnosticStatus.OK
-                camera_status.message = problem or ("ok" if self._state == "active"
-                                                    else f"not active ({self._state})")
-                if self._state != "active":
-                    camera_status.level = DiagnosticStatus.WARN
-                camera_values = {"node": node, "camera": camera.name, **self._camera_values(index)}
-                camera_status.values = [KeyValue(key=k, value=str(v)) for k, v in camera_values.items()]
-                statuses.append(camera_status)
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        self._diag_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
-                                               status=statuses))
+        pipeline = self.pipeline
+        node = NodeHealth(self.get_name(), self.get_fully_qualified_name(),
+                          pipeline.backend.describe() if pipeline else "none",
+                          self.lifecycle_state, self.config,
+                          self._config_error, self._load_error,
+                          self._listening_since, self.multi)
+        self._diag_pub.publish(diagnostic_array(
+            node, self.cameras, [self.slots.dropped[i] for i in range(len(self.cameras))],
+            list(self._batches), self.get_clock().now().to_msg()))
 
     def autostart(self) -> bool:
         if self.config is not None and not self.config.autostart:
@@ -492,8 +393,14 @@ class _TfLookup:
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
+    shutdown = BoundedShutdown(on_signal=rclpy.try_shutdown)
+    shutdown.install()
+    dds_messages = configure_dds()  # before rclpy creates the participant
+    # The watcher thread owns SIGINT/SIGTERM (rclpy's handlers wait for the main thread).
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = HybridNetsNode()
+    for level, message in dds_messages:
+        getattr(node.get_logger(), level)(message)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
@@ -503,9 +410,10 @@ def main(args=None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node._stop_worker()
+        node._stop_worker(timeout=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
+        shutdown.finished()
 
 
 if __name__ == "__main__":

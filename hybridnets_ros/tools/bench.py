@@ -36,7 +36,7 @@ from std_msgs.msg import Header
 
 from ..backends import BackendUnavailable
 from ..backends.registry import BACKENDS, PRECISIONS, missing
-from ..core.machine import cpu_flags, cpu_name
+from ..backends.cpu import cpu_flags, cpu_name
 from ..core.nms import box_iou
 from ..core.sources import expand_sources, read_image
 from ..core.synthetic import SyntheticRoad, default_camera

@@ -98,63 +98,84 @@ def replay(in_bag: Path, out_bag: Path, processor: FrameProcessor, *, image_topi
         summary.image_topic, summary.camera_info_topic = image.name, info_topic and info_topic.name
         if reader.damage:
             summary.notes.append(reader.damage)
-        prefix = "/" + namespace.strip("/") if namespace.strip("/") else ""
         read = {image.name} | ({info_topic.name} if info_topic else set())
         if keep_input:
             read |= {t.name for t in topics}
-        writer_video = None
         bar = progress_factory(image.count) if progress_factory else None
         with BagWriter(out_bag, storage) as bag:
+            out = _Output(bag, "/" + namespace.strip("/") if namespace.strip("/") else "",
+                          video, reader.rate_hz(image) or 10.0)
             try:
                 for topic, msgtype, timestamp, msg in reader.messages(read):
                     if keep_input:
                         bag.write_object(topic, msgtype, msg, timestamp)
                     if info_topic and topic == info_topic.name:
                         processor.set_camera_info(camera_info_of(msg))
-                        continue
-                    if topic != image.name:
-                        continue
-                    outcome = processor.process(msg, header=rclpy_header(msg.header))
-                    if outcome.rejected is not None:
-                        reason = outcome.rejected.reason
-                        summary.rejected[reason] = summary.rejected.get(reason, 0) + 1
-                        if summary.rejected[reason] == 1:
-                            say(f"skipped image at {timestamp} ns: {outcome.rejected}")
-                        continue
-                    if outcome.no_grids is not None:
-                        note = f"no grids: {outcome.no_grids}"
-                        if note not in summary.notes:
-                            summary.notes.append(note)
-                    summary.grids |= outcome.products.grids is not None
-                    if summary.frames == 0:  # the model's description, once, as the node latches it
-                        outcome.messages.update(model_outputs(processor.model_products(
-                            outcome.products.header)))
-                    for name, out in outcome.messages.items():
-                        bag.write(prefix + "/" + BY_NAME[name].topic, out, timestamp,
-                                  BY_NAME[name].qos)
-                    if video is not None:
-                        frame = _video_frame(outcome)
-                        if writer_video is None:
-                            writer_video = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"),
-                                                           reader.rate_hz(image) or 10.0,
-                                                           (frame.shape[1], frame.shape[0]))
-                            if not writer_video.isOpened():
-                                raise BagError(f"cannot write the video {video}")
-                        writer_video.write(frame)
-                    summary.frames += 1
-                    if bar is not None:
+                    elif (topic == image.name and _replay_image(processor, msg, timestamp, out,
+                                                                summary, say)
+                          and bar is not None):
                         bar.update(1)
             except KeyboardInterrupt:
                 summary.interrupted = True
             finally:
                 summary.written = bag.count
-                if writer_video is not None:
-                    writer_video.release()
+                out.close()
                 if bar is not None:
                     bar.close()
         if reader.damage and reader.damage not in summary.notes:
             summary.notes.append(reader.damage)
     return summary
+
+
+@dataclass
+class _Output:
+    """Where a replayed frame's messages go: the bag (topics under ``prefix``) and the video."""
+
+    bag: BagWriter
+    prefix: str
+    video: Path | None
+    rate_hz: float
+    writer: object = None  # cv2.VideoWriter, opened at the first frame
+
+    def write(self, outcome, timestamp: int) -> None:
+        for name, message in outcome.messages.items():
+            self.bag.write(self.prefix + "/" + BY_NAME[name].topic, message, timestamp,
+                           BY_NAME[name].qos)
+        if self.video is None:
+            return
+        frame = _video_frame(outcome)
+        if self.writer is None:
+            self.writer = cv2.VideoWriter(str(self.video), cv2.VideoWriter_fourcc(*"mp4v"),
+                                          self.rate_hz, (frame.shape[1], frame.shape[0]))
+            if not self.writer.isOpened():
+                raise BagError(f"cannot write the video {self.video}")
+        self.writer.write(frame)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+
+
+def _replay_image(processor: FrameProcessor, msg, timestamp: int, out: _Output,
+                  summary: ReplaySummary, say) -> bool:
+    """One image through the frame path into ``out``; False when it was rejected."""
+    outcome = processor.process(msg, header=rclpy_header(msg.header))
+    if outcome.rejected is not None:
+        reason = outcome.rejected.reason
+        summary.rejected[reason] = summary.rejected.get(reason, 0) + 1
+        if summary.rejected[reason] == 1:
+            say(f"skipped image at {timestamp} ns: {outcome.rejected}")
+        return False
+    if outcome.no_grids is not None:
+        note = f"no grids: {outcome.no_grids}"
+        if note not in summary.notes:
+            summary.notes.append(note)
+    summary.grids |= outcome.products.grids is not None
+    if summary.frames == 0:  # the model's description, once, as the node latches it
+        outcome.messages.update(model_outputs(processor.model_products(outcome.products.header)))
+    out.write(outcome, timestamp)
+    summary.frames += 1
+    return True
 
 
 def _video_frame(outcome) -> np.ndarray:

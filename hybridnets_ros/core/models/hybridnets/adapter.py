@@ -65,6 +65,7 @@ class HybridNetsAdapter(ModelAdapter):
     input_multiple = BDD100K.max_stride
     uses_input_size = True
     int8_calibration = True
+    torch2trt_converts = True
     batches_cameras = True
     processing_on_device = True
 

@@ -1,0 +1,121 @@
+"""/diagnostics of hybridnets_node: its health and one camera's values, as statuses.
+
+The node hands over what it knows (its configuration or why there is none, its lifecycle
+state, each camera's statistics); this module decides the level and message and formats
+the values, as diagnostic_updater names and lays them out.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from std_msgs.msg import Header
+
+# WARN after this many diagnostics periods without an image.
+SILENT_PERIODS = 3
+
+
+@dataclass
+class NodeHealth:
+    """What the node's status is made of."""
+
+    name: str                      # the node's name (status names start with it)
+    fully_qualified_name: str
+    hardware_id: str               # the backend, or "none"
+    state: str                     # the lifecycle state's label
+    config: object | None          # NodeConfig; None: bad parameters
+    config_error: str | None
+    load_error: str | None         # why the last configure failed
+    listening_since: float         # monotonic time of activation
+    multi: bool                    # several cameras: one more status per camera
+
+
+def camera_problem(camera, config, listening_since: float) -> str | None:
+    """What is wrong with one active camera's input or grids, or None."""
+    silent = time.monotonic() - (camera.last_image or listening_since)
+    if silent > SILENT_PERIODS * config.diagnostics_period:
+        topic = camera.topic("image/compressed" if config.use_compressed else "image")
+        return f"no image received on {topic} for {silent:.0f} s"
+    if camera.grid_problem is not None:
+        return f"no occupancy grids: {camera.grid_problem}"
+    s = camera.stats.snapshot()
+    if s["rejected"] or s["errors"]:
+        return "some messages rejected or failed"
+    return None
+
+
+def health(node: NodeHealth, cameras) -> tuple[bytes, str]:
+    """(level, message) of the node's status: the most serious problem first."""
+    if node.config is None:
+        return DiagnosticStatus.ERROR, f"bad parameters: {node.config_error}"
+    if node.load_error is not None:
+        return DiagnosticStatus.ERROR, f"model failed to load: {node.load_error}"
+    if node.state != "active":
+        return DiagnosticStatus.WARN, f"not active ({node.state})"
+    for camera in cameras:
+        if (problem := camera_problem(camera, node.config, node.listening_since)) is not None:
+            return DiagnosticStatus.WARN, camera.says(problem)
+    return DiagnosticStatus.OK, "ok"
+
+
+def camera_values(camera, dropped: int) -> dict:
+    """One camera's rates, latencies, drops and rejections."""
+    s = camera.stats.snapshot()
+    values = {
+        "frames_received": s["frames_received"],
+        "frames_processed": s["frames_processed"],
+        "frames_dropped": dropped,
+        "input_rate_hz": f"{s['input_rate_hz']:.2f}",
+        "processed_rate_hz": f"{s['processed_rate_hz']:.2f}",
+    }
+    # Latencies exist once a frame was processed; before that they are left out.
+    values.update({key: f"{s[key]:.1f}" for key in
+                   ("latency_median_ms", "latency_p95_ms", "input_age_median_ms")
+                   if np.isfinite(s[key])})
+    values.update({
+        "skipped_no_subscribers": s["skipped_no_subscribers"],
+        "errors": s["errors"],
+        "rejected_total": sum(s["rejected"].values()),
+        "camera_info": ("received" if camera.processor is not None
+                        and camera.processor.camera_info is not None else "missing"),
+    })
+    values.update({f"stage_{k}_ms": f"{v:.1f}" for k, v in s["stage_median_ms"].items()})
+    values.update({f"rejected: {reason}": n for reason, n in s["rejected"].items()})
+    return values
+
+
+def _status(name: str, hardware_id: str, level, message: str, values: dict) -> DiagnosticStatus:
+    return DiagnosticStatus(name=name, hardware_id=hardware_id, level=level, message=message,
+                            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+
+
+def diagnostic_array(node: NodeHealth, cameras, dropped, batches, stamp) -> DiagnosticArray:
+    """The node's status (and with several cameras the shared engine's values there and
+    one status per camera). ``dropped[i]``: camera i's dropped frames; ``batches``:
+    (frames, network ms) of recent network calls."""
+    level, message = health(node, cameras)
+    values = {"node": node.fully_qualified_name, "state": node.state,
+              "backend": node.hardware_id}
+    statuses = []
+    if not node.multi:
+        values.update(camera_values(cameras[0], dropped[0]))
+    else:
+        values["cameras"] = ", ".join(camera.name for camera in cameras)
+        values["batches_run"] = len(batches)
+        if batches:
+            values["batch_size_mean"] = f"{np.mean([n for n, _ in batches]):.2f}"
+            values["network_median_ms"] = f"{np.median([ms for _, ms in batches]):.1f}"
+        active = node.state == "active"
+        for index, camera in enumerate(cameras):
+            problem = camera_problem(camera, node.config, node.listening_since) if active else None
+            camera_level = DiagnosticStatus.WARN if problem or not active else DiagnosticStatus.OK
+            text = problem or ("ok" if active else f"not active ({node.state})")
+            statuses.append(_status(f"{node.name}: camera {camera.name}", node.hardware_id,
+                                    camera_level, text,
+                                    {"node": node.fully_qualified_name, "camera": camera.name,
+                                     **camera_values(camera, dropped[index])}))
+    # Named as diagnostic_updater names its tasks; "node" tells namespaces apart.
+    own = _status(f"{node.name}: perception", node.hardware_id, level, message, values)
+    return DiagnosticArray(header=Header(stamp=stamp), status=[own, *statuses])

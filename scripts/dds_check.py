@@ -1,0 +1,306 @@
+#!/usr/bin/env python3
+"""What reaches a subscriber of hybridnets_node, under each DDS setting, and how reliably a
+restarted node is discovered. Run with the project's venv (.venv/bin/python).
+
+  dds_check.py table [--settings a,b] [--json FILE]
+      one node + one probe per setting; a 1280x720 frame and its CameraInfo every 2 s; prints
+      when the first detections, grids and masks arrived (seconds after the first frame)
+  dds_check.py stress [--cycles 30] [--setting profile] [--no-load]
+      start node -> probe discovers it -> stop (every third one SIGKILLed), while another DDS
+      graph streams images on a second domain and a busy process loads one core; prints the
+      discovery time of each cycle (from the node's "active" log line)
+
+Settings (every process of the graph uses the same one, as a user's shell would):
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+NEUTRAL = ("FASTDDS_BUILTIN_TRANSPORTS", "FASTDDS_DEFAULT_PROFILES_FILE",
+           "FASTRTPS_DEFAULT_PROFILES_FILE", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY")
+SETTINGS = {
+    # "profile": nothing set, so the node (and this probe, as configure_dds does) uses
+    # config/fastdds.xml; the others are what users were told to set before.
+    "profile": {},
+    "profile+localhost": {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"},
+    "profile+localhost_only": {"ROS_LOCALHOST_ONLY": "1",
+                               "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"},
+    "large_data": {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"},
+    "large_data+localhost": {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA",
+                             "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"},
+    "large_data+localhost_only": {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA",
+                                  "ROS_LOCALHOST_ONLY": "1",
+                                  "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"},
+    "default_transports+localhost_only": {"FASTDDS_BUILTIN_TRANSPORTS": "DEFAULT",
+                                          "ROS_LOCALHOST_ONLY": "1",
+                                          "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"},
+}
+__doc__ += "".join(f"  {name}: {env or 'nothing set'}\n" for name, env in SETTINGS.items())
+TOPICS = ("detections", "drivable/grid", "lane/grid", "drivable/mask", "lane/mask")
+
+
+def setting_env(name: str, domain: int) -> dict[str, str]:
+    """This process's environment for setting ``name`` (the profile applied as the node
+    applies it, so the probe is configured like any process of the user's graph)."""
+    from hybridnets_ros.ros.dds import configure_dds
+    env = {k: v for k, v in os.environ.items() if k not in NEUTRAL}
+    env.update(SETTINGS[name], ROS_DOMAIN_ID=str(domain))
+    env.setdefault("HYBRIDNETS_CACHE", str(Path(tempfile.gettempdir()) / "dds_check_cache"))
+    configure_dds(env)
+    return env
+
+
+def node_process(env: dict, log_path: Path, params: dict) -> subprocess.Popen:
+    args = [sys.executable, "-m", "hybridnets_ros.ros.node", "--ros-args",
+            "--params-file", str(REPO / "config" / "hybridnets.yaml"),
+            "-p", "allow_random_weights:=true"]
+    for key, value in params.items():
+        args += ["-p", f"{key}:={value}"]
+    return subprocess.Popen(args, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+
+
+class Probe:
+    """A camera (image + CameraInfo publisher) and a subscriber of the node's outputs, with
+    the sensor-data QoS a planner or viewer might use."""
+
+    def __init__(self):
+        import rclpy
+        from nav_msgs.msg import OccupancyGrid
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import CameraInfo, Image
+        from vision_msgs.msg import Detection2DArray
+
+        from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
+        rclpy.init()
+        self.rclpy = rclpy
+        self.node = rclpy.create_node("dds_check_probe")
+        qos = qos_profile_sensor_data
+        self.image_pub = self.node.create_publisher(Image, "image", qos)
+        self.info_pub = self.node.create_publisher(CameraInfo, "camera_info", qos)
+        self.first: dict[str, float] = {}
+        types = {"detections": Detection2DArray, "drivable/grid": OccupancyGrid,
+                 "lane/grid": OccupancyGrid, "drivable/mask": Image, "lane/mask": Image}
+        for topic in TOPICS:
+            self.node.create_subscription(types[topic], topic, self._arrived(topic), qos)
+        camera = default_camera()
+        bgr = SyntheticRoad(camera).render(0.0)[0]
+        self.image = Image(height=720, width=1280, encoding="bgr8", step=3840,
+                           data=bgr.tobytes())
+        self.image.header.frame_id = "camera_optical_frame"
+        self.info = CameraInfo(width=1280, height=720, distortion_model="plumb_bob",
+                               k=[float(v) for v in camera.K.ravel()], d=[0.0] * 5)
+        self.info.header.frame_id = "camera_optical_frame"
+
+    def _arrived(self, topic):
+        def callback(_msg):
+            self.first.setdefault(topic, time.monotonic())
+        return callback
+
+    def spin(self, seconds: float, until=lambda: False) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if until():
+                return True
+            self.rclpy.spin_once(self.node, timeout_sec=0.05)
+        return until()
+
+    def node_seen(self) -> bool:
+        return self.image_pub.get_subscription_count() > 0
+
+    def publish_frame(self) -> None:
+        stamp = self.node.get_clock().now().to_msg()
+        self.image.header.stamp = self.info.header.stamp = stamp
+        self.info_pub.publish(self.info)
+        self.image_pub.publish(self.image)
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        self.rclpy.try_shutdown()
+
+
+def active_at(log_path: Path, started: float) -> float | None:
+    """Seconds after ``started`` (monotonic) at which the node logged "active" (its log
+    stamps are wall-clock; converted with the current offset)."""
+    match = re.search(r"\[(\d+\.\d+)\] \[[^]]*\]: active:", log_path.read_text())
+    if not match:
+        return None
+    return float(match.group(1)) - (time.time() - time.monotonic()) - started
+
+
+# ----------------------------------------------------------------------------- table
+def measure_setting(name: str, period: float, timeout: float, backend: str) -> dict:
+    """Runs in its own process: the DDS environment must be set before rclpy starts."""
+    domain = 150 + list(SETTINGS).index(name)
+    env = setting_env(name, domain)
+    os.environ.clear()
+    os.environ.update(env)
+    log_path = Path(tempfile.mkdtemp(prefix="dds_check_")) / "node.log"
+    node = node_process(dict(os.environ), log_path, {"backend": backend})
+    probe = Probe()
+    row: dict = {"setting": name}
+    try:
+        started = time.monotonic()
+        if not probe.spin(180, probe.node_seen):
+            return {**row, "error": f"node not discovered in 180 s (log {log_path})"}
+        row["discovered_s"] = round(time.monotonic() - started, 1)
+        first_frame = time.monotonic()
+        next_frame = first_frame
+        while time.monotonic() - first_frame < timeout and len(probe.first) < len(TOPICS):
+            if time.monotonic() >= next_frame:
+                probe.publish_frame()
+                next_frame += period
+            probe.spin(0.05)
+        row.update({topic: (round(probe.first[topic] - first_frame, 1)
+                            if topic in probe.first else None) for topic in TOPICS})
+        return row
+    finally:
+        node.send_signal(signal.SIGINT)
+        try:
+            node.wait(10)
+        except subprocess.TimeoutExpired:
+            node.kill()
+        probe.close()
+
+
+def table(settings: list[str], period: float, timeout: float, backend: str,
+          json_path: str | None) -> int:
+    rows = []
+    context = multiprocessing.get_context("spawn")
+    for name in settings:
+        with context.Pool(1) as pool:
+            row = pool.apply(measure_setting, (name, period, timeout, backend))
+        rows.append(row)
+        cells = [f"{row[t]:.1f} s" if row.get(t) is not None else "never" for t in TOPICS]
+        print(f"| {name} | {row.get('discovered_s', '-')} s | " + " | ".join(cells) + " |"
+              + (f" {row['error']}" if "error" in row else ""), flush=True)
+    if json_path:
+        Path(json_path).write_text(json.dumps(rows, indent=1))
+    return 0 if all(row.get(t) is not None for row in rows for t in TOPICS) else 1
+
+
+# ---------------------------------------------------------------------------- stress
+def busy_core(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pass
+
+
+def other_graph(setting: str, domain: int, seconds: float) -> None:
+    """Another DDS graph on another domain: 1280x720 images at 10 Hz, published and received."""
+    env = setting_env(setting, domain)
+    os.environ.clear()
+    os.environ.update(env)
+    import rclpy
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+    rclpy.init()
+    node = rclpy.create_node("dds_check_other_graph")
+    pub = node.create_publisher(Image, "other/image", qos_profile_sensor_data)
+    node.create_subscription(Image, "other/image", lambda _m: None, qos_profile_sensor_data)
+    msg = Image(height=720, width=1280, encoding="bgr8", step=3840, data=bytes(720 * 3840))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pub.publish(msg)
+        rclpy.spin_once(node, timeout_sec=0.1)
+    rclpy.try_shutdown()
+
+
+def stress(cycles: int, setting: str, load: bool, limit: float) -> int:
+    domain = 170
+    env = setting_env(setting, domain)
+    os.environ.clear()
+    os.environ.update(env)
+    context = multiprocessing.get_context("spawn")
+    helpers = []
+    if load:
+        helpers = [context.Process(target=busy_core, args=(cycles * 60.0,), daemon=True),
+                   context.Process(target=other_graph, args=(setting, domain + 1, cycles * 60.0),
+                                   daemon=True)]
+        for helper in helpers:
+            helper.start()
+    probe = Probe()
+    times, failed = [], 0
+    folder = Path(tempfile.mkdtemp(prefix="dds_stress_"))
+    try:
+        for cycle in range(cycles):
+            log_path = folder / f"node_{cycle}.log"
+            started = time.monotonic()
+            node = node_process(dict(os.environ), log_path, {"backend": "torch"})
+            came_up = probe.spin(180, lambda: active_at(log_path, started) is not None
+                                 or node.poll() is not None)
+            active = active_at(log_path, started)
+            if not came_up or active is None:
+                failed += 1
+                print(f"cycle {cycle + 1:2d}: the node did not become active (log {log_path})",
+                      flush=True)
+            elif probe.spin(limit, probe.node_seen):
+                discovery = max(0.0, time.monotonic() - started - active)
+                times.append(discovery)
+                print(f"cycle {cycle + 1:2d}: active {active:5.1f} s after start, discovered "
+                      f"{discovery:4.1f} s later", flush=True)
+            else:
+                failed += 1
+                print(f"cycle {cycle + 1:2d}: NOT discovered within {limit:.0f} s of 'active' "
+                      f"(node log {log_path})", flush=True)
+            kill = cycle % 3 == 2
+            node.send_signal(signal.SIGKILL if kill else signal.SIGINT)
+            try:
+                node.wait(20)
+            except subprocess.TimeoutExpired:
+                node.kill()
+                node.wait()
+            # the next node must not be confused with this one's lingering endpoints
+            probe.spin(30, lambda: not probe.node_seen())
+    finally:
+        probe.close()
+        for helper in helpers:
+            helper.terminate()
+    if times:
+        print(f"{setting}: {len(times)} of {cycles} cycles discovered; discovery after "
+              f"'active': median {sorted(times)[len(times) // 2]:.1f} s, slowest "
+              f"{max(times):.1f} s")
+    return 1 if failed else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("table")
+    t.add_argument("--settings", default=",".join(SETTINGS))
+    t.add_argument("--period", type=float, default=2.0)
+    t.add_argument("--timeout", type=float, default=60.0, help="per setting, after the first frame")
+    t.add_argument("--backend", default="torch", help="the node's (torch starts fastest)")
+    t.add_argument("--json")
+    s = sub.add_parser("stress")
+    s.add_argument("--cycles", type=int, default=30)
+    s.add_argument("--setting", default="profile", choices=SETTINGS)
+    s.add_argument("--no-load", action="store_true")
+    s.add_argument("--limit", type=float, default=60.0,
+                   help="seconds after the node's 'active' to wait for discovery")
+    args = parser.parse_args()
+    if args.command == "table":
+        unknown = set(args.settings.split(",")) - set(SETTINGS)
+        if unknown:
+            parser.error(f"unknown setting(s) {', '.join(sorted(unknown))}; choose from "
+                         f"{', '.join(SETTINGS)}")
+        print("| setting | discovered | " + " | ".join(TOPICS) + " |")
+        print("|---" * (len(TOPICS) + 2) + "|")
+        return table(args.settings.split(","), args.period, args.timeout, args.backend,
+                     args.json)
+    return stress(args.cycles, args.setting, not args.no_load, args.limit)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -118,6 +118,27 @@ def golden_onnx(golden_model, session_cache) -> Path:
     return cached_onnx(golden_model, (384, 640))
 
 
+def export_and_run_onnx(model: torch.nn.Module, x: np.ndarray, path: Path,
+                        output_names: tuple[str, ...]) -> tuple:
+    """``model``'s static-shape opset-17 ONNX export for input ``x`` at ``path``, and its
+    ONNX Runtime outputs for ``x``: (the loaded ModelProto, [outputs])."""
+    import warnings
+
+    import onnx
+    import onnxruntime as ort
+
+    # The tracer warns that feature-map sizes become constants: intended (static shape).
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.from_numpy(x),), str(path), dynamo=False,
+                          opset_version=17, input_names=["image"],
+                          output_names=list(output_names))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return onnx.load(str(path)), session.run(list(output_names), {"image": x})
+
+
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                    reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
 

@@ -116,7 +116,7 @@ def test_class_grid_marks_classes_on_the_ground_plane():
 def test_settings_name_bad_classes_and_missing_weights(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match="hydra has no class 'person'"):
         NodeConfig.from_mapping({"model": "hydra", "obstacle_classes": ["person"]})
-    with pytest.raises(ConfigError, match="model must be one of hybridnets, hydra, hyctas"):
+    with pytest.raises(ConfigError, match="model must be one of hybridnets, hydra, hyctas, yolop"):
         NodeConfig.from_mapping({"model": "yolo"})
     defaults = class_values(HYCTAS.class_ids(HYCTAS.drivable_classes),
                             HYCTAS.class_ids(HYCTAS.obstacle_classes))

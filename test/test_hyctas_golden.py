@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DEMO_IMAGES, GOLDEN, _need
+from conftest import DEMO_IMAGES, GOLDEN, _need, export_and_run_onnx
 from hybridnets_ros.core.models import hyctas
 from hybridnets_ros.core.models.hyctas import network
 
@@ -248,18 +248,10 @@ def test_m_reference_case(image_1):
 
 
 @pytest.mark.slow  # ONNX export and a 1024x2048 run
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
 def test_onnx_export_matches_golden(s_model, s_reference, tmp_path):
-    import onnxruntime as ort
     tensor, crop, _ = s_reference
-    path = tmp_path / "hyctas_s.onnx"
-    with torch.no_grad():
-        torch.onnx.export(s_model, (torch.from_numpy(tensor),), str(path), dynamo=False,
-                          opset_version=17, input_names=["image"], output_names=["logits"])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    _check_against_case(session.run(None, {"image": tensor})[0], crop, _case("case_1"))
+    _, (logits,) = export_and_run_onnx(s_model, tensor, tmp_path / "hyctas_s.onnx", ("logits",))
+    _check_against_case(logits, crop, _case("case_1"))
 
 
 # --- the package's backends and pipeline (model:=hyctas) against the golden cases ------------

@@ -3,16 +3,14 @@ preprocessing, raw outputs, post-processing, checkpoint errors and the ONNX expo
 from __future__ import annotations
 
 import json
-import warnings
 from functools import cache
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import GOLDEN, _need
+from conftest import GOLDEN, _need, export_and_run_onnx
 from hybridnets_ros.core.models import hydra
 
 HYDRA = GOLDEN / "hydra"
@@ -66,16 +64,7 @@ def onnx_outputs(model, tmp_path_factory):
     arrays, _ = load_case(ONNX_CASE)
     x = hydra.preprocess(bgr_of(arrays))
     path = tmp_path_factory.mktemp("hydra-onnx") / "hydra.onnx"
-    # The tracer warns that feature-map sizes become constants: intended (static shape).
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.from_numpy(x),), str(path), dynamo=False,
-                          opset_version=17, input_names=["image"],
-                          output_names=list(hydra.OUTPUT_NAMES))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return onnx.load(str(path)), session.run(list(hydra.OUTPUT_NAMES), {"image": x})
+    return export_and_run_onnx(model, x, path, hydra.OUTPUT_NAMES)
 
 
 def assert_raw_outputs_match(segm, depth, arrays):

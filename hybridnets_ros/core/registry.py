@@ -11,12 +11,14 @@ from .adapter import ModelAdapter, Setting, settings_of
 from .models.hybridnets.adapter import HybridNetsAdapter
 from .models.hyctas.adapter import HyctasAdapter
 from .models.hydra.adapter import HydraAdapter
+from .models.yolop.adapter import YolopAdapter
 
 # The first is the default of the `model` setting.
 ADAPTERS: dict[str, ModelAdapter] = {a.name: a for a in (
     HybridNetsAdapter(),
     HydraAdapter(),
     HyctasAdapter(),
+    YolopAdapter(),
 )}
 DEFAULT_MODEL = next(iter(ADAPTERS))
 

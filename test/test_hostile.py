@@ -363,19 +363,22 @@ def test_lifecycle_churn_rapid_requests_and_ctrl_c(tmp_path, random_weights):
         probe.wait_ready(node)
         assert change.wait_for_service(timeout_sec=30)
         one_frame(10**9)
-        rss_before = node.rss_mb()
+        rss = [node.rss_mb()]
         started = time.monotonic()
         for cycle in range(30):
             assert transition(Transition.TRANSITION_DEACTIVATE)
             assert transition(Transition.TRANSITION_CLEANUP)
             assert transition(Transition.TRANSITION_CONFIGURE), node.log()
             assert transition(Transition.TRANSITION_ACTIVATE)
-            if cycle % 10 == 9:
+            if cycle % 5 == 4:
                 one_frame((cycle + 2) * 10**9)
-        rss_after = node.rss_mb()
-        print(f"\n30 lifecycle cycles in {time.monotonic() - started:.0f} s: RSS {rss_before:.0f} "
-              f"-> {rss_after:.0f} MB")
-        assert rss_after - rss_before < 0.1 * rss_before, "each configure keeps memory"
+                rss.append(node.rss_mb())
+        print(f"\n30 lifecycle cycles in {time.monotonic() - started:.0f} s: RSS every 5 cycles "
+              f"{' '.join(f'{r:.0f}' for r in rss)} MB")
+        # After the first cycles (allocator and engine caches warming up) a leak grows with
+        # every cycle; the last 25 may add at most 10 % (RSS moves by +-30 MB between
+        # samples without any trend, so a tighter bound would only measure the noise).
+        assert rss[-1] - rss[1] < 0.1 * rss[1], "each configure keeps memory"
         # deactivate and activate sent without waiting: both answered, in order, ten times
         # (up to 10 requests may wait: the depth of rcl_lifecycle's services)
         for _ in range(10):

@@ -30,6 +30,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from ..core.camera import rotation_from_quaternion
+from ..core.memory import release_freed_memory
 from ..pipeline.config import ConfigError, NodeConfig
 from ..pipeline.pipeline import Result
 from ..pipeline.slot import LatestSlots
@@ -215,6 +216,7 @@ class HybridNetsNode(LifecycleNode):
         for camera in self.cameras:
             camera.pubs, camera.processor, camera.latest = {}, None, None
         self._surround.reset()
+        release_freed_memory()  # the model and engines just dropped
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:

@@ -79,6 +79,7 @@ def test_adapters_declare_what_the_rest_reads(random_model):
         assert packed._fields == network.output_names
 
 
+@pytest.mark.slow  # a whole frame through the network
 def test_hybridnets_result_has_its_masks(random_pipeline, synthetic_frame):
     result = random_pipeline(synthetic_frame, DetectionSettings(0.5, 0.3, 10))
     assert result.drivable_mask.dtype == bool and result.lane_mask.dtype == bool
@@ -105,6 +106,7 @@ def test_grids_from_overlapping_masks_count_lanes_as_drivable():
     assert (masks_lane == 100).any() and (masks_drivable == 0).any()
 
 
+@pytest.mark.slow  # infer on images of every network with masks
 def test_save_npz_writes_the_masks_where_the_network_has_them(tmp_path, random_pipeline,
                                                               synthetic_frame):
     from hybridnets_ros.cli.infer import save_npz

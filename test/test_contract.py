@@ -68,6 +68,7 @@ def test_every_backend_model_and_precision_through_build_pipeline(
     assert pipeline.backend.network is ADAPTERS[model] and type(pipeline) is Pipeline
 
 
+@pytest.mark.slow  # builds the camera's engine at configure, as the node does
 @pytest.mark.parametrize("version", standins.GENERATIONS)
 def test_tensorrt_as_the_node_builds_it(sample_images, networks, monkeypatch, version):
     """auto on CUDA picks TensorRT; configure builds the camera's engine; frames run."""

@@ -103,6 +103,7 @@ def ids_3d(outcome) -> list[str]:
     return [d.id for d in outcome.messages["detections_3d"].detections]
 
 
+@pytest.mark.slow  # a synthetic sequence through the network
 def test_positions_within_2_percent_with_the_2d_ids(detector, road_bgr):
     processor = make_processor(detector)
     (outcome,) = run(processor, detector, road_bgr, [PLACED])
@@ -130,6 +131,7 @@ def test_positions_within_2_percent_with_the_2d_ids(detector, road_bgr):
     assert variances[2] > variances[0] and variances[3] > variances[2]
 
 
+@pytest.mark.slow  # a synthetic sequence through the network
 def test_max_range_and_the_horizon_leave_detections_out_of_3d_only(detector, road_bgr):
     processor = make_processor(detector, max_range=30.0)
     horizon = CAMERA.K[1, 2]

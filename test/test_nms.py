@@ -44,7 +44,7 @@ def random_case(rng, n, num_classes, score_levels=None):
 
 @pytest.mark.parametrize("n, num_classes, levels, seeds", [
     (1, 1, None, 3), (40, 1, None, 6), (300, 1, None, 6), (300, 3, None, 6), (300, 2, 5, 6),
-    (2500, 4, 20, 1),  # the Python reference loop is quadratic
+    pytest.param(2500, 4, 20, 1, marks=pytest.mark.slow),  # the reference loop is quadratic
 ])
 def test_matches_greedy_loop(n, num_classes, levels, seeds):
     for seed in range(seeds):

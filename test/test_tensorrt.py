@@ -24,6 +24,10 @@ from hybridnets_ros.backends.onnx_export import cached_onnx
 from hybridnets_ros.core.registry import adapter
 from hybridnets_ros.core.preprocess import Letterbox
 
+# Engines of the whole network through the stand-ins: `make test` runs them, the fast loop
+# (-m "not slow") does not.
+pytestmark = pytest.mark.slow
+
 HYBRIDNETS = adapter("hybridnets")
 INPUT_NAME, OUTPUT_NAMES = HYBRIDNETS.input_name, HYBRIDNETS.output_names
 

@@ -273,6 +273,7 @@ def test_pipeline_backends_match_golden(checkpoint, prepared, backend):
                                                             result.drivable_mask.view(np.uint8)))
 
 
+@pytest.mark.slow  # two frames through the network, batched and alone
 def test_two_cameras_share_one_network_call(checkpoint):
     """With two cameras both frames go through one batch-2 call; each frame's Result is the
     one it gets alone."""

@@ -210,9 +210,12 @@ def other_graph(setting: str, domain: int, seconds: float) -> None:
     node.create_subscription(Image, "other/image", lambda _m: None, qos_profile_sensor_data)
     msg = Image(height=720, width=1280, encoding="bgr8", step=3840, data=bytes(720 * 3840))
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        pub.publish(msg)
-        rclpy.spin_once(node, timeout_sec=0.1)
+    try:
+        while time.monotonic() < deadline and rclpy.ok():
+            pub.publish(msg)
+            rclpy.spin_once(node, timeout_sec=0.1)
+    except Exception:  # terminated at the end of the run: rclpy shut down under the loop
+        pass
     rclpy.try_shutdown()
 
 
@@ -236,7 +239,7 @@ def stress(cycles: int, setting: str, load: bool, limit: float) -> int:
         for cycle in range(cycles):
             log_path = folder / f"node_{cycle}.log"
             started = time.monotonic()
-            node = node_process(dict(os.environ), log_path, {"backend": "torch"})
+            node = node_process(dict(os.environ), log_path, {"backend": "onnxruntime"})
             came_up = probe.spin(180, lambda: active_at(log_path, started) is not None
                                  or node.poll() is not None)
             active = active_at(log_path, started)

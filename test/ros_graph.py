@@ -25,7 +25,8 @@ for _name in ("FASTDDS_BUILTIN_TRANSPORTS", "FASTDDS_DEFAULT_PROFILES_FILE",
               "ROS_LOCALHOST_ONLY"):
     os.environ.pop(_name, None)
 for _setting in filter(None, os.environ.get("HYBRIDNETS_TEST_DDS_ENV", "").split(",")):
-    os.environ.__setitem__(*_setting.split("=", 1))
+    _name, _, _value = _setting.partition("=")
+    os.environ[_name] = _value
 
 from hybridnets_ros.ros.dds import configure_dds  # noqa: E402
 

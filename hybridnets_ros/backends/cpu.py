@@ -8,28 +8,26 @@ from pathlib import Path
 VNNI_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
+def _cpuinfo_value(keys: tuple[str, ...]) -> str | None:
+    """The value of the first /proc/cpuinfo line whose key is one of ``keys``."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() in keys:
+            return value.strip()
+    return None
+
+
 def cpu_flags() -> set[str]:
     """The instruction-set flags of the first CPU in /proc/cpuinfo (empty where unreadable)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
+    return set((_cpuinfo_value(("flags", "Features")) or "").split())
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo_value(("model name",)) or platform.processor() or platform.machine()
 
 
 def has_int8_dot_product() -> bool:

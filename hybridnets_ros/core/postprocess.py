@@ -8,10 +8,9 @@ cropped by int(pad) on both sides then resized with nearest-neighbour.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
-
-import logging
 
 import cv2
 import numpy as np

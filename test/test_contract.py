@@ -79,7 +79,7 @@ def test_tensorrt_as_the_node_builds_it(sample_images, networks, monkeypatch, ve
                                       "camera_resolution": [1280, 720]})
     pipeline = build_pipeline(config, model=networks["hybridnets"])
     assert pipeline.backend.name == "tensorrt"
-    assert (1, 256, 256) in pipeline.backend._states  # built at configure, not the first frame
+    assert (1, 256, 256) in pipeline.backend.engines  # built at configure, not the first frame
     frame = cv2.imread(str(sample_images[0]))
     result = pipeline(frame)
     assert result.seg_mask.shape == frame.shape[:2] and result.seg_mask.dtype == np.uint8

@@ -106,7 +106,7 @@ def test_degenerate_shapes_never_reach_the_backend(random_model, hw):
     with pytest.raises(InputError, match="unsupported image size") as info:
         pipeline(np.zeros((*hw, 3), np.uint8))
     assert info.value.kind == "unsupported image size"
-    assert len(backend._runners) == 0
+    assert len(backend.engines) == 0
 
 
 def test_engines_per_shape_are_bounded(random_model):
@@ -115,11 +115,11 @@ def test_engines_per_shape_are_bounded(random_model):
     for hw in shapes:
         backend.prepare(hw)
     keys = [(1, *hw) for hw in shapes]  # (batch, height, width)
-    assert list(backend._runners) == keys[-ENGINES_KEPT:]
+    assert list(backend.engines) == keys[-ENGINES_KEPT:]
     assert ENGINES_KEPT == 3
     backend.prepare(shapes[2])  # used again: now the most recent
     backend.prepare(shapes[0])  # so the least recent, shapes[3], goes
-    assert list(backend._runners) == [keys[4], keys[2], keys[0]]
+    assert list(backend.engines) == [keys[4], keys[2], keys[0]]
 
 
 def test_max_detections_caps_nms_and_is_exact_when_reached():

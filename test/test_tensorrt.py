@@ -104,7 +104,7 @@ def test_batch_n_binds_by_name_and_takes_tensors_without_copying(random_model, f
     backend.prepare(HW, batch=2)
     inputs = torch.from_numpy(frames)
     raw = backend.infer(inputs)
-    state = backend._states[(2, *HW)]
+    state = backend.engines[(2, *HW)]
     assert state.context.get_tensor_address(INPUT_NAME) == inputs.data_ptr()  # bound, not copied
     for name, got, expected in zip(OUTPUT_NAMES, as_numpy(raw), reference):
         assert got.shape[0] == 2
@@ -161,7 +161,7 @@ def test_fp16_engine_is_strongly_typed_from_the_fp16_onnx(golden_model, frames, 
     raw = backend.infer(frames[:1])
     assert plan_of(backend) == {"version": version, "strongly_typed": True, "builder_flags": []}
     assert "fp16 keep-io-fp32" in backend.engine_key(HW, None).runtime  # the rule is in the key
-    engine = backend._states[(1, *HW)].engine
+    engine = backend.engines[(1, *HW)].engine
     assert {engine.get_tensor_dtype(n) for n in (INPUT_NAME, *OUTPUT_NAMES)} == {
         backend.trt.DataType.FLOAT}  # fp16 inside, float32 at the edges
     for name, got, expected in zip(OUTPUT_NAMES, as_numpy(raw), golden_reference):

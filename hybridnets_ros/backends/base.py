@@ -38,6 +38,7 @@ class BackendSpec:
     cache: object | None = None          # an EngineCache (default: the user's)
     digest: str | None = None            # the weights' digest, if already known
     optimize: bool = True                # torch: trace and freeze per shape
+    max_engines: int = ENGINES_KEPT      # static-shape engines kept in memory (an LRU)
     cuda_graph: bool = False             # torch: replay as a CUDA graph
 
 
@@ -49,6 +50,10 @@ class Backend(ABC):
     # True: ``infer`` takes a batch [B,3,H,W] of any B (a static-shape engine is built per
     # batch size used); False: B is 1 and callers run several frames one at a time.
     batching: bool = False
+    # False: building an engine must not run beside inference in another thread (CUDA
+    # graph capture would record the other thread's kernels).
+    builds_beside_inference: bool = True
+    engines: ShapeLru  # (batch, H, W) -> what runs that static input shape
 
     @abstractmethod
     def __init__(self, spec: BackendSpec):
@@ -67,6 +72,10 @@ class Backend(ABC):
         """Build whatever a static-shape engine needs for this input size (export, engine
         build, tracing) now rather than at the first frame of that size. Backends with
         ``batching`` also take ``batch`` (default 1), the batch size to build for."""
+
+    def has_engine(self, shape: tuple[int, int, int]) -> bool:
+        """Whether a (batch, H, W) input runs without building anything first."""
+        return shape in self.engines
 
     def describe(self) -> str:
         return f"{self.name} on {self.device}"

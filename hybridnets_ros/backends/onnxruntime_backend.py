@@ -76,7 +76,7 @@ class OnnxRuntimeBackend(CachedEngineBackend):
         self._init_engine(spec)
         # fp32 exports take any static batch; INT8 models are calibrated for batch 1.
         self.batching = precision == "fp32"
-        self._sessions: dict[tuple[int, int, int], _Session] = ShapeLru()
+        self.engines: dict[tuple[int, int, int], _Session] = ShapeLru(spec.max_engines)
 
     def prepare(self, input_hw: tuple[int, int], batch: int = 1) -> None:
         self._session((batch, *input_hw))
@@ -91,8 +91,8 @@ class OnnxRuntimeBackend(CachedEngineBackend):
 
     def _session(self, shape: tuple[int, int, int]) -> _Session:
         """The session for a (batch, H, W) input."""
-        if shape in self._sessions:
-            return self._sessions[shape]
+        if shape in self.engines:
+            return self.engines[shape]
         batch, *hw = shape
         path = self.model_path(tuple(hw), batch)
         started = time.monotonic()
@@ -119,11 +119,11 @@ class OnnxRuntimeBackend(CachedEngineBackend):
             outputs.append(out)
         names = [meta.name for meta in session.get_outputs()]
         ordered = tuple(outputs[names.index(name)] for name in self.network.output_names)
-        self._sessions[shape] = _Session(session, binding, ordered)
+        self.engines[shape] = _Session(session, binding, ordered)
         log.info("onnxruntime: %s session for input %dx%dx%d ready in %.1f s (%s)",
                  self.precision, batch, hw[1], hw[0], time.monotonic() - started,
                  ", ".join(session.get_providers()))
-        return self._sessions[shape]
+        return self.engines[shape]
 
     def infer(self, inputs: Array) -> tuple:
         state = self._session((inputs.shape[0], *inputs.shape[2:]))

@@ -106,7 +106,7 @@ class OpenVINOBackend(CachedEngineBackend):
         self._init_engine(spec)
         # fp32/bf16 compile the fp32 export of any static batch; INT8 is calibrated for 1.
         self.batching = precision != "int8"
-        self._compiled: dict[tuple[int, int, int], _Compiled] = ShapeLru()
+        self.engines: dict[tuple[int, int, int], _Compiled] = ShapeLru(spec.max_engines)
 
     def prepare(self, input_hw: tuple[int, int], batch: int = 1) -> None:
         self._compiled_for((batch, *input_hw))
@@ -141,8 +141,8 @@ class OpenVINOBackend(CachedEngineBackend):
 
     def _compiled_for(self, shape: tuple[int, int, int]) -> _Compiled:
         """The compiled model for a (batch, H, W) input."""
-        if shape in self._compiled:
-            return self._compiled[shape]
+        if shape in self.engines:
+            return self.engines[shape]
         batch, *hw = shape
         hw = tuple(hw)
         source, calibration = self._source_model(hw, batch)
@@ -157,10 +157,10 @@ class OpenVINOBackend(CachedEngineBackend):
         request = compiled.create_infer_request()
         outputs = tuple(request.get_tensor(compiled.output(name))
                         for name in self.network.output_names)
-        self._compiled[shape] = _Compiled(request, outputs)
+        self.engines[shape] = _Compiled(request, outputs)
         log.info("openvino: %s model for input %dx%dx%d compiled in %.1f s (cache %s)",
                  self.precision, batch, hw[1], hw[0], time.monotonic() - started, cache_dir)
-        return self._compiled[shape]
+        return self.engines[shape]
 
     def infer(self, inputs: Array) -> tuple:
         state = self._compiled_for((inputs.shape[0], *inputs.shape[2:]))

@@ -123,7 +123,7 @@ class TensorRTBackend(CachedEngineBackend):
         self.batching = precision != "int8"
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         self.runtime = self.trt.Runtime(self.logger)
-        self._states: dict[tuple[int, int, int], _State] = ShapeLru()
+        self.engines: dict[tuple[int, int, int], _State] = ShapeLru(spec.max_engines)
 
     def _import(self):
         return import_tensorrt()
@@ -174,8 +174,8 @@ class TensorRTBackend(CachedEngineBackend):
 
     def _state(self, shape: tuple[int, int, int]) -> _State:
         """The engine, its context and bound buffers for a (batch, H, W) input."""
-        if shape in self._states:
-            return self._states[shape]
+        if shape in self.engines:
+            return self.engines[shape]
         batch, *hw = shape
         engine = None
         for _ in range(2):
@@ -202,9 +202,9 @@ class TensorRTBackend(CachedEngineBackend):
         if missing := [name for name in wanted if name not in buffers]:
             raise RuntimeError(f"{self.name}: the engine has no tensor {', '.join(missing)} "
                                f"(its tensors: {', '.join(buffers)})")
-        self._states[shape] = _State(engine, context, buffers,
+        self.engines[shape] = _State(engine, context, buffers,
                                      tuple(buffers[name] for name in self.network.output_names))
-        return self._states[shape]
+        return self.engines[shape]
 
     def infer(self, inputs: Array) -> tuple:
         state = self._state((inputs.shape[0], *inputs.shape[2:]))

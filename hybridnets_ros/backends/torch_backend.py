@@ -55,19 +55,20 @@ class TorchBackend(Backend):
         self.dtype = DTYPES[precision]
         self.optimize = optimize
         self.cuda_graph = cuda_graph
+        self.builds_beside_inference = not cuda_graph
         # A private copy: converting dtype/layout must not change the caller's model.
         self.model = copy.deepcopy(spec.model).to(device=device, dtype=self.dtype).eval()
         self.memory_format = torch.channels_last if optimize else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
-        self._runners: dict[tuple[int, int, int], tuple[torch.Tensor, Callable[[], tuple]]] = ShapeLru()
+        self.engines: dict[tuple[int, int, int], tuple[torch.Tensor, Callable[[], tuple]]] = ShapeLru(spec.max_engines)
 
     def prepare(self, input_hw: tuple[int, int], batch: int = 1) -> None:
         self._runner((batch, *input_hw))
 
     def _runner(self, shape: tuple[int, int, int]) -> tuple[torch.Tensor, Callable[[], tuple]]:
         """The input buffer for a (batch, H, W) and a function running the network on it."""
-        if shape in self._runners:
-            return self._runners[shape]
+        if shape in self.engines:
+            return self.engines[shape]
         started = time.monotonic()
         batch, *hw = shape
         buffer = torch.zeros((batch, 3, *hw), device=self.device, dtype=self.dtype).contiguous(
@@ -93,10 +94,10 @@ class TorchBackend(Backend):
             if self.optimize:  # the JIT optimises a trace during its first runs
                 for _ in range(WARMUP_RUNS):
                     run()
-        self._runners[shape] = (buffer, run)
+        self.engines[shape] = (buffer, run)
         log.info("torch: %s network ready for input %dx%dx%d in %.1f s", self._mode(), batch,
                  hw[1], hw[0], time.monotonic() - started)
-        return self._runners[shape]
+        return self.engines[shape]
 
     def infer(self, inputs: Array) -> tuple:
         buffer, run = self._runner((inputs.shape[0], *inputs.shape[2:]))

@@ -39,6 +39,27 @@ def rotation_from_quaternion(x: float, y: float, z: float, w: float) -> np.ndarr
                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
+def optical_rotation(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """optical -> ground rotation of a camera body frame at (roll, pitch, yaw)."""
+    return rotation_rpy(roll, pitch, yaw) @ BODY_FROM_OPTICAL
+
+
+def pose_problem(R_ground_optical, t_ground_optical) -> str | None:
+    """Why no camera, whatever its lens, can be at this pose over the ground plane z = 0:
+    below (or on) it, or upside down; None when it is plausible."""
+    z = float(t_ground_optical[2])
+    if not z > 0:
+        return (f"the camera is {'on' if z == 0 else 'below'} the ground plane (z = {z:g} m; "
+                "it must be above it)")
+    # The image's downward direction (optical y) in the ground frame: up means upside down.
+    down_z = float(np.asarray(R_ground_optical)[2, 1])
+    if down_z > 1e-6:
+        return (f"the camera is upside down (the image's downward direction points "
+                f"{np.degrees(np.arcsin(min(down_z, 1.0))):.0f} deg above the horizon; roll "
+                "beyond +-90 deg)")
+    return None
+
+
 @dataclass(frozen=True)
 class CameraModel:
     K: np.ndarray                   # 3x3 intrinsics
@@ -52,7 +73,7 @@ class CameraModel:
     def from_pose(cls, K, width: int, height: int, pose, D=None) -> "CameraModel":
         """``pose`` = (x, y, z, roll, pitch, yaw) of the camera body frame in the ground frame."""
         x, y, z, roll, pitch, yaw = (float(v) for v in pose)
-        R = rotation_rpy(roll, pitch, yaw) @ BODY_FROM_OPTICAL
+        R = optical_rotation(roll, pitch, yaw)
         return cls.from_transform(K, width, height, R, np.array([x, y, z]), D)
 
     @classmethod
@@ -102,6 +123,22 @@ class CameraModel:
         y = (uv[..., 1] - self.K[1, 2]) / self.K[1, 1]
         rays_opt = np.stack([x, y, np.ones_like(x)], axis=-1)
         return rays_opt @ self.R_ground_optical.T
+
+    def pose_problem(self) -> str | None:
+        """Why this camera cannot see the ground plane as posed (:func:`pose_problem`, or
+        no pixel's ray reaching the ground); None when it can. The lowest ray is one of
+        the image corners' (a ray's height component is linear in the pixel position)."""
+        if problem := pose_problem(self.R_ground_optical, self.t_ground_optical):
+            return problem
+        corners = np.array([[0.0, 0.0], [self.width, 0.0], [0.0, self.height],
+                            [self.width, self.height]])
+        rays = self.pixel_rays(corners)
+        lowest = float(np.min(rays[:, 2] / np.linalg.norm(rays, axis=1)))
+        if lowest > -1e-9:
+            return (f"no part of the image sees the ground (its lowest ray points "
+                    f"{np.degrees(np.arcsin(min(lowest, 1.0))):.0f} deg above the horizon; "
+                    "positive pitch looks down)")
+        return None
 
     def intersect_ground(self, rays: np.ndarray) -> np.ndarray:
         """Where ground-frame rays [..., 3] from the camera centre meet z = 0 (NaN if never)."""

@@ -22,6 +22,8 @@ from typing import Any
 from ..backends.registry import BACKENDS, PRECISIONS
 from ..core.adapter import ModelAdapter
 from ..core.bev import GridSpec
+from ..core.camera import optical_rotation, pose_problem
+from ..core.lru import ENGINES_KEPT
 from ..core.postprocess import MAX_DETECTIONS
 from ..core.registry import ADAPTERS, DEFAULT_MODEL, model_settings
 from ..core.sources import MAX_IMAGE_PIXELS
@@ -43,10 +45,12 @@ class ConfigError(ValueError):
     """One or more settings are unacceptable; the message names each one and why."""
 
 
-def _setting(default, description: str, *, runtime: bool = False, range_=None, choices=None,
-             step: int | None = None):
-    meta = {"description": description, "runtime": runtime, "range": range_,
-            "choices": choices, "step": step}
+def _setting(default, description: str, *, runtime: bool = False, configure: bool = False,
+             range_=None, choices=None, step: int | None = None):
+    """``runtime``: may change at any time; ``configure``: what configure builds from (the
+    model, its engine), so it may change only while the node is unconfigured."""
+    meta = {"description": description, "runtime": runtime, "configure": configure,
+            "range": range_, "choices": choices, "step": step}
     if isinstance(default, (list, tuple)):
         return field(default=tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -57,25 +61,29 @@ class _Settings:
     """The settings every network shares; NodeConfig adds those of the networks."""
 
     model: str = _setting(DEFAULT_MODEL, "the network: " + ", ".join(
-        f"{a.name} ({a.summary})" for a in ADAPTERS.values()), choices=MODEL_CHOICES)
+        f"{a.name} ({a.summary})" for a in ADAPTERS.values()), choices=MODEL_CHOICES, configure=True)
     weights: str = _setting("", "checkpoint of the model; empty: the cache's (" + ", ".join(
         a.weights_name + (" from `hybridnets download-weights`" if a.downloadable else "")
-        for a in ADAPTERS.values()) + ")")
+        for a in ADAPTERS.values()) + ")", configure=True)
     allow_random_weights: bool = _setting(False, "without a checkpoint, run with random "
                                           "weights (meaningless outputs, for pipeline checks) "
-                                          "instead of failing")
-    backend: str = _setting("auto", "inference engine", choices=BACKEND_CHOICES)
-    device: str = _setting("auto", "cpu, cuda or cuda:N; auto picks cuda when available")
+                                          "instead of failing", configure=True)
+    backend: str = _setting("auto", "inference engine", choices=BACKEND_CHOICES, configure=True)
+    device: str = _setting("auto", "cpu, cuda or cuda:N; auto picks cuda when available", configure=True)
     precision: str = _setting("fp32", "fp32, fp16 (CUDA), bf16 (openvino, CPUs with "
                               "AVX512-BF16/AMX) or int8 (onnxruntime/openvino/tensorrt, "
-                              "calibrated)", choices=PRECISIONS)
+                              "calibrated)", choices=PRECISIONS, configure=True)
     int8_calibration: str = _setting("", "folder of frames like the camera's, to calibrate "
-                                     "precision int8 (cached afterwards)")
+                                     "precision int8 (cached afterwards)", configure=True)
     camera_resolution: tuple[int, ...] = _setting(
         (1280, 720), "[width, height] of the camera: the engine for it is built when the node "
-        "is configured, not at the first frame (empty: at the first frame)")
+        "is configured, not at the first frame (empty: at the first frame)", configure=True)
+    max_engines: int = _setting(ENGINES_KEPT, "static-shape engines kept in memory, one per "
+                                "network input size and batch (least recently used dropped "
+                                "first; docs/benchmarks.md: what one costs per backend)",
+                                configure=True, range_=(1, 64))
     input_size: int = _setting(640, "letterbox target size (longer image side at the "
-                               "network input)", range_=(128, 2048), step=32)
+                               "network input)", range_=(128, 2048), step=32, configure=True)
     conf_threshold: float = _setting(0.25, "detection score threshold", runtime=True,
                                      range_=(0.0, 1.0))
     iou_threshold: float = _setting(0.3, "NMS IoU threshold", runtime=True, range_=(0.0, 1.0))
@@ -137,9 +145,9 @@ class _Settings:
                                          "to match (with CameraInfo and pose)", runtime=True,
                                          range_=(0.01, 100.0))
     use_compressed: bool = _setting(False, "subscribe to image/compressed (jpeg/png) instead "
-                                    "of image")
+                                    "of image", configure=True)
     reliable_qos: bool = _setting(False, "subscribe with reliable QoS instead of the "
-                                  "sensor-data profile (best effort, keep last 1)")
+                                  "sensor-data profile (best effort, keep last 1)", configure=True)
     autostart: bool = _setting(True, "configure and activate the lifecycle node by itself")
     diagnostics_period: float = _setting(1.0, "seconds between /diagnostics messages",
                                          range_=(0.1, 60.0))
@@ -237,9 +245,10 @@ class _Settings:
 
 def _network_field(setting) -> tuple[str, type, dataclasses.Field]:
     kind = tuple if isinstance(setting.default, (list, tuple)) else type(setting.default)
+    # A network's fixed settings shape the model it builds: configure-time ones.
     return setting.name, kind, _setting(setting.default, setting.description,
-                                        runtime=setting.runtime, range_=setting.range,
-                                        choices=setting.choices)
+                                        runtime=setting.runtime, configure=not setting.runtime,
+                                        range_=setting.range, choices=setting.choices)
 
 
 NodeConfig = dataclasses.make_dataclass(
@@ -316,6 +325,8 @@ def problems(config) -> list[str]:
     if pose and (len(pose) != 6 or not all(math.isfinite(v) for v in pose)):
         errors.append(f"camera_pose needs 6 finite numbers [x, y, z, roll, pitch, yaw] or [], "
                       f"got {list(pose)}")
+    elif pose and (problem := impossible_pose(pose)):
+        errors.append(f"camera_pose {list(pose)}: {problem}")
     if not config.ground_frame.strip():
         errors.append("ground_frame must not be empty")
     if config.device != "auto" and not (config.device == "cpu" or config.device == "cuda"
@@ -357,8 +368,23 @@ def camera_problems(config) -> list[str]:
     if poses and (len(poses) != 6 * len(names) or not all(math.isfinite(v) for v in poses)):
         errors.append(f"camera_poses needs 6 finite numbers per camera ({6 * len(names)} for "
                       f"cameras {list(names)}) or [], got {len(poses)} values")
+    elif poses:
+        for index, name in enumerate(names):
+            pose = poses[6 * index:6 * index + 6]
+            if problem := impossible_pose(pose):
+                errors.append(f"camera_poses of camera {name} {list(pose)}: {problem}")
+    if len(names) > 1 and config.max_engines < 2:
+        errors.append(f"max_engines must be at least 2 with several cameras (the engines of "
+                      f"batch 1 and batch {len(names)}), got {config.max_engines}")
     return errors + extent_problems(config, "the fused grid", "fused_x_range", "fused_y_range",
                                     count_cells=bool(names) and not errors)
+
+
+def impossible_pose(pose) -> str | None:
+    """Why a camera cannot be at ``pose`` [x, y, z, roll, pitch, yaw] over the ground (the
+    part that needs no lens: the camera model checks the rest per CameraInfo)."""
+    x, y, z, roll, pitch, yaw = pose
+    return pose_problem(optical_rotation(roll, pitch, yaw), (x, y, z))
 
 
 def grid_problems(config) -> list[str]:

@@ -66,7 +66,8 @@ def build_pipeline(config: NodeConfig, model: torch.nn.Module | None = None,
     backend = create_backend(config.backend, model, device=resolve_device(config.device),
                              precision=config.precision, network=network,
                              input_size=config.input_size, source_hw=config.source_hw,
-                             calib=config.int8_calibration or None, **backend_options)
+                             calib=config.int8_calibration or None,
+                             max_engines=config.max_engines, **backend_options)
     pipeline = Pipeline(backend, config.input_size, config.conf_threshold, config.iou_threshold,
                         max_detections=config.max_detections, options=config.network_options())
     if len(config.cameras) > 1 and backend.batching and network.batches_cameras:

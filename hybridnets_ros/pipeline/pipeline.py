@@ -93,23 +93,39 @@ class Pipeline:
         unused slots (about the time of one frame there), on the CPU one at a time (a
         full batch would cost ``batch_size`` frames of compute). A backend that cannot
         batch runs every frame alone."""
-        if len(bgrs) < 2 or self.batch_size < 2 or not self.backend.batching:
-            return [self(bgr, settings) for bgr in bgrs]
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, bgr in enumerate(bgrs):
-            groups.setdefault(self.network_input_hw(bgr.shape[:2]), []).append(i)
         results: list[Result | None] = [None] * len(bgrs)
+        for chunk, batch in self._plan([bgr.shape[:2] for bgr in bgrs]):
+            frames = [bgrs[i] for i in chunk]
+            done = self._batch(frames, settings) if batch > 1 else [self(frames[0], settings)]
+            for i, result in zip(chunk, done):
+                results[i] = result
+        return results
+
+    def engine_shapes(self, image_hws: Sequence[tuple[int, int]]) -> list[tuple[int, int, int]]:
+        """The (batch, H, W) engine that each of these frames runs on in ``run_batch``."""
+        shapes: list = [None] * len(image_hws)
+        for chunk, batch in self._plan(image_hws):
+            for i in chunk:
+                shapes[i] = (batch, *self.network_input_hw(image_hws[i]))
+        return shapes
+
+    def _plan(self, image_hws: Sequence[tuple[int, int]]) -> list[tuple[list[int], int]]:
+        """How ``run_batch`` runs frames of these sizes: (frame indices, batch size) per
+        backend call (see there)."""
+        if len(image_hws) < 2 or self.batch_size < 2 or not self.backend.batching:
+            return [([i], 1) for i in range(len(image_hws))]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, hw in enumerate(image_hws):
+            groups.setdefault(self.network_input_hw(hw), []).append(i)
+        plan = []
         for indices in groups.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start:start + self.batch_size]
-                frames = [bgrs[i] for i in chunk]
                 if len(chunk) == self.batch_size or (len(chunk) > 1 and self.processing_on_device):
-                    done = self._batch(frames, settings)
+                    plan.append((chunk, self.batch_size))
                 else:
-                    done = [self(bgr, settings) for bgr in frames]
-                for i, result in zip(chunk, done):
-                    results[i] = result
-        return results
+                    plan += [([i], 1) for i in chunk]
+        return plan
 
     def _batch(self, bgrs: Sequence[np.ndarray],
                settings: DetectionSettings | None) -> list[Result]:

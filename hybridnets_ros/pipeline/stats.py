@@ -42,6 +42,8 @@ class NodeStats:
         self.rejected: collections.Counter[str] = collections.Counter()
         self.skipped_no_subscribers = 0
         self.errors = 0
+        # Frames run without some output, or not run, by what kept them (a diagnostics key).
+        self.problems: collections.Counter[str] = collections.Counter()
 
     def frame_received(self) -> None:
         with self._lock:
@@ -67,6 +69,10 @@ class NodeStats:
         with self._lock:
             self.skipped_no_subscribers += 1
 
+    def count_problem(self, key: str) -> None:
+        with self._lock:
+            self.problems[key] += 1
+
     def reject(self, reason: str) -> bool:
         """Count a rejected message; True the first time this reason is seen (log it then)."""
         with self._lock:
@@ -89,4 +95,5 @@ class NodeStats:
                 "rejected": dict(self.rejected),
                 "skipped_no_subscribers": self.skipped_no_subscribers,
                 "errors": self.errors,
+                "problems": dict(self.problems),
             }

@@ -30,10 +30,20 @@ class NodeHealth:
     load_error: str | None         # why the last configure failed
     listening_since: float         # monotonic time of activation
     multi: bool                    # several cameras: one more status per camera
+    engines: object | None = None  # EngineBuilds of the configured pipeline
+    fused_problem: str | None = None  # why the fused grids are all unknown
 
 
 def camera_problem(camera, config, listening_since: float) -> str | None:
     """What is wrong with one active camera's input or grids, or None."""
+    build = camera.engine_build
+    if build is not None:
+        if build.error is not None:
+            return f"engine for {build.describe()} failed: {build.error}; its frames are dropped"
+        if not build.done:
+            return (f"building engine for {build.describe()} "
+                    f"({time.monotonic() - build.started:.0f} s so far): its frames are "
+                    "dropped until it is ready")
     silent = time.monotonic() - (camera.last_image or listening_since)
     if silent > SILENT_PERIODS * config.diagnostics_period:
         topic = camera.topic("image/compressed" if config.use_compressed else "image")
@@ -57,7 +67,22 @@ def health(node: NodeHealth, cameras) -> tuple[bytes, str]:
     for camera in cameras:
         if (problem := camera_problem(camera, node.config, node.listening_since)) is not None:
             return DiagnosticStatus.WARN, camera.says(problem)
+    if node.fused_problem is not None:
+        return DiagnosticStatus.WARN, f"fused grids all unknown: {node.fused_problem}"
     return DiagnosticStatus.OK, "ok"
+
+
+def engine_values(engines) -> dict:
+    """The engine builds: under way, done, the latest one's duration."""
+    if engines is None:
+        return {}
+    building = engines.current
+    values = {"engine_builds": "; ".join(
+        f"{b.describe()} ({time.monotonic() - b.started:.0f} s so far)" for b in building)
+        or "none", "engines_built": engines.built}
+    if engines.last is not None:
+        values["last_engine_build"] = f"{engines.last.describe()} in {engines.last.seconds:.1f} s"
+    return values
 
 
 def camera_values(camera, dropped: int) -> dict:
@@ -83,6 +108,7 @@ def camera_values(camera, dropped: int) -> dict:
     })
     values.update({f"stage_{k}_ms": f"{v:.1f}" for k, v in s["stage_median_ms"].items()})
     values.update({f"rejected: {reason}": n for reason, n in s["rejected"].items()})
+    values.update(s["problems"])
     return values
 
 
@@ -97,7 +123,9 @@ def diagnostic_array(node: NodeHealth, cameras, dropped, batches, stamp) -> Diag
     (frames, network ms) of recent network calls."""
     level, message = health(node, cameras)
     values = {"node": node.fully_qualified_name, "state": node.state,
-              "backend": node.hardware_id}
+              "backend": node.hardware_id, **engine_values(node.engines)}
+    if node.fused_problem is not None:
+        values["fused_grids"] = f"all unknown: {node.fused_problem}"
     statuses = []
     if not node.multi:
         values.update(camera_values(cameras[0], dropped[0]))

@@ -26,6 +26,7 @@ from ..core.camera import CameraModel
 from ..core.objects3d import LENGTH_PRIOR_BY_NAME, box_estimates, ground_positions
 from ..core.tracking import Tracker, TrackerSettings
 from ..pipeline.config import NodeConfig
+from ..pipeline.engines import EngineBuild, EngineBuilds
 from ..core.sources import InputError
 from ..pipeline.pipeline import Pipeline, Result, refuse_degenerate
 from .conversions import ImageConversionError, to_bgr
@@ -70,6 +71,7 @@ class ProjectorCache:
         self._key = None
         self._camera: CameraModel | None = None
         self._camera_key = None
+        self._pose_problem: str | None = None  # why the camera model's pose cannot be right
 
     def get(self, info: CameraInfo | None, image_hw, config: NodeConfig,
             transform=None, grid: GridSpec | None = None) -> tuple[BevProjector, bool]:
@@ -108,6 +110,13 @@ class ProjectorCache:
                 raise GridUnavailable("invalid camera_info", f"cannot use camera_info: {exc}",
                                       bad_input=True) from None
             self._camera_key = key
+            problem = self._camera.pose_problem()
+            source = ("from TF" if transform is not None
+                      else str([round(v, 3) for v in config.camera_pose]))
+            self._pose_problem = problem and (f"impossible camera pose {source} in "
+                                              f"{config.ground_frame}: {problem}")
+        if self._pose_problem:
+            raise GridUnavailable("impossible camera pose", self._pose_problem)
         return self._camera
 
 
@@ -130,6 +139,7 @@ class FrameOutcome:
     no_grids: GridUnavailable | None = None       # grids or 3D were wanted but are not possible
     projector_rebuilt: bool = False
     products: FrameProducts | None = None
+    engine_build: EngineBuild | None = None       # not run: its engine is being built
 
     @property
     def result(self) -> Result | None:
@@ -302,10 +312,13 @@ class FrameProcessor:
                              network.seg_classes)
 
 
-def process_batch(requests: list[FrameRequest]) -> list[FrameOutcome]:
+def process_batch(requests: list[FrameRequest],
+                  engines: EngineBuilds | None = None) -> list[FrameOutcome]:
     """Several cameras' image messages, each with its own processor (CameraInfo, pose,
     grids) over one shared pipeline, through one network call (``Pipeline.run_batch``);
-    outcomes in the order of ``requests``. One request is :meth:`FrameProcessor.process`."""
+    outcomes in the order of ``requests``. One request is :meth:`FrameProcessor.process`.
+    With ``engines``, frames whose engine does not exist yet are not run: their outcome
+    names the build they wait for (started in the background)."""
     outcomes = [FrameOutcome() for _ in requests]
     ready = []  # (request, outcome, bgr, conversion ms) of the usable images
     for request, outcome in zip(requests, outcomes):
@@ -320,6 +333,11 @@ def process_batch(requests: list[FrameRequest]) -> list[FrameOutcome]:
             outcome.rejected = ImageConversionError(exc.kind, str(exc))
             continue
         ready.append((request, outcome, bgr, (time.perf_counter() - t0) * 1e3))
+    if ready and engines is not None:
+        run, waiting, _ = engines.split([bgr for _, _, bgr, _ in ready])
+        for index, build in waiting.items():
+            ready[index][1].engine_build = build
+        ready = [ready[index] for index in run]
     if ready:
         # One pipeline and one configuration's thresholds for every camera.
         processor = ready[0][0].processor

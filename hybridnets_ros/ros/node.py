@@ -32,6 +32,7 @@ from std_msgs.msg import Header
 from ..core.camera import rotation_from_quaternion
 from ..core.memory import release_freed_memory
 from ..pipeline.config import ConfigError, NodeConfig
+from ..pipeline.engines import EngineBuild, EngineBuilds
 from ..pipeline.pipeline import Result
 from ..pipeline.slot import LatestSlots
 from ..pipeline.stats import NodeStats
@@ -63,6 +64,7 @@ class Camera:
     last_image: float | None = None               # monotonic time of the last image
     grid_problem: str | None = None               # why the last frame had no grids
     latest: tuple[Header, Result] | None = None   # newest result, for the fused grids
+    engine_build: EngineBuild | None = None       # the build its last frame waited for
 
     def topic(self, relative: str) -> str:
         return f"{self.name}/{relative}" if self.name else relative
@@ -108,6 +110,8 @@ class HybridNetsNode(LifecycleNode):
         self._fused_pubs: dict[str, object] = {}
         self._fused_timer = None
         self._surround = SurroundStage()
+        self._fused_problem: str | None = None  # why the fused grids are all unknown
+        self._engines: EngineBuilds | None = None
         self._batches: collections.deque[tuple[int, float]] = collections.deque(maxlen=200)
         period = self.config.diagnostics_period if self.config else NodeConfig().diagnostics_period
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -152,6 +156,7 @@ class HybridNetsNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
         self._load_error = None
+        self._engines = EngineBuilds(pipeline)
         lookup = self._tf.lookup if self._tf else None
         # One model, a processor per camera; only the outputs the model produces exist as
         # topics (no depth without a depth network, ...).
@@ -184,6 +189,7 @@ class HybridNetsNode(LifecycleNode):
             self._inputs += [image, self.create_subscription(
                 CameraInfo, camera.topic("camera_info"), self._camera_info_callback(camera), qos)]
             camera.last_image, camera.grid_problem, camera.latest = None, None, None
+            camera.engine_build = None
         self.slots.reopen()
         self._running = True
         self._worker = threading.Thread(target=self._work, name="hybridnets-worker", daemon=True)
@@ -214,7 +220,10 @@ class HybridNetsNode(LifecycleNode):
             self.destroy_lifecycle_publisher(pub)
         self._fused_pubs = {}
         for camera in self.cameras:
-            camera.pubs, camera.processor, camera.latest = {}, None, None
+            camera.pubs, camera.processor, camera.latest, camera.engine_build = {}, None, None, None
+        if self._engines is not None:
+            self._engines.close()
+            self._engines = None
         self._surround.reset()
         release_freed_memory()  # the model and engines just dropped
         return TransitionCallbackReturn.SUCCESS
@@ -249,6 +258,11 @@ class HybridNetsNode(LifecycleNode):
         return on_camera_info
 
     def _on_set_parameters(self, changes) -> SetParametersResult:
+        state = self.lifecycle_state
+        if state != "unconfigured" and (fixed := params.configure_time(c.name for c in changes)):
+            return SetParametersResult(successful=False, reason=(
+                f"{', '.join(fixed)} can only change while the node is unconfigured (it is "
+                f"{state}): deactivate and clean it up, set it, then configure again"))
         values = params.parameter_values(self)
         values.update({change.name: change.value for change in changes})
         try:
@@ -265,6 +279,7 @@ class HybridNetsNode(LifecycleNode):
     def _work(self) -> None:
         while self._running:
             frames = self.slots.take_all(timeout=0.5)  # camera index -> its newest frame
+            self._report_builds()
             if not frames:
                 continue
             try:
@@ -294,7 +309,7 @@ class HybridNetsNode(LifecycleNode):
             batch.append((index, frame))
         if not requests:
             return
-        outcomes = process_batch(requests)
+        outcomes = process_batch(requests, self._engines)
         network = [o.timings_ms["network"] for o in outcomes if o.result is not None]
         if network:
             self._batches.append((len(network), network[0]))
@@ -306,6 +321,16 @@ class HybridNetsNode(LifecycleNode):
         messages went out while they were built)."""
         if outcome.rejected is not None:
             self._reject(camera, outcome.rejected.reason, str(outcome.rejected))
+            return
+        camera.engine_build = build = outcome.engine_build
+        if build is not None:  # dropped: the newest frame runs once the engine is there
+            camera.stats.count_problem("frames_dropped_engine_build")
+            if build.error is None:
+                self.say_once(f"build {build.shape} {build.started}", camera.says(
+                    f"building engine for {build.describe()} (network input "
+                    f"{build.shape[2]}x{build.shape[1]}): this camera's frames are dropped "
+                    "until it is ready" + (", the other cameras' keep running"
+                                           if self.multi else "")))
             return
         camera.latest = (frame.msg.header, outcome.result)
         self._report_grids(camera, outcome)
@@ -330,6 +355,11 @@ class HybridNetsNode(LifecycleNode):
         elif problem.bad_input:
             if not problem.repeated:  # counted once per message, not once per frame
                 self._reject(camera, problem.reason, f"{problem}: grids skipped")
+        elif problem.reason == "impossible camera pose":
+            camera.stats.count_problem("frames_impossible_pose")
+            self.say_once(camera.name + str(problem), camera.says(
+                f"{problem}: grids and 3D detections are not published until the pose is "
+                "fixed"), "error")
         elif problem.reason == "no camera_info":
             self.say_once(camera.name + "no_camera_info", camera.says(
                 f"no CameraInfo received on '{camera.topic('camera_info')}' yet: occupancy "
@@ -345,9 +375,27 @@ class HybridNetsNode(LifecycleNode):
             return
         latest = [(camera.processor, *camera.latest) if camera.latest and camera.processor
                   else None for camera in self.cameras]
-        fused = self._surround.messages(latest, self.config.fused_grid, self.config.ground_frame)
-        for name, msg in (fused or {}).items():
+        fused, self._fused_problem = self._surround.messages(
+            latest, self.config.fused_grid, self.config.ground_frame,
+            self.get_clock().now().to_msg(), [camera.name for camera in self.cameras])
+        # Said once each time the grids go blank after the cameras have sent something.
+        if self._fused_problem is None:
+            self._said.discard("fused blank")
+        elif any(entry is not None for entry in latest):
+            self.say_once("fused blank", f"fused grids all unknown: {self._fused_problem}")
+        for name, msg in fused.items():
             self._fused_pubs[name].publish(msg)
+
+    def _report_builds(self) -> None:
+        """Logs the engine builds that finished since the last call."""
+        for build in self._engines.finished() if self._engines else ():
+            if build.error is None:
+                self.get_logger().info(f"engine for {build.describe()} built in "
+                                       f"{build.seconds:.1f} s")
+            else:
+                self.get_logger().error(
+                    f"engine for {build.describe()} failed after {build.seconds:.1f} s: "
+                    f"{build.error}; frames of that size are dropped")
 
     # -------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self) -> None:
@@ -356,7 +404,8 @@ class HybridNetsNode(LifecycleNode):
                           pipeline.backend.describe() if pipeline else "none",
                           self.lifecycle_state, self.config,
                           self._config_error, self._load_error,
-                          self._listening_since, self.multi)
+                          self._listening_since, self.multi, self._engines,
+                          self._fused_problem if self._fused_pubs else None)
         self._diag_pub.publish(diagnostic_array(
             node, self.cameras, [self.slots.dropped[i] for i in range(len(self.cameras))],
             list(self._batches), self.get_clock().now().to_msg()))

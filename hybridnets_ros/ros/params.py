@@ -1,7 +1,8 @@
 """hybridnets_node's ROS parameters, declared from the configuration's table of settings.
 
 Names, defaults, descriptions and ranges come from :class:`NodeConfig`; settings marked
-``runtime`` may change while the node runs, the others are read-only after start-up.
+``runtime`` may change while the node runs, those marked ``configure`` while it is
+unconfigured (the node refuses them otherwise), the others are read-only after start-up.
 Validation is NodeConfig's: nothing here decides whether a value is acceptable.
 """
 from __future__ import annotations
@@ -25,7 +26,10 @@ def descriptor(setting) -> ParameterDescriptor:
     text = meta["description"]
     if meta["choices"]:
         text += f" ({', '.join(meta['choices'])})"
-    d = ParameterDescriptor(name=setting.name, description=text, read_only=not meta["runtime"])
+    if meta["configure"]:
+        text += "; changes only while unconfigured, taking effect at the next configure"
+    d = ParameterDescriptor(name=setting.name, description=text,
+                            read_only=not (meta["runtime"] or meta["configure"]))
     # No ranges in the descriptor: rclpy would refuse a bad start-up value with a traceback;
     # NodeConfig refuses it with the reason instead. The range is stated in the text.
     if meta["range"] is not None:
@@ -43,6 +47,12 @@ def declare_all(node) -> None:
                     setting.name, Parameter.Type.DOUBLE_ARRAY), descriptor(setting))
                 continue
         node.declare_parameter(setting.name, default, descriptor(setting))
+
+
+def configure_time(names) -> list[str]:
+    """Those of ``names`` that may change only while the node is unconfigured."""
+    meta = {setting.name: setting.metadata for setting in settings()}
+    return [name for name in names if name in meta and meta[name]["configure"]]
 
 
 def parameter_values(node) -> dict[str, Any]:

@@ -50,27 +50,42 @@ class SurroundStage:
         self.projections.clear()
 
     def messages(self, latest: list[tuple[FrameProcessor, Header, Result] | None],
-                 grid: GridSpec, ground_frame: str) -> dict[str, OccupancyGrid] | None:
+                 grid: GridSpec, ground_frame: str, now,
+                 names: list[str]) -> tuple[dict[str, OccupancyGrid], str | None]:
         """The fused grids from every camera's latest (processor, header, result), by
-        name (FUSED_TOPICS); None while no camera sees a cell."""
+        name (FUSED_TOPICS), and why they are all unknown (None: some camera sees a cell).
+        All unknown, stamped ``now`` (a Time message), replaces a latched grid that is no longer current.
+        ``names``: the cameras' names, for the reason."""
         if self.fusion is None or self.fusion.grid != grid:
             self.fusion = SurroundFusion(grid)
-        views = [view for index, entry in enumerate(latest)
-                 if entry is not None and (view := self._view(index, *entry, grid))]
-        stamp = self.fusion.fuse(views) if views else None
+        views, unseen = [], []
+        for index, entry in enumerate(latest):
+            if entry is None:
+                unseen.append(f"{names[index]}: no result yet")
+            elif isinstance(view := self._view(index, *entry, grid), str):
+                unseen.append(f"{names[index]}: {view}")
+            else:
+                views.append(view)
+        stamp = self.fusion.fuse(views)
         if stamp is None:
-            return None
-        header = Header(stamp=rclpy.time.Time(nanoseconds=stamp).to_msg(), frame_id=ground_frame)
+            reason = "no camera sees a cell of the fused grid" + (
+                f" ({'; '.join(unseen)})" if unseen else "")
+            header = Header(stamp=now, frame_id=ground_frame)
+        else:
+            reason = None
+            header = Header(stamp=rclpy.time.Time(nanoseconds=stamp).to_msg(),
+                            frame_id=ground_frame)
         return {"drivable": messages.occupancy_grid(header, self.fusion.drivable, grid),
-                "lane": messages.occupancy_grid(header, self.fusion.lane, grid)}
+                "lane": messages.occupancy_grid(header, self.fusion.lane, grid)}, reason
 
     def _view(self, index: int, processor: FrameProcessor, header: Header, result: Result,
-              grid: GridSpec) -> CameraView | None:
-        """The camera's latest result on the surround grid (projected once per result)."""
+              grid: GridSpec) -> CameraView | str:
+        """The camera's latest result on the surround grid (projected once per result), or
+        why it has none (its own grids say so too: diagnostics, log)."""
         try:
             projector = processor.fused_projector(header, result.seg_mask.shape, grid)
-        except GridUnavailable:  # the camera's own grids say why (diagnostics, log)
-            return None
+        except GridUnavailable as exc:
+            return str(exc)
         projection = self.projections.get(index)
         if projection is None or projection.projector is not projector:
             projection = self.projections[index] = CameraProjection(projector,

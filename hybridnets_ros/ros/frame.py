@@ -221,7 +221,8 @@ class FrameProcessor:
             products.camera = self.projectors.camera(self.camera_info, bgr.shape[:2], self.config,
                                                      transform)
         except GridUnavailable as exc:
-            if geometric or wants_objects:
+            # An impossible pose is news even when only the fused grids use this camera.
+            if geometric or wants_objects or exc.reason == "impossible camera pose":
                 self._no_grids(outcome, exc)
         self._objects(products, wants_objects)
         t3 = time.perf_counter()

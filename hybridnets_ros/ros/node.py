@@ -13,6 +13,7 @@ the surround grids fused from every camera's latest result (``fused/...``).
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -137,7 +138,14 @@ class HybridNetsNode(LifecycleNode):
     def say_once(self, key: str, text: str, level: str = "warning") -> None:
         if key not in self._said:
             self._said.add(key)
-            getattr(self.get_logger(), level)(text)
+            # One call per level: rclpy refuses a call site whose severity changes.
+            log = self.get_logger()
+            if level == "info":
+                log.info(text)
+            elif level == "error":
+                log.error(text)
+            else:
+                log.warning(text)
 
     def _reject(self, camera: Camera, reason: str, detail: str) -> None:
         if camera.stats.reject(reason):
@@ -168,7 +176,7 @@ class HybridNetsNode(LifecycleNode):
         if self.multi and has_fused_grids(self.config.network):
             self._fused_pubs = {name: self.create_lifecycle_publisher(FUSED_TYPE, topic, FUSED_QOS)
                                 for name, topic in FUSED_TOPICS.items()}
-        self.get_logger().info(f"model ready: {pipeline.backend.describe()}"
+        self.get_logger().info(f"model ready: {self.config.model} on {pipeline.backend.describe()}"
                                + (f" for cameras {', '.join(self.config.cameras)}" if self.multi else ""))
         return super().on_configure(state)
 
@@ -383,8 +391,9 @@ class HybridNetsNode(LifecycleNode):
             self._said.discard("fused blank")
         elif any(entry is not None for entry in latest):
             self.say_once("fused blank", f"fused grids all unknown: {self._fused_problem}")
-        for name, msg in fused.items():
-            self._fused_pubs[name].publish(msg)
+        with self._unless_shutting_down():
+            for name, msg in fused.items():
+                self._fused_pubs[name].publish(msg)
 
     def _report_builds(self) -> None:
         """Logs the engine builds that finished since the last call."""
@@ -406,9 +415,20 @@ class HybridNetsNode(LifecycleNode):
                           self._config_error, self._load_error,
                           self._listening_since, self.multi, self._engines,
                           self._fused_problem if self._fused_pubs else None)
-        self._diag_pub.publish(diagnostic_array(
-            node, self.cameras, [self.slots.dropped[i] for i in range(len(self.cameras))],
-            list(self._batches), self.get_clock().now().to_msg()))
+        with self._unless_shutting_down():
+            self._diag_pub.publish(diagnostic_array(
+                node, self.cameras, [self.slots.dropped[i] for i in range(len(self.cameras))],
+                list(self._batches), self.get_clock().now().to_msg()))
+
+    @contextlib.contextmanager
+    def _unless_shutting_down(self):
+        """A timer's publishing that Ctrl-C's shutdown cuts off (its handles destroyed under
+        it) ends quietly instead of taking the executor down."""
+        try:
+            yield
+        except Exception:
+            if self.context.ok():
+                raise
 
     def autostart(self) -> bool:
         if self.config is not None and not self.config.autostart:

@@ -1,0 +1,189 @@
+"""When the node cannot publish, it says so (issue 26), without DDS: engines for new sizes
+built beside the running ones, the engine bound, impossible camera poses, blank fused
+grids. The node over DDS: test_signals_node.py."""
+from __future__ import annotations
+
+import gc
+import threading
+import time
+import weakref
+
+import numpy as np
+import pytest
+from std_msgs.msg import Header
+
+from hybridnets_ros.backends import create_backend
+from hybridnets_ros.core.bev import UNSEEN
+from hybridnets_ros.core.camera import optical_rotation
+from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
+from hybridnets_ros.pipeline.config import ConfigError, NodeConfig
+from hybridnets_ros.pipeline.engines import EngineBuilds
+from hybridnets_ros.pipeline.factory import build_pipeline
+from hybridnets_ros.pipeline.pipeline import Pipeline
+from hybridnets_ros.ros import messages, params
+from hybridnets_ros.ros.camera_info import camera_info_from_model
+from hybridnets_ros.ros.frame import FrameProcessor
+from hybridnets_ros.ros.surround import SurroundStage
+
+CAMERA = default_camera(640, 360)
+SMALL = np.zeros((96, 128, 3), np.uint8)     # network input 256x256 at input_size 256
+TALL = np.zeros((256, 128, 3), np.uint8)     # another network input
+
+
+def wait(condition, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not condition():
+        time.sleep(0.01)
+    return condition()
+
+
+class GatedBuilds:
+    """A real backend whose builds wait until the test lets them go (so that the test sees
+    the state during a build without depending on how long one takes)."""
+
+    def __init__(self, backend):
+        self.gate = threading.Event()
+        self.calls = 0
+        self._prepare = backend.prepare
+        backend.prepare = self.prepare
+
+    def prepare(self, *args):
+        self.calls += 1
+        assert self.gate.wait(60)
+        return self._prepare(*args)
+
+
+def test_a_new_size_is_built_beside_the_sizes_that_run(random_model):
+    backend = create_backend("torch", random_model, optimize=False)
+    pipeline = Pipeline(backend, input_size=256)
+    pipeline(SMALL)  # its engine exists from here on
+    gated = GatedBuilds(backend)
+    builds = EngineBuilds(pipeline)
+    ready, waiting, started = builds.split([SMALL, TALL])
+    assert ready == [0] and list(waiting) == [1] and started == [waiting[1]]
+    build = waiting[1]
+    assert build.describe() == "128x256, batch 1" and not build.done
+    # The frame whose engine exists runs while the other is being built.
+    assert len(pipeline.run_batch([SMALL])) == 1
+    assert builds.current == [build] and builds.finished() == []
+    assert builds.split([TALL])[:2] == ([], {0: build})  # asked again: the same build
+    gated.gate.set()
+    assert wait(lambda: build.done)
+    assert build.error is None and builds.finished() == [build] and builds.built == 1
+    assert builds.split([SMALL, TALL])[:2] == ([0, 1], {})
+    assert gated.calls == 1 and builds.last is build
+
+
+def test_a_failed_build_is_reported_and_not_tried_again(random_model):
+    backend = create_backend("torch", random_model, optimize=False)
+    pipeline = Pipeline(backend, input_size=256)
+
+    def broken(*_):
+        broken.calls += 1
+        raise RuntimeError("out of memory")
+    broken.calls = 0
+    backend.prepare = broken
+    builds = EngineBuilds(pipeline)
+    build = builds.split([TALL])[1][0]
+    assert wait(lambda: build.done)
+    assert build.error == "RuntimeError: out of memory" and builds.built == 0
+    assert builds.split([TALL])[1] == {0: build} and broken.calls == 1
+
+
+def test_max_engines_bounds_the_engines_and_an_evicted_one_is_freed(random_model):
+    config = NodeConfig(backend="torch", device="cpu", input_size=256, camera_resolution=(),
+                        max_engines=1)
+    pipeline = build_pipeline(config, model=random_model, optimize=False)
+    pipeline(SMALL)
+    engines = pipeline.backend.engines
+    freed = weakref.ref(next(iter(engines.values()))[0])  # the engine's input buffer
+    pipeline(TALL)
+    assert list(engines) == [(1, 256, 128)]
+    gc.collect()
+    assert freed() is None, "the evicted engine is still referenced"
+    with pytest.raises(ConfigError, match=r"max_engines must be within \[1, 64\]"):
+        NodeConfig.from_mapping({"max_engines": 0})
+    with pytest.raises(ConfigError, match="max_engines must be at least 2 with several cameras"):
+        NodeConfig.from_mapping({"cameras": ["front", "left"], "max_engines": 1})
+
+
+@pytest.mark.parametrize("pose, problem", [
+    ((0.0, 0.0, -1.5, 0.0, 0.0, 0.0), "below the ground plane"),
+    ((0.0, 0.0, 0.0, 0.0, 0.0, 0.0), "on the ground plane"),
+    ((0.0, 0.0, 1.5, np.pi, 0.0, 0.0), "upside down"),
+])
+def test_impossible_poses_are_refused_as_settings(pose, problem):
+    with pytest.raises(ConfigError, match=f"camera_pose .*{problem}"):
+        NodeConfig.from_mapping({"camera_pose": list(pose)})
+    poses = [0.0, 0.0, 1.5, 0.0, 0.1, 0.0, *pose]
+    with pytest.raises(ConfigError, match=f"camera_poses of camera left .*{problem}"):
+        NodeConfig.from_mapping({"cameras": ["front", "left"], "camera_poses": poses})
+    NodeConfig.from_mapping({"camera_pose": [0.0, 0.0, 1.5, 0.0, 0.0, 0.0]})  # level: fine
+
+
+@pytest.fixture
+def processor(random_model):
+    pipeline = Pipeline(create_backend("torch", random_model, optimize=False), input_size=256)
+    processor = FrameProcessor(pipeline, NodeConfig(input_size=256))
+    processor.camera_info = camera_info_from_model(CAMERA, "camera_optical_frame")
+    return processor
+
+
+@pytest.fixture(scope="module")
+def frame_msg():
+    bgr = SyntheticRoad(CAMERA).render(0.0)[0]
+    return messages.image(Header(frame_id="camera_optical_frame"), bgr, "bgr8")
+
+
+def test_a_camera_that_sees_no_ground_gets_no_grids_or_3d(processor, frame_msg):
+    sky = (0.0, 0.0, 1.5, 0.0, -0.8, 0.0)  # pitched 46 deg up: the whole image is sky
+    processor.update_config(NodeConfig(input_size=256, camera_pose=sky))
+    outcome = processor.process(frame_msg)
+    assert outcome.no_grids.reason == "impossible camera pose"
+    assert "no part of the image sees the ground" in str(outcome.no_grids)
+    assert "detections" in outcome.messages
+    assert not {"detections_3d", "drivable_grid"} & set(outcome.messages)
+    processor.update_config(NodeConfig(input_size=256))  # a good pose: all back
+    assert {"detections_3d", "drivable_grid"} <= set(processor.process(frame_msg).messages)
+
+
+@pytest.mark.parametrize("roll, z, problem", [(0.0, -1.5, "below the ground plane"),
+                                             (np.pi, 1.5, "upside down")])
+def test_an_impossible_pose_from_tf_is_refused(processor, frame_msg, roll, z, problem):
+    processor.transform_lookup = lambda frame, header: (optical_rotation(roll, 0.0, 0.0),
+                                                        np.array([0.0, 0.0, z]))
+    processor.update_config(NodeConfig(input_size=256, camera_pose=()))
+    outcome = processor.process(frame_msg)
+    assert outcome.no_grids.reason == "impossible camera pose"
+    assert "from TF" in str(outcome.no_grids) and problem in str(outcome.no_grids)
+    assert "detections_3d" not in outcome.messages
+
+
+def test_fused_grids_go_blank_with_the_reason_when_no_camera_sees_a_cell(processor, frame_msg):
+    config = NodeConfig(input_size=256, cameras=("front",))
+    stage = SurroundStage()
+    now = Header(frame_id="x").stamp
+    header = frame_msg.header
+    seeing = processor.process(frame_msg).result
+    grids, reason = stage.messages([(processor, header, seeing)], config.fused_grid,
+                                   "base_link", now, ["front"])
+    assert reason is None and (np.frombuffer(grids["drivable"].data, np.int8) != UNSEEN).any()
+    # 500 m ahead of the vehicle: a camera that sees the ground, but none of the grid
+    processor.update_config(NodeConfig(input_size=256, camera_pose=(500, 0, 1.5, 0, 0.1, 0)))
+    far = processor.process(frame_msg).result
+    grids, reason = stage.messages([(processor, header, far), None], config.fused_grid,
+                                   "base_link", now, ["front", "left"])
+    assert reason == "no camera sees a cell of the fused grid (left: no result yet)"
+    for grid in grids.values():
+        assert (np.frombuffer(grid.data, np.int8) == UNSEEN).all()
+        assert grid.header.frame_id == "base_link"
+    processor.update_config(NodeConfig(input_size=256, camera_pose=(0, 0, 1.5, 0, -0.8, 0)))
+    _, reason = stage.messages([(processor, header, far)], config.fused_grid, "base_link", now,
+                               ["front"])
+    assert "front: impossible camera pose" in reason and "sees the ground" in reason
+
+
+def test_the_model_settings_may_change_while_unconfigured():
+    assert params.configure_time(["model", "conf_threshold", "input_scale", "hyctas_path",
+                                  "cameras", "max_engines"]) == [
+        "model", "input_scale", "hyctas_path", "max_engines"]

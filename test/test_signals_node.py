@@ -1,0 +1,299 @@
+"""When hybridnets_node cannot publish, it says so (issue 26), over a real DDS graph: a
+camera's new image size builds its engine while the other camera keeps being served,
+impossible camera poses are refused or reported, blank fused grids replace stale ones, and
+the model can be chosen again while the node is unconfigured."""
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import ros_graph as rg  # sets the DDS environment before rclpy is imported
+from hybridnets_ros.core.bev import UNSEEN
+from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from nav_msgs.msg import OccupancyGrid  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from vision_msgs.msg import Detection2DArray  # noqa: E402
+
+from hybridnets_ros.ros.outputs import LATCHED_QOS, OUTPUT_QOS  # noqa: E402
+
+pytestmark = pytest.mark.slow  # hybridnets_node processes over DDS
+
+# front's size is the configured camera_resolution (its engines are built at configure);
+# left's gives another network input at input_size 384 (384x384 against 256x384).
+SIZES = {"front": (640, 360), "left": (640, 480)}
+POSES = {"front": (0.0, 0.0, 1.5, 0.0, 0.15, 0.0),
+         "left": (0.0, 0.5, 1.5, 0.0, 0.15, math.pi / 2)}
+SKY = (0.0, 0.0, 1.5, 0.0, -0.8, 0.0)  # pitched 46 deg up: no pixel sees the ground
+_stamp = [7_000_000_000]
+
+
+def next_stamp() -> int:
+    _stamp[0] += 50_000_000
+    return _stamp[0]
+
+
+class SignalsProbe(Node):
+    """Publishes both cameras' images; keeps detections (with arrival times), fused grids,
+    and this node's /diagnostics statuses by name."""
+
+    def __init__(self, node_name: str):
+        super().__init__("signals_probe")
+        self.lock = threading.Lock()
+        self.images, self.infos = {}, {}
+        self.detections: dict[str, list[tuple[float, int]]] = {}  # (arrival, stamp)
+        self.fused: list[OccupancyGrid] = []
+        self.statuses: list[DiagnosticStatus] = []
+        self._node_name = node_name
+        for name in SIZES:
+            self.images[name] = self.create_publisher(Image, f"{name}/image",
+                                                      qos_profile_sensor_data)
+            self.infos[name] = self.create_publisher(CameraInfo, f"{name}/camera_info",
+                                                     qos_profile_sensor_data)
+            self.detections[name] = []
+            self.create_subscription(Detection2DArray, f"{name}/detections",
+                                     self._keep(self.detections[name]), OUTPUT_QOS)
+        self.create_subscription(OccupancyGrid, "fused/drivable/grid", self._on_fused, LATCHED_QOS)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        self.executor_ = SingleThreadedExecutor()
+        self.executor_.add_node(self)
+        self._thread = threading.Thread(target=self.executor_.spin, daemon=True)
+        self._thread.start()
+
+    def _keep(self, store):
+        def callback(msg):
+            with self.lock:
+                store.append((time.monotonic(), rg.stamp_ns(msg.header)))
+        return callback
+
+    def _on_fused(self, msg):
+        with self.lock:
+            self.fused.append(msg)
+
+    def _on_diag(self, msg):
+        ours = [s for s in msg.status if any(kv.key == "node" and kv.value == self._node_name
+                                             for kv in s.values)]
+        with self.lock:
+            self.statuses.extend(ours)
+
+    def send(self, name: str, frames: dict, stamp: int) -> None:
+        width, height = SIZES[name]
+        self.infos[name].publish(rg.camera_info_msg(CAMERAS[name].K, width, height, stamp,
+                                                    f"{name}_optical"))
+        self.images[name].publish(rg.image_msg(frames[name], stamp, frame_id=f"{name}_optical"))
+
+    def outputs(self, name: str) -> list[tuple[float, int]]:
+        with self.lock:
+            return list(self.detections[name])
+
+    def status_seen(self, condition) -> DiagnosticStatus | None:
+        with self.lock:
+            return next((s for s in self.statuses if condition(s)), None)
+
+    def close(self):
+        self.executor_.shutdown()
+        self.destroy_node()
+
+
+CAMERAS = {name: default_camera(*SIZES[name], POSES[name]) for name in SIZES}
+
+
+def values(status: DiagnosticStatus) -> dict:
+    return {kv.key: kv.value for kv in status.values}
+
+
+def call(probe, client, request, timeout: float = 60.0):
+    assert client.wait_for_service(timeout_sec=timeout)
+    future = client.call_async(request)
+    assert rg_wait(future.done, timeout), "service call timed out"
+    return future.result()
+
+
+def rg_wait(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def set_parameter(probe, service: str, name: str, value):
+    client = probe.create_client(SetParameters, service)
+    request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+    return call(probe, client, request).results[0]
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return {name: SyntheticRoad(camera).render(0.0)[0] for name, camera in CAMERAS.items()}
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory, random_weights):
+    rg.init_rclpy()
+    poses = ",".join(f"{v:.6f}" for pose in POSES.values() for v in pose)
+    process = rg.NodeProcess(tmp_path_factory.mktemp("signals") / "node.log", {
+        "weights": random_weights, "backend": "torch", "input_size": 384,
+        "camera_resolution": "[640,360]", "cameras": "[front,left]",
+        "camera_poses": f"[{poses}]", "fused_rate": 5.0, "diagnostics_period": 0.5})
+    yield process
+    assert process.stop() == 0, process.log()
+
+
+@pytest.fixture(scope="module")
+def probe(node):
+    probe = SignalsProbe("/hybridnets_node")
+    ready = rg_wait(lambda: not node.alive() or all(
+        pub.get_subscription_count() > 0 for pub in probe.images.values())
+        and probe.count_publishers("fused/drivable/grid") > 0, 180)
+    assert ready and node.alive(), f"node did not come up:\n{node.log()}"
+    time.sleep(0.5)  # let its publishers match our subscriptions
+    yield probe
+    probe.close()
+
+
+def publish_until(probe, names, frames, condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {timeout} s"
+        stamp = next_stamp()
+        for name in names:
+            probe.send(name, frames, stamp)
+        time.sleep(0.3)
+
+
+def test_a_new_size_builds_its_engine_while_the_other_camera_is_served(node, probe, frames):
+    publish_until(probe, ["front"], frames, lambda: len(probe.outputs("front")) >= 2, 90,
+                  "front's outputs")
+    first_left = _stamp[0] + 50_000_000  # the next round's stamp: left's first frame
+    publish_until(probe, ["front", "left"], frames, lambda: probe.outputs("left"), 240,
+                  "left's first output (its engine built)")
+    left_first_arrival = probe.outputs("left")[0][0]
+    served = [stamp for arrival, stamp in probe.outputs("front")
+              if stamp >= first_left and arrival < left_first_arrival]
+    assert len(served) >= 2, (f"front was not served while left's engine was built: {served}",
+                              node.log())
+    building = probe.status_seen(lambda s: s.name == "hybridnets_node: camera left"
+                                 and "building engine for 640x480, batch 1" in s.message)
+    assert building is not None and building.level == DiagnosticStatus.WARN, node.log()
+    assert probe.status_seen(lambda s: s.name == "hybridnets_node: perception"
+                             and "640x480, batch 1" in values(s).get("engine_builds", ""))
+    # Done: its duration reported, left's dropped frames counted, front never waited.
+    assert rg_wait(lambda: probe.status_seen(
+        lambda s: "last_engine_build" in values(s)
+        and values(s)["last_engine_build"].startswith("640x480, batch 1 in ")), 10)
+    left = probe.status_seen(lambda s: s.name == "hybridnets_node: camera left"
+                             and "frames_dropped_engine_build" in values(s)
+                             and "building" not in s.message)
+    assert left is not None and int(values(left)["frames_dropped_engine_build"]) >= 1
+    log = node.log()
+    assert "camera left: building engine for 640x480, batch 1 (network input 384x384)" in log
+    assert "engine for 640x480, batch 1 built in" in log
+
+
+def test_impossible_poses_are_refused_or_reported_and_the_fused_grid_goes_blank(
+        node, probe, frames):
+    service = "/hybridnets_node/set_parameters"
+    below = [*POSES["front"], 0.0, 0.5, -1.5, 0.0, 0.15, math.pi / 2]
+    refused = set_parameter(probe, service, "camera_poses", below)
+    assert not refused.successful
+    assert "camera_poses of camera left" in refused.reason and "below the ground" in refused.reason
+
+    def blank() -> bool:
+        with probe.lock:
+            grid = probe.fused[-1] if probe.fused else None
+        return grid is not None and (np.frombuffer(grid.data, np.int8) == UNSEEN).all()
+    publish_until(probe, ["front", "left"], frames, lambda: probe.fused and not blank(), 120,
+                  "a fused grid with seen cells")
+    # Both pitched at the sky: plausible numbers, but no pixel sees the ground.
+    assert set_parameter(probe, service, "camera_poses", [*SKY, *SKY]).successful
+    with probe.lock:
+        probe.statuses.clear()
+
+    def told() -> DiagnosticStatus | None:
+        return probe.status_seen(lambda s: "impossible camera pose" in values(s).get(
+            "fused_grids", ""))
+    publish_until(probe, ["front", "left"], frames, lambda: blank() and told(), 60,
+                  "an all-unknown fused grid and its reason in /diagnostics")
+    engine = told()
+    assert values(engine)["fused_grids"].startswith(
+        "all unknown: no camera sees a cell of the fused grid (front: impossible camera pose"), \
+        values(engine)
+    for name in SIZES:
+        def reported(name=name) -> DiagnosticStatus | None:
+            return probe.status_seen(lambda s: s.name == f"hybridnets_node: camera {name}"
+                                     and "impossible camera pose" in s.message)
+        publish_until(probe, ["front", "left"], frames, reported, 60,
+                      f"camera {name}'s status naming its impossible pose")
+        status = reported()
+        assert status.level == DiagnosticStatus.WARN
+        assert "no part of the image sees the ground" in status.message
+        assert int(values(status)["frames_impossible_pose"]) >= 1
+        # said once in the log, however many frames followed
+        assert node.log().count(f"camera {name}: impossible camera pose") == 1, node.log()
+    assert node.alive()
+
+
+def test_an_impossible_pose_at_start_up_is_an_error_and_the_node_stays_up(tmp_path,
+                                                                          random_weights):
+    rg.init_rclpy()
+    node = rg.NodeProcess(tmp_path / "node.log", {"weights": random_weights,
+                                                  "camera_pose": "[0.0,0.0,-1.5,0.0,0.0,0.0]"},
+                          namespace="under")
+    probe = rg.Probe(namespace="under")
+    try:
+        status = probe.wait_status(lambda s: "bad parameters" in s.message, timeout=60)
+        assert status.level == DiagnosticStatus.ERROR
+        assert "camera_pose" in status.message and "below the ground plane" in status.message
+        assert node.alive()
+    finally:
+        probe.close()
+        assert node.stop() == 0, node.log()
+
+
+def test_the_model_is_chosen_again_while_unconfigured(tmp_path):
+    rg.init_rclpy()
+    node = rg.NodeProcess(tmp_path / "node.log", {
+        "allow_random_weights": "true", "autostart": "false", "backend": "torch",
+        "camera_resolution": "[]", "input_size": 256}, namespace="relo")
+    probe = rg.Probe(namespace="relo")
+    change = probe.create_client(ChangeState, "/relo/hybridnets_node/change_state")
+    get_state = probe.create_client(GetState, "/relo/hybridnets_node/get_state")
+    service = "/relo/hybridnets_node/set_parameters"
+
+    def transition(transition_id) -> bool:
+        return call(probe, change, ChangeState.Request(
+            transition=Transition(id=transition_id)), timeout=120).success
+
+    def state() -> str:
+        return call(probe, get_state, GetState.Request()).current_state.label
+
+    try:
+        assert state() == "unconfigured"
+        assert set_parameter(probe, service, "model", "yolop").successful
+        assert set_parameter(probe, service, "input_size", 320).successful
+        assert transition(Transition.TRANSITION_CONFIGURE) and state() == "inactive"
+        assert rg_wait(lambda: "model ready: yolop" in node.log(), 10), node.log()
+        refused = set_parameter(probe, service, "model", "hybridnets")
+        assert not refused.successful
+        assert "model can only change while the node is unconfigured (it is inactive)" in \
+            refused.reason
+        assert transition(Transition.TRANSITION_CLEANUP) and state() == "unconfigured"
+        assert set_parameter(probe, service, "model", "hybridnets").successful
+        assert transition(Transition.TRANSITION_CONFIGURE) and state() == "inactive"
+        assert rg_wait(lambda: "model ready: hybridnets" in node.log(), 10), node.log()
+        assert not set_parameter(probe, service, "cameras", ["a"]).successful  # fixed for life
+    finally:
+        probe.close()
+        assert node.stop() == 0, node.log()

@@ -60,7 +60,8 @@ class TorchBackend(Backend):
         self.model = copy.deepcopy(spec.model).to(device=device, dtype=self.dtype).eval()
         self.memory_format = torch.channels_last if optimize else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
-        self.engines: dict[tuple[int, int, int], tuple[torch.Tensor, Callable[[], tuple]]] = ShapeLru(spec.max_engines)
+        self.engines: dict[tuple[int, int, int], tuple[torch.Tensor, Callable[[], tuple]]] = \
+            ShapeLru(spec.max_engines)
 
     def prepare(self, input_hw: tuple[int, int], batch: int = 1) -> None:
         self._runner((batch, *input_hw))

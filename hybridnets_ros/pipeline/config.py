@@ -61,7 +61,8 @@ class _Settings:
     """The settings every network shares; NodeConfig adds those of the networks."""
 
     model: str = _setting(DEFAULT_MODEL, "the network: " + ", ".join(
-        f"{a.name} ({a.summary})" for a in ADAPTERS.values()), choices=MODEL_CHOICES, configure=True)
+        f"{a.name} ({a.summary})" for a in ADAPTERS.values()), choices=MODEL_CHOICES,
+        configure=True)
     weights: str = _setting("", "checkpoint of the model; empty: the cache's (" + ", ".join(
         a.weights_name + (" from `hybridnets download-weights`" if a.downloadable else "")
         for a in ADAPTERS.values()) + ")", configure=True)
@@ -69,7 +70,8 @@ class _Settings:
                                           "weights (meaningless outputs, for pipeline checks) "
                                           "instead of failing", configure=True)
     backend: str = _setting("auto", "inference engine", choices=BACKEND_CHOICES, configure=True)
-    device: str = _setting("auto", "cpu, cuda or cuda:N; auto picks cuda when available", configure=True)
+    device: str = _setting("auto", "cpu, cuda or cuda:N; auto picks cuda when available",
+                           configure=True)
     precision: str = _setting("fp32", "fp32, fp16 (CUDA), bf16 (openvino, CPUs with "
                               "AVX512-BF16/AMX) or int8 (onnxruntime/openvino/tensorrt, "
                               "calibrated)", choices=PRECISIONS, configure=True)

@@ -176,7 +176,8 @@ class HybridNetsNode(LifecycleNode):
         if self.multi and has_fused_grids(self.config.network):
             self._fused_pubs = {name: self.create_lifecycle_publisher(FUSED_TYPE, topic, FUSED_QOS)
                                 for name, topic in FUSED_TOPICS.items()}
-        self.get_logger().info(f"model ready: {self.config.model} on {pipeline.backend.describe()}"
+        self.get_logger().info(f"model ready: {self.config.model} on "
+                               f"{pipeline.backend.describe()}"
                                + (f" for cameras {', '.join(self.config.cameras)}" if self.multi else ""))
         return super().on_configure(state)
 

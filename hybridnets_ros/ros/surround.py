@@ -54,7 +54,8 @@ class SurroundStage:
                  names: list[str]) -> tuple[dict[str, OccupancyGrid], str | None]:
         """The fused grids from every camera's latest (processor, header, result), by
         name (FUSED_TOPICS), and why they are all unknown (None: some camera sees a cell).
-        All unknown, stamped ``now`` (a Time message), replaces a latched grid that is no longer current.
+        All unknown, stamped ``now`` (a Time message), they replace a latched grid that is
+        no longer current.
         ``names``: the cameras' names, for the reason."""
         if self.fusion is None or self.fusion.grid != grid:
             self.fusion = SurroundFusion(grid)

@@ -227,3 +227,11 @@ def camera_info_msg(K, width: int, height: int, stamp: int,
 def init_rclpy():
     if not rclpy.ok():
         rclpy.init(domain_id=DOMAIN_ID)
+
+
+def spin_in_background(node: Node) -> SingleThreadedExecutor:
+    """Spins ``node`` in a daemon thread (shut the returned executor down to stop)."""
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    return executor

@@ -18,7 +18,6 @@ from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from nav_msgs.msg import OccupancyGrid  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
@@ -65,10 +64,7 @@ class SignalsProbe(Node):
                                      self._keep(self.detections[name]), OUTPUT_QOS)
         self.create_subscription(OccupancyGrid, "fused/drivable/grid", self._on_fused, LATCHED_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
-        self.executor_ = SingleThreadedExecutor()
-        self.executor_.add_node(self)
-        self._thread = threading.Thread(target=self.executor_.spin, daemon=True)
-        self._thread.start()
+        self.executor_ = rg.spin_in_background(self)
 
     def _keep(self, store):
         def callback(msg):

@@ -335,7 +335,7 @@ class HybridNetsNode(LifecycleNode):
         if build is not None:  # dropped: the newest frame runs once the engine is there
             camera.stats.count_problem("frames_dropped_engine_build")
             if build.error is None:
-                self.say_once(f"build {build.shape} {build.started}", camera.says(
+                self.say_once(f"engine build {id(build)}", camera.says(
                     f"building engine for {build.describe()} (network input "
                     f"{build.shape[2]}x{build.shape[1]}): this camera's frames are dropped "
                     "until it is ready" + (", the other cameras' keep running"

@@ -24,7 +24,6 @@ import rclpy  # noqa: E402
 import yaml  # noqa: E402
 
 from hybridnets_ros.core.registry import adapter  # noqa: E402
-from hybridnets_ros.ros.outputs import palette_rgb  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a hybridnets_node process over DDS
 
@@ -115,7 +114,7 @@ def test_outputs_match_infer(node, probe, sample_images, random_pipeline):
         colour = out["segmentation/color"]
         assert (colour.encoding, colour.width, colour.height) == ("rgb8", 1280, 720)
         rgb = np.frombuffer(colour.data, np.uint8).reshape(720, 1280, 3)
-        assert (rgb == palette_rgb(adapter("hybridnets"))[labels]).all()
+        assert (rgb == np.asarray(adapter("hybridnets").seg_colors_rgb, np.uint8)[labels]).all()
 
 
 def set_conf_threshold(probe, value: float) -> None:

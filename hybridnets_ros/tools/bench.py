@@ -312,6 +312,8 @@ def format_table(doc: dict) -> str:
     rows.append(["frames per second"] + [f"{backends[n]['fps']:.2f}" for n in names])
     rows.append([f"network speed-up vs {baseline}"] + [
         f"{backends[baseline]['network_ms'] / backends[n]['network_ms']:.2f}x" for n in names])
+    rows.append([f"end to end speed-up vs {baseline}"] + [
+        f"{backends[baseline]['e2e_ms'] / backends[n]['e2e_ms']:.2f}x" for n in names])
     rows.append(["pipeline overhead on network"] + [
         f"{(backends[n]['e2e_ms'] / backends[n]['network_ms'] - 1) * 100:.1f}%" for n in names])
     rows.append(["network GFLOP per frame"] + [f"{backends[n]['gflop_per_frame']:.1f}" for n in names])

@@ -15,7 +15,6 @@ from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
-from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from nav_msgs.msg import OccupancyGrid  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.node import Node  # noqa: E402
@@ -88,6 +87,9 @@ class SignalsProbe(Node):
                                                     f"{name}_optical"))
         self.images[name].publish(rg.image_msg(frames[name], stamp, frame_id=f"{name}_optical"))
 
+    def wait_for(self, condition, timeout: float) -> bool:
+        return rg_wait(condition, timeout)
+
     def outputs(self, name: str) -> list[tuple[float, int]]:
         with self.lock:
             return list(self.detections[name])
@@ -108,13 +110,6 @@ def values(status: DiagnosticStatus) -> dict:
     return {kv.key: kv.value for kv in status.values}
 
 
-def call(probe, client, request, timeout: float = 60.0):
-    assert client.wait_for_service(timeout_sec=timeout)
-    future = client.call_async(request)
-    assert rg_wait(future.done, timeout), "service call timed out"
-    return future.result()
-
-
 def rg_wait(condition, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -127,7 +122,7 @@ def rg_wait(condition, timeout: float) -> bool:
 def set_parameter(probe, service: str, name: str, value):
     client = probe.create_client(SetParameters, service)
     request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
-    return call(probe, client, request).results[0]
+    return rg.call(probe, client, request).results[0]  # the same value again: idempotent
 
 
 @pytest.fixture(scope="module")
@@ -264,16 +259,9 @@ def test_the_model_is_chosen_again_while_unconfigured(tmp_path):
         "allow_random_weights": "true", "autostart": "false", "backend": "torch",
         "camera_resolution": "[]", "input_size": 256}, namespace="relo")
     probe = rg.Probe(namespace="relo")
-    change = probe.create_client(ChangeState, "/relo/hybridnets_node/change_state")
-    get_state = probe.create_client(GetState, "/relo/hybridnets_node/get_state")
+    lifecycle = rg.Lifecycle(probe, "/relo/hybridnets_node")
+    transition, state = lifecycle.change, lifecycle.state
     service = "/relo/hybridnets_node/set_parameters"
-
-    def transition(transition_id) -> bool:
-        return call(probe, change, ChangeState.Request(
-            transition=Transition(id=transition_id)), timeout=120).success
-
-    def state() -> str:
-        return call(probe, get_state, GetState.Request()).current_state.label
 
     try:
         assert state() == "unconfigured"

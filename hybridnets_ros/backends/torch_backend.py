@@ -56,6 +56,7 @@ class TorchBackend(Backend):
         self.optimize = optimize
         self.cuda_graph = cuda_graph
         self.builds_beside_inference = not cuda_graph
+        self._said_eviction = False
         # A private copy: converting dtype/layout must not change the caller's model.
         self.model = copy.deepcopy(spec.model).to(device=device, dtype=self.dtype).eval()
         self.memory_format = torch.channels_last if optimize else torch.contiguous_format
@@ -95,6 +96,13 @@ class TorchBackend(Backend):
             if self.optimize:  # the JIT optimises a trace during its first runs
                 for _ in range(WARMUP_RUNS):
                     run()
+        if self.optimize and len(self.engines) >= self.engines.size and not self._said_eviction:
+            self._said_eviction = True
+            log.warning("torch: more network input sizes than max_engines=%d: the least "
+                        "recently used trace is dropped, but TorchScript keeps most of a "
+                        "dropped trace's memory (PyTorch issue 35600; docs/benchmarks.md). "
+                        "With changing image sizes prefer backend onnxruntime or openvino, "
+                        "whose engines give their memory back", self.engines.size)
         self.engines[shape] = (buffer, run)
         log.info("torch: %s network ready for input %dx%dx%d in %.1f s", self._mode(), batch,
                  hw[1], hw[0], time.monotonic() - started)

@@ -97,6 +97,24 @@ def test_auto_falls_back_to_torch_without_onnxruntime(random_model, monkeypatch,
         create_backend("onnxruntime", random_model)
 
 
+def test_without_onnx_the_export_backends_say_so_and_auto_takes_torch(random_model, monkeypatch,
+                                                                     caplog):
+    """A rosdep-only install (no rosdep key has onnx, no openvino): onnxruntime is there but
+    the export it runs from is not. Blocked in sys.modules, as if it were not installed."""
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    for name in ("onnxruntime", "openvino", "tensorrt"):
+        assert "Python module 'onnx' (the ONNX export; pip install onnx)" in registry.missing(name)
+    assert not any("'onnx'" in need for need in registry.missing("torch"))
+    with caplog.at_level(logging.INFO, "hybridnets_ros.backends.registry"):
+        backend = create_backend("auto", random_model)
+    assert isinstance(backend, TorchBackend)
+    assert "missing Python module 'onnx'" in caplog.text
+    with pytest.raises(BackendUnavailable, match="backend 'onnxruntime' cannot run on cpu: "
+                                                 "missing Python module 'onnx'.*available on cpu: torch$"):
+        create_backend("onnxruntime", random_model)
+
+
 @pytest.mark.parametrize("name, device, precision, expected", [
     ("tensorrt", "cpu", "fp16", ["missing a CUDA device", "runs on NVIDIA GPUs only",
                                  "Python module 'tensorrt'", "available on cpu: torch, onnxruntime"]),

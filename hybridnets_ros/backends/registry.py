@@ -35,10 +35,16 @@ def is_x86_64() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64")
 
 
+# Backends that run the network from its ONNX export (onnx_export needs the onnx package).
+FROM_ONNX = ("onnxruntime", "openvino", "tensorrt")
+
+
 def missing(name: str, device: str = "cpu") -> list[str]:
     """What ``name`` lacks to run on ``device`` here (empty: it can run)."""
     cuda = device.startswith("cuda")
     needs = []
+    if name in FROM_ONNX and not _has_module("onnx"):
+        needs.append("Python module 'onnx' (the ONNX export; pip install onnx)")
     if (cuda or name in ("tensorrt", "torch2trt")) and not torch.cuda.is_available():
         needs.append(f"a CUDA device (torch.cuda.is_available() is False; torch "
                      f"{torch.__version__} built for CUDA {torch.version.cuda or 'none'})")

@@ -22,27 +22,64 @@ from hybridnets_ros.ros.outputs import (BY_NAME, FrameProducts, ModelProducts, p
 from hybridnets_ros.tools.bags import BagReader, BagWriter
 
 
-def costmap():
-    return yaml.safe_load((REPO / "config" / "nav2_costmap.yaml").read_text())[
-        "local_costmap"]["local_costmap"]["ros__parameters"]
+def costmaps():
+    return yaml.safe_load((REPO / "config" / "nav2_costmap.yaml").read_text())
 
 
-def test_nav2_snippet_reads_the_grid_and_admits_the_points():
-    params = costmap()
+def costmap(name="local_costmap"):
+    return costmaps()[name][name]["ros__parameters"]
+
+
+def layers_of(params, plugin):
+    return [params[name] for name in params["plugins"]
+            if name in params and params[name]["plugin"] == f"nav2_costmap_2d::{plugin}"]
+
+
+# What nav2_costmap_2d's StaticLayer reads from its own namespace (plugins/static_layer.cpp,
+# StaticLayer::getParameters; Humble and Jazzy alike): track_unknown_space,
+# lethal_cost_threshold, unknown_cost_value, trinary_costmap and transform_tolerance it
+# reads from the costmap's parameters instead, so under the layer they would be ignored.
+STATIC_LAYER_KEYS = {"plugin", "enabled", "subscribe_to_updates", "map_subscribe_transient_local",
+                     "map_topic", "footprint_clearing_enabled"}
+
+
+def test_nav2_local_costmap_holds_the_whole_grid_and_clears():
+    params, grid = costmap(), NodeConfig().grid
+    assert params["rolling_window"] is True  # the static layer transforms only when rolling
     assert params["track_unknown_space"] is True  # -1 cells must not become free
-    layers = {name: params[name] for name in params["plugins"]}
-    static = next(l for l in layers.values() if l["plugin"] == "nav2_costmap_2d::StaticLayer")
+    assert params["resolution"] == grid.resolution
+    # the robot-centred window holds the grid's farthest cell in any heading
+    reach = max(np.hypot(x, y) for x in (grid.x_min, grid.x_max) for y in (grid.y_min, grid.y_max))
+    assert min(params["width"], params["height"]) / 2 >= reach
+    (static,) = layers_of(params, "StaticLayer")
+    assert set(static) <= STATIC_LAYER_KEYS, set(static) - STATIC_LAYER_KEYS
     assert static["map_topic"].lstrip("/") == BY_NAME["drivable_grid"].topic
-    assert static["map_subscribe_transient_local"] is True and static["track_unknown_space"]
-    obstacle = next(l for l in layers.values() if l["plugin"] == "nav2_costmap_2d::ObstacleLayer")
-    z = NodeConfig().points_z
-    sources = obstacle["observation_sources"].split()
-    assert sources
-    for source in sources + ["lane_lines"]:
-        s = obstacle[source]
-        assert s["topic"].lstrip("/") in {BY_NAME["drivable_points"].topic, BY_NAME["lane_points"].topic}
-        assert s["min_obstacle_height"] < z < min(s["max_obstacle_height"],
-                                                  obstacle["max_obstacle_height"])
+    assert static["map_subscribe_transient_local"] is True
+    assert BY_NAME["drivable_grid"].qos.durability == QoSDurabilityPolicy.TRANSIENT_LOCAL
+
+
+def test_nav2_global_costmap_has_no_static_layer_on_the_grid():
+    params = costmap("global_costmap")
+    assert not layers_of(params, "StaticLayer")  # it would take the grid for the map
+    assert layers_of(params, "ObstacleLayer")
+
+
+def test_nav2_obstacle_sources_admit_the_points_and_clear_over_the_grid():
+    z, grid = NodeConfig().points_z, NodeConfig().grid
+    reach = max(np.hypot(x, y) for x in (grid.x_min, grid.x_max) for y in (grid.y_min, grid.y_max))
+    for name in ("local_costmap", "global_costmap"):
+        (obstacle,) = layers_of(costmap(name), "ObstacleLayer")
+        sources = obstacle["observation_sources"].split()
+        assert sources
+        for source in sources + [s for s in ("lane_lines",) if s in obstacle]:
+            s = obstacle[source]
+            assert s["topic"].lstrip("/") in {BY_NAME["drivable_points"].topic,
+                                              BY_NAME["lane_points"].topic}
+            assert s["min_obstacle_height"] < z < min(s["max_obstacle_height"],
+                                                      obstacle["max_obstacle_height"])
+            assert s["marking"] is True and s["clearing"] is True, (name, source)
+            # ranges are measured from the cloud's origin, under the robot (defaults 2.5, 3.0)
+            assert s["obstacle_max_range"] >= reach and s["raytrace_max_range"] >= reach
 
 
 def test_grids_are_latched_for_transient_local_subscribers():

@@ -36,6 +36,7 @@ from ..pipeline.pipeline import Result
 from ..pipeline.slot import LatestSlots
 from ..pipeline.stats import NodeStats
 from . import params
+from .bond import NO_BONDPY, ManagerBond
 from .dds import configure_dds
 from .shutdown import BoundedShutdown
 from ..pipeline.factory import build_pipeline
@@ -91,6 +92,7 @@ class HybridNetsNode(LifecycleNode):
         self._inputs = []
         self._said: set[str] = set()
         self._tf = _TfLookup.create(self)
+        self._bond = ManagerBond(self)
         self._load_error: str | None = None     # why the last configure failed
         self._config_error: str | None = None   # why the parameters are unacceptable
         self._listening_since = 0.0             # monotonic time of activation
@@ -197,9 +199,13 @@ class HybridNetsNode(LifecycleNode):
         for camera in self.cameras:
             for name, msg in model_outputs(camera.processor.model_products(header)).items():
                 camera.pubs[name].publish(msg)  # latched: late subscribers get it too
+        self._bond.create()  # as Nav2's servers: lifecycle_manager waits for it after activate
+        if not self._bond.available and not self.config.autostart:
+            self.get_logger().warning(NO_BONDPY)
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._bond.destroy()
         self._stop_worker()
         for sub in self._inputs:
             self.destroy_subscription(sub)
@@ -220,6 +226,7 @@ class HybridNetsNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._bond.destroy()
         self._stop_worker()
         return TransitionCallbackReturn.SUCCESS
 
@@ -412,6 +419,7 @@ def main(args=None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        node._bond.destroy()
         node._stop_worker(timeout=1.0)
         node.destroy_node()
         rclpy.try_shutdown()

@@ -60,7 +60,7 @@ def test_node_publishes_what_the_model_has(tmp_path, model):
         labels = np.frombuffer(out["segmentation/label"].data, np.uint8)
         assert labels.size == 320 * 180 and labels.max() < len(family.seg_classes)
         grid = out["drivable/grid"]
-        assert grid.header.frame_id == "base_link" and rg.stamp_ns(grid.header) == stamp
+        assert grid.header.frame_id == "base_footprint" and rg.stamp_ns(grid.header) == stamp
         assert set(np.unique(np.frombuffer(grid.data, np.int8))) <= {-1, 0, 100}
         if model == "hydra":
             depth = out["depth"]
@@ -69,7 +69,7 @@ def test_node_publishes_what_the_model_has(tmp_path, model):
             assert np.isfinite(np.frombuffer(depth.data, np.float32)).all()
             points = out["points"]
             assert [f.name for f in points.fields] == ["x", "y", "z", "class"]
-            assert points.header.frame_id == "base_link"
+            assert points.header.frame_id == "base_footprint"
         assert probe.wait_for(lambda: infos, 10)
         classes = yaml.safe_load(infos[-1].database_location)
         assert classes["segmentation/label"] == dict(enumerate(family.seg_classes))

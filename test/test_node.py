@@ -105,7 +105,7 @@ def test_outputs_match_infer(node, probe, sample_images, random_pipeline):
         drivable_ref, lane_ref = projector.project(expected.seg_mask)
         for topic, ref in (("drivable/grid", drivable_ref), ("lane/grid", lane_ref)):
             grid = out[topic]
-            assert grid.header.frame_id == "base_link" and rg.stamp_ns(grid.header) == stamp
+            assert grid.header.frame_id == "base_footprint" and rg.stamp_ns(grid.header) == stamp
             info = grid.info
             assert (info.width, info.height, round(info.resolution, 6)) == (400, 200, 0.1)
             assert (info.origin.position.x, info.origin.position.y) == (0.0, -10.0)
@@ -142,14 +142,14 @@ def test_3d_detections_and_markers_in_the_ground_frame_with_the_2d_ids(node, pro
             assert probe.wait_for(lambda: topics <= set(probe.got(stamp)), 30), node.log()
             out = probe.got(stamp)
             det3d = out["detections_3d"]
-            assert det3d.header.frame_id == "base_link" and rg.stamp_ns(det3d.header) == stamp
+            assert det3d.header.frame_id == "base_footprint" and rg.stamp_ns(det3d.header) == stamp
             ids_2d = [d.id for d in out["detections"].detections]
             assert all(ids_2d) and len(set(ids_2d)) == len(ids_2d)  # tracking is on by default
             ids_3d = [d.id for d in det3d.detections]
             assert ids_3d and ids_3d == [i for i in ids_2d if i in ids_3d]  # 2D order, in range
             markers = out["detections_3d/markers"].markers
             assert {m.id for m in markers if m.action == m.ADD} == {int(i) for i in ids_3d}
-            assert all(m.header.frame_id == "base_link" for m in markers)
+            assert all(m.header.frame_id == "base_footprint" for m in markers)
     finally:
         set_conf_threshold(probe, 0.25)
 

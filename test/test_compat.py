@@ -83,7 +83,7 @@ def test_nav2_obstacle_sources_admit_the_points_and_clear_over_the_grid():
 
 
 def test_grids_are_latched_for_transient_local_subscribers():
-    for name in ("drivable_grid", "lane_grid", "vision_info"):
+    for name in ("drivable_grid", "lane_grid", "vision_info", "label_info"):
         qos = BY_NAME[name].qos
         assert qos.durability == QoSDurabilityPolicy.TRANSIENT_LOCAL, name
         assert qos.reliability == QoSReliabilityPolicy.RELIABLE and qos.depth == 1
@@ -133,6 +133,16 @@ def test_vision_info_names_the_classes():
     assert classes["segmentation/label"] == {0: "background", 1: "road", 2: "lane"}
     assert classes["detections"] == ["car"]
     assert info.method and info.database_version == 1
+
+
+def test_label_info_holds_the_label_images_class_map():
+    products = ModelProducts(Header(), "HybridNets (BDD100K)", BDD100K.class_names,
+                             BDD100K.seg_class_names)
+    info = model_outputs(products)["label_info"]
+    assert BY_NAME["label_info"].topic == BY_NAME["segmentation_label"].topic.replace("label", "label_info")
+    assert [(c.class_id, c.class_name) for c in info.class_map] == [
+        (0, "background"), (1, "road"), (2, "lane")]
+    assert info.threshold == 0.0  # argmax per pixel
 
 
 def test_bag_metadata_humble_reads(tmp_path):

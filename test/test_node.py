@@ -493,3 +493,56 @@ def test_bond_with_the_lifecycle_manager_while_active(tmp_path, random_weights, 
         probe.close()
         assert node.stop() == 0, node.log()
     assert log.read_text().splitlines()[-1] == "shutdown"  # Ctrl-C breaks it too
+
+
+def test_a_late_nav2_subscriber_gets_the_grid_only_detections_were_wanted_for(tmp_path,
+                                                                               random_weights):
+    """Only `detections` is subscribed while two frames are processed; a transient-local
+    subscriber that joins afterwards (as Nav2's static layer) still gets the second frame's
+    grids, and the latched LabelInfo and VisionInfo with the class map."""
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+    from vision_msgs.msg import Detection2DArray, LabelInfo
+    from hybridnets_ros.ros.outputs import OUTPUT_QOS
+    rg.init_rclpy()
+    node = rg.NodeProcess(tmp_path / "node.log", {"weights": random_weights}, namespace="late")
+    graph = rg.Node("only_detections", namespace="late")
+    image_pub = graph.create_publisher(Image, "image", qos_profile_sensor_data)
+    info_pub = graph.create_publisher(CameraInfo, "camera_info", qos_profile_sensor_data)
+    stamps = []
+    graph.create_subscription(Detection2DArray, "detections",
+                              lambda msg: stamps.append(rg.stamp_ns(msg.header)), OUTPUT_QOS)
+
+    def spin_until(condition, timeout):
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline and node.alive():
+            rclpy.spin_once(graph, timeout_sec=0.05)
+        return condition()
+
+    latched = QoSProfile(reliability=QoSReliabilityPolicy.RELIABLE, depth=1,
+                         history=QoSHistoryPolicy.KEEP_LAST,
+                         durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+    try:
+        assert spin_until(lambda: image_pub.get_subscription_count() > 0
+                          and graph.count_publishers("/late/detections") > 0, 90), node.log()
+        time.sleep(0.5)
+        frame = np.full((720, 1280, 3), 80, np.uint8)
+        for _ in range(2):
+            stamp = next_stamp()
+            info_pub.publish(rg.camera_info_msg(CAMERA.K, 1280, 720, stamp))
+            image_pub.publish(rg.image_msg(frame, stamp))
+            assert spin_until(lambda: stamp in stamps, 30), node.log()
+        got = {}
+        for topic, msg_type in (("drivable/grid", OccupancyGrid), ("lane/grid", OccupancyGrid),
+                                ("segmentation/label_info", LabelInfo), ("vision_info", VisionInfo)):
+            graph.create_subscription(msg_type, topic, lambda msg, t=topic: got.setdefault(t, msg),
+                                      latched)
+        assert spin_until(lambda: len(got) == 4, 10), sorted(got)
+    finally:
+        graph.destroy_node()
+        assert node.stop() == 0, node.log()
+    assert rg.stamp_ns(got["drivable/grid"].header) == stamp  # the newest frame's
+    assert rg.stamp_ns(got["lane/grid"].header) == stamp
+    assert [(c.class_id, c.class_name) for c in got["segmentation/label_info"].class_map] == [
+        (0, "background"), (1, "road"), (2, "lane")]
+    assert yaml.safe_load(got["vision_info"].database_location)["detections"] == ["car"]

@@ -43,7 +43,7 @@ from ..pipeline.factory import build_pipeline
 from .diagnostics import NodeHealth, diagnostic_array
 from .frame import FrameProcessor, FrameRequest, process_batch
 from .messages import stamp_ns
-from .outputs import model_outputs, supported
+from .outputs import KEPT_FOR_LATE_JOINERS, model_outputs, supported
 from .surround import FUSED_QOS, FUSED_TOPICS, FUSED_TYPE, SurroundStage, has_fused_grids
 
 
@@ -295,6 +295,7 @@ class HybridNetsNode(LifecycleNode):
             if not wanted and not fused:
                 camera.stats.count_skipped_no_subscribers()
                 continue
+            wanted |= KEPT_FOR_LATE_JOINERS & camera.processor.enabled
             publish_s[index] = 0.0
             requests.append(FrameRequest(camera.processor, frame.msg, wanted,
                                          emit=_timed_publisher(camera.pubs, publish_s, index)))

@@ -156,6 +156,45 @@ def test_bag_metadata_humble_reads(tmp_path):
         assert {t.name: t.count for t in reader.topics()} == {"/drivable/grid": 1, "/detections": 1}
 
 
+def test_sqlite3_bag_answers_humbles_queries(tmp_path):
+    """Humble's rosbag2 has only the sqlite3 storage plugin (rosbag2/package.xml there:
+    rosbag2_storage_default_plugins, the sqlite3 one; MCAP needs
+    ros-humble-rosbag2-storage-mcap). A `--storage sqlite3` bag answers the queries of
+    Humble's plugin (rosbag2_storage_default_plugins/.../sqlite/sqlite_storage.cpp: the
+    topics with offered_qos_profiles, messages joined to topics) with the messages as
+    written, and rosbags reads it back."""
+    import sqlite3
+    from nav_msgs.msg import OccupancyGrid
+    from rclpy.serialization import deserialize_message
+    grid = OccupancyGrid()
+    grid.header.frame_id = "base_footprint"
+    grid.info.width, grid.info.height = 3, 2
+    grid.data = [0, 100, -1, 0, 0, 100]
+    with BagWriter(tmp_path / "bag", storage="sqlite3") as bag:
+        bag.write("/drivable/grid", grid, 10, BY_NAME["drivable_grid"].qos)
+        bag.write("/drivable/grid", grid, 20, BY_NAME["drivable_grid"].qos)
+    check_humble_metadata(tmp_path / "bag", {"/drivable/grid": (1, 1)})
+    info = yaml.safe_load((tmp_path / "bag" / "metadata.yaml").read_text())[
+        "rosbag2_bagfile_information"]
+    assert info["storage_identifier"] == "sqlite3"
+    (db,) = info["relative_file_paths"]
+    with sqlite3.connect(tmp_path / "bag" / db) as conn:
+        topics = conn.execute("SELECT name, type, serialization_format, offered_qos_profiles "
+                              "FROM topics ORDER BY id;").fetchall()
+        assert [t[:3] for t in topics] == [("/drivable/grid", "nav_msgs/msg/OccupancyGrid", "cdr")]
+        (profile,) = yaml.safe_load(topics[0][3])
+        assert profile["durability"] == 1  # transient local, as the node offers it
+        rows = conn.execute("SELECT data, timestamp, topics.name, messages.id FROM messages JOIN "
+                            "topics ON messages.topic_id = topics.id ORDER BY timestamp;").fetchall()
+    assert [(r[1], r[2]) for r in rows] == [(10, "/drivable/grid"), (20, "/drivable/grid")]
+    back = deserialize_message(rows[0][0], OccupancyGrid)
+    assert back.header.frame_id == "base_footprint" and list(back.data) == list(grid.data)
+    with BagReader(tmp_path / "bag") as reader:
+        assert [(t.name, t.count) for t in reader.topics()] == [("/drivable/grid", 2)]
+        (_, _, _, first), _ = list(reader.messages({"/drivable/grid"}))
+        assert list(first.data) == list(grid.data)
+
+
 def test_rviz_layout_has_the_default_tools_and_latched_maps():
     layout = yaml.safe_load((REPO / "config" / "hybridnets.rviz").read_text())["Visualization Manager"]
     tools = [t["Class"].split("/")[1] for t in layout["Tools"]]

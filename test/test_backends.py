@@ -85,34 +85,28 @@ def test_auto_picks_onnxruntime_on_cpu_without_openvino(random_model, monkeypatc
     assert available_backends("cpu") == ["torch", "onnxruntime"]
 
 
-def test_auto_falls_back_to_torch_without_onnxruntime(random_model, monkeypatch, caplog):
-    for module in ("onnxruntime", "openvino"):  # as if neither were installed
+# onnx: a rosdep-only install (no rosdep key has onnx, nor openvino) has onnxruntime but not
+# the export it runs from. Modules blocked in sys.modules, as if they were not installed.
+@pytest.mark.parametrize("blocked, lacking", [(("onnxruntime", "openvino"), "onnxruntime"),
+                                              (("onnx", "openvino"), "onnx")])
+def test_auto_falls_back_to_torch_without_onnxruntime_or_onnx(random_model, monkeypatch, caplog,
+                                                              blocked, lacking):
+    for module in blocked:
         monkeypatch.setitem(sys.modules, module, None)
     with caplog.at_level(logging.INFO, "hybridnets_ros.backends.registry"):
         backend = create_backend("auto", random_model)
     assert isinstance(backend, TorchBackend)
-    assert "missing Python module 'onnxruntime'" in caplog.text
-    with pytest.raises(BackendUnavailable, match="missing Python module 'onnxruntime'.*"
+    assert f"missing Python module '{lacking}'" in caplog.text
+    with pytest.raises(BackendUnavailable, match=f"missing Python module '{lacking}'.*"
                                                  "available on cpu: torch$"):
         create_backend("onnxruntime", random_model)
 
 
-def test_without_onnx_the_export_backends_say_so_and_auto_takes_torch(random_model, monkeypatch,
-                                                                     caplog):
-    """A rosdep-only install (no rosdep key has onnx, no openvino): onnxruntime is there but
-    the export it runs from is not. Blocked in sys.modules, as if it were not installed."""
+def test_every_backend_that_runs_the_onnx_export_needs_onnx(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
-    monkeypatch.setitem(sys.modules, "openvino", None)
     for name in ("onnxruntime", "openvino", "tensorrt"):
         assert "Python module 'onnx' (the ONNX export; pip install onnx)" in registry.missing(name)
     assert not any("'onnx'" in need for need in registry.missing("torch"))
-    with caplog.at_level(logging.INFO, "hybridnets_ros.backends.registry"):
-        backend = create_backend("auto", random_model)
-    assert isinstance(backend, TorchBackend)
-    assert "missing Python module 'onnx'" in caplog.text
-    with pytest.raises(BackendUnavailable, match="backend 'onnxruntime' cannot run on cpu: "
-                                                 "missing Python module 'onnx'.*available on cpu: torch$"):
-        create_backend("onnxruntime", random_model)
 
 
 @pytest.mark.parametrize("name, device, precision, expected", [

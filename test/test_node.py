@@ -255,7 +255,9 @@ def test_parameters_are_validated(node, probe):
     client = probe.create_client(SetParameters, "/hybridnets_node/set_parameters")
 
     def set_param(name, value):
-        if isinstance(value, float):
+        if isinstance(value, bool):
+            v = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+        elif isinstance(value, float):
             v = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
         elif isinstance(value, list):
             v = ParameterValue(type=ParameterType.PARAMETER_DOUBLE_ARRAY, double_array_value=value)
@@ -272,6 +274,7 @@ def test_parameters_are_validated(node, probe):
     assert not set_param("backend", "torch").successful  # read-only after start-up
     assert set_param("conf_threshold", 0.6).successful
     assert set_param("conf_threshold", 0.25).successful
+    assert set_param("use_sim_time", False).successful  # rclpy's own, not a setting
 
 
 def test_lifecycle_deactivate_and_activate(node, probe):

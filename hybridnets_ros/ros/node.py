@@ -257,7 +257,9 @@ class HybridNetsNode(LifecycleNode):
 
     def _on_set_parameters(self, changes) -> SetParametersResult:
         values = params.parameter_values(self)
-        values.update({change.name: change.value for change in changes})
+        # Only the settings are NodeConfig's to judge: rclpy's use_sim_time and the parameter
+        # bondpy declares when the manager's heartbeat stops are not settings.
+        values.update({change.name: change.value for change in changes if change.name in values})
         try:
             config = NodeConfig.from_mapping(values)
         except ConfigError as exc:

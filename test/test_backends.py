@@ -19,6 +19,7 @@ import torch
 from conftest import (rel_l2, requires_cuda, requires_tensorrt, requires_torch2trt,
                       small_network_onnx)
 from hybridnets_ros.backends import BackendUnavailable, available_backends, create_backend
+from hybridnets_ros.backends import registry
 from hybridnets_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from hybridnets_ros.backends.torch_backend import TorchBackend
 from hybridnets_ros.backends.engine_cache import EngineCache, EngineKey, weights_digest

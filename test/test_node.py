@@ -465,15 +465,15 @@ def test_bond_with_the_lifecycle_manager_while_active(tmp_path, random_weights, 
     node = rg.NodeProcess(tmp_path / "node.log", {"weights": random_weights, "autostart": "false"},
                           namespace="bonded")
     probe = rg.Probe(namespace="bonded")
-    change = probe.create_client(ChangeState, "/bonded/hybridnets_node/change_state")
+    lifecycle = rg.Lifecycle(probe, "/bonded/hybridnets_node")
     try:
-        assert _change(probe, change, Transition.TRANSITION_CONFIGURE)
+        assert lifecycle.change(Transition.TRANSITION_CONFIGURE)
         assert not log.exists(), "no bond before activate"
-        assert _change(probe, change, Transition.TRANSITION_ACTIVATE)
+        assert lifecycle.change(Transition.TRANSITION_ACTIVATE)
         assert log.read_text().splitlines() == ["bond bond hybridnets_node /bonded", "start 0.1 4.0"]
-        assert _change(probe, change, Transition.TRANSITION_DEACTIVATE)
+        assert lifecycle.change(Transition.TRANSITION_DEACTIVATE)
         assert log.read_text().splitlines()[-1] == "shutdown"
-        assert _change(probe, change, Transition.TRANSITION_ACTIVATE)  # a new bond each time
+        assert lifecycle.change(Transition.TRANSITION_ACTIVATE)  # a new bond each time
         assert log.read_text().splitlines()[-2:] == ["bond bond hybridnets_node /bonded",
                                                      "start 0.1 4.0"]
         assert "bondpy is not installed" not in node.log()

@@ -12,15 +12,14 @@ yaw as camera_pose), or empty to take each camera's pose from TF (or from your c
 one_process_per_camera:=true starts one namespaced node per camera instead (each its own
 model and engine, outputs under /<name>/hybridnets/, no fused grids), as before.
 weights, backend, use_sim_time, autostart and use_compressed apply to every node as in
-hybridnets.launch.py.
+hybridnets.launch.py; each node is a launch_ros LifecycleNode.
 """
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
 
-from hybridnets_ros.ros.launch_args import declare_node_arguments, node_parameters
+from hybridnets_ros.ros.launch_args import declare_node_arguments, hybridnets_node
 
 
 def _camera_topics(name: str, prefix: str = "") -> list[tuple[str, str]]:
@@ -31,22 +30,15 @@ def _camera_topics(name: str, prefix: str = "") -> list[tuple[str, str]]:
 
 
 def _nodes(context):
-    config = LaunchConfiguration("config").perform(context)
     names = [n.strip() for n in LaunchConfiguration("cameras").perform(context).split(",") if n.strip()]
-    overrides = {**node_parameters(), "use_compressed": LaunchConfiguration("use_compressed")}
     if LaunchConfiguration("one_process_per_camera").perform(context).lower() == "true":
-        return [Node(package="hybridnets_ros", executable="hybridnets_node", name="hybridnets_node",
-                     namespace=f"{name}/hybridnets", output="screen",
-                     parameters=[config, overrides], remappings=_camera_topics(name))
-                for name in names]
+        return [hybridnets_node(f"{name}/hybridnets", [], _camera_topics(name)) for name in names]
     poses = LaunchConfiguration("camera_poses").perform(context).replace(",", " ").split()
     cameras = {"cameras": names}
     if poses:
         cameras["camera_poses"] = [float(v) for v in poses]
-    return [Node(package="hybridnets_ros", executable="hybridnets_node", name="hybridnets_node",
-                 namespace="hybridnets", output="screen",
-                 parameters=[config, overrides, cameras],
-                 remappings=[r for name in names for r in _camera_topics(name, f"{name}/")])]
+    return [hybridnets_node("hybridnets", [cameras],
+                            [r for name in names for r in _camera_topics(name, f"{name}/")])]
 
 
 def generate_launch_description():
@@ -59,7 +51,5 @@ def generate_launch_description():
         DeclareLaunchArgument("one_process_per_camera", default_value="false",
                               description="true: one node (and model) per camera instead"),
         *declare_node_arguments(),
-        DeclareLaunchArgument("use_compressed", default_value="false",
-                              description="subscribe to <camera>/image_raw/compressed"),
         OpaqueFunction(function=_nodes),
     ])

@@ -19,6 +19,7 @@ import torch
 from conftest import (rel_l2, requires_cuda, requires_tensorrt, requires_torch2trt,
                       small_network_onnx)
 from hybridnets_ros.backends import BackendUnavailable, available_backends, create_backend
+from hybridnets_ros.backends import registry
 from hybridnets_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from hybridnets_ros.backends.torch_backend import TorchBackend
 from hybridnets_ros.backends.engine_cache import EngineCache, EngineKey, weights_digest
@@ -98,16 +99,28 @@ def test_auto_picks_onnxruntime_on_cpu_without_openvino(random_model, monkeypatc
     assert available_backends("cpu") == ["torch", "onnxruntime"]
 
 
-def test_auto_falls_back_to_torch_without_onnxruntime(random_model, monkeypatch, caplog):
-    for module in ("onnxruntime", "openvino"):  # as if neither were installed
+# onnx: a rosdep-only install (no rosdep key has onnx, nor openvino) has onnxruntime but not
+# the export it runs from. Modules blocked in sys.modules, as if they were not installed.
+@pytest.mark.parametrize("blocked, lacking", [(("onnxruntime", "openvino"), "onnxruntime"),
+                                              (("onnx", "openvino"), "onnx")])
+def test_auto_falls_back_to_torch_without_onnxruntime_or_onnx(random_model, monkeypatch, caplog,
+                                                              blocked, lacking):
+    for module in blocked:
         monkeypatch.setitem(sys.modules, module, None)
     with caplog.at_level(logging.INFO, "hybridnets_ros.backends.registry"):
         backend = create_backend("auto", random_model)
     assert isinstance(backend, TorchBackend)
-    assert "missing Python module 'onnxruntime'" in caplog.text
-    with pytest.raises(BackendUnavailable, match="missing Python module 'onnxruntime'.*"
+    assert f"missing Python module '{lacking}'" in caplog.text
+    with pytest.raises(BackendUnavailable, match=f"missing Python module '{lacking}'.*"
                                                  "available on cpu: torch$"):
         create_backend("onnxruntime", random_model)
+
+
+def test_every_backend_that_runs_the_onnx_export_needs_onnx(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    for name in ("onnxruntime", "openvino", "tensorrt"):
+        assert "Python module 'onnx' (the ONNX export; pip install onnx)" in registry.missing(name)
+    assert not any("'onnx'" in need for need in registry.missing("torch"))
 
 
 @pytest.mark.parametrize("name, device, precision, expected", [

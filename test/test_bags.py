@@ -26,6 +26,8 @@ camera_matrix: {rows: 3, cols: 3, data: [914.0, 0.0, 640.0, 0.0, 914.0, 360.0, 0
 distortion_model: plumb_bob
 distortion_coefficients: {rows: 1, cols: 5, data: [0.0, 0.0, 0.0, 0.0, 0.0]}
 """
+# The model's description (VisionInfo, LabelInfo): once per bag, as the node latches it.
+MODEL_TOPICS = {"/vision_info", "/segmentation/label_info"}
 OUTPUT_TOPICS = {"/detections", "/drivable/mask", "/lane/mask", "/segmentation/label",
                  "/segmentation/color", "/overlay"}
 # Written when the bag has a CameraInfo.
@@ -76,7 +78,7 @@ def test_round_trip(tmp_path, sample_images, random_weights, infer_npz, camera_y
 
     # what `ros2 bag play` on Humble, Jazzy and Kilted reads, with the node's QoS per topic
     # (rmw values: durability 1 transient local, 2 volatile; reliability 1 reliable)
-    latched = {"/drivable/grid", "/lane/grid", "/vision_info"}
+    latched = {"/drivable/grid", "/lane/grid"} | MODEL_TOPICS
     check_humble_metadata(bag_out, {t: (1 if t in latched else 2, 1) for t in
                                     OUTPUT_TOPICS | (CAMERA_TOPICS if with_info else set())})
     inputs, outputs = read_bag(bag_in), read_bag(bag_out)
@@ -85,8 +87,8 @@ def test_round_trip(tmp_path, sample_images, random_weights, infer_npz, camera_y
     assert len(frames) == 6
     expected_topics = OUTPUT_TOPICS | (CAMERA_TOPICS if with_info else set())
     # --keep-input copies the inputs; the class names once, as the node latches them
-    assert set(outputs) == expected_topics | set(inputs) | {"/vision_info"}
-    assert len(outputs["/vision_info"]) == 1
+    assert set(outputs) == expected_topics | set(inputs) | MODEL_TOPICS
+    assert all(len(outputs[topic]) == 1 for topic in MODEL_TOPICS)
     for topic in expected_topics:
         assert len(outputs[topic]) == len(frames), topic
         for (in_time, in_msg), (out_time, out_msg) in zip(frames, outputs[topic]):

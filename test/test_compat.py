@@ -21,31 +21,68 @@ from hybridnets_ros.ros.outputs import BY_NAME, FrameProducts, ModelProducts, en
 from hybridnets_ros.tools.bags import BagReader, BagWriter
 
 
-def costmap():
-    return yaml.safe_load((REPO / "config" / "nav2_costmap.yaml").read_text())[
-        "local_costmap"]["local_costmap"]["ros__parameters"]
+def costmaps():
+    return yaml.safe_load((REPO / "config" / "nav2_costmap.yaml").read_text())
 
 
-def test_nav2_snippet_reads_the_grid_and_admits_the_points():
-    params = costmap()
+def costmap(name="local_costmap"):
+    return costmaps()[name][name]["ros__parameters"]
+
+
+def layers_of(params, plugin):
+    return [params[name] for name in params["plugins"]
+            if name in params and params[name]["plugin"] == f"nav2_costmap_2d::{plugin}"]
+
+
+# What nav2_costmap_2d's StaticLayer reads from its own namespace (plugins/static_layer.cpp,
+# StaticLayer::getParameters; Humble and Jazzy alike): track_unknown_space,
+# lethal_cost_threshold, unknown_cost_value, trinary_costmap and transform_tolerance it
+# reads from the costmap's parameters instead, so under the layer they would be ignored.
+STATIC_LAYER_KEYS = {"plugin", "enabled", "subscribe_to_updates", "map_subscribe_transient_local",
+                     "map_topic", "footprint_clearing_enabled"}
+
+
+def test_nav2_local_costmap_holds_the_whole_grid_and_clears():
+    params, grid = costmap(), NodeConfig().grid
+    assert params["rolling_window"] is True  # the static layer transforms only when rolling
     assert params["track_unknown_space"] is True  # -1 cells must not become free
-    layers = {name: params[name] for name in params["plugins"]}
-    static = next(l for l in layers.values() if l["plugin"] == "nav2_costmap_2d::StaticLayer")
+    assert params["resolution"] == grid.resolution
+    # the robot-centred window holds the grid's farthest cell in any heading
+    reach = max(np.hypot(x, y) for x in (grid.x_min, grid.x_max) for y in (grid.y_min, grid.y_max))
+    assert min(params["width"], params["height"]) / 2 >= reach
+    (static,) = layers_of(params, "StaticLayer")
+    assert set(static) <= STATIC_LAYER_KEYS, set(static) - STATIC_LAYER_KEYS
     assert static["map_topic"].lstrip("/") == BY_NAME["drivable_grid"].topic
-    assert static["map_subscribe_transient_local"] is True and static["track_unknown_space"]
-    obstacle = next(l for l in layers.values() if l["plugin"] == "nav2_costmap_2d::ObstacleLayer")
-    z = NodeConfig().points_z
-    sources = obstacle["observation_sources"].split()
-    assert sources
-    for source in sources + ["lane_lines"]:
-        s = obstacle[source]
-        assert s["topic"].lstrip("/") in {BY_NAME["drivable_points"].topic, BY_NAME["lane_points"].topic}
-        assert s["min_obstacle_height"] < z < min(s["max_obstacle_height"],
-                                                  obstacle["max_obstacle_height"])
+    assert static["map_subscribe_transient_local"] is True
+    assert BY_NAME["drivable_grid"].qos.durability == QoSDurabilityPolicy.TRANSIENT_LOCAL
+
+
+def test_nav2_global_costmap_has_no_static_layer_on_the_grid():
+    params = costmap("global_costmap")
+    assert not layers_of(params, "StaticLayer")  # it would take the grid for the map
+    assert layers_of(params, "ObstacleLayer")
+
+
+def test_nav2_obstacle_sources_admit_the_points_and_clear_over_the_grid():
+    z, grid = NodeConfig().points_z, NodeConfig().grid
+    reach = max(np.hypot(x, y) for x in (grid.x_min, grid.x_max) for y in (grid.y_min, grid.y_max))
+    for name in ("local_costmap", "global_costmap"):
+        (obstacle,) = layers_of(costmap(name), "ObstacleLayer")
+        sources = obstacle["observation_sources"].split()
+        assert sources
+        for source in sources + [s for s in ("lane_lines",) if s in obstacle]:
+            s = obstacle[source]
+            assert s["topic"].lstrip("/") in {BY_NAME["drivable_points"].topic,
+                                              BY_NAME["lane_points"].topic}
+            assert s["min_obstacle_height"] < z < min(s["max_obstacle_height"],
+                                                      obstacle["max_obstacle_height"])
+            assert s["marking"] is True and s["clearing"] is True, (name, source)
+            # ranges are measured from the cloud's origin, under the robot (defaults 2.5, 3.0)
+            assert s["obstacle_max_range"] >= reach and s["raytrace_max_range"] >= reach
 
 
 def test_grids_are_latched_for_transient_local_subscribers():
-    for name in ("drivable_grid", "lane_grid", "vision_info"):
+    for name in ("drivable_grid", "lane_grid", "vision_info", "label_info"):
         qos = BY_NAME[name].qos
         assert qos.durability == QoSDurabilityPolicy.TRANSIENT_LOCAL, name
         assert qos.reliability == QoSReliabilityPolicy.RELIABLE and qos.depth == 1
@@ -97,6 +134,16 @@ def test_vision_info_names_the_classes():
     assert info.method and info.database_version == 1
 
 
+def test_label_info_holds_the_label_images_class_map():
+    products = ModelProducts(Header(), "HybridNets (BDD100K)", BDD100K.class_names,
+                             BDD100K.seg_class_names)
+    info = model_outputs(products)["label_info"]
+    assert BY_NAME["label_info"].topic == BY_NAME["segmentation_label"].topic.replace("label", "label_info")
+    assert [(c.class_id, c.class_name) for c in info.class_map] == [
+        (0, "background"), (1, "road"), (2, "lane")]
+    assert info.threshold == 0.0  # argmax per pixel
+
+
 def test_bag_metadata_humble_reads(tmp_path):
     from nav_msgs.msg import OccupancyGrid
     from vision_msgs.msg import Detection2DArray
@@ -106,6 +153,45 @@ def test_bag_metadata_humble_reads(tmp_path):
     check_humble_metadata(tmp_path / "bag", {"/drivable/grid": (1, 1), "/detections": (2, 1)})
     with BagReader(tmp_path / "bag") as reader:  # and rosbags still reads it
         assert {t.name: t.count for t in reader.topics()} == {"/drivable/grid": 1, "/detections": 1}
+
+
+def test_sqlite3_bag_answers_humbles_queries(tmp_path):
+    """Humble's rosbag2 has only the sqlite3 storage plugin (rosbag2/package.xml there:
+    rosbag2_storage_default_plugins, the sqlite3 one; MCAP needs
+    ros-humble-rosbag2-storage-mcap). A `--storage sqlite3` bag answers the queries of
+    Humble's plugin (rosbag2_storage_default_plugins/.../sqlite/sqlite_storage.cpp: the
+    topics with offered_qos_profiles, messages joined to topics) with the messages as
+    written, and rosbags reads it back."""
+    import sqlite3
+    from nav_msgs.msg import OccupancyGrid
+    from rclpy.serialization import deserialize_message
+    grid = OccupancyGrid()
+    grid.header.frame_id = "base_footprint"
+    grid.info.width, grid.info.height = 3, 2
+    grid.data = [0, 100, -1, 0, 0, 100]
+    with BagWriter(tmp_path / "bag", storage="sqlite3") as bag:
+        bag.write("/drivable/grid", grid, 10, BY_NAME["drivable_grid"].qos)
+        bag.write("/drivable/grid", grid, 20, BY_NAME["drivable_grid"].qos)
+    check_humble_metadata(tmp_path / "bag", {"/drivable/grid": (1, 1)})
+    info = yaml.safe_load((tmp_path / "bag" / "metadata.yaml").read_text())[
+        "rosbag2_bagfile_information"]
+    assert info["storage_identifier"] == "sqlite3"
+    (db,) = info["relative_file_paths"]
+    with sqlite3.connect(tmp_path / "bag" / db) as conn:
+        topics = conn.execute("SELECT name, type, serialization_format, offered_qos_profiles "
+                              "FROM topics ORDER BY id;").fetchall()
+        assert [t[:3] for t in topics] == [("/drivable/grid", "nav_msgs/msg/OccupancyGrid", "cdr")]
+        (profile,) = yaml.safe_load(topics[0][3])
+        assert profile["durability"] == 1  # transient local, as the node offers it
+        rows = conn.execute("SELECT data, timestamp, topics.name, messages.id FROM messages JOIN "
+                            "topics ON messages.topic_id = topics.id ORDER BY timestamp;").fetchall()
+    assert [(r[1], r[2]) for r in rows] == [(10, "/drivable/grid"), (20, "/drivable/grid")]
+    back = deserialize_message(rows[0][0], OccupancyGrid)
+    assert back.header.frame_id == "base_footprint" and list(back.data) == list(grid.data)
+    with BagReader(tmp_path / "bag") as reader:
+        assert [(t.name, t.count) for t in reader.topics()] == [("/drivable/grid", 2)]
+        (_, _, _, first), _ = list(reader.messages({"/drivable/grid"}))
+        assert list(first.data) == list(grid.data)
 
 
 def test_rviz_layout_has_the_default_tools_and_latched_maps():

@@ -1,4 +1,5 @@
 """The README's main job end to end, and the launch files' syntax."""
+import ast
 import json
 import os
 import py_compile
@@ -43,6 +44,39 @@ def test_launch_files(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.generate_launch_description().entities
+
+
+def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+            and getattr(n.func, "id", getattr(n.func, "attr", None)) == name]
+
+
+def _declared_arguments(tree: ast.AST) -> list[str]:
+    return [c.args[0].value for c in _calls(tree, "DeclareLaunchArgument")
+            if c.args and isinstance(c.args[0], ast.Constant)]
+
+
+@pytest.mark.parametrize("name", ["hybridnets.launch.py", "multi_camera.launch.py"])
+def test_launch_files_start_a_lifecycle_node_with_the_shared_arguments(name):
+    """Read from the source (launch_ros is not on the package index): the node is a launch_ros
+    LifecycleNode, made in one place, and every argument the node takes is declared once."""
+    from hybridnets_ros.pipeline.config import settings
+    from hybridnets_ros.ros import launch_args
+
+    tree = ast.parse((REPO / "launch" / name).read_text())
+    assert not _calls(tree, "Node") and not _calls(tree, "LifecycleNode")
+    assert _calls(tree, "hybridnets_node") and _calls(tree, "declare_node_arguments")
+    own = _declared_arguments(tree)
+    assert len(own) == len(set(own)) and not set(own) & {"config", *launch_args.NODE_ARGUMENTS}
+    # the shared node action: a LifecycleNode with the name and namespace it requires
+    shared = ast.parse(Path(launch_args.__file__).read_text())
+    (node,) = _calls(shared, "LifecycleNode")
+    keywords = {k.arg: k.value for k in node.keywords}
+    assert {"package", "executable", "name", "namespace", "parameters"} <= set(keywords)
+    assert "use_compressed" in launch_args.NODE_ARGUMENTS  # hybridnets.launch.py takes it too
+    # every shared argument but use_sim_time (rclpy's own) is a node setting
+    node_settings = {s.name for s in settings()}
+    assert set(launch_args.NODE_ARGUMENTS) - {"use_sim_time"} <= node_settings
 
 
 def test_config_declares_every_parameter():

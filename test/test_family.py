@@ -156,7 +156,7 @@ def test_frame_outputs_are_what_the_family_produces(model, extra):
         assert (depth.encoding, depth.step, depth.header.frame_id) == ("32FC1", 320 * 4, "camera_optical_frame")
         np.testing.assert_array_equal(np.frombuffer(depth.data, np.float32).reshape(180, 320),
                                       outcome.result.depth_m)
-        assert outcome.messages["points"].header.frame_id == "base_link"
+        assert outcome.messages["points"].header.frame_id == "base_footprint"
     info = processor.model_products(Header())
     assert info.seg_class_names == family.seg_classes and info.class_names == ()
     assert HYDRA.products > {"depth"} and "detections" not in family.products

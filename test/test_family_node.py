@@ -60,7 +60,7 @@ def test_node_publishes_what_the_model_has(tmp_path, model):
         labels = np.frombuffer(out["segmentation/label"].data, np.uint8)
         assert labels.size == 320 * 180 and labels.max() < len(family.seg_classes)
         grid = out["drivable/grid"]
-        assert grid.header.frame_id == "base_link" and rg.stamp_ns(grid.header) == stamp
+        assert grid.header.frame_id == "base_footprint" and rg.stamp_ns(grid.header) == stamp
         assert set(np.unique(np.frombuffer(grid.data, np.int8))) <= {-1, 0, 100}
         if model == "hydra":
             depth = out["depth"]
@@ -69,7 +69,7 @@ def test_node_publishes_what_the_model_has(tmp_path, model):
             assert np.isfinite(np.frombuffer(depth.data, np.float32)).all()
             points = out["points"]
             assert [f.name for f in points.fields] == ["x", "y", "z", "class"]
-            assert points.header.frame_id == "base_link"
+            assert points.header.frame_id == "base_footprint"
         assert probe.wait_for(lambda: infos, 10)
         classes = yaml.safe_load(infos[-1].database_location)
         assert classes["segmentation/label"] == dict(enumerate(family.seg_classes))
@@ -78,6 +78,9 @@ def test_node_publishes_what_the_model_has(tmp_path, model):
     finally:
         probe.close()
         assert node.stop() == 0, node.log()
+
+
+MODEL_TOPICS = {"/vision_info", "/segmentation/label_info"}  # once per bag, latched
 
 
 def replay_synthetic(tmp_path, *options: str) -> dict[str, list]:
@@ -107,8 +110,8 @@ def replay_synthetic(tmp_path, *options: str) -> dict[str, list]:
 
 def test_replay_with_hydra(tmp_path):
     messages = replay_synthetic(tmp_path, "--model", "hydra", "--input-scale", "0.5")
-    assert set(messages) == {"/" + t for t in expected_topics("hydra") | {"vision_info"}}
-    assert all(len(messages[t]) == 3 for t in messages if t != "/vision_info")
+    assert set(messages) == {"/" + t for t in expected_topics("hydra")} | MODEL_TOPICS
+    assert all(len(messages[t]) == 3 for t in messages if t not in MODEL_TOPICS)
     depth = messages["/depth"][0]
     assert (depth.encoding, depth.width, depth.height) == ("32FC1", 320, 180)
     assert "Hydra" in messages["/vision_info"][0].method
@@ -116,6 +119,6 @@ def test_replay_with_hydra(tmp_path):
 
 def test_replay_with_yolop(tmp_path):
     messages = replay_synthetic(tmp_path, "--model", "yolop")
-    assert set(messages) == {"/" + t for t in expected_topics("yolop") | {"vision_info"}}
-    assert all(len(messages[t]) == 3 for t in messages if t != "/vision_info")
+    assert set(messages) == {"/" + t for t in expected_topics("yolop")} | MODEL_TOPICS
+    assert all(len(messages[t]) == 3 for t in messages if t not in MODEL_TOPICS)
     assert messages["/vision_info"][0].method == FAMILIES["yolop"].method

@@ -40,7 +40,7 @@ def test_every_enabled_output_is_built_with_its_stage_times(processor, frame_msg
     assert set(outcome.messages) == enabled and outcome.no_grids is None
     for name, msg in outcome.messages.items():
         assert isinstance(msg, next(o.msg_type for o in OUTPUTS if o.name == name))
-    assert outcome.messages["drivable_grid"].header.frame_id == "base_link"
+    assert outcome.messages["drivable_grid"].header.frame_id == "base_footprint"
     assert outcome.messages["detections"].header.frame_id == "camera_optical_frame"
     assert set(outcome.timings_ms) == {"conversion", "preprocess", "network", "postprocess",
                                        "objects", "grids", "messages"}

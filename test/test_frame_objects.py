@@ -108,7 +108,7 @@ def test_positions_within_2_percent_with_the_2d_ids(detector, road_bgr):
     processor = make_processor(detector)
     (outcome,) = run(processor, detector, road_bgr, [PLACED])
     det2d, det3d = outcome.messages["detections"], outcome.messages["detections_3d"]
-    assert det3d.header.frame_id == "base_link" and det3d.header.stamp == det2d.header.stamp
+    assert det3d.header.frame_id == "base_footprint" and det3d.header.stamp == det2d.header.stamp
     assert ids_3d(outcome) == ids_2d(outcome) and len(set(ids_2d(outcome))) == len(PLACED)
     assert all(i.isdigit() for i in ids_2d(outcome))
     for centre, detection in zip(PLACED, det3d.detections):
@@ -236,7 +236,7 @@ def test_replay_writes_3d_detections(tmp_path, detector, road_bgr):
     assert len(got["/detections_3d"]) == count
     first_ids = [d.id for d in got["/detections"][0].detections]
     for det2d, det3d in zip(got["/detections"], got["/detections_3d"]):
-        assert det3d.header.frame_id == "base_link"
+        assert det3d.header.frame_id == "base_footprint"
         assert [d.id for d in det3d.detections] == [d.id for d in det2d.detections] == first_ids
         x = [d.results[0].pose.pose.position.x for d in det3d.detections]
         assert x == pytest.approx([10.0, 20.0], rel=0.03)

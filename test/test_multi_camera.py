@@ -149,14 +149,14 @@ def test_each_camera_gets_its_own_outputs_and_the_fused_grid_sees_around(node, p
             detections = list(probe.detections[name].values())
             grids = list(probe.grids[name].values())
         assert {d.header.frame_id for d in detections} == {f"{name}_optical"}
-        assert grids and grids[-1].header.frame_id == "base_link"
+        assert grids and grids[-1].header.frame_id == "base_footprint"
     assert probe_wait(lambda: len(probe.fused) > 0, 10), node.log()
     with probe.lock:
         fused = probe.fused[-1]
     info = fused.info
     assert (info.width, info.height, round(info.resolution, 6)) == (600, 600, 0.1)
     assert (info.origin.position.x, info.origin.position.y) == (-30.0, -30.0)
-    assert fused.header.frame_id == "base_link"
+    assert fused.header.frame_id == "base_footprint"
     sent = {stamp for name in POSES for stamp in probe.detections[name]}
     assert rg.stamp_ns(fused.header) in sent  # an input stamp (the oldest contributing)
     values = np.frombuffer(fused.data, np.int8).reshape(600, 600)

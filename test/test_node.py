@@ -1,5 +1,6 @@
 """hybridnets_node over a real DDS graph: outputs, burst behaviour, bad input, parameters,
 lifecycle. The node runs in its own process with seeded random weights."""
+import os
 import time
 
 import cv2
@@ -97,7 +98,7 @@ def test_outputs_match_infer(node, probe, sample_images, random_pipeline):
         drivable_ref, lane_ref = projector.project(expected.seg_mask)
         for topic, ref in (("drivable/grid", drivable_ref), ("lane/grid", lane_ref)):
             grid = out[topic]
-            assert grid.header.frame_id == "base_link" and rg.stamp_ns(grid.header) == stamp
+            assert grid.header.frame_id == "base_footprint" and rg.stamp_ns(grid.header) == stamp
             info = grid.info
             assert (info.width, info.height, round(info.resolution, 6)) == (400, 200, 0.1)
             assert (info.origin.position.x, info.origin.position.y) == (0.0, -10.0)
@@ -134,14 +135,14 @@ def test_3d_detections_and_markers_in_the_ground_frame_with_the_2d_ids(node, pro
             assert probe.wait_for(lambda: topics <= set(probe.got(stamp)), 30), node.log()
             out = probe.got(stamp)
             det3d = out["detections_3d"]
-            assert det3d.header.frame_id == "base_link" and rg.stamp_ns(det3d.header) == stamp
+            assert det3d.header.frame_id == "base_footprint" and rg.stamp_ns(det3d.header) == stamp
             ids_2d = [d.id for d in out["detections"].detections]
             assert all(ids_2d) and len(set(ids_2d)) == len(ids_2d)  # tracking is on by default
             ids_3d = [d.id for d in det3d.detections]
             assert ids_3d and ids_3d == [i for i in ids_2d if i in ids_3d]  # 2D order, in range
             markers = out["detections_3d/markers"].markers
             assert {m.id for m in markers if m.action == m.ADD} == {int(i) for i in ids_3d}
-            assert all(m.header.frame_id == "base_link" for m in markers)
+            assert all(m.header.frame_id == "base_footprint" for m in markers)
     finally:
         set_conf_threshold(probe, 0.25)
 
@@ -248,7 +249,9 @@ def test_parameters_are_validated(node, probe):
     client = probe.create_client(SetParameters, "/hybridnets_node/set_parameters")
 
     def set_param(name, value):
-        if isinstance(value, float):
+        if isinstance(value, bool):
+            v = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+        elif isinstance(value, float):
             v = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
         elif isinstance(value, list):
             v = ParameterValue(type=ParameterType.PARAMETER_DOUBLE_ARRAY, double_array_value=value)
@@ -265,6 +268,7 @@ def test_parameters_are_validated(node, probe):
     assert not set_param("backend", "torch").successful  # read-only after start-up
     assert set_param("conf_threshold", 0.6).successful
     assert set_param("conf_threshold", 0.25).successful
+    assert set_param("use_sim_time", False).successful  # rclpy's own, not a setting
 
 
 def test_lifecycle_deactivate_and_activate(node, probe):
@@ -377,6 +381,8 @@ def test_managed_bring_up_and_diagnostics(tmp_path, random_weights):
         assert state() == "inactive"
         assert lifecycle.change(Transition.TRANSITION_ACTIVATE)
         assert state() == "active"
+        # no bondpy in the pip venv: the node says what a lifecycle_manager then needs
+        assert probe.wait_for(lambda: "set bond_timeout: 0.0" in node.log(), 5), node.log()
         # no input: WARN, and no latencies to report yet
         status = probe.wait_status(lambda s: "no image received" in s.message)
         assert status.level == D.WARN and no_nan(status)
@@ -423,3 +429,108 @@ def test_diagnostics_error_when_the_model_does_not_load(tmp_path):
     finally:
         probe.close()
         assert node.stop() == 0, node.log()
+
+
+# bondpy needs bond_core's messages, which have no wheel for the pip venv: this stand-in
+# records what the node asks of bondpy's Bond (its constructor, the two settings, start and
+# shutdown), as bondpy's API reads in bond_core's ros2 branch (bondpy/bondpy/bondpy.py).
+FAKE_BONDPY = '''
+import os
+
+class Bond:
+    def __init__(self, node, topic, bond_id, on_broken=None, on_formed=None):
+        self._log = open(os.environ["FAKE_BOND_LOG"], "a", buffering=1)
+        self._log.write(f"bond {topic} {bond_id} {node.get_namespace()}\\n")
+
+    def start(self):
+        self._log.write(f"start {self.heartbeat_period} {self.heartbeat_timeout}\\n")
+
+    def shutdown(self):
+        self._log.write("shutdown\\n")
+'''
+
+
+def test_bond_with_the_lifecycle_manager_while_active(tmp_path, random_weights, monkeypatch):
+    """As Nav2's servers (nav2_util LifecycleNode): a bond on `bond` with the node's name as
+    id, formed on activate with a 0.1 s heartbeat and 4 s timeout, broken on deactivate."""
+    package = tmp_path / "site" / "bondpy"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "bondpy.py").write_text(FAKE_BONDPY)
+    log = tmp_path / "bond.log"
+    monkeypatch.setenv("FAKE_BOND_LOG", str(log))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        filter(None, [str(package.parent), os.environ.get("PYTHONPATH")])))
+    rg.init_rclpy()
+    node = rg.NodeProcess(tmp_path / "node.log", {"weights": random_weights, "autostart": "false"},
+                          namespace="bonded")
+    probe = rg.Probe(namespace="bonded")
+    lifecycle = rg.Lifecycle(probe, "/bonded/hybridnets_node")
+    try:
+        assert lifecycle.change(Transition.TRANSITION_CONFIGURE)
+        assert not log.exists(), "no bond before activate"
+        assert lifecycle.change(Transition.TRANSITION_ACTIVATE)
+        assert log.read_text().splitlines() == ["bond bond hybridnets_node /bonded", "start 0.1 4.0"]
+        assert lifecycle.change(Transition.TRANSITION_DEACTIVATE)
+        assert log.read_text().splitlines()[-1] == "shutdown"
+        assert lifecycle.change(Transition.TRANSITION_ACTIVATE)  # a new bond each time
+        assert log.read_text().splitlines()[-2:] == ["bond bond hybridnets_node /bonded",
+                                                     "start 0.1 4.0"]
+        assert "bondpy is not installed" not in node.log()
+    finally:
+        probe.close()
+        assert node.stop() == 0, node.log()
+    assert log.read_text().splitlines()[-1] == "shutdown"  # Ctrl-C breaks it too
+
+
+def test_a_late_nav2_subscriber_gets_the_grid_only_detections_were_wanted_for(tmp_path,
+                                                                               random_weights):
+    """Only `detections` is subscribed while two frames are processed; a transient-local
+    subscriber that joins afterwards (as Nav2's static layer) still gets the second frame's
+    grids, and the latched LabelInfo and VisionInfo with the class map."""
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+    from vision_msgs.msg import Detection2DArray, LabelInfo
+    from hybridnets_ros.ros.outputs import OUTPUT_QOS
+    rg.init_rclpy()
+    node = rg.NodeProcess(tmp_path / "node.log", {"weights": random_weights}, namespace="late")
+    graph = rg.Node("only_detections", namespace="late")
+    image_pub = graph.create_publisher(Image, "image", qos_profile_sensor_data)
+    info_pub = graph.create_publisher(CameraInfo, "camera_info", qos_profile_sensor_data)
+    stamps = []
+    graph.create_subscription(Detection2DArray, "detections",
+                              lambda msg: stamps.append(rg.stamp_ns(msg.header)), OUTPUT_QOS)
+
+    def spin_until(condition, timeout):
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline and node.alive():
+            rclpy.spin_once(graph, timeout_sec=0.05)
+        return condition()
+
+    latched = QoSProfile(reliability=QoSReliabilityPolicy.RELIABLE, depth=1,
+                         history=QoSHistoryPolicy.KEEP_LAST,
+                         durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+    try:
+        assert spin_until(lambda: image_pub.get_subscription_count() > 0
+                          and graph.count_publishers("/late/detections") > 0, 90), node.log()
+        time.sleep(0.5)
+        frame = np.full((720, 1280, 3), 80, np.uint8)
+        for _ in range(2):
+            stamp = next_stamp()
+            info_pub.publish(rg.camera_info_msg(CAMERA.K, 1280, 720, stamp))
+            image_pub.publish(rg.image_msg(frame, stamp))
+            assert spin_until(lambda: stamp in stamps, 30), node.log()
+        got = {}
+        for topic, msg_type in (("drivable/grid", OccupancyGrid), ("lane/grid", OccupancyGrid),
+                                ("segmentation/label_info", LabelInfo), ("vision_info", VisionInfo)):
+            graph.create_subscription(msg_type, topic, lambda msg, t=topic: got.setdefault(t, msg),
+                                      latched)
+        assert spin_until(lambda: len(got) == 4, 10), sorted(got)
+    finally:
+        graph.destroy_node()
+        assert node.stop() == 0, node.log()
+    assert rg.stamp_ns(got["drivable/grid"].header) == stamp  # the newest frame's
+    assert rg.stamp_ns(got["lane/grid"].header) == stamp
+    assert [(c.class_id, c.class_name) for c in got["segmentation/label_info"].class_map] == [
+        (0, "background"), (1, "road"), (2, "lane")]
+    assert yaml.safe_load(got["vision_info"].database_location)["detections"] == ["car"]

@@ -31,10 +31,16 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+# Backends that run the network from its ONNX export (onnx_export needs the onnx package).
+FROM_ONNX = ("onnxruntime", "openvino", "tensorrt")
+
+
 def missing(name: str, device: str = "cpu") -> list[str]:
     """What ``name`` lacks to run on ``device`` here (empty: it can run)."""
     cuda = device.startswith("cuda")
     needs = []
+    if name in FROM_ONNX and not _has_module("onnx"):
+        needs.append("Python module 'onnx' (the ONNX export; pip install onnx)")
     if (cuda or name in ("tensorrt", "torch2trt")) and not torch.cuda.is_available():
         needs.append(f"a CUDA device (torch.cuda.is_available() is False; torch "
                      f"{torch.__version__} built for CUDA {torch.version.cuda or 'none'})")

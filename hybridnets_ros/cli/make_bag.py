@@ -21,7 +21,9 @@ def add_parser(sub) -> None:
     p.add_argument("--rate", type=float, help="frames per second (default: the video's, else 10)")
     p.add_argument("--camera-info", metavar="YAML", help="calibration (camera_calibration_parsers YAML)")
     p.add_argument("--compressed", action="store_true", help="JPEG CompressedImage instead of Image")
-    p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"), help="default mcap")
+    p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"),
+                   help="default mcap; sqlite3 for Humble's rosbag2 without "
+                        "ros-humble-rosbag2-storage-mcap")
     p.set_defaults(func=run)
 
 

@@ -38,7 +38,8 @@ def add_parser(sub) -> None:
     p.add_argument("--keep-input", action="store_true", help="copy the input bag's topics too")
     p.add_argument("--video", metavar="FILE", help="also write the overlay beside the grids as MP4")
     p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"),
-                   help="output storage (default mcap)")
+                   help="output storage (default mcap; sqlite3 for Humble's rosbag2 without "
+                        "ros-humble-rosbag2-storage-mcap)")
     p.add_argument("--namespace", default="", help="prefix of the output topics (default none)")
     p.set_defaults(func=run)
 

@@ -1,6 +1,6 @@
 """Pinhole camera with its pose on the vehicle: projection to and from the ground plane.
 
-Frames: the ground frame (e.g. base_link) and the camera *body* frame follow REP-103
+Frames: the ground frame (e.g. base_footprint) and the camera *body* frame follow REP-103
 (x forward, y left, z up). ``pose`` = (x, y, z, roll, pitch, yaw) of the body frame in the
 ground frame, angles in radians applied as R = Rz(yaw) Ry(pitch) Rx(roll); positive pitch
 looks down. The optical frame (z forward, x right, y down) follows by the fixed rotation

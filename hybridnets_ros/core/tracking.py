@@ -8,7 +8,7 @@ cheapest one-to-one assignment. The state lives in arrays, one row per track, so
 costs a few array operations whatever the number of tracks.
 
 Velocities are in the frame of the ground positions given: relative to the ego vehicle for
-base_link positions, over ground for positions in a fixed frame such as odom.
+base_footprint positions, over ground for positions in a fixed frame such as odom.
 """
 from __future__ import annotations
 

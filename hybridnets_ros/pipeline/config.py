@@ -110,8 +110,8 @@ class _Settings:
                                      "processed; larger ones are refused, compressed ones from "
                                      "their header before decoding", runtime=True,
                                      range_=(32 * 32, 2**30))
-    ground_frame: str = _setting("base_link", "frame of the occupancy grids (z up, on the "
-                                 "ground)")
+    ground_frame: str = _setting("base_footprint", "frame of the grids and 3D detections; its "
+                                 "z = 0 is the road (REP-105's base_footprint, not base_link)")
     camera_pose: tuple[float, ...] = _setting(
         (0.0, 0.0, 1.5, 0.0, 0.0, 0.0), "[x, y, z, roll, pitch, yaw] of the camera body frame "
         "(x forward, y left, z up) in ground_frame, metres and radians, positive pitch looks "

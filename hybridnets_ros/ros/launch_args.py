@@ -1,10 +1,16 @@
-"""The launch arguments both launch files take (launch/*.launch.py), declared once.
+"""What both launch files (launch/*.launch.py) share: the launch arguments that become node
+parameters, declared once, and the node action itself.
 
-Each becomes the node parameter of the same name except ``config``, the parameter file.
-Imported by the launch files only, in a ROS workspace (launch and launch_ros are not
-installable from the package index).
+Each argument becomes the node parameter of the same name except ``config``, the parameter
+file. The node is a launch_ros ``LifecycleNode``, so that launch's lifecycle events (and
+Nav2's lifecycle_manager, with ``autostart:=false``) can drive it. Imported by the launch
+files only, in a ROS workspace (launch and launch_ros are not installable from the package
+index).
 """
 from __future__ import annotations
+
+PACKAGE = "hybridnets_ros"
+EXECUTABLE = "hybridnets_node"
 
 # name -> (default, description); "config"'s default is the installed config/hybridnets.yaml
 NODE_ARGUMENTS = {
@@ -12,6 +18,7 @@ NODE_ARGUMENTS = {
     "backend": ("auto", "auto | torch | onnxruntime | openvino | tensorrt | torch2trt"),
     "use_sim_time": ("false", "use /clock (bag replay)"),
     "autostart": ("true", "configure and activate by itself; false under a lifecycle manager"),
+    "use_compressed": ("false", "subscribe to <image>/compressed (jpeg/png) instead of <image>"),
 }
 
 
@@ -22,7 +29,7 @@ def declare_node_arguments() -> list:
     from launch_ros.substitutions import FindPackageShare
 
     config = DeclareLaunchArgument("config", default_value=PathJoinSubstitution(
-        [FindPackageShare("hybridnets_ros"), "config", "hybridnets.yaml"]),
+        [FindPackageShare(PACKAGE), "config", "hybridnets.yaml"]),
         description="parameter file")
     return [config] + [DeclareLaunchArgument(name, default_value=default, description=text)
                        for name, (default, text) in NODE_ARGUMENTS.items()]
@@ -32,3 +39,15 @@ def node_parameters() -> dict:
     """The NODE_ARGUMENTS as parameter overrides of the node."""
     from launch.substitutions import LaunchConfiguration
     return {name: LaunchConfiguration(name) for name in NODE_ARGUMENTS}
+
+
+def hybridnets_node(namespace, parameters: list, remappings: list):
+    """hybridnets_node as a LifecycleNode: the ``config`` file, then ``parameters`` (after
+    the NODE_ARGUMENTS overrides, so that they win)."""
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import LifecycleNode
+
+    return LifecycleNode(package=PACKAGE, executable=EXECUTABLE, name=EXECUTABLE,
+                         namespace=namespace, output="screen", emulate_tty=True,
+                         parameters=[LaunchConfiguration("config"), node_parameters(), *parameters],
+                         remappings=remappings)

@@ -38,13 +38,14 @@ from ..pipeline.pipeline import Result
 from ..pipeline.slot import LatestSlots
 from ..pipeline.stats import NodeStats
 from . import params
+from .bond import NO_BONDPY, ManagerBond
 from .dds import configure_dds
 from .shutdown import BoundedShutdown
 from ..pipeline.factory import build_pipeline
 from .diagnostics import NodeHealth, diagnostic_array
 from .frame import FrameProcessor, FrameRequest, process_batch
 from .messages import stamp_ns
-from .outputs import model_outputs, supported
+from .outputs import KEPT_FOR_LATE_JOINERS, model_outputs, supported
 from .surround import FUSED_QOS, FUSED_TOPICS, FUSED_TYPE, SurroundStage, has_fused_grids
 
 
@@ -94,6 +95,7 @@ class HybridNetsNode(LifecycleNode):
         self._inputs = []
         self._said: set[str] = set()
         self._tf = _TfLookup.create(self)
+        self._bond = ManagerBond(self)
         self._load_error: str | None = None     # why the last configure failed
         self._config_error: str | None = None   # why the parameters are unacceptable
         self._listening_since = 0.0             # monotonic time of activation
@@ -212,9 +214,13 @@ class HybridNetsNode(LifecycleNode):
         for camera in self.cameras:
             for name, msg in model_outputs(camera.processor.model_products(header)).items():
                 camera.pubs[name].publish(msg)  # latched: late subscribers get it too
+        self._bond.create()  # as Nav2's servers: lifecycle_manager waits for it after activate
+        if not self._bond.available and not self.config.autostart:
+            self.get_logger().warning(NO_BONDPY)
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._bond.destroy()
         self._stop_worker()
         for sub in self._inputs:
             self.destroy_subscription(sub)
@@ -238,6 +244,7 @@ class HybridNetsNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._bond.destroy()
         self._stop_worker()
         return TransitionCallbackReturn.SUCCESS
 
@@ -273,7 +280,9 @@ class HybridNetsNode(LifecycleNode):
                 f"{', '.join(fixed)} can only change while the node is unconfigured (it is "
                 f"{state}): deactivate and clean it up, set it, then configure again"))
         values = params.parameter_values(self)
-        values.update({change.name: change.value for change in changes})
+        # Only the settings are NodeConfig's to judge: rclpy's use_sim_time and the parameter
+        # bondpy declares when the manager's heartbeat stops are not settings.
+        values.update({change.name: change.value for change in changes if change.name in values})
         try:
             config = NodeConfig.from_mapping(values)
         except ConfigError as exc:
@@ -312,6 +321,7 @@ class HybridNetsNode(LifecycleNode):
             if not wanted and not fused:
                 camera.stats.count_skipped_no_subscribers()
                 continue
+            wanted |= KEPT_FOR_LATE_JOINERS & camera.processor.enabled
             publish_s[index] = 0.0
             requests.append(FrameRequest(camera.processor, frame.msg, wanted,
                                          emit=_timed_publisher(camera.pubs, publish_s, index)))
@@ -482,6 +492,7 @@ def main(args=None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        node._bond.destroy()
         node._stop_worker(timeout=1.0)
         node.destroy_node()
         rclpy.try_shutdown()

@@ -4,7 +4,7 @@ The node creates its publishers from it and builds only what has subscribers; re
 records from it (with each row's QoS as the offered profile, so `ros2 bag play`
 republishes like the node); the demo recorder, bench and the tests list it. Adding an
 output is one row here and one builder. Rows with ``per_frame=False`` describe the model
-(VisionInfo): built once from a :class:`ModelProducts` and latched. Each row says what it
+(VisionInfo, LabelInfo): built once from a :class:`ModelProducts` and latched. Each row says what it
 ``requires`` of the network (its adapter's products: detections, semantic, depth, lane);
 only the rows the configured network supports exist.
 """
@@ -18,7 +18,7 @@ from nav_msgs.msg import OccupancyGrid
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
-from vision_msgs.msg import Detection2DArray, Detection3DArray, VisionInfo
+from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo, VisionClass, VisionInfo
 from visualization_msgs.msg import MarkerArray
 
 from ..core.adapter import DEPTH, DETECTIONS, LANE, SEMANTIC, ModelAdapter, Surfaces
@@ -117,6 +117,13 @@ def _vision_info(p: ModelProducts) -> VisionInfo:
                       database_version=1)
 
 
+def _label_info(p: ModelProducts) -> LabelInfo:
+    """segmentation/label's class map (vision_msgs 4.x). threshold 0: each pixel takes its
+    highest-scoring class, no confidence threshold applies."""
+    return LabelInfo(header=p.header, threshold=0.0, class_map=[
+        VisionClass(class_id=i, class_name=name) for i, name in enumerate(p.seg_class_names)])
+
+
 def _object_markers(p: FrameProducts) -> MarkerArray:
     msg, drawn = messages.object_markers(p.ground_header, p.track_ids, p.contacts, p.boxes_3d,
                                          p.velocities, p.shown_markers)
@@ -159,6 +166,10 @@ OUTPUTS: tuple[Output, ...] = (
            requires=frozenset({SEMANTIC})),
     Output("vision_info", "vision_info", VisionInfo, _vision_info, qos=LATCHED_QOS,
            per_frame=False),
+    # Beside the label image, latched, as vision_msgs' README asks of segmentation pipelines
+    # (and Isaac ROS and Autoware read it).
+    Output("label_info", "segmentation/label_info", LabelInfo, _label_info, qos=LATCHED_QOS,
+           per_frame=False),
     # REP-118 depth, the input image's header.
     Output("depth", "depth", Image, lambda p: messages.depth_image(p.header, p.result.depth_m),
            requires=frozenset({DEPTH})),
@@ -186,6 +197,11 @@ OUTPUTS: tuple[Output, ...] = (
 BY_NAME = {o.name: o for o in OUTPUTS}
 # Published for every processed frame, even when empty: the sign of life downstream.
 ALWAYS = frozenset({"detections"})
+# The latched per-frame outputs (the grids): the node builds them for every frame it
+# processes, subscribed or not, so that a transient-local subscriber joining later (Nav2's
+# static layer) gets the newest; they cost well under a millisecond.
+KEPT_FOR_LATE_JOINERS = frozenset(o.name for o in OUTPUTS if o.per_frame
+                                  and o.qos.durability == QoSDurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def supported(network: ModelAdapter) -> tuple[Output, ...]:

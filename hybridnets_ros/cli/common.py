@@ -94,3 +94,11 @@ def pipeline_from_config(config: NodeConfig):
         return build_pipeline(config)
     except USER_ERRORS as exc:
         raise CliError(str(exc)) from None
+
+
+def topic_list(text: str) -> list[str]:
+    """A comma-separated list of topics (argparse type)."""
+    topics = [t.strip() for t in text.split(",") if t.strip()]
+    if not topics:
+        raise argparse.ArgumentTypeError("no topic given")
+    return topics

@@ -70,10 +70,9 @@ def _in_bag_folder(candidate: Path, root: Path) -> bool:
 def bag_names(paths: list[Path]) -> list[str]:
     """An output name per bag: its folder name or file stem, made unique with the parent
     folder's name (then a number) where two bags share one."""
-    names = [p.name if p.is_dir() else p.stem for p in paths]
-    for index, name in enumerate(names):
-        if names.count(name) > 1:
-            names[index] = f"{paths[index].resolve().parent.name}_{name}"
+    plain = [p.name if p.is_dir() else p.stem for p in paths]
+    names = [f"{path.resolve().parent.name}_{name}" if plain.count(name) > 1 else name
+             for path, name in zip(paths, plain)]
     seen: dict[str, int] = {}
     for index, name in enumerate(names):
         seen[name] = seen.get(name, 0) + 1

@@ -1,7 +1,7 @@
 """``hybridnets fleet``: many bags, every camera, in this process or on a Ray cluster."""
 from __future__ import annotations
 
-import logging
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -13,7 +13,8 @@ from ..tools.fleet import InProcessPool, find_bags, report_table, run_fleet, set
 from .common import (RANDOM_WEIGHTS_WARNING, USER_ERRORS, CliError, add_family_options,
                      config_from_options, pipeline_from_config, topic_list)
 
-log = logging.getLogger("hybridnets")
+# What to install for the fleet (setup.py's `fleet` extra, requirements-test.txt).
+FLEET_PACKAGES = {"pyarrow": "pyarrow", "ray": "'ray[default]==2.60.*'"}
 
 
 def add_parser(sub) -> None:
@@ -58,6 +59,12 @@ def run(args) -> int:
 
     if args.workers < 1 or (args.threads is not None and args.threads < 1):
         raise CliError("--workers and --threads must be at least 1")
+    address = args.ray or ("local" if args.workers > 1 else None)
+    needed = ["pyarrow"] + (["ray"] if address else [])
+    lacking = [name for name in needed if importlib.util.find_spec(name) is None]
+    if lacking:
+        raise CliError(f"fleet needs {' and '.join(lacking)}: pip install "
+                       f"{' '.join(FLEET_PACKAGES[name] for name in lacking)}")
     try:
         params = NodeConfig.from_params_file(args.params_file or share_file("config/hybridnets.yaml"))
     except ConfigError as exc:
@@ -66,7 +73,6 @@ def run(args) -> int:
     paths = find_bags(args.inputs)
     if not paths:
         raise CliError(f"no bags found in {', '.join(args.inputs)}")
-    address = args.ray or ("local" if args.workers > 1 else None)
     try:
         device = resolve_device(config.device)
     except USER_ERRORS as exc:

@@ -234,9 +234,10 @@ def _writer_class():
 
 
 def compress_chunks(writer, storage: str) -> None:
-    """zstd-compressed MCAP chunks, as rosbag2's MCAP plugin writes them with its
-    ``zstd_fast`` / ``zstd_small`` presets (the compression is inside the MCAP file, so
-    every MCAP reader decodes it and metadata.yaml names no rosbag2 compression). sqlite3
+    """zstd-compressed MCAP chunks: the MCAP library's default chunk compression, which
+    rosbag2's MCAP plugin writes unless configured otherwise (the compression is inside
+    the MCAP file, so every MCAP reader decodes it and metadata.yaml names no rosbag2
+    compression). sqlite3
     bags stay uncompressed: rosbag2's file or message compression there needs its zstd
     plugin on the reading side."""
     if storage == "mcap":

@@ -6,12 +6,10 @@ import os
 import sys
 from pathlib import Path
 
-from ..pipeline.config import ConfigError, NodeConfig
 from ..pipeline.factory import resolve_device, resolve_weights
-from ..ros.resources import share_file
 from ..tools.fleet import InProcessPool, find_bags, report_table, run_fleet, set_threads
-from .common import (RANDOM_WEIGHTS_WARNING, USER_ERRORS, CliError, add_family_options,
-                     config_from_options, pipeline_from_config, topic_list)
+from .common import (RANDOM_WEIGHTS_WARNING, USER_ERRORS, CliError, add_bag_options, bag_config,
+                     pipeline_from_config, topic_list)
 
 # What to install for the fleet (setup.py's `fleet` extra, requirements-test.txt).
 FLEET_PACKAGES = {"pyarrow": "pyarrow", "ray": "'ray[default]==2.60.*'"}
@@ -37,20 +35,10 @@ def add_parser(sub) -> None:
                         "needs Ray: without --ray, a local cluster is started)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads per worker (default: the cores divided among workers)")
-    p.add_argument("--params-file", metavar="YAML",
-                   help="node parameters: thresholds, camera poses, grid (default "
-                        "config/hybridnets.yaml)")
     p.add_argument("--image-topics", type=topic_list, metavar="T[,T...]",
                    help="only these image topics (default: every camera of each bag)")
-    add_family_options(p)
-    p.add_argument("--weights", metavar="PATH", help="checkpoint (default: the params file's, "
-                   "else the downloaded one); every worker must see this path")
-    p.add_argument("--random-weights", action="store_true", default=None,
-                   help="run with random weights when no checkpoint is found (meaningless outputs)")
+    add_bag_options(p, weights_note="; every worker must see this path")
     p.add_argument("--size", type=int, help="letterbox target size (default: the params file's)")
-    p.add_argument("--backend", help="inference engine (default: the params file's, auto)")
-    p.add_argument("--device", help="cpu or cuda (default: the params file's, auto); on CUDA "
-                   "each worker gets one GPU")
     p.set_defaults(func=run)
 
 
@@ -65,11 +53,7 @@ def run(args) -> int:
     if lacking:
         raise CliError(f"fleet needs {' and '.join(lacking)}: pip install "
                        f"{' '.join(FLEET_PACKAGES[name] for name in lacking)}")
-    try:
-        params = NodeConfig.from_params_file(args.params_file or share_file("config/hybridnets.yaml"))
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
-    config = config_from_options(args, base=params, camera_resolution=[])
+    config = bag_config(args)
     paths = find_bags(args.inputs)
     if not paths:
         raise CliError(f"no bags found in {', '.join(args.inputs)}")

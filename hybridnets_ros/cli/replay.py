@@ -5,12 +5,9 @@ import logging
 import sys
 from pathlib import Path
 
-from ..pipeline.config import ConfigError, NodeConfig
-from ..ros.resources import share_file
 from ..tools.bags import BagError
 from ..tools.replay import replay
-from .common import (CliError, add_family_options, config_from_options, pipeline_from_config,
-                     topic_list)
+from .common import CliError, add_bag_options, bag_config, pipeline_from_config, topic_list
 
 log = logging.getLogger("hybridnets")
 
@@ -28,15 +25,7 @@ def add_parser(sub) -> None:
                    metavar="T[,T...]", help="Image or CompressedImage topics (default: every "
                    "camera of the bag; several: outputs under each camera's name)")
     p.add_argument("--camera-info-topic", help="CameraInfo topic (default: the one beside the images)")
-    p.add_argument("--params-file", metavar="YAML",
-                   help="node parameters: thresholds, camera_pose, grid (default config/hybridnets.yaml)")
-    add_family_options(p)
-    p.add_argument("--weights", metavar="PATH", help="checkpoint (default: the params file's, "
-                   "else the downloaded one)")
-    p.add_argument("--random-weights", action="store_true", default=None,
-                   help="run with random weights when no checkpoint is found (meaningless outputs)")
-    p.add_argument("--backend", help="inference engine (default: the params file's, auto)")
-    p.add_argument("--device", help="cpu or cuda[:N] (default: the params file's, auto)")
+    add_bag_options(p)
     p.add_argument("--keep-input", action="store_true", help="copy the input bag's topics too")
     p.add_argument("--video", metavar="FILE", help="also write the overlay beside the grids as MP4")
     p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"),
@@ -48,18 +37,13 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    try:
-        params = NodeConfig.from_params_file(args.params_file or share_file("config/hybridnets.yaml"))
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
+    config = bag_config(args)
     if args.video:  # its folder, before the work rather than after it
         try:
             Path(args.video).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CliError(f"--video {args.video}: cannot create its folder "
                            f"({exc.strerror or exc})") from None
-    # The bag's images come at their own size: the engine is built for the first one.
-    config = config_from_options(args, base=params, camera_resolution=[])
     pipeline = pipeline_from_config(config)
     log.info("backend: %s", pipeline.backend.describe())
 

@@ -170,11 +170,12 @@ def camera_processors(pipeline, config: NodeConfig, cameras: list[CameraTopics],
 
 def _first_headers(reader: BagReader, cameras: list[CameraTopics]) -> dict[str, object]:
     """image topic -> the header of its first message (read until each camera has one)."""
-    wanted, found = {c.image.name for c in cameras}, {}
-    for topic, _, _, msg in reader.messages(wanted):
-        found.setdefault(topic, msg.header)
-        if len(found) == len(wanted):
-            break
+    wanted, found = {c.image.name for c in cameras if c.image.count != 0}, {}
+    if wanted:
+        for topic, _, _, msg in reader.messages(wanted):
+            found.setdefault(topic, msg.header)
+            if len(found) == len(wanted):
+                break
     return found
 
 

@@ -202,6 +202,65 @@ class Probe(Node):
         self.destroy_node()
 
 
+def call(probe: Probe, client, request, timeout: float = 60.0, resend_after: float = 5.0):
+    """Calls an idempotent service, sending the request again every ``resend_after`` s.
+
+    wait_for_service only says that this side has matched the server; with services' volatile
+    QoS a request or response sent before the other side has matched ours is dropped for good
+    (seen on CI: the first GetState of a freshly started node never answered)."""
+    deadline = time.monotonic() + timeout
+    assert client.wait_for_service(timeout_sec=timeout), f"{client.srv_name}: no server"
+    while True:
+        future = client.call_async(request)
+        left = deadline - time.monotonic()
+        if probe.wait_for(future.done, min(resend_after, max(left, 0.0))):
+            return future.result()
+        client.remove_pending_request(future)
+        assert time.monotonic() < deadline, f"{client.srv_name}: no answer within {timeout} s"
+
+
+class Lifecycle:
+    """Drives a lifecycle node as a manager does, surviving lost requests and responses.
+
+    A transition is not idempotent, so a request is sent again only after GetState shows that
+    the node is still in the state the transition starts from."""
+
+    GOAL = {1: "inactive", 2: "unconfigured", 3: "active", 4: "inactive"}  # lifecycle_msgs/Transition
+
+    def __init__(self, probe: Probe, node_path: str):
+        from lifecycle_msgs.srv import ChangeState, GetState
+        self._probe = probe
+        self._change = probe.create_client(ChangeState, f"{node_path}/change_state")
+        self._get = probe.create_client(GetState, f"{node_path}/get_state")
+
+    def state(self, timeout: float = 60.0) -> str:
+        from lifecycle_msgs.srv import GetState
+        return call(self._probe, self._get, GetState.Request(), timeout).current_state.label
+
+    def request(self, transition_id: int):
+        """Sends one transition request without waiting (for tests of queued requests)."""
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+        return self._change.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
+
+    def change(self, transition_id: int, timeout: float = 120.0) -> bool:
+        """True when the transition succeeded (configure builds the engine: slow on a busy CI)."""
+        deadline = time.monotonic() + timeout
+        assert self._change.wait_for_service(timeout_sec=timeout), "no change_state server"
+        start = self.state(timeout)
+        future, sent = self.request(transition_id), 1
+        while not self._probe.wait_for(future.done, 5.0):
+            assert time.monotonic() < deadline, f"transition {transition_id}: no answer in {timeout} s"
+            now = self.state(max(deadline - time.monotonic(), 1.0))
+            if now == self.GOAL[transition_id]:
+                return True  # done, its response lost
+            if now == start:  # the request lost
+                self._change.remove_pending_request(future)
+                future, sent = self.request(transition_id), sent + 1
+        # a resent request that found the transition already made is refused
+        return future.result().success or (sent > 1 and self.state() == self.GOAL[transition_id])
+
+
 def image_msg(bgr: np.ndarray, stamp: int, frame_id: str = "camera_optical_frame",
               encoding: str = "bgr8") -> Image:
     msg = Image(height=bgr.shape[0], width=bgr.shape[1], encoding=encoding,

@@ -19,7 +19,6 @@ import torch
 from conftest import (rel_l2, requires_cuda, requires_tensorrt, requires_torch2trt,
                       small_network_onnx)
 from hybridnets_ros.backends import BackendUnavailable, available_backends, create_backend
-from hybridnets_ros.backends import registry
 from hybridnets_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from hybridnets_ros.backends.torch_backend import TorchBackend
 from hybridnets_ros.backends.engine_cache import EngineCache, EngineKey, weights_digest
@@ -64,14 +63,28 @@ def test_torch_backend_leaves_the_callers_model_alone(random_model):
 
 # --- auto and errors -------------------------------------------------------------------
 
-def test_auto_picks_openvino_on_x86_cpu_and_says_why(random_model, caplog):
-    pytest.importorskip("openvino", reason="auto picks openvino only where it is installed")
-    if not registry.is_x86_64():
-        pytest.skip("auto picks openvino on x86-64 CPUs only")
+def test_auto_follows_the_rule_until_bench_has_measured_this_cpu(random_model, monkeypatch,
+                                                                  tmp_path, caplog):
+    pytest.importorskip("openvino", reason="the rule chooses between onnxruntime and openvino")
+    from hybridnets_ros.backends import engine_choice
+    from hybridnets_ros.backends.cpu import cpu_flags
+    monkeypatch.setenv("HYBRIDNETS_CACHE", str(tmp_path))
+    ruled = "openvino" if cpu_flags() & {"avx512f", "amx_tile"} else "onnxruntime"
     with caplog.at_level(logging.INFO, "hybridnets_ros.backends.registry"):
         backend = create_backend("auto", random_model)  # compiles nothing until the first frame
-    assert backend.name == "openvino" and backend.precision == "fp32"
-    assert "picked openvino" in caplog.text and "fastest exact CPU engine" in caplog.text
+    assert backend.name == ruled and backend.precision == "fp32"
+    assert f"picked {ruled}" in caplog.text and "no measurement yet" in caplog.text
+    # bench's measurement of this CPU: the other engine was faster
+    other = "onnxruntime" if ruled == "openvino" else "openvino"
+    engine_choice.record_measurement("hybridnets", {ruled: 250.0, other: 200.0, "torch": 400.0}, 640)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, "hybridnets_ros.backends.registry"):
+        assert create_backend("auto", random_model).name == other
+    assert f"picked {other}" in caplog.text and f"{other} 200 ms, {ruled} 250 ms" in caplog.text
+    # ... for that network only, and for these engine versions only
+    assert engine_choice.measured_choice("hydra", ["onnxruntime", "openvino"]) is None
+    monkeypatch.setattr(engine_choice, "machine_key", lambda: "another CPU | openvino 99")
+    assert create_backend("auto", random_model).name == ruled
     assert available_backends("cpu") == ["torch", "onnxruntime", "openvino"]
 
 
@@ -80,8 +93,8 @@ def test_auto_picks_onnxruntime_on_cpu_without_openvino(random_model, monkeypatc
     with caplog.at_level(logging.INFO, "hybridnets_ros.backends.registry"):
         backend = create_backend("auto", random_model)
     assert isinstance(backend, OnnxRuntimeBackend) and backend.precision == "fp32"
-    assert "picked onnxruntime" in caplog.text and "faster than eager PyTorch" in caplog.text
-    assert "openvino not used" in caplog.text
+    assert "picked onnxruntime" in caplog.text
+    assert "openvino not used: missing Python module 'openvino'" in caplog.text
     assert available_backends("cpu") == ["torch", "onnxruntime"]
 
 

@@ -31,7 +31,14 @@ def test_bench_writes_the_json_schema(tmp_path, random_weights, random_onnx, cap
     assert record["e2e_ms"] >= record["network_ms"]
     assert record["fps"] == pytest.approx(1000 / record["e2e_ms"], rel=1e-2)
     assert record["fidelity"]["mask_agreement"] == 1.0  # its own reference
+    # HybridNets at 384x640: 17.0 GFLOP (issue 25's count), run at a share of the ceiling
+    assert record["input_hw"] == [384, 640] and record["gflop_per_frame"] == pytest.approx(17.0, rel=0.03)
+    assert doc["gemm_ceiling_gflops"] > 0 and 0 < record["ceiling_fraction"] < 1.5
+    assert record["gflops"] == pytest.approx(
+        record["gflop_per_frame"] / record["network_ms"] * 1e3, rel=0.01)
+    assert doc["auto"]["before"] in ("onnxruntime", "openvino") and "fastest" not in doc["auto"]
     printed = capsys.readouterr().out
+    assert "of the GEMM ceiling" in printed and "not re-measured" in printed
     assert "synthetic road frames" in printed and "pre-processing" in printed
     assert "frames per second" in printed and "message build" in printed
 
@@ -67,3 +74,23 @@ def test_fidelity_counts_one_to_one_matches():
     f = fidelity({0: ref}, {0: test})
     assert f["detections_matched"] == 2 and f["detections_reference"] == 3
     assert f["detections"] == 4 and f["mask_agreement"] == 0.75
+
+
+def test_flop_count_and_the_recorded_auto_choice(tmp_path, monkeypatch):
+    import torch
+    from hybridnets_ros.backends.registry import choose_auto
+    from hybridnets_ros.tools.bench import network_gflop, record_auto_choice
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)  # 2 * 8*3*3*3 per output pixel
+    assert network_gflop(conv, (10, 20)) == pytest.approx(2 * 8 * 27 * 200 / 1e9)
+    monkeypatch.setenv("HYBRIDNETS_CACHE", str(tmp_path))
+    ran = {"torch:fp32": {"network_ms": 400.0}, "onnxruntime:fp32": {"network_ms": 210.0},
+           "openvino:fp32": {"network_ms": 190.0}, "openvino:int8": {"network_ms": 90.0},
+           "onnxruntime:fp32 native": {"network_ms": 10.0}}
+    doc = record_auto_choice("hyctas", ran, 640)
+    assert doc["fastest"] == "openvino"  # int8 and the non-reference path are not exact
+    assert choose_auto("cpu", "fp32", "hyctas")[0] == "openvino"
+    ran["onnxruntime:fp32"]["network_ms"] = 150.0
+    doc = record_auto_choice("hyctas", ran, 640)
+    assert doc["before"] == "openvino" and doc["fastest"] == "onnxruntime"
+    assert "now onnxruntime" in doc["summary"]
+    assert choose_auto("cpu", "fp32", "hyctas")[0] == "onnxruntime"

@@ -17,8 +17,7 @@ from hybridnets_ros.pipeline.config import NodeConfig
 from hybridnets_ros.pipeline.pipeline import Result
 from hybridnets_ros.core.registry import adapter
 from hybridnets_ros.core.surfaces import MaskSurfaces
-from hybridnets_ros.ros.outputs import (BY_NAME, FrameProducts, ModelProducts, palette_rgb,
-                                        enabled_outputs, model_outputs)
+from hybridnets_ros.ros.outputs import BY_NAME, FrameProducts, ModelProducts, enabled_outputs, model_outputs
 from hybridnets_ros.tools.bags import BagReader, BagWriter
 
 
@@ -81,7 +80,7 @@ def test_points_at_points_z_label_and_colour_images():
     colour = BY_NAME["segmentation_color"].build(p)
     assert (colour.encoding, colour.step) == ("rgb8", 1280 * 3)
     rgb = np.frombuffer(colour.data, np.uint8).reshape(720, 1280, 3)
-    palette = palette_rgb(adapter("hybridnets"))
+    palette = np.asarray(adapter("hybridnets").seg_colors_rgb, np.uint8)
     assert len({tuple(c) for c in palette}) == 3  # one colour per class
     for cls in range(3):
         assert np.all(rgb[seg == cls] == palette[cls])
@@ -138,3 +137,33 @@ def test_rosdep_keys_per_distro():
         assert {"python3-yaml", "python3-onnxruntime-pip", "python3-rosbags-pip"} <= keys(distro)
         assert len(keys(distro) & {"python3-torch", "python3-pytorch-pip"}) == 1, distro
     assert "python3-torch" in keys("humble") and "python3-pytorch-pip" in keys("jazzy")
+
+
+def test_message_payloads_keep_the_pixels_and_any_class_id():
+    """The LUT colouring equals indexing the palette (ids past it: black), and every array
+    message carries exactly the numpy bytes it was built from, as array.array."""
+    import array
+
+    from std_msgs.msg import Header
+    from hybridnets_ros.core.bev import GridSpec
+    from hybridnets_ros.core.visualize import colorize
+    from hybridnets_ros.ros import messages
+    colors = ((0, 0, 0), (75, 180, 60), (255, 215, 0))
+    class_map = np.random.default_rng(0).integers(0, 5, (37, 53), dtype=np.uint8)
+    expected = np.concatenate([np.asarray(colors, np.uint8), np.zeros((2, 3), np.uint8)])[class_map]
+    np.testing.assert_array_equal(colorize(class_map, colors), expected)
+    header = Header(frame_id="f")
+    image = messages.image(header, expected, "rgb8")
+    assert isinstance(image.data, array.array) and image.data.typecode == "B"
+    np.testing.assert_array_equal(np.frombuffer(image.data, np.uint8).reshape(37, 53, 3), expected)
+    grid = GridSpec()
+    values = np.random.default_rng(1).integers(-1, 101, (grid.height, grid.width), dtype=np.int8)
+    msg = messages.occupancy_grid(header, values, grid)
+    assert msg.data.typecode == "b"
+    np.testing.assert_array_equal(np.frombuffer(msg.data, np.int8).reshape(values.shape), values)
+    depth = np.random.default_rng(2).random((4, 6), dtype=np.float32)
+    np.testing.assert_array_equal(np.frombuffer(messages.depth_image(header, depth).data, np.float32),
+                                  depth.ravel())
+    points = np.random.default_rng(3).random((9, 3)).astype(np.float32)
+    cloud = messages.point_cloud(header, points)
+    np.testing.assert_array_equal(np.frombuffer(cloud.data, np.float32).reshape(-1, 3), points)

@@ -13,11 +13,9 @@ from hybridnets_ros.core.camera import CameraModel
 from hybridnets_ros.core.synthetic import default_camera
 
 from lifecycle_msgs.msg import Transition  # noqa: E402
-from lifecycle_msgs.srv import ChangeState  # noqa: E402
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from sensor_msgs.msg import CompressedImage  # noqa: E402
-from lifecycle_msgs.srv import GetState  # noqa: E402
 from nav_msgs.msg import OccupancyGrid  # noqa: E402
 from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,  # noqa: E402
                        QoSReliabilityPolicy)
@@ -26,7 +24,6 @@ import rclpy  # noqa: E402
 import yaml  # noqa: E402
 
 from hybridnets_ros.core.registry import adapter  # noqa: E402
-from hybridnets_ros.ros.outputs import palette_rgb  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a hybridnets_node process over DDS
 
@@ -63,11 +60,7 @@ def send(probe, bgr, stamp, info=True, encoding="bgr8"):
     probe.image_pub.publish(rg.image_msg(bgr, stamp, encoding=encoding))
 
 
-def call(probe, client, request, timeout=60.0):  # configure builds the engine: slow on a busy CI
-    assert client.wait_for_service(timeout_sec=timeout)
-    future = client.call_async(request)
-    assert probe.wait_for(future.done, timeout), "service call timed out"
-    return future.result()
+call = rg.call  # idempotent services, resent until answered
 
 
 def test_outputs_match_infer(node, probe, sample_images, random_pipeline):
@@ -121,7 +114,7 @@ def test_outputs_match_infer(node, probe, sample_images, random_pipeline):
         colour = out["segmentation/color"]
         assert (colour.encoding, colour.width, colour.height) == ("rgb8", 1280, 720)
         rgb = np.frombuffer(colour.data, np.uint8).reshape(720, 1280, 3)
-        assert (rgb == palette_rgb(adapter("hybridnets"))[labels]).all()
+        assert (rgb == np.asarray(adapter("hybridnets").seg_colors_rgb, np.uint8)[labels]).all()
 
 
 def set_conf_threshold(probe, value: float) -> None:
@@ -186,13 +179,14 @@ def test_burst_keeps_the_latest_and_counts_drops(node, probe):
     rss_before = node.rss_mb()
     stamps = [next_stamp() for _ in range(100)]
     set_params = probe.create_client(SetParameters, "/hybridnets_node/set_parameters")
+    request = SetParameters.Request(parameters=[Parameter(name="conf_threshold", value=ParameterValue(
+        type=ParameterType.PARAMETER_DOUBLE, double_value=0.25))])
+    assert call(probe, set_params, request).results[0].successful  # both ends matched first
     for stamp in stamps:
         send(probe, frame, stamp)
         time.sleep(0.005)
     # responsive while busy: a parameter change is answered promptly
     started = time.monotonic()
-    request = SetParameters.Request(parameters=[Parameter(name="conf_threshold", value=ParameterValue(
-        type=ParameterType.PARAMETER_DOUBLE, double_value=0.25))])
     assert call(probe, set_params, request).results[0].successful
     assert time.monotonic() - started < 3.0
     # the newest frame is processed ...
@@ -274,16 +268,14 @@ def test_parameters_are_validated(node, probe):
 
 
 def test_lifecycle_deactivate_and_activate(node, probe):
-    client = probe.create_client(ChangeState, "/hybridnets_node/change_state")
-    assert call(probe, client, ChangeState.Request(
-        transition=Transition(id=Transition.TRANSITION_DEACTIVATE))).success
+    lifecycle = rg.Lifecycle(probe, "/hybridnets_node")
+    assert lifecycle.change(Transition.TRANSITION_DEACTIVATE)
     frame = np.full((720, 1280, 3), 60, np.uint8)
     stamp = next_stamp()
     send(probe, frame, stamp)
     time.sleep(2.0)
     assert probe.got(stamp) == {}, "an inactive node must not publish"
-    assert call(probe, client, ChangeState.Request(
-        transition=Transition(id=Transition.TRANSITION_ACTIVATE))).success
+    assert lifecycle.change(Transition.TRANSITION_ACTIVATE)
     assert probe.wait_for(lambda: probe.image_pub.get_subscription_count() > 0, 10)
     time.sleep(0.5)
     stamp = next_stamp()
@@ -362,10 +354,6 @@ def test_sim_time_from_a_bag_player(tmp_path, random_weights):
         assert node.stop() == 0, node.log()
 
 
-def _change(probe, client, transition_id) -> bool:
-    return call(probe, client, ChangeState.Request(transition=Transition(id=transition_id))).success
-
-
 def test_managed_bring_up_and_diagnostics(tmp_path, random_weights):
     """autostart:=false, as under a lifecycle manager: every transition is driven from outside
     over the lifecycle services; /diagnostics says what is wrong at each step."""
@@ -374,11 +362,8 @@ def test_managed_bring_up_and_diagnostics(tmp_path, random_weights):
     node = rg.NodeProcess(tmp_path / "node.log", {"weights": random_weights, "autostart": "false"},
                           namespace="managed")
     probe = rg.Probe(namespace="managed")
-    change = probe.create_client(ChangeState, "/managed/hybridnets_node/change_state")
-    get_state = probe.create_client(GetState, "/managed/hybridnets_node/get_state")
-
-    def state() -> str:
-        return call(probe, get_state, GetState.Request(), timeout=60).current_state.label
+    lifecycle = rg.Lifecycle(probe, "/managed/hybridnets_node")
+    state = lifecycle.state
 
     def no_nan(status) -> bool:
         return all(kv.value.lower() != "nan" for kv in status.values)
@@ -388,9 +373,9 @@ def test_managed_bring_up_and_diagnostics(tmp_path, random_weights):
         status = probe.wait_status(lambda s: True)
         assert status.name == "hybridnets_node: perception"  # as diagnostic_updater names it
         assert status.level == D.WARN and "unconfigured" in status.message and no_nan(status)
-        assert _change(probe, change, Transition.TRANSITION_CONFIGURE)
+        assert lifecycle.change(Transition.TRANSITION_CONFIGURE)
         assert state() == "inactive"
-        assert _change(probe, change, Transition.TRANSITION_ACTIVATE)
+        assert lifecycle.change(Transition.TRANSITION_ACTIVATE)
         assert state() == "active"
         # no input: WARN, and no latencies to report yet
         status = probe.wait_status(lambda s: "no image received" in s.message)
@@ -414,11 +399,11 @@ def test_managed_bring_up_and_diagnostics(tmp_path, random_weights):
             status = probe.wait_status(lambda s: True)
         assert (status.level, status.message) == (D.OK, "ok"), status
         # and back down, and up again
-        assert _change(probe, change, Transition.TRANSITION_DEACTIVATE)
+        assert lifecycle.change(Transition.TRANSITION_DEACTIVATE)
         assert state() == "inactive"
-        assert _change(probe, change, Transition.TRANSITION_CLEANUP)
+        assert lifecycle.change(Transition.TRANSITION_CLEANUP)
         assert state() == "unconfigured"
-        assert _change(probe, change, Transition.TRANSITION_CONFIGURE)
+        assert lifecycle.change(Transition.TRANSITION_CONFIGURE)
         assert state() == "inactive"
     finally:
         probe.close()

@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
-import platform
 
 import torch
 
 from ..core.adapter import ModelAdapter
 from ..core.registry import adapter_of
+from .engine_choice import CANDIDATES, measured_choice, rule_choice
 from .base import Backend, BackendSpec, BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -29,10 +29,6 @@ OPTIONS = tuple(f.name for f in dataclasses.fields(BackendSpec)
 
 def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
-
-
-def is_x86_64() -> bool:
-    return platform.machine().lower() in ("x86_64", "amd64")
 
 
 def missing(name: str, device: str = "cpu") -> list[str]:
@@ -67,8 +63,9 @@ def available_backends(device: str = "cpu") -> list[str]:
     return [name for name in BACKENDS if not missing(name, device)]
 
 
-def choose_auto(device: str, precision: str) -> tuple[str, str]:
-    """The best backend for ``device`` and a sentence saying why."""
+def choose_auto(device: str, precision: str, model: str | None = None) -> tuple[str, str]:
+    """The best backend for ``device`` and a sentence saying why; on a CPU at fp32 the
+    fastest exact engine for network ``model`` (engine_choice: measured, else a rule)."""
     if device.startswith("cuda"):
         for name in ("tensorrt", "torch2trt"):
             if not missing(name, device):
@@ -76,16 +73,16 @@ def choose_auto(device: str, precision: str) -> tuple[str, str]:
         skipped = "; ".join(f"{n}: missing {', '.join(missing(n, device))}"
                             for n in ("tensorrt", "torch2trt"))
         return "torch", f"no TensorRT here ({skipped})"
-    if precision in ("fp32", "bf16") and is_x86_64() and not missing("openvino", device):
-        return "openvino", ("openvino is installed: the fastest exact CPU engine (fp32 pinned, "
-                            "same outputs as PyTorch; docs/benchmarks.md)" if precision == "fp32"
-                            else "the CPU backend with bf16")
+    if precision == "fp32":
+        available = [n for n in CANDIDATES if not missing(n, device)]
+        unavailable = "; ".join(f"{n} not used: missing {', '.join(missing(n, device))}"
+                                for n in ("onnxruntime", "openvino") if n not in available)
+        name, why = ((model and measured_choice(model, available))
+                     or rule_choice(available))
+        return name, why + (f"; {unavailable}" if unavailable else "")
+    if precision == "bf16" and not missing("openvino", device):
+        return "openvino", "the CPU backend with bf16"
     lacking = missing("onnxruntime", device)
-    if precision == "fp32" and not lacking:
-        why = ("openvino not used: " + ("; ".join(missing("openvino", device)) if is_x86_64()
-                                        else f"not an x86-64 CPU ({platform.machine()})"))
-        return "onnxruntime", (f"{why}; ONNX Runtime with graph optimisation runs faster than "
-                               "eager PyTorch with the same outputs (docs/benchmarks.md)")
     if precision == "int8" and not lacking:
         return "onnxruntime", "the CPU backend with INT8 (static QDQ)"
     reason = f"precision {precision}" if not lacking else f"missing {', '.join(lacking)}"
@@ -110,8 +107,9 @@ def create_backend(name: str, model: torch.nn.Module, device: str = "cpu",
     unknown = set(options) - set(OPTIONS)
     if unknown:
         raise TypeError(f"unknown backend option(s): {', '.join(sorted(unknown))}")
+    network = network or adapter_of(model)
     if name == "auto":
-        name, why = choose_auto(device, precision)
+        name, why = choose_auto(device, precision, network.name)
         log.info("backend auto: picked %s (%s) on %s: %s", name, precision, device, why)
     elif name not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {name!r}; choose from auto, "
@@ -122,7 +120,6 @@ def create_backend(name: str, model: torch.nn.Module, device: str = "cpu",
         raise BackendUnavailable(f"backend {name!r} cannot run on {device}: missing "
                                  f"{'; '.join(lacking)}; available on {device}: "
                                  f"{', '.join(available_backends(device)) or 'none'}")
-    network = network or adapter_of(model)
     if name == "torch2trt" and not network.torch2trt_converts:
         raise BackendUnavailable(f"{name} has no converters for every layer of {network.name} "
                                  "here; run it with torch, onnxruntime, openvino or tensorrt")

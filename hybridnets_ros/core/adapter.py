@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -89,6 +89,15 @@ class Postprocessor(Protocol):
                  image_hw: tuple[int, int], settings: DetectionSettings) -> Result:
         """The Result of frame ``index`` of the batch ``outputs`` (in ``output_names``
         order), pre-processed with ``context``, of an image of ``image_hw``."""
+
+
+class BenchPath(NamedTuple):
+    """One way of running a network that ``hybridnets bench`` compares: a label suffix, the
+    configuration changes, and the BACKEND:PRECISION variants it runs (None: every one)."""
+
+    suffix: str
+    settings: dict
+    backends: tuple[str, ...] | None = None
 
 
 class ModelAdapter(ABC):
@@ -186,10 +195,10 @@ class ModelAdapter(ABC):
                              f"classes: {', '.join(self.seg_classes)}")
         return np.array([self.seg_classes.index(n) for n in names], np.int64)
 
-    def bench_paths(self, config) -> tuple[tuple[str, dict], ...]:
-        """(label suffix, settings) of each path ``hybridnets bench`` compares, the exact
-        one first; one path: nothing to compare."""
-        return (("", {}),)
+    def bench_paths(self, config) -> tuple[BenchPath, ...]:
+        """Each path ``hybridnets bench`` compares, the exact one first; one path: nothing
+        to compare."""
+        return (BenchPath("", {}),)
 
     def bench_backends(self, device: str) -> tuple[str, ...]:
         """The BACKEND:PRECISION variants ``hybridnets bench`` runs by default."""

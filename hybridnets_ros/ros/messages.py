@@ -1,7 +1,9 @@
 """Result, masks and grids -> ROS messages.
 
-Array payloads are assigned as ``array.array`` filled from the numpy buffer: rclpy then
-takes them in one copy instead of converting element by element (docs/benchmarks.md).
+Array payloads are ``array.array`` filled from the numpy buffer in one copy, and handed to
+the message without another (``_with_payload``): converting element by element, or the copy
+the generated constructor makes, cost more than the rest of the frame's messages
+(docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -47,6 +49,19 @@ def _bytes(arr: np.ndarray, typecode: str = "B") -> array.array:
     buf = array.array(typecode)
     buf.frombytes(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
     return buf
+
+
+def _with_payload(msg, arr: np.ndarray, typecode: str = "B"):
+    """``msg`` with ``data`` set to ``arr``'s bytes. The generated constructor copies an
+    array.array it is given, and so does the setter with field checks off (the default
+    since Jazzy); with them on (always on Humble) the setter keeps it as it is."""
+    checks = getattr(msg, "_check_fields", None)
+    if checks is not None:
+        msg._check_fields = True
+    msg.data = _bytes(arr, typecode)
+    if checks is not None:
+        msg._check_fields = checks
+    return msg
 
 
 def detection_ids(track_ids: np.ndarray | None, count: int) -> list[str]:
@@ -162,8 +177,8 @@ def image(header: Header, pixels: np.ndarray, encoding: str) -> Image:
     """mono8 ([H, W] uint8) or bgr8 ([H, W, 3] uint8) image message."""
     height, width = pixels.shape[:2]
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-    return Image(header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
-                 step=width * channels, data=_bytes(pixels))
+    return _with_payload(Image(header=header, height=height, width=width, encoding=encoding,
+                               is_bigendian=0, step=width * channels), pixels)
 
 
 def occupancy_grid(header: Header, values: np.ndarray, grid: GridSpec) -> OccupancyGrid:
@@ -173,7 +188,7 @@ def occupancy_grid(header: Header, values: np.ndarray, grid: GridSpec) -> Occupa
     origin.orientation.w = 1.0
     info = MapMetaData(map_load_time=header.stamp, resolution=float(grid.resolution),
                        width=grid.width, height=grid.height, origin=origin)
-    return OccupancyGrid(header=header, info=info, data=_bytes(values, "b"))
+    return _with_payload(OccupancyGrid(header=header, info=info), values, "b")
 
 
 _XYZ_FIELDS = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
@@ -183,9 +198,9 @@ _XYZ_FIELDS = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, cou
 def depth_image(header: Header, depth_m: np.ndarray) -> Image:
     """REP-118 depth image: 32FC1, metres along the optical axis."""
     height, width = depth_m.shape
-    return Image(header=header, height=height, width=width, encoding="32FC1",
-                 is_bigendian=int(not np.little_endian), step=width * 4,
-                 data=_bytes(np.ascontiguousarray(depth_m, np.float32)))
+    msg = Image(header=header, height=height, width=width, encoding="32FC1",
+                is_bigendian=int(not np.little_endian), step=width * 4)
+    return _with_payload(msg, np.ascontiguousarray(depth_m, np.float32))
 
 
 def labelled_cloud(header: Header, cloud: np.ndarray) -> PointCloud2:
@@ -194,14 +209,16 @@ def labelled_cloud(header: Header, cloud: np.ndarray) -> PointCloud2:
                          datatype=PointField.UINT8 if name == "class" else PointField.FLOAT32,
                          count=1) for name in cloud.dtype.names]
     step = cloud.dtype.itemsize
-    return PointCloud2(header=header, height=1, width=len(cloud), fields=fields,
-                       is_bigendian=False, point_step=step, row_step=step * len(cloud),
-                       data=_bytes(cloud.view(np.uint8)), is_dense=True)
+    msg = PointCloud2(header=header, height=1, width=len(cloud), fields=fields,
+                      is_bigendian=False, point_step=step, row_step=step * len(cloud),
+                      is_dense=True)
+    return _with_payload(msg, cloud.view(np.uint8))
 
 
 def point_cloud(header: Header, points: np.ndarray) -> PointCloud2:
     """Unorganised cloud of float32 x, y, z points."""
     points = np.ascontiguousarray(points, np.float32)
-    return PointCloud2(header=header, height=1, width=len(points), fields=_XYZ_FIELDS,
-                       is_bigendian=False, point_step=12, row_step=12 * len(points),
-                       data=_bytes(points), is_dense=True)
+    msg = PointCloud2(header=header, height=1, width=len(points), fields=_XYZ_FIELDS,
+                      is_bigendian=False, point_step=12, row_step=12 * len(points),
+                      is_dense=True)
+    return _with_payload(msg, points)

@@ -27,7 +27,7 @@ from ..core.camera import CameraModel
 from ..core.depth_grid import DepthProjector
 from ..core.objects3d import BoxEstimates, GroundContacts
 from ..core.registry import DEFAULT_MODEL, adapter
-from ..core.visualize import draw_result
+from ..core.visualize import colorize, draw_result
 from ..pipeline.pipeline import Result
 from . import messages
 
@@ -154,7 +154,8 @@ OUTPUTS: tuple[Output, ...] = (
            lambda p: messages.image(p.header, p.result.seg_mask, "mono8"),
            requires=frozenset({SEMANTIC})),
     Output("segmentation_color", "segmentation/color", Image,
-           lambda p: messages.image(p.header, palette_rgb(p.network)[p.result.seg_mask], "rgb8"),
+           lambda p: messages.image(p.header, colorize(p.result.seg_mask, p.network.seg_colors_rgb),
+                                    "rgb8"),
            requires=frozenset({SEMANTIC})),
     Output("vision_info", "vision_info", VisionInfo, _vision_info, qos=LATCHED_QOS,
            per_frame=False),
@@ -185,11 +186,6 @@ OUTPUTS: tuple[Output, ...] = (
 BY_NAME = {o.name: o for o in OUTPUTS}
 # Published for every processed frame, even when empty: the sign of life downstream.
 ALWAYS = frozenset({"detections"})
-
-
-def palette_rgb(network: ModelAdapter) -> np.ndarray:
-    """uint8 [classes, 3] colours of the network's classes."""
-    return np.asarray(network.seg_colors_rgb, np.uint8)
 
 
 def supported(network: ModelAdapter) -> tuple[Output, ...]:

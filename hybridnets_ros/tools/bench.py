@@ -7,6 +7,12 @@ so the numbers are honest there too).
 
 Each backend is set up first (export, quantisation, engine build or tracing: reported as
 "setup") and warmed up, then timed over ``frames`` frames cycling over the source.
+Each row also gives the network's FLOPs per frame (``torch.utils.flop_counter``, 2 per
+multiply-add), the rate it ran them at and that rate's share of an fp32 GEMM ceiling
+measured in the same run on the same threads: how far each engine is from the machine's
+own limit. On a CPU, the exact fp32 engines' network times are recorded as this CPU's
+measurement, which ``auto`` follows from then on (backends.engine_choice).
+
 Outputs are compared with the first fp32 backend run (detections matched one-to-one at
 IoU >= 0.5 within a class, mask pixel agreement), so the price of INT8 or fp16 is shown
 beside its speed. Backends that cannot run here are reported before any model is built.
@@ -35,7 +41,8 @@ import torch
 from std_msgs.msg import Header
 
 from ..backends import BackendUnavailable
-from ..backends.registry import BACKENDS, PRECISIONS, missing
+from ..backends import engine_choice
+from ..backends.registry import BACKENDS, PRECISIONS, choose_auto, missing
 from ..backends.cpu import cpu_flags, cpu_name
 from ..core.nms import box_iou
 from ..core.sources import expand_sources, read_image
@@ -85,11 +92,11 @@ class Variant:
 
 
 def path_variants(variants: list[Variant], config: NodeConfig) -> list[Variant]:
-    """Each variant on every path the network compares (ModelAdapter.bench_paths), the
-    exact one first; a network with one path keeps the variants as they are."""
-    paths = config.network.bench_paths(config)
-    return [replace(v, label=v.label + suffix, settings=tuple(settings.items()))
-            for suffix, settings in paths for v in variants]
+    """Each variant on every path the network compares (ModelAdapter.bench_paths) that
+    runs it, the exact one first; a network with one path keeps the variants as they are."""
+    return [replace(v, label=v.label + path.suffix, settings=tuple(path.settings.items()))
+            for path in config.network.bench_paths(config) for v in variants
+            if path.backends is None or v.label in path.backends]
 
 
 def default_variants(device: str, config: NodeConfig) -> list[Variant]:
@@ -139,6 +146,31 @@ def load_frames(source: str | None, count: int) -> tuple[list[np.ndarray], str]:
     frames = [read_image(p) for p in images[:count]]
     sizes = sorted({f"{f.shape[1]}x{f.shape[0]}" for f in frames})
     return frames, f"{source} ({len(frames)} images, {', '.join(sizes)})"
+
+
+def gemm_ceiling_gflops(device: str, seconds: float = 2.0, n: int = 1024) -> float:
+    """The best rate of an [n, n] x [n, n] fp32 matrix product on ``device`` (torch's threads
+    on a CPU) over ``seconds``: what a network of convolutions could reach at most."""
+    a, b = (torch.randn(n, n, device=device) for _ in range(2))
+    out = torch.empty(n, n, device=device)
+    best = float("inf")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        if out.is_cuda:
+            torch.cuda.synchronize(out.device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def network_gflop(model: torch.nn.Module, input_hw: tuple[int, int]) -> float:
+    """GFLOP of one frame of ``input_hw`` through ``model`` (2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(torch.zeros(1, 3, *input_hw))
+    return counter.get_total_flops() / 1e9
 
 
 def percentile_ms(values: list[float]) -> dict:
@@ -207,6 +239,7 @@ def run_variant(variant: Variant, model, frames: list[np.ndarray], n_frames: int
         "e2e_p95_ms": percentile_ms(e2e)["p95_ms"],
     }
     record["fps"] = round(1e3 / record["e2e_ms"], 2)
+    record["input_hw"] = list(pipeline.network_input_hw(frames[0].shape[:2]))
     del processor, pipeline
     gc.collect()
     return record, results
@@ -231,9 +264,10 @@ def fidelity(reference: dict, results: dict) -> dict:
 
 
 def run_bench(variants: list[Variant], model, frames: list[np.ndarray], n_frames: int,
-              config: NodeConfig) -> dict:
+              config: NodeConfig, ceiling_gflops: float | None = None) -> dict:
     """Run every variant; the returned dict is the --json document's "backends"."""
     records, reference, reference_label = {}, None, None
+    gflop: dict[tuple[int, int], float] = {}
     for variant in variants:
         log.info("bench: %s ...", variant.label)
         try:
@@ -242,6 +276,13 @@ def run_bench(variants: list[Variant], model, frames: list[np.ndarray], n_frames
             records[variant.label] = {"skipped": str(exc)}
             log.warning("bench: %s skipped: %s", variant.label, exc)
             continue
+        input_hw = tuple(record["input_hw"])
+        if input_hw not in gflop:
+            gflop[input_hw] = network_gflop(model, input_hw)
+        record["gflop_per_frame"] = round(gflop[input_hw], 2)
+        record["gflops"] = round(gflop[input_hw] / (record["network_ms"] / 1e3), 1)
+        if ceiling_gflops:
+            record["ceiling_fraction"] = round(record["gflops"] / ceiling_gflops, 3)
         if reference is None and variant.precision == "fp32":
             reference, reference_label = results, variant.label
         if reference is not None:
@@ -271,8 +312,15 @@ def format_table(doc: dict) -> str:
     rows.append(["frames per second"] + [f"{backends[n]['fps']:.2f}" for n in names])
     rows.append([f"network speed-up vs {baseline}"] + [
         f"{backends[baseline]['network_ms'] / backends[n]['network_ms']:.2f}x" for n in names])
+    rows.append([f"end to end speed-up vs {baseline}"] + [
+        f"{backends[baseline]['e2e_ms'] / backends[n]['e2e_ms']:.2f}x" for n in names])
     rows.append(["pipeline overhead on network"] + [
         f"{(backends[n]['e2e_ms'] / backends[n]['network_ms'] - 1) * 100:.1f}%" for n in names])
+    rows.append(["network GFLOP per frame"] + [f"{backends[n]['gflop_per_frame']:.1f}" for n in names])
+    rows.append(["network GFLOP/s"] + [f"{backends[n]['gflops']:.1f}" for n in names])
+    if doc.get("gemm_ceiling_gflops"):
+        rows.append([f"of the GEMM ceiling ({doc['gemm_ceiling_gflops']:.0f} GFLOP/s)"] + [
+            f"{backends[n]['ceiling_fraction'] * 100:.0f}%" for n in names])
     rows.append(["setup + warm-up (s)"] + [f"{backends[n]['setup_s']:.1f}" for n in names])
     if any("fidelity" in backends[n] for n in names):
         ref = next(backends[n]["fidelity"]["reference"] for n in names if "fidelity" in backends[n])
@@ -296,6 +344,27 @@ def format_table(doc: dict) -> str:
     notes = {s["note"] for b in backends.values() for s in b["stages"].values() if "note" in s}
     lines += [f"n/a: {note}" for note in sorted(notes)]
     return "\n".join(lines + skipped)
+
+
+def record_auto_choice(model: str, backends: dict, size: int) -> dict:
+    """What ``auto`` picked before this run and, where two or more exact fp32 engines ran,
+    this run's times as the CPU's measurement that it follows from now on."""
+    before, why = choose_auto("cpu", "fp32", model)
+    timings = {label.split(":")[0]: backends[label]["network_ms"] for label in
+               (f"{name}:fp32" for name in engine_choice.CANDIDATES)
+               if "network_ms" in backends.get(label, {})}
+    doc = {"before": before, "before_why": why}
+    if len(timings) < 2:
+        doc["summary"] = (f"auto on this CPU: {before} ({why}); not re-measured (fewer than two "
+                          f"of {', '.join(engine_choice.CANDIDATES)} at fp32 ran)")
+        return doc
+    fastest = min(timings, key=timings.get)
+    path = engine_choice.record_measurement(model, timings, size)
+    doc.update(fastest=fastest, recorded=str(path))
+    doc["summary"] = (f"auto on this CPU: fastest exact engine here is {fastest}; auto picked "
+                      f"{before} before this run ({why}); {'unchanged' if before == fastest else 'now ' + fastest}"
+                      f" (measurement recorded in {path})")
+    return doc
 
 
 def _matched(record: dict) -> str:
@@ -331,6 +400,7 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
     height, width = images[0].shape[:2]
     config = config.with_changes(device=device, camera_resolution=[width, height])
     int8 = any(v.precision == "int8" for v in runnable)
+    ceiling = gemm_ceiling_gflops(device) if runnable else None
     with tempfile.TemporaryDirectory(prefix="hybridnets-calib-") as tmp:
         calib = calib or source
         if calib is None and int8:
@@ -338,12 +408,13 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
                 cv2.imwrite(str(Path(tmp) / f"frame_{i:03d}.png"), frame)
             calib = tmp
         config = config.with_changes(int8_calibration=calib or "")
-        backends = run_bench(runnable, model, images, frames, config) if runnable else {}
+        backends = run_bench(runnable, model, images, frames, config, ceiling) if runnable else {}
     backends.update(skipped)
     doc = {"date": time.strftime("%Y-%m-%d"), "model": config.model,
            "machine": machine_info(device),
            "source": source_text, "frames": frames, "size": config.input_size,
            "weights": weights_note,
+           "gemm_ceiling_gflops": round(ceiling, 1) if ceiling else None,
            "calibration": (calib if calib != tmp else "the frames measured") if int8 else None,
            "backends": {v.label: backends[v.label] for v in variants}}
     m = doc["machine"]
@@ -355,8 +426,14 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
           + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
     if doc["calibration"]:
         print(f"int8 calibrated on {doc['calibration']}")
+    if ceiling:
+        print(f"GEMM ceiling: {ceiling:.0f} GFLOP/s (fp32 1024x1024 matrix product, best of "
+              f"2 s, {m['threads']} threads)")
     print()
     print(format_table(doc))
+    if device == "cpu":
+        doc["auto"] = record_auto_choice(config.model, backends, config.input_size)
+        print(f"\n{doc['auto']['summary']}")
     if json_path:
         Path(json_path).write_text(json.dumps(doc, indent=2) + "\n")
         print(f"\nwrote {json_path}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...adapter import SEMANTIC, ModelAdapter, Result, Setting
+from ...adapter import SEMANTIC, BenchPath, ModelAdapter, Result, Setting
 from ...postprocess import Detections
 from . import ARCHITECTURES, CLASS_COLORS_RGB, CLASS_NAMES, MEAN_RGB, STD_RGB, STRIDE, REFERENCE_HW
 from . import build_network, postprocess, preprocess
@@ -82,4 +82,5 @@ class HyctasAdapter(ModelAdapter):
         return hyctas_postprocess
 
     def bench_paths(self, config):
-        return (("", {"hyctas_path": "reference"}), (" native", {"hyctas_path": "native"}))
+        return (BenchPath("", {"hyctas_path": "reference"}),
+                BenchPath(" native", {"hyctas_path": "native"}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ...adapter import DEPTH, SEMANTIC, ModelAdapter, Result, Setting
+from ...adapter import DEPTH, SEMANTIC, BenchPath, ModelAdapter, Result, Setting
 from ...postprocess import Detections
 from . import CLASS_COLORS_RGB, CLASS_NAMES, OUTPUT_NAMES, RELEASED_WEIGHTS_NAME, MEAN_RGB, STD_RGB
 from . import build_network, postprocess, preprocess
@@ -72,5 +72,6 @@ class HydraAdapter(ModelAdapter):
 
     def bench_paths(self, config):
         scale = config.input_scale if config.input_scale != 1.0 else 0.5
-        return (("", {"input_scale": 1.0}), (f" scale {scale:g}", {"input_scale": scale}))
+        return (BenchPath("", {"input_scale": 1.0}),
+                BenchPath(f" scale {scale:g}", {"input_scale": scale}))
 

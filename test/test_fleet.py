@@ -143,34 +143,66 @@ def test_inputs_found_and_named(tmp_path, archive):
         ["a_x", "b_x", "y"]
 
 
-@pytest.mark.slow
-def test_written_bags_carry_tf_static_and_zstd_chunks(archive, replays):
-    """Foxglove and RViz relate camera frames to base_link; chunks are compressed; both
-    rosbags and the mcap library read them."""
+def assert_tf_static_and_zstd(bag, frames: dict) -> None:
+    """``bag`` holds one /tf_static message relating each optical frame of ``frames`` to
+    base_link by its pose, and zstd chunks; rosbags and the mcap library both read it."""
     from mcap.reader import make_reader
+    with BagReader(bag) as reader:
+        static = read_static_transforms(reader)
+    for frame, pose in frames.items():
+        R, t = static.lookup("base_link", frame)
+        R_want, t_want = optical_transform(pose)
+        np.testing.assert_allclose(R, R_want, atol=1e-9)
+        np.testing.assert_allclose(t, t_want, atol=1e-9)
+    (path,) = bag.glob("*.mcap")
+    with open(path, "rb") as stream:
+        reader = make_reader(stream)
+        assert {c.compression for c in reader.get_summary().chunk_indexes} == {"zstd"}
+        counts = {}
+        for _, channel, _ in reader.iter_messages():
+            counts[channel.topic] = counts.get(channel.topic, 0) + 1
+    assert counts["/tf_static"] == 1  # one latched message with every camera
+    assert counts == {topic: len(messages) for topic, messages in read_bag(bag).items()}
+
+
+SURROUND_FRAMES = {f"{name}_optical": pose for name, pose in POSES.items()}
+
+
+def test_make_bag_writes_tf_static_and_zstd_chunks(archive):
+    """Foxglove and RViz can relate the camera frames to base_link."""
     root, _ = archive
-    surround = {f"{name}_optical": pose for name, pose in POSES.items()}
-    for bag, frames in ((root / "surround", surround), (replays / "surround", surround),
-                        (replays / "drive0", {"camera_optical_frame": (0, 0, 1.5, 0, 0, 0)})):
-        with BagReader(bag) as reader:
-            static = read_static_transforms(reader)
-        for frame, pose in frames.items():
-            R, t = static.lookup("base_link", frame)
-            R_want, t_want = optical_transform(pose)
-            np.testing.assert_allclose(R, R_want, atol=1e-9)
-            np.testing.assert_allclose(t, t_want, atol=1e-9)
-        (path,) = bag.glob("*.mcap")
-        with open(path, "rb") as stream:
-            reader = make_reader(stream)
-            assert {c.compression for c in reader.get_summary().chunk_indexes} == {"zstd"}
-            topics = {channel.topic for _, channel, _ in reader.iter_messages()}
-        assert "/tf_static" in topics
-        tf_topic = [t for t in read_bag(bag)["/tf_static"]]
-        assert len(tf_topic) == 1  # one latched message with every camera
+    assert_tf_static_and_zstd(root / "surround", SURROUND_FRAMES)
+    assert_tf_static_and_zstd(root / "drive0", {"camera_optical_frame": (0, 0, 1.5, 0, 0, 0)})
+
+
+def test_static_transforms_compose_a_chain():
+    from hybridnets_ros.core.camera import quaternion_from_rotation, rotation_from_quaternion
+    from hybridnets_ros.tools.static_tf import StaticTransforms
+    rng = np.random.default_rng(0)
+    for q in rng.normal(size=(200, 4)):
+        R = rotation_from_quaternion(*(q / np.linalg.norm(q)))
+        np.testing.assert_allclose(rotation_from_quaternion(*quaternion_from_rotation(R)), R,
+                                   atol=1e-12)
+    tree = StaticTransforms()
+    R_body, t_body = optical_transform((1.0, 0.5, 1.2, 0.0, 0.1, 0.3))
+    tree.set("base_link", "camera_link", np.eye(3), np.array([1.0, 0.5, 1.2]))
+    tree.set("camera_link", "camera_optical", R_body, np.zeros(3))
+    R, t = tree.lookup("base_link", "/camera_optical")
+    np.testing.assert_allclose(R, R_body, atol=1e-12)
+    np.testing.assert_allclose(t, t_body, atol=1e-12)
+    assert tree.lookup("map", "camera_optical") is None
+    tree.set("camera_optical", "camera_link", np.eye(3), np.zeros(3))  # a loop
+    assert tree.lookup("base_link", "camera_optical") is None
+
+
+@pytest.mark.slow
+def test_replay_writes_every_camera_tf_static_and_zstd_chunks(replays):
+    assert_tf_static_and_zstd(replays / "surround", SURROUND_FRAMES)
+    assert_tf_static_and_zstd(replays / "drive0", {"camera_optical_frame": (0, 0, 1.5, 0, 0, 0)})
     # the outputs of several cameras as the multi-camera node publishes them
     topics = set(read_bag(replays / "surround"))
     assert {"/front/detections", "/left/detections", "/front/drivable/grid",
-            "/fused/drivable/grid", "/fused/lane/grid"} <= topics
+            "/left/detections_3d", "/fused/drivable/grid", "/fused/lane/grid"} <= topics
 
 
 @pytest.mark.slow

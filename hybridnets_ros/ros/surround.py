@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import rclpy
+import rclpy.time
 from nav_msgs.msg import OccupancyGrid
 from std_msgs.msg import Header
 

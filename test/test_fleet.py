@@ -145,12 +145,12 @@ def test_inputs_found_and_named(tmp_path, archive):
 
 def assert_tf_static_and_zstd(bag, frames: dict) -> None:
     """``bag`` holds one /tf_static message relating each optical frame of ``frames`` to
-    base_link by its pose, and zstd chunks; rosbags and the mcap library both read it."""
+    base_footprint by its pose, and zstd chunks; rosbags and the mcap library both read it."""
     from mcap.reader import make_reader
     with BagReader(bag) as reader:
         static = read_static_transforms(reader)
     for frame, pose in frames.items():
-        R, t = static.lookup("base_link", frame)
+        R, t = static.lookup("base_footprint", frame)
         R_want, t_want = optical_transform(pose)
         np.testing.assert_allclose(R, R_want, atol=1e-9)
         np.testing.assert_allclose(t, t_want, atol=1e-9)
@@ -169,7 +169,7 @@ SURROUND_FRAMES = {f"{name}_optical": pose for name, pose in POSES.items()}
 
 
 def test_make_bag_writes_tf_static_and_zstd_chunks(archive):
-    """Foxglove and RViz can relate the camera frames to base_link."""
+    """Foxglove and RViz can relate the camera frames to base_footprint."""
     root, _ = archive
     assert_tf_static_and_zstd(root / "surround", SURROUND_FRAMES)
     assert_tf_static_and_zstd(root / "drive0", {"camera_optical_frame": (0, 0, 1.5, 0, 0, 0)})
@@ -185,14 +185,14 @@ def test_static_transforms_compose_a_chain():
                                    atol=1e-12)
     tree = StaticTransforms()
     R_body, t_body = optical_transform((1.0, 0.5, 1.2, 0.0, 0.1, 0.3))
-    tree.set("base_link", "camera_link", np.eye(3), np.array([1.0, 0.5, 1.2]))
+    tree.set("base_footprint", "camera_link", np.eye(3), np.array([1.0, 0.5, 1.2]))
     tree.set("camera_link", "camera_optical", R_body, np.zeros(3))
-    R, t = tree.lookup("base_link", "/camera_optical")
+    R, t = tree.lookup("base_footprint", "/camera_optical")
     np.testing.assert_allclose(R, R_body, atol=1e-12)
     np.testing.assert_allclose(t, t_body, atol=1e-12)
     assert tree.lookup("map", "camera_optical") is None
     tree.set("camera_optical", "camera_link", np.eye(3), np.zeros(3))  # a loop
-    assert tree.lookup("base_link", "camera_optical") is None
+    assert tree.lookup("base_footprint", "camera_optical") is None
 
 
 @pytest.mark.slow

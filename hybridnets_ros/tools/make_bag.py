@@ -43,7 +43,7 @@ class CameraStream:
 def make_bag(frames: Iterable[np.ndarray], out: Path, rate_hz: float,
              camera_info: CameraInfo | None = None, compressed: bool = False,
              storage: str = "mcap", start_ns: int | None = None, progress=None,
-             camera_pose=None, ground_frame: str = "base_link") -> int:
+             camera_pose=None, ground_frame: str = "base_footprint") -> int:
     """Writes the frames at ``rate_hz`` (header stamp = bag time); returns their number.
     With ``camera_pose`` (x, y, z, roll, pitch, yaw of the camera body frame) /tf_static
     holds the optical frame's pose in ``ground_frame``.
@@ -57,7 +57,7 @@ def make_bag(frames: Iterable[np.ndarray], out: Path, rate_hz: float,
 
 def make_camera_bag(cameras: list[CameraStream], out: Path, rate_hz: float,
                     compressed: bool = False, storage: str = "mcap", start_ns: int | None = None,
-                    progress=None, ground_frame: str = "base_link") -> int:
+                    progress=None, ground_frame: str = "base_footprint") -> int:
     """A bag of several cameras (make_bag's one camera is the simplest case): frame i of
     every camera at time i / ``rate_hz``, until the shortest camera ends; returns the
     number of frame times."""

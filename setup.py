@@ -21,6 +21,8 @@ setup(
     # requirements.txt in the project's venv; listing them here would make colcon's
     # console scripts reject the distro's python3-opencv and python3-torch.
     install_requires=["setuptools"],
+    # `hybridnets fleet` (docs/fleet.md): the index (pyarrow) and a Ray cluster's workers.
+    extras_require={"fleet": ["pyarrow>=14", "ray[default]==2.60.*"]},
     zip_safe=False,
     maintainer="hybridnets_ros maintainers",
     maintainer_email="maintainers@hybridnets-ros.dev",

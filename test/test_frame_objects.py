@@ -225,7 +225,7 @@ def test_replay_writes_3d_detections(tmp_path, detector, road_bgr):
     make_bag([road_bgr] * count, in_bag, 10.0,
              camera_info_from_model(CAMERA, "camera_optical_frame"), start_ns=10**9)
     detector.script = [cars(centres) for _ in range(count)]
-    summary = replay(in_bag, out_bag, make_processor(detector), say=lambda text: None)
+    summary = replay(in_bag, out_bag, detector, NodeConfig(), say=lambda text: None)
     assert summary.frames == count
     with BagReader(out_bag) as reader:
         read = {t.name for t in reader.topics()}

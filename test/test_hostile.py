@@ -477,6 +477,7 @@ def test_the_cap_says_once_how_many_detections_it_dropped(caplog, monkeypatch):
 
 
 @pytest.mark.parametrize("command", [["infer", "x.jpg"], ["replay", "in", "--out", "out"],
+                                     ["fleet", "in", "--out", "out"],
                                      ["bench"]])
 def test_max_detections_is_an_option_of_every_command_that_detects(command):
     from hybridnets_ros.cli import make_parser

@@ -14,7 +14,7 @@ from std_msgs.msg import Header
 
 from hybridnets_ros.backends import create_backend
 from hybridnets_ros.core.bev import UNSEEN
-from hybridnets_ros.core.camera import optical_rotation
+from hybridnets_ros.core.camera import optical_transform
 from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
 from hybridnets_ros.pipeline.config import ConfigError, NodeConfig
 from hybridnets_ros.pipeline.engines import EngineBuilds
@@ -150,8 +150,7 @@ def test_a_camera_that_sees_no_ground_gets_no_grids_or_3d(processor, frame_msg):
 @pytest.mark.parametrize("roll, z, problem", [(0.0, -1.5, "below the ground plane"),
                                              (np.pi, 1.5, "upside down")])
 def test_an_impossible_pose_from_tf_is_refused(processor, frame_msg, roll, z, problem):
-    processor.transform_lookup = lambda frame, header: (optical_rotation(roll, 0.0, 0.0),
-                                                        np.array([0.0, 0.0, z]))
+    processor.transform_lookup = lambda frame, header: optical_transform((0, 0, z, roll, 0, 0))
     processor.update_config(NodeConfig(input_size=256, camera_pose=()))
     outcome = processor.process(frame_msg)
     assert outcome.no_grids.reason == "impossible camera pose"

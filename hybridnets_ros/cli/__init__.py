@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import bench, demo, download_weights, export, infer, make_bag, replay
+from . import bench, demo, download_weights, export, fleet, infer, make_bag, replay
 from .common import CliError
 
-COMMANDS = (infer, download_weights, demo, export, bench, replay, make_bag)
+COMMANDS = (infer, download_weights, demo, export, bench, replay, make_bag, fleet)
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ from ..core.registry import model_settings
 from ..core.weights import WeightsError, default_weights_path
 from ..pipeline.config import BACKEND_CHOICES, MODEL_CHOICES, PRECISIONS, ConfigError, NodeConfig
 from ..pipeline.factory import build_pipeline, resolve_weights
+from ..ros.resources import share_file
 
 RANDOM_WEIGHTS_WARNING = (
     "\n"
@@ -74,6 +75,30 @@ def add_model_options(p: argparse.ArgumentParser, thresholds: bool = True) -> No
                    help="INT8 calibration images, frames like the camera's (6-32 are enough)")
 
 
+def add_bag_options(p: argparse.ArgumentParser, weights_note: str = "") -> None:
+    """--params-file and the model options of the commands that replay bags (replay, fleet)."""
+    p.add_argument("--params-file", metavar="YAML",
+                   help="node parameters: thresholds, camera poses, grid (default "
+                        "config/hybridnets.yaml)")
+    add_family_options(p)
+    p.add_argument("--weights", metavar="PATH", help="checkpoint (default: the params file's, "
+                   f"else the downloaded one){weights_note}")
+    p.add_argument("--random-weights", action="store_true", default=None,
+                   help="run with random weights when no checkpoint is found (meaningless outputs)")
+    p.add_argument("--backend", help="inference engine (default: the params file's, auto)")
+    p.add_argument("--device", help="cpu or cuda[:N] (default: the params file's, auto)")
+
+
+def bag_config(args: argparse.Namespace) -> NodeConfig:
+    """The params file (default config/hybridnets.yaml) with the command line's options; a
+    bag's images come at their own size, so the engine is built for the first one."""
+    try:
+        params = NodeConfig.from_params_file(args.params_file or share_file("config/hybridnets.yaml"))
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    return config_from_options(args, base=params, camera_resolution=[])
+
+
 def config_from_options(args: argparse.Namespace, base: NodeConfig | None = None,
                         **fixed) -> NodeConfig:
     """``base`` (default: the defaults) with the options given on the command line and
@@ -94,3 +119,11 @@ def pipeline_from_config(config: NodeConfig):
         return build_pipeline(config)
     except USER_ERRORS as exc:
         raise CliError(str(exc)) from None
+
+
+def topic_list(text: str) -> list[str]:
+    """A comma-separated list of topics (argparse type)."""
+    topics = [t.strip() for t in text.split(",") if t.strip()]
+    if not topics:
+        raise argparse.ArgumentTypeError("no topic given")
+    return topics

@@ -5,12 +5,9 @@ import logging
 import sys
 from pathlib import Path
 
-from ..pipeline.config import ConfigError, NodeConfig
-from ..ros.frame import FrameProcessor
-from ..ros.resources import share_file
 from ..tools.bags import BagError
 from ..tools.replay import replay
-from .common import CliError, add_family_options, config_from_options, pipeline_from_config
+from .common import CliError, add_bag_options, bag_config, pipeline_from_config, topic_list
 
 log = logging.getLogger("hybridnets")
 
@@ -24,17 +21,11 @@ def add_parser(sub) -> None:
                     "image and recorded at the image's bag time. Ctrl-C keeps a valid bag.")
     p.add_argument("in_bag", metavar="IN_BAG", help="bag folder or .mcap/.db3/.bag file")
     p.add_argument("--out", required=True, metavar="OUT_BAG", help="output bag (must not exist)")
-    p.add_argument("--image-topic", help="Image or CompressedImage topic (default: the only one)")
+    p.add_argument("--image-topic", "--image-topics", dest="image_topics", type=topic_list,
+                   metavar="T[,T...]", help="Image or CompressedImage topics (default: every "
+                   "camera of the bag; several: outputs under each camera's name)")
     p.add_argument("--camera-info-topic", help="CameraInfo topic (default: the one beside the images)")
-    p.add_argument("--params-file", metavar="YAML",
-                   help="node parameters: thresholds, camera_pose, grid (default config/hybridnets.yaml)")
-    add_family_options(p)
-    p.add_argument("--weights", metavar="PATH", help="checkpoint (default: the params file's, "
-                   "else the downloaded one)")
-    p.add_argument("--random-weights", action="store_true", default=None,
-                   help="run with random weights when no checkpoint is found (meaningless outputs)")
-    p.add_argument("--backend", help="inference engine (default: the params file's, auto)")
-    p.add_argument("--device", help="cpu or cuda[:N] (default: the params file's, auto)")
+    add_bag_options(p)
     p.add_argument("--keep-input", action="store_true", help="copy the input bag's topics too")
     p.add_argument("--video", metavar="FILE", help="also write the overlay beside the grids as MP4")
     p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"),
@@ -47,27 +38,22 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    try:
-        params = NodeConfig.from_params_file(args.params_file or share_file("config/hybridnets.yaml"))
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
+    config = bag_config(args)
     if args.video:  # its folder, before the work rather than after it
         try:
             Path(args.video).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CliError(f"--video {args.video}: cannot create its folder "
                            f"({exc.strerror or exc})") from None
-    # The bag's images come at their own size: the engine is built for the first one.
-    config = config_from_options(args, base=params, camera_resolution=[])
-    processor = FrameProcessor(pipeline_from_config(config), config)
-    log.info("backend: %s", processor.pipeline.backend.describe())
+    pipeline = pipeline_from_config(config)
+    log.info("backend: %s", pipeline.backend.describe())
 
     def progress(total):
         return tqdm(total=total, unit="frame", file=sys.stderr, desc="replay")
 
     try:
-        summary = replay(Path(args.in_bag), Path(args.out), processor,
-                         image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
+        summary = replay(Path(args.in_bag), Path(args.out), pipeline, config,
+                         image_topics=args.image_topics, camera_info_topic=args.camera_info_topic,
                          keep_input=args.keep_input, video=Path(args.video) if args.video else None,
                          storage=args.storage, namespace=args.namespace, progress_factory=progress,
                          say=lambda text: print(text, file=sys.stderr))
@@ -77,7 +63,7 @@ def run(args) -> int:
         print(f"note: {note}", file=sys.stderr)
     rejected = sum(summary.rejected.values())
     state = "interrupted: " if summary.interrupted else ""
-    print(f"hybridnets replay: {state}{summary.frames} frames of {summary.image_topic} -> "
+    print(f"hybridnets replay: {state}{summary.frames} frames of {', '.join(summary.image_topics)} -> "
           f"{summary.written} messages in {args.out}"
           f"{' (with grids)' if summary.grids else ' (no grids)'}"
           f"{f'; {rejected} images rejected' if rejected else ''}")

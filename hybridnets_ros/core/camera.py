@@ -39,9 +39,31 @@ def rotation_from_quaternion(x: float, y: float, z: float, w: float) -> np.ndarr
                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
-def optical_rotation(roll: float, pitch: float, yaw: float) -> np.ndarray:
-    """optical -> ground rotation of a camera body frame at (roll, pitch, yaw)."""
-    return rotation_rpy(roll, pitch, yaw) @ BODY_FROM_OPTICAL
+def quaternion_from_rotation(R: np.ndarray) -> tuple[float, float, float, float]:
+    """(x, y, z, w) of a 3x3 rotation, w >= 0 (the inverse of rotation_from_quaternion)."""
+    R = np.asarray(R, np.float64)
+    # Shepperd's method: divide by the largest of the four candidate components.
+    trace = np.trace(R)
+    candidates = (trace, R[0, 0], R[1, 1], R[2, 2])
+    k = int(np.argmax(candidates))
+    if k == 0:
+        s = 2.0 * np.sqrt(1.0 + trace)
+        q = ((R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s, s / 4)
+    else:
+        i, j, m = (k - 1, k % 3, (k + 1) % 3)
+        s = 2.0 * np.sqrt(1.0 + R[i, i] - R[j, j] - R[m, m])
+        q = [0.0, 0.0, 0.0, (R[m, j] - R[j, m]) / s]
+        q[i], q[j], q[m] = s / 4, (R[j, i] + R[i, j]) / s, (R[m, i] + R[i, m]) / s
+    q = np.asarray(q, np.float64)
+    q = -q if q[3] < 0 else q
+    return tuple(float(v) for v in q / np.linalg.norm(q))
+
+
+def optical_transform(pose) -> tuple[np.ndarray, np.ndarray]:
+    """(R_ground_optical, t) of the optical frame of a camera whose body frame has ``pose``
+    = (x, y, z, roll, pitch, yaw) in the ground frame."""
+    x, y, z, roll, pitch, yaw = (float(v) for v in pose)
+    return rotation_rpy(roll, pitch, yaw) @ BODY_FROM_OPTICAL, np.array([x, y, z])
 
 
 def pose_problem(R_ground_optical, t_ground_optical) -> str | None:
@@ -72,9 +94,7 @@ class CameraModel:
     @classmethod
     def from_pose(cls, K, width: int, height: int, pose, D=None) -> "CameraModel":
         """``pose`` = (x, y, z, roll, pitch, yaw) of the camera body frame in the ground frame."""
-        x, y, z, roll, pitch, yaw = (float(v) for v in pose)
-        R = optical_rotation(roll, pitch, yaw)
-        return cls.from_transform(K, width, height, R, np.array([x, y, z]), D)
+        return cls.from_transform(K, width, height, *optical_transform(pose), D=D)
 
     @classmethod
     def from_transform(cls, K, width: int, height: int, R_ground_optical, t_ground_optical,

@@ -22,7 +22,7 @@ from typing import Any
 from ..backends.registry import BACKENDS, PRECISIONS
 from ..core.adapter import ModelAdapter
 from ..core.bev import GridSpec
-from ..core.camera import optical_rotation, pose_problem
+from ..core.camera import optical_transform, pose_problem
 from ..core.lru import ENGINES_KEPT
 from ..core.postprocess import MAX_DETECTIONS
 from ..core.registry import ADAPTERS, DEFAULT_MODEL, model_settings
@@ -385,8 +385,7 @@ def camera_problems(config) -> list[str]:
 def impossible_pose(pose) -> str | None:
     """Why a camera cannot be at ``pose`` [x, y, z, roll, pitch, yaw] over the ground (the
     part that needs no lens: the camera model checks the rest per CameraInfo)."""
-    x, y, z, roll, pitch, yaw = pose
-    return pose_problem(optical_rotation(roll, pitch, yaw), (x, y, z))
+    return pose_problem(*optical_transform(pose))
 
 
 def grid_problems(config) -> list[str]:

@@ -233,6 +233,18 @@ def _writer_class():
     return Rosbag2Writer
 
 
+def compress_chunks(writer, storage: str) -> None:
+    """zstd-compressed MCAP chunks: the MCAP library's default chunk compression, which
+    rosbag2's MCAP plugin writes unless configured otherwise (the compression is inside
+    the MCAP file, so every MCAP reader decodes it and metadata.yaml names no rosbag2
+    compression). sqlite3
+    bags stay uncompressed: rosbag2's file or message compression there needs its zstd
+    plugin on the reading side."""
+    if storage == "mcap":
+        from rosbags.rosbag2 import CompressionFormat, CompressionMode
+        writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+
+
 class BagWriter:
     """A new ROS 2 bag (mcap or sqlite3) of rclpy messages or rosbags objects."""
 
@@ -247,6 +259,7 @@ class BagWriter:
             raise BagError(f"{self.path} already exists: choose another output or remove it")
         self._writer = _writer_class()(self.path, version=METADATA_VERSION,
                                        storage_plugin=plugins[storage])
+        compress_chunks(self._writer, storage)
         self._writer.open()
         self._connections = {}
         self.count = 0
@@ -267,11 +280,12 @@ class BagWriter:
         self._writer.write(self._connection(topic, msgtype, qos), timestamp, serialize_message(msg))
         self.count += 1
 
-    def write_object(self, topic: str, msgtype: str, msg, timestamp: int) -> None:
-        """A rosbags message object (e.g. an input message copied through; its offered QoS
-        is not known here, so none is recorded and players use their default)."""
+    def write_object(self, topic: str, msgtype: str, msg, timestamp: int,
+                     qos: QoSProfile | None = None) -> None:
+        """A rosbags message object (e.g. an input message copied through, whose offered QoS
+        is not known here: then none is recorded and players use their default)."""
         data = typestore().serialize_cdr(msg, msgtype)
-        self._writer.write(self._connection(topic, msgtype), timestamp, data)
+        self._writer.write(self._connection(topic, msgtype, qos), timestamp, data)
         self.count += 1
 
     def close(self) -> None:

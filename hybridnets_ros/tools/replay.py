@@ -2,10 +2,13 @@
 
 Every output message is what hybridnets_node would publish for that image (same pipeline,
 same message builders), stamped with the image's header stamp and recorded at the image's
-time in the input bag.
+time in the input bag. A bag with several cameras is replayed as the multi-camera node
+serves them: one pipeline, a frame processor per camera, outputs under each camera's name
+and the fused surround grids. `hybridnets fleet` runs this per bag.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,58 +18,104 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
+from ..core.camera import optical_transform
 from ..core.visualize import bev_image
+from ..pipeline.config import NodeConfig
 from ..ros.conversions import ImageConversionError, to_bgr
 from ..ros.frame import FrameProcessor
 from ..ros.outputs import BY_NAME, model_outputs
+from ..ros.surround import FUSED_QOS, FUSED_TOPICS, SurroundStage, has_fused_grids
 from .bags import CAMERA_INFO_TYPE, IMAGE_TYPES, BagError, BagReader, BagWriter, Topic
+from .static_tf import (TF_STATIC_TOPIC, StaticTransforms, read_static_transforms,
+                        write_static_transforms)
 
 
 @dataclass
 class ReplaySummary:
     frames: int = 0
     written: int = 0
-    image_topic: str = ""
-    camera_info_topic: str | None = None
+    image_topics: list[str] = field(default_factory=list)
+    camera_info_topics: list[str | None] = field(default_factory=list)
     grids: bool = False
     rejected: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # grids skipped, damage, ...
     interrupted: bool = False
 
 
+@dataclass(frozen=True)
+class CameraTopics:
+    """One camera of a bag: its images and the CameraInfo beside them."""
+
+    name: str            # "" for a bag's only camera (outputs unprefixed, as the node's)
+    image: Topic
+    info: Topic | None
+
+
 def _describe(topics: list[Topic]) -> str:
     return ", ".join(f"{t.name} ({t.msgtype})" for t in topics) or "none"
 
 
-def choose_topics(topics: list[Topic], image_topic: str | None,
-                  camera_info_topic: str | None) -> tuple[Topic, Topic | None]:
+def _namespace(topic: str) -> str:
+    """/cam/image_raw[/compressed] -> /cam: where the camera's other topics are."""
+    return topic.removesuffix("/compressed").rsplit("/", 1)[0]
+
+
+def choose_cameras(topics: list[Topic], image_topics=None,
+                   camera_info_topic: str | None = None) -> list[CameraTopics]:
+    """The cameras of a bag: every image topic (raw or compressed; a compressed one beside
+    its raw twin is the same camera) unless ``image_topics`` names them, each with the
+    CameraInfo beside it. Named by the images' namespace (``/front/image_raw`` -> front)
+    when there are several."""
     by_name = {t.name: t for t in topics}
-    if image_topic:
-        if image_topic not in by_name or by_name[image_topic].msgtype not in IMAGE_TYPES:
-            what = "has no topic" if image_topic not in by_name else "has no image topic"
-            raise BagError(f"the bag {what} {image_topic}; its topics: {_describe(topics)}")
-        image = by_name[image_topic]
+    if image_topics:
+        for name in image_topics:
+            if name not in by_name or by_name[name].msgtype not in IMAGE_TYPES:
+                what = "has no topic" if name not in by_name else "has no image topic"
+                raise BagError(f"the bag {what} {name}; its topics: {_describe(topics)}")
+        images = [by_name[name] for name in dict.fromkeys(image_topics)]
     else:
-        images = [t for t in topics if t.msgtype in IMAGE_TYPES]
-        if len(images) != 1:
-            raise BagError(f"{'no' if not images else 'several'} image topics in the bag: choose "
-                           f"one with --image-topic; its topics: {_describe(topics)}")
-        image = images[0]
+        images = [t for t in topics if t.msgtype in IMAGE_TYPES and not (
+            t.name.endswith("/compressed") and t.name.removesuffix("/compressed") in by_name)]
+        if not images:
+            raise BagError(f"no image topics in the bag; its topics: {_describe(topics)}")
+    infos = [t for t in topics if t.msgtype == CAMERA_INFO_TYPE]
     if camera_info_topic:
         if camera_info_topic not in by_name or by_name[camera_info_topic].msgtype != CAMERA_INFO_TYPE:
             raise BagError(f"the bag has no CameraInfo topic {camera_info_topic}; its topics: "
                            f"{_describe(topics)}")
-        return image, by_name[camera_info_topic]
-    infos = [t for t in topics if t.msgtype == CAMERA_INFO_TYPE]
-    # The CameraInfo beside the image topic (/cam/image_raw[/compressed] -> /cam/camera_info).
-    namespace = image.name.removesuffix("/compressed").rsplit("/", 1)[0]
-    beside = [t for t in infos if t.name.rsplit("/", 1)[0] == namespace]
-    if len(beside) == 1:
-        return image, beside[0]
-    if len(infos) > 1:
-        raise BagError(f"several CameraInfo topics and none beside {image.name}: choose one with "
-                       f"--camera-info-topic; its topics: {_describe(topics)}")
-    return image, infos[0] if infos else None
+        if len(images) > 1:
+            raise BagError(f"--camera-info-topic needs one image topic, the bag has "
+                           f"{len(images)}: choose one with --image-topic")
+        return [CameraTopics("", images[0], by_name[camera_info_topic])]
+    cameras = []
+    for image in images:
+        beside = [t for t in infos if _namespace(t.name) == _namespace(image.name)]
+        if len(beside) == 1:
+            info = beside[0]
+        elif len(images) == 1 and len(infos) == 1:
+            info = infos[0]  # a bag's only camera and only calibration
+        elif len(images) == 1 and len(infos) > 1:
+            raise BagError(f"several CameraInfo topics and none beside {image.name}: choose one "
+                           f"with --camera-info-topic; its topics: {_describe(topics)}")
+        else:
+            info = None
+        cameras.append(CameraTopics("", image, info))
+    if len(cameras) == 1:
+        return cameras
+    names = [_namespace(c.image.name).strip("/") or c.image.name.strip("/") for c in cameras]
+    if len(set(names)) < len(names):  # two image topics in one namespace: the full names
+        names = [c.image.name.removesuffix("/compressed").strip("/") for c in cameras]
+    return [CameraTopics(name, c.image, c.info) for name, c in zip(names, cameras)]
+
+
+def choose_topics(topics: list[Topic], image_topic: str | None,
+                  camera_info_topic: str | None) -> tuple[Topic, Topic | None]:
+    """The one camera's (image, CameraInfo) topics; several cameras are an error here."""
+    cameras = choose_cameras(topics, [image_topic] if image_topic else None, camera_info_topic)
+    if len(cameras) > 1:
+        raise BagError(f"several image topics in the bag: choose one with --image-topic; "
+                       f"its topics: {_describe(topics)}")
+    return cameras[0].image, cameras[0].info
 
 
 def camera_info_of(msg) -> CameraInfo:
@@ -85,36 +134,116 @@ def rclpy_header(header) -> Header:
                   frame_id=str(header.frame_id))
 
 
-def replay(in_bag: Path, out_bag: Path, processor: FrameProcessor, *, image_topic=None,
+@dataclass
+class CameraReplay:
+    """One camera of a replay: its topics, frame processor and output topics' prefix."""
+
+    topics: CameraTopics
+    processor: FrameProcessor
+    prefix: str
+    frames: int = 0
+    latest: tuple[FrameProcessor, Header, object] | None = None  # for the fused grids
+
+
+def camera_processors(pipeline, config: NodeConfig, cameras: list[CameraTopics],
+                      static: StaticTransforms, prefix: str) -> list[CameraReplay]:
+    """A frame processor per camera over one pipeline, posed as the node poses them: a
+    bag's only camera by camera_pose; several by the camera_poses entry of a camera named
+    in ``cameras``. Where that gives no pose (an empty one: TF), the bag's /tf_static
+    chain from the image's frame to ground_frame."""
+
+    def lookup(ground_frame: str, header: Header):
+        return static.lookup(ground_frame, header.frame_id)
+
+    replays = []
+    for camera in cameras:
+        if camera.name and camera.name in config.cameras:
+            camera_config = config.camera_config(config.cameras.index(camera.name))
+        elif camera.name:
+            camera_config = config.with_changes(camera_pose=[], cameras=[], camera_poses=[])
+        else:
+            camera_config = config.with_changes(cameras=[], camera_poses=[])
+        replays.append(CameraReplay(camera, FrameProcessor(pipeline, camera_config, lookup),
+                                    prefix + (f"/{camera.name}" if camera.name else "")))
+    return replays
+
+
+def _first_headers(reader: BagReader, cameras: list[CameraTopics]) -> dict[str, object]:
+    """image topic -> the header of its first message (read until each camera has one)."""
+    wanted, found = {c.image.name for c in cameras if c.image.count != 0}, {}
+    if wanted:
+        for topic, _, _, msg in reader.messages(wanted):
+            found.setdefault(topic, msg.header)
+            if len(found) == len(wanted):
+                break
+    return found
+
+
+def _output_transforms(replays: list[CameraReplay], static: StaticTransforms,
+                       headers: dict[str, object]) -> StaticTransforms:
+    """What /tf_static of the output bag holds: the input's static transforms, with the
+    pose of each camera posed by the parameters (replacing the input's parent of its frame)."""
+    out = StaticTransforms(dict(static.parents))
+    for camera in replays:
+        header, config = headers.get(camera.topics.image.name), camera.processor.config
+        if header is not None and header.frame_id and config.camera_pose:
+            out.set(config.ground_frame, header.frame_id.lstrip("/"),
+                    *optical_transform(config.camera_pose))
+    return out
+
+
+def replay(in_bag: Path, out_bag: Path, pipeline, config: NodeConfig, *, image_topics=None,
            camera_info_topic=None, keep_input: bool = False, video: Path | None = None,
            storage: str = "mcap", namespace: str = "", progress_factory=None,
-           say=print) -> ReplaySummary:
-    """Every image of ``in_bag`` through ``processor`` (the node's frame path) into
-    ``out_bag``; every enabled output is written."""
+           say=print, on_frame=None) -> ReplaySummary:
+    """Every image of every camera of ``in_bag`` (or of ``image_topics``) through the
+    node's frame path into ``out_bag``: each camera's outputs (under its name when there are
+    several, as the multi-camera node publishes them), the fused grids of several cameras,
+    and /tf_static with the camera poses. ``video`` shows the first camera.
+    ``on_frame(camera, timestamp, header, outcome, seconds)`` sees every image, rejected ones
+    too."""
     summary = ReplaySummary()
+    prefix = "/" + namespace.strip("/") if namespace.strip("/") else ""
     with BagReader(in_bag) as reader:
         topics = reader.topics()
-        image, info_topic = choose_topics(topics, image_topic, camera_info_topic)
-        summary.image_topic, summary.camera_info_topic = image.name, info_topic and info_topic.name
+        cameras = choose_cameras(topics, image_topics, camera_info_topic)
+        summary.image_topics = [c.image.name for c in cameras]
+        summary.camera_info_topics = [c.info.name if c.info else None for c in cameras]
         if reader.damage:
             summary.notes.append(reader.damage)
-        read = {image.name} | ({info_topic.name} if info_topic else set())
+        static = read_static_transforms(reader)
+        replays = camera_processors(pipeline, config, cameras, static, prefix)
+        headers = _first_headers(reader, cameras)
+        by_image = {r.topics.image.name: r for r in replays}
+        by_info = {r.topics.info.name: r for r in replays if r.topics.info is not None}
+        read = set(by_image) | set(by_info)
         if keep_input:
-            read |= {t.name for t in topics}
-        bar = progress_factory(image.count) if progress_factory else None
+            read |= {t.name for t in topics if t.name != TF_STATIC_TOPIC}
+        counts = [c.image.count for c in cameras]
+        bar = progress_factory(None if None in counts else sum(counts)) if progress_factory else None
+        fused = _FusedGrids(config, prefix) if len(replays) > 1 and has_fused_grids(
+            pipeline.network) else None
         with BagWriter(out_bag, storage) as bag:
-            out = _Output(bag, "/" + namespace.strip("/") if namespace.strip("/") else "",
-                          video, reader.rate_hz(image) or 10.0)
+            out = _Output(bag, video, reader.rate_hz(cameras[0].image) or 10.0)
             try:
                 for topic, msgtype, timestamp, msg in reader.messages(read):
                     if keep_input:
                         bag.write_object(topic, msgtype, msg, timestamp)
-                    if info_topic and topic == info_topic.name:
-                        processor.set_camera_info(camera_info_of(msg))
-                    elif (topic == image.name and _replay_image(processor, msg, timestamp, out,
-                                                                summary, say)
-                          and bar is not None):
-                        bar.update(1)
+                    if out.transforms is None and topic in by_image:
+                        out.transforms = _output_transforms(replays, static, headers)
+                        if out.transforms:
+                            write_static_transforms(bag, out.transforms, timestamp,
+                                                    (msg.header.stamp.sec, msg.header.stamp.nanosec))
+                    if topic in by_info:
+                        by_info[topic].processor.set_camera_info(camera_info_of(msg))
+                    if topic in by_image:
+                        camera = by_image[topic]
+                        if _replay_image(camera, msg, timestamp, out, summary, say, on_frame,
+                                         first=camera is replays[0]):
+                            if fused is not None:
+                                fused.update(bag, replays, timestamp)
+                            if bar is not None:
+                                bar.update(1)
             except KeyboardInterrupt:
                 summary.interrupted = True
             finally:
@@ -128,20 +257,42 @@ def replay(in_bag: Path, out_bag: Path, processor: FrameProcessor, *, image_topi
 
 
 @dataclass
+class _FusedGrids:
+    """The surround grids of several cameras, written at ``fused_rate`` in bag time from
+    every camera's latest result, as the multi-camera node publishes them."""
+
+    config: NodeConfig
+    prefix: str
+    stage: SurroundStage = field(default_factory=SurroundStage)
+    last_ns: int | None = None
+
+    def update(self, bag: BagWriter, replays: list[CameraReplay], timestamp: int) -> None:
+        if self.last_ns is not None and timestamp - self.last_ns < 1e9 / self.config.fused_rate:
+            return
+        grids = self.stage.messages([r.latest for r in replays], self.config.fused_grid,
+                                    self.config.ground_frame)
+        for name, message in (grids or {}).items():
+            bag.write(f"{self.prefix}/{FUSED_TOPICS[name]}", message, timestamp, FUSED_QOS)
+        if grids:
+            self.last_ns = timestamp
+
+
+@dataclass
 class _Output:
-    """Where a replayed frame's messages go: the bag (topics under ``prefix``) and the video."""
+    """Where a replayed frame's messages go: the bag (topics under the camera's prefix) and
+    the video (the first camera's)."""
 
     bag: BagWriter
-    prefix: str
     video: Path | None
     rate_hz: float
     writer: object = None  # cv2.VideoWriter, opened at the first frame
+    transforms: StaticTransforms | None = None  # written to /tf_static before the first image
 
-    def write(self, outcome, timestamp: int) -> None:
+    def write(self, outcome, timestamp: int, prefix: str, video: bool) -> None:
         for name, message in outcome.messages.items():
-            self.bag.write(self.prefix + "/" + BY_NAME[name].topic, message, timestamp,
+            self.bag.write(prefix + "/" + BY_NAME[name].topic, message, timestamp,
                            BY_NAME[name].qos)
-        if self.video is None:
+        if self.video is None or not video:
             return
         frame = _video_frame(outcome)
         if self.writer is None:
@@ -156,10 +307,16 @@ class _Output:
             self.writer.release()
 
 
-def _replay_image(processor: FrameProcessor, msg, timestamp: int, out: _Output,
-                  summary: ReplaySummary, say) -> bool:
-    """One image through the frame path into ``out``; False when it was rejected."""
-    outcome = processor.process(msg, header=rclpy_header(msg.header))
+def _replay_image(camera: CameraReplay, msg, timestamp: int, out: _Output,
+                  summary: ReplaySummary, say, on_frame, first: bool) -> bool:
+    """One image through its camera's frame path into ``out``; False when it was rejected."""
+    processor = camera.processor
+    header = rclpy_header(msg.header)
+    started = time.perf_counter()
+    outcome = processor.process(msg, header=header)
+    seconds = time.perf_counter() - started
+    if on_frame is not None:
+        on_frame(camera.topics, timestamp, header, outcome, seconds)
     if outcome.rejected is not None:
         reason = outcome.rejected.reason
         summary.rejected[reason] = summary.rejected.get(reason, 0) + 1
@@ -167,13 +324,16 @@ def _replay_image(processor: FrameProcessor, msg, timestamp: int, out: _Output,
             say(f"skipped image at {timestamp} ns: {outcome.rejected}")
         return False
     if outcome.no_grids is not None:
-        note = f"no grids: {outcome.no_grids}"
+        note = f"no grids{f' ({camera.topics.name})' if camera.topics.name else ''}: " \
+               f"{outcome.no_grids}"
         if note not in summary.notes:
             summary.notes.append(note)
     summary.grids |= outcome.products.grids is not None
-    if summary.frames == 0:  # the model's description, once, as the node latches it
+    if camera.frames == 0:  # the model's description, once per camera, as the node latches it
         outcome.messages.update(model_outputs(processor.model_products(outcome.products.header)))
-    out.write(outcome, timestamp)
+    out.write(outcome, timestamp, camera.prefix, video=first)
+    camera.latest = (processor, header, outcome.result)
+    camera.frames += 1
     summary.frames += 1
     return True
 

@@ -14,8 +14,7 @@ from geometry_msgs.msg import Point, Pose
 from nav_msgs.msg import MapMetaData, OccupancyGrid
 from sensor_msgs.msg import Image, PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Header
-from vision_msgs.msg import (BoundingBox2D, BoundingBox3D, Detection2D, Detection2DArray,
-                             Detection3D, Detection3DArray, ObjectHypothesis,
+from vision_msgs.msg import (Detection2D, Detection2DArray, Detection3D, Detection3DArray,
                              ObjectHypothesisWithPose)
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -78,14 +77,20 @@ def detection_array(header: Header, detections: Detections, class_names,
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     sizes = boxes[:, 2:] - boxes[:, :2]
     items = []
+    # Filling the sub-messages a constructor has made anyway (the generated code builds
+    # every default, even for a field given as argument) saves a tenth of the time.
     for (cx, cy), (w, h), score, cls, det_id in zip(
             centres.tolist(), sizes.tolist(), detections.scores.tolist(),
             detections.classes.tolist(), detection_ids(track_ids, len(boxes))):
-        bbox = BoundingBox2D(size_x=w, size_y=h)
+        detection = Detection2D(id=det_id)
+        detection.header = header
+        bbox = detection.bbox
+        bbox.size_x, bbox.size_y = w, h
         bbox.center.position.x, bbox.center.position.y = cx, cy
-        hypothesis = ObjectHypothesisWithPose(
-            hypothesis=ObjectHypothesis(class_id=class_names[cls], score=score))
-        items.append(Detection2D(header=header, bbox=bbox, results=[hypothesis], id=det_id))
+        hypothesis = ObjectHypothesisWithPose()
+        hypothesis.hypothesis.class_id, hypothesis.hypothesis.score = class_names[cls], score
+        detection.results = [hypothesis]
+        items.append(detection)
     msg.detections = items
     return msg
 
@@ -107,18 +112,22 @@ def detection3d_array(header: Header, detections: Detections, class_names,
             keep.tolist(), contacts.points[keep].tolist(), covariance.reshape(-1, 36).tolist(),
             boxes.centres[keep].tolist(), boxes.sizes[keep].tolist(),
             boxes.quaternions[keep].tolist()):
-        hypothesis = ObjectHypothesisWithPose(hypothesis=ObjectHypothesis(
-            class_id=class_names[int(detections.classes[i])], score=float(detections.scores[i])))
+        hypothesis = ObjectHypothesisWithPose()
+        hypothesis.hypothesis.class_id = class_names[int(detections.classes[i])]
+        hypothesis.hypothesis.score = float(detections.scores[i])
         position = hypothesis.pose.pose.position
         position.x, position.y, position.z = point
         hypothesis.pose.pose.orientation.w = 1.0
         hypothesis.pose.covariance = cov
-        bbox = BoundingBox3D()
+        detection = Detection3D(id=ids[i])
+        detection.header = header
+        bbox = detection.bbox
         bbox.center.position.x, bbox.center.position.y, bbox.center.position.z = centre
         (bbox.center.orientation.x, bbox.center.orientation.y, bbox.center.orientation.z,
          bbox.center.orientation.w) = quaternion
         bbox.size.x, bbox.size.y, bbox.size.z = size
-        items.append(Detection3D(header=header, results=[hypothesis], bbox=bbox, id=ids[i]))
+        detection.results = [hypothesis]
+        items.append(detection)
     return Detection3DArray(header=header, detections=items)
 
 

@@ -269,12 +269,16 @@ class _FusedGrids:
     def update(self, bag: BagWriter, replays: list[CameraReplay], timestamp: int) -> None:
         if self.last_ns is not None and timestamp - self.last_ns < 1e9 / self.config.fused_rate:
             return
-        grids = self.stage.messages([r.latest for r in replays], self.config.fused_grid,
-                                    self.config.ground_frame)
-        for name, message in (grids or {}).items():
+        if all(r.latest is None for r in replays):
+            return
+        # As the node: all unknown, stamped now, when no camera sees a cell.
+        grids, _ = self.stage.messages([r.latest for r in replays], self.config.fused_grid,
+                                       self.config.ground_frame,
+                                       Time(sec=timestamp // 10**9, nanosec=timestamp % 10**9),
+                                       [r.topics.name for r in replays])
+        for name, message in grids.items():
             bag.write(f"{self.prefix}/{FUSED_TOPICS[name]}", message, timestamp, FUSED_QOS)
-        if grids:
-            self.last_ns = timestamp
+        self.last_ns = timestamp
 
 
 @dataclass

@@ -53,6 +53,16 @@ OUTPUTS = {o.topic: o.msg_type for o in supported(adapter("hybridnets"))
            if o.enabled_by is None and o.per_frame and hasattr(o.msg_type, "header")}
 
 
+def wait_for(condition, timeout: float) -> bool:
+    """Polls ``condition`` until it holds (True) or ``timeout`` s pass (its last value)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
 class NodeProcess:
     """hybridnets_node in its own process, its log in a file."""
 
@@ -132,12 +142,7 @@ class Probe(Node):
                 self.diagnostics.append(msg)
 
     def wait_for(self, condition, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition():
-                return True
-            time.sleep(0.02)
-        return condition()
+        return wait_for(condition, timeout)
 
     def wait_ready(self, node: NodeProcess, compressed: bool = False, timeout: float = 90,
                    topic: str = "detections") -> None:

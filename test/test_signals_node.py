@@ -88,7 +88,7 @@ class SignalsProbe(Node):
         self.images[name].publish(rg.image_msg(frames[name], stamp, frame_id=f"{name}_optical"))
 
     def wait_for(self, condition, timeout: float) -> bool:
-        return rg_wait(condition, timeout)
+        return rg.wait_for(condition, timeout)
 
     def outputs(self, name: str) -> list[tuple[float, int]]:
         with self.lock:
@@ -108,15 +108,6 @@ CAMERAS = {name: default_camera(*SIZES[name], POSES[name]) for name in SIZES}
 
 def values(status: DiagnosticStatus) -> dict:
     return {kv.key: kv.value for kv in status.values}
-
-
-def rg_wait(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def set_parameter(probe, service: str, name: str, value):
@@ -145,7 +136,7 @@ def node(tmp_path_factory, random_weights):
 @pytest.fixture(scope="module")
 def probe(node):
     probe = SignalsProbe("/hybridnets_node")
-    ready = rg_wait(lambda: not node.alive() or all(
+    ready = rg.wait_for(lambda: not node.alive() or all(
         pub.get_subscription_count() > 0 for pub in probe.images.values())
         and probe.count_publishers("fused/drivable/grid") > 0, 180)
     assert ready and node.alive(), f"node did not come up:\n{node.log()}"
@@ -181,7 +172,7 @@ def test_a_new_size_builds_its_engine_while_the_other_camera_is_served(node, pro
     assert probe.status_seen(lambda s: s.name == "hybridnets_node: perception"
                              and "640x480, batch 1" in values(s).get("engine_builds", ""))
     # Done: its duration reported, left's dropped frames counted, front never waited.
-    assert rg_wait(lambda: probe.status_seen(
+    assert rg.wait_for(lambda: probe.status_seen(
         lambda s: "last_engine_build" in values(s)
         and values(s)["last_engine_build"].startswith("640x480, batch 1 in ")), 10)
     left = probe.status_seen(lambda s: s.name == "hybridnets_node: camera left"
@@ -268,7 +259,7 @@ def test_the_model_is_chosen_again_while_unconfigured(tmp_path):
         assert set_parameter(probe, service, "model", "yolop").successful
         assert set_parameter(probe, service, "input_size", 320).successful
         assert transition(Transition.TRANSITION_CONFIGURE) and state() == "inactive"
-        assert rg_wait(lambda: "model ready: yolop" in node.log(), 10), node.log()
+        assert rg.wait_for(lambda: "model ready: yolop" in node.log(), 10), node.log()
         refused = set_parameter(probe, service, "model", "hybridnets")
         assert not refused.successful
         assert "model can only change while the node is unconfigured (it is inactive)" in \
@@ -276,7 +267,7 @@ def test_the_model_is_chosen_again_while_unconfigured(tmp_path):
         assert transition(Transition.TRANSITION_CLEANUP) and state() == "unconfigured"
         assert set_parameter(probe, service, "model", "hybridnets").successful
         assert transition(Transition.TRANSITION_CONFIGURE) and state() == "inactive"
-        assert rg_wait(lambda: "model ready: hybridnets" in node.log(), 10), node.log()
+        assert rg.wait_for(lambda: "model ready: hybridnets" in node.log(), 10), node.log()
         assert not set_parameter(probe, service, "cameras", ["a"]).successful  # fixed for life
     finally:
         probe.close()

@@ -109,22 +109,13 @@ def node(tmp_path_factory, random_weights):
 @pytest.fixture(scope="module")
 def probe(node):
     probe = MultiProbe()
-    ready = probe_wait(lambda: not node.alive() or all(
+    ready = rg.wait_for(lambda: not node.alive() or all(
         pub.get_subscription_count() > 0 for pub in probe.images.values())
         and probe.count_publishers("fused/drivable/grid") > 0, 180)
     assert ready and node.alive(), f"node did not come up:\n{node.log()}"
     time.sleep(0.5)  # let its publishers match our subscriptions
     yield probe
     probe.close()
-
-
-def probe_wait(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def publish_until(probe, names, frames, processed: int, timeout: float = 90) -> None:
@@ -150,7 +141,7 @@ def test_each_camera_gets_its_own_outputs_and_the_fused_grid_sees_around(node, p
             grids = list(probe.grids[name].values())
         assert {d.header.frame_id for d in detections} == {f"{name}_optical"}
         assert grids and grids[-1].header.frame_id == "base_footprint"
-    assert probe_wait(lambda: len(probe.fused) > 0, 10), node.log()
+    assert rg.wait_for(lambda: len(probe.fused) > 0, 10), node.log()
     with probe.lock:
         fused = probe.fused[-1]
     info = fused.info
@@ -177,7 +168,7 @@ def test_a_silent_camera_does_not_stall_the_others(node, probe, frames):
     def statuses():
         with probe.lock:
             return {s.name: s for s in probe.diagnostics[-1].status} if probe.diagnostics else {}
-    assert probe_wait(lambda: len(statuses()) == 4, 10)
+    assert rg.wait_for(lambda: len(statuses()) == 4, 10)
     status = statuses()
     assert {"hybridnets_node: camera front", "hybridnets_node: camera left",
             "hybridnets_node: camera right"} <= set(status)
@@ -188,5 +179,5 @@ def test_a_silent_camera_does_not_stall_the_others(node, probe, frames):
         assert int(values["frames_processed"]) > 0 and "frames_dropped" in values
         assert "latency_median_ms" in values and "input_rate_hz" in values
     # The silent camera is named once its silence passes three diagnostics periods.
-    assert probe_wait(lambda: "no image received on right/image"
+    assert rg.wait_for(lambda: "no image received on right/image"
                       in statuses()["hybridnets_node: camera right"].message, 15)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 # Instruction sets with an int8 dot product accumulating in int32 (no int16 saturation).
 VNNI_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+SPEED_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "asimd", "asimddp")
 
 
 def _cpuinfo_value(keys: tuple[str, ...]) -> str | None:
@@ -28,6 +29,13 @@ def cpu_flags() -> set[str]:
 
 def cpu_name() -> str:
     return _cpuinfo_value(("model name",)) or platform.processor() or platform.machine()
+
+
+def speed_flags() -> list[str]:
+    """This CPU's flags among those that decide engine speed (SIMD width, int8 and bf16
+    dot products, AMX; NEON and its dot product on ARM), in a fixed order."""
+    have = cpu_flags()
+    return [f for f in SPEED_CPU_FLAGS if f in have]
 
 
 def has_int8_dot_product() -> bool:

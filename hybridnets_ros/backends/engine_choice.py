@@ -18,26 +18,24 @@ from importlib import metadata
 from pathlib import Path
 
 from ..core.weights import cache_dir
-from .cpu import cpu_flags, cpu_name
+from .cpu import cpu_flags, cpu_name, speed_flags
 
 log = logging.getLogger(__name__)
 
 CHOICE_FILE = "cpu_engine_choice.json"
 # The fp32 engines auto may run on a CPU (torch: frozen channels-last, what "torch" builds).
 CANDIDATES = ("torch", "onnxruntime", "openvino")
-_SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "asimd")
 
 
 def machine_key() -> str:
     """This CPU and the engines' versions, as one string (the measurement's key)."""
-    flags = cpu_flags()
     versions = []
     for package in ("torch", "onnxruntime", "openvino"):
         try:
             versions.append(f"{package} {metadata.version(package)}")
         except metadata.PackageNotFoundError:
             versions.append(f"{package} absent")
-    return " | ".join([cpu_name(), " ".join(f for f in _SPEED_FLAGS if f in flags), *versions])
+    return " | ".join([cpu_name(), " ".join(speed_flags()), *versions])
 
 
 def _path() -> Path:

@@ -43,7 +43,7 @@ from std_msgs.msg import Header
 from ..backends import BackendUnavailable
 from ..backends import engine_choice
 from ..backends.registry import BACKENDS, PRECISIONS, choose_auto, missing
-from ..backends.cpu import cpu_flags, cpu_name
+from ..backends.cpu import cpu_name, speed_flags
 from ..core.nms import box_iou
 from ..core.sources import expand_sources, read_image
 from ..core.synthetic import SyntheticRoad, default_camera
@@ -114,9 +114,6 @@ def openvino_bf16_unsupported() -> str | None:
 
 def machine_info(device: str) -> dict:
     """CPU model and flags that matter for speed, threads, GPU, library versions."""
-    have = cpu_flags()
-    flags = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "asimd",
-                         "asimddp") if f in have]
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "numpy": np.__version__, "opencv": cv2.__version__}
     for module in ("onnxruntime", "onnx", "openvino", "nncf", "tensorrt", "torch2trt"):
@@ -128,7 +125,7 @@ def machine_info(device: str) -> dict:
     if device.startswith("cuda") and torch.cuda.is_available():
         from ..backends.engine_cache import gpu_identity
         gpu = gpu_identity(device)
-    return {"cpu": cpu_name(), "cpu_flags": flags, "cpu_count": os.cpu_count(),
+    return {"cpu": cpu_name(), "cpu_flags": speed_flags(), "cpu_count": os.cpu_count(),
             "threads": torch.get_num_threads(), "gpu": gpu, "device": device,
             "platform": platform.platform(), "versions": versions}
 
@@ -350,9 +347,8 @@ def record_auto_choice(model: str, backends: dict, size: int) -> dict:
     """What ``auto`` picked before this run and, where two or more exact fp32 engines ran,
     this run's times as the CPU's measurement that it follows from now on."""
     before, why = choose_auto("cpu", "fp32", model)
-    timings = {label.split(":")[0]: backends[label]["network_ms"] for label in
-               (f"{name}:fp32" for name in engine_choice.CANDIDATES)
-               if "network_ms" in backends.get(label, {})}
+    timings = {name: backends[f"{name}:fp32"]["network_ms"] for name in engine_choice.CANDIDATES
+               if "network_ms" in backends.get(f"{name}:fp32", {})}
     doc = {"before": before, "before_why": why}
     if len(timings) < 2:
         doc["summary"] = (f"auto on this CPU: {before} ({why}); not re-measured (fewer than two "

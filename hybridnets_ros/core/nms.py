@@ -6,6 +6,10 @@ suppressed by the boxes already kept, then resolved internally by iterating
 ``keep[j] = alive[j] and no kept i < j overlaps j`` to its fixed point, which is the
 greedy answer (entry j only depends on entries before it, so the first k entries are
 final after k rounds; real scenes need a handful of rounds).
+
+In numpy on the host for every device: NMS sees at most a few thousand candidates, where
+each torch operation costs more in dispatch (and on CUDA in a sync per round) than in
+arithmetic. Torch tensors are accepted and answered in kind.
 """
 from __future__ import annotations
 
@@ -18,57 +22,67 @@ BLOCK = 1024
 def box_iou(a, b):
     """IoU matrix [len(a), len(b)] of xyxy boxes; area without +1 (torchvision). Tensors
     give a tensor, numpy arrays an array."""
-    if isinstance(a, np.ndarray):
-        return box_iou(torch.from_numpy(a), torch.from_numpy(np.asarray(b, a.dtype))).numpy()
+    if isinstance(a, torch.Tensor):
+        return torch.from_numpy(box_iou(a.detach().cpu().numpy(),
+                                        torch.as_tensor(b).detach().cpu().numpy()))
+    b = np.asarray(b, a.dtype)
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = (rb - lt).clamp_(min=0)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(rb - lt, 0, None)
     inter = wh[..., 0] * wh[..., 1]
     # 0/0 for degenerate boxes gives NaN, which never exceeds the threshold (as torchvision).
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return inter / (area_a[:, None] + area_b[None, :] - inter)
 
 
-def _overlaps(a: torch.Tensor, a_cls: torch.Tensor | None, b: torch.Tensor,
-              b_cls: torch.Tensor | None, iou_threshold: float) -> torch.Tensor:
+def _overlaps(a: np.ndarray, a_cls: np.ndarray | None, b: np.ndarray,
+              b_cls: np.ndarray | None, iou_threshold: float) -> np.ndarray:
     hit = box_iou(a, b) > iou_threshold
     if a_cls is not None:
         hit &= a_cls[:, None] == b_cls[None, :]
     return hit
 
 
-def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor,
-                iou_threshold: float) -> torch.Tensor:
+def batched_nms(boxes, scores, classes, iou_threshold: float):
     """Indices of the kept boxes, in descending score order (ties: lower index first).
 
     A box is suppressed by a higher-ranked kept box of the same class with IoU > threshold.
+    numpy arrays give an int64 array; torch tensors an int64 tensor on their device.
     """
-    if boxes.numel() == 0:
-        return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    order = torch.sort(scores, descending=True, stable=True).indices
+    if isinstance(boxes, torch.Tensor):
+        keep = batched_nms(*(torch.as_tensor(x).detach().cpu().numpy()
+                             for x in (boxes, scores, classes)), iou_threshold)
+        return torch.from_numpy(keep).to(boxes.device)
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    # float32 like the reference (and float64 stays float64): the IoU comparisons agree.
+    boxes = np.asarray(boxes, np.result_type(boxes.dtype, np.float32))
+    order = np.argsort(-np.asarray(scores), kind="stable")
     boxes = boxes[order]
     # One class (the released model's case): no class mask needed.
-    classes = classes[order] if bool(classes.min() != classes.max()) else None
-    keep = torch.zeros(len(order), dtype=torch.bool, device=boxes.device)
+    classes = np.asarray(classes)[order]
+    classes = classes if classes.min() != classes.max() else None
+    keep = np.zeros(len(order), bool)
     for start in range(0, len(order), BLOCK):
         stop = min(start + BLOCK, len(order))
         blk = boxes[start:stop]
         blk_cls = classes[start:stop] if classes is not None else None
-        alive = torch.ones(stop - start, dtype=torch.bool, device=boxes.device)
-        kept = keep[:start].nonzero().squeeze(1)
+        alive = np.ones(stop - start, bool)
+        kept = np.flatnonzero(keep[:start])
         if len(kept):
             kept_cls = classes[kept] if classes is not None else None
-            alive = ~_overlaps(boxes[kept], kept_cls, blk, blk_cls, iou_threshold).any(dim=0)
+            alive = ~_overlaps(boxes[kept], kept_cls, blk, blk_cls, iou_threshold).any(axis=0)
         # suppresses[i, j] = 1: i ranks above j, same class, overlapping. A float matrix:
         # the fixed-point step is then a mat-vec, faster than boolean reductions.
-        suppresses = _overlaps(blk, blk_cls, blk, blk_cls, iou_threshold).triu_(diagonal=1)
-        suppresses = suppresses.to(boxes.dtype)
+        suppresses = np.triu(_overlaps(blk, blk_cls, blk, blk_cls, iou_threshold), 1)
+        suppresses = suppresses.astype(np.float32)
         current = alive
         for _ in range(stop - start):
-            following = alive & ~((current.to(boxes.dtype) @ suppresses) > 0)
-            if torch.equal(following, current):
+            following = alive & ~((current.astype(np.float32) @ suppresses) > 0)
+            if np.array_equal(following, current):
                 break
             current = following
         keep[start:stop] = current
-    return order[keep]
+    return order[keep].astype(np.int64)

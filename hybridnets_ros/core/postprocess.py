@@ -49,51 +49,73 @@ def as_tensor(x) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
 
 
-def decode_boxes(anchors: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+def host_array(x) -> np.ndarray:
+    """A numpy view (CPU tensors, arrays) or host copy (device tensors) of ``x``."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def decode_boxes(anchors: np.ndarray, deltas: np.ndarray) -> np.ndarray:
     """Anchors (y1, x1, y2, x2) + deltas (dy, dx, dh, dw) -> boxes (x1, y1, x2, y2)."""
     ya = (anchors[:, 0] + anchors[:, 2]) / 2
     xa = (anchors[:, 1] + anchors[:, 3]) / 2
     ha = anchors[:, 2] - anchors[:, 0]
     wa = anchors[:, 3] - anchors[:, 1]
-    w = deltas[:, 3].exp() * wa
-    h = deltas[:, 2].exp() * ha
+    w = np.exp(deltas[:, 3]) * wa
+    h = np.exp(deltas[:, 2]) * ha
     yc = deltas[:, 0] * ha + ya
     xc = deltas[:, 1] * wa + xa
-    return torch.stack([xc - w / 2.0, yc - h / 2.0, xc + w / 2.0, yc + h / 2.0], dim=1)
+    return np.stack([xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2], axis=1)
 
 
-def detect(regression, classification, anchors: torch.Tensor, letterbox: Letterbox,
+def _candidates(regression, classification, anchors, conf_threshold: float, most: int):
+    """(deltas, scores, classes, anchors) of the anchors scoring above the threshold (at
+    most ``most``, the best, in index order so that NMS breaks score ties as it would
+    without the cut), as host arrays. Device outputs are selected where they are: only
+    the candidates come back."""
+    if isinstance(classification, torch.Tensor) and classification.device.type != "cpu":
+        scores, classes = classification.max(dim=1)
+        index = (scores > conf_threshold).nonzero().squeeze(1)
+        if len(index) > most:
+            best = torch.sort(scores[index], descending=True, stable=True).indices[:most]
+            index = index[best.sort().values]
+        return tuple(host_array(x[index]) for x in (regression, scores, classes, anchors))
+    classification = host_array(classification)
+    if classification.shape[1] == 1:  # the released model: one class, no reduction
+        scores = classification[:, 0]
+        classes = np.zeros(len(scores), np.int64)
+    else:
+        classes = classification.argmax(axis=1)  # first index on ties, as torch.max
+        scores = np.take_along_axis(classification, classes[:, None], 1)[:, 0]
+    index = np.flatnonzero(scores > conf_threshold)
+    if len(index) > most:
+        index = index[np.sort(np.argsort(-scores[index], kind="stable")[:most])]
+    return (host_array(regression)[index], scores[index], classes[index],
+            host_array(anchors)[index])
+
+
+def detect(regression, classification, anchors, letterbox: Letterbox,
            conf_threshold: float, iou_threshold: float,
            max_detections: int = MAX_DETECTIONS) -> Detections:
     """At most ``max_detections`` detections of one image from its [N,4] deltas, [N,C]
-    scores and [N,4] anchors (a tensor on the outputs' device)."""
-    regression, classification = as_tensor(regression), as_tensor(classification)
-    scores, classes = classification.max(dim=1)
+    scores and [N,4] anchors (arrays, or tensors on the outputs' device)."""
     # Decoding is element-wise, so thresholding first gives the reference's boxes while
     # decoding only the candidates.
-    candidates = (scores > conf_threshold).nonzero().squeeze(1)
-    if len(candidates) == 0:
+    deltas, scores, classes, anchors = _candidates(
+        regression, classification, anchors, conf_threshold,
+        max_detections * CANDIDATES_PER_DETECTION)
+    if len(scores) == 0:
         return Detections.empty()
-    most = max_detections * CANDIDATES_PER_DETECTION
-    if len(candidates) > most:
-        # the best ones, in index order so NMS breaks score ties as it would without the cut
-        best = torch.sort(scores[candidates], descending=True, stable=True).indices[:most]
-        candidates = candidates[best.sort().values]
-    anchors = anchors[candidates].to(regression.dtype)
-    boxes = decode_boxes(anchors, regression[candidates])
+    boxes = decode_boxes(anchors.astype(deltas.dtype, copy=False), deltas)
     height, width = letterbox.input_hw
-    boxes[:, 0].clamp_(min=0)
-    boxes[:, 1].clamp_(min=0)
-    boxes[:, 2].clamp_(max=width - 1)
-    boxes[:, 3].clamp_(max=height - 1)
-    scores, classes = scores[candidates], classes[candidates]
-    keep = batched_nms(boxes.float(), scores.float(), classes, iou_threshold)
+    # One-sided, as the reference: x1, y1 at least 0; x2, y2 at most the last pixel.
+    np.clip(boxes, np.array([0, 0, -np.inf, -np.inf], boxes.dtype),
+            np.array([np.inf, np.inf, width - 1, height - 1], boxes.dtype), out=boxes)
+    keep = batched_nms(boxes, scores, classes, iou_threshold)
     if len(keep) > max_detections:
         _report_cap(len(keep), max_detections)
         keep = keep[:max_detections]
-    boxes = boxes[keep].float().cpu().numpy()
-    return Detections(scale_boxes(boxes, letterbox), scores[keep].float().cpu().numpy(),
-                      classes[keep].cpu().numpy().astype(np.int64))
+    return Detections(scale_boxes(boxes[keep].astype(np.float32), letterbox),
+                      scores[keep].astype(np.float32), classes[keep].astype(np.int64))
 
 
 def _report_cap(found: int, cap: int) -> None:
@@ -111,12 +133,11 @@ _report_cap.done = False
 
 def scale_boxes(boxes: np.ndarray, letterbox: Letterbox) -> np.ndarray:
     """Network-input xyxy -> source-image xyxy, clipped to [0, w0] x [0, h0] (in place)."""
-    boxes[:, [0, 2]] -= np.float32(letterbox.pad_w)
-    boxes[:, [1, 3]] -= np.float32(letterbox.pad_h)
+    pad_w, pad_h = np.float32(letterbox.pad_w), np.float32(letterbox.pad_h)
+    boxes -= np.array([pad_w, pad_h, pad_w, pad_h], np.float32)
     boxes /= np.float32(letterbox.gain)
     h0, w0 = letterbox.source_hw
-    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w0)
-    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h0)
+    np.clip(boxes, 0, np.array([w0, h0, w0, h0], np.float32), out=boxes)
     return boxes
 
 
@@ -126,20 +147,38 @@ def segmentation_labels(segmentation, letterbox: Letterbox, on_device: bool | No
     ``on_device`` (default: when the logits are on CUDA) resizes where the logits are and
     downloads only the final mask (the GPU data path); otherwise OpenCV resizes on the host.
     """
-    seg = as_tensor(segmentation)
     crop_h, crop_w = letterbox.crop_margins()
-    seg = seg[:, crop_h:seg.shape[1] - crop_h, crop_w:seg.shape[2] - crop_w]
-    # A running "strictly greater" over the few classes is the first-index argmax, and
-    # much faster than torch.argmax over a 3-long leading dim on CPU.
-    labels = torch.zeros(seg.shape[1:], dtype=torch.uint8, device=seg.device)
-    best = seg[0]
-    for k in range(1, seg.shape[0]):
-        labels.masked_fill_(seg[k] > best, k)
-        best = torch.maximum(best, seg[k])
     h0, w0 = letterbox.source_hw
-    if labels.is_cuda if on_device is None else on_device:
+    if isinstance(segmentation, torch.Tensor) and (
+            segmentation.is_cuda if on_device is None else on_device):
+        seg = segmentation[:, crop_h:segmentation.shape[1] - crop_h,
+                           crop_w:segmentation.shape[2] - crop_w]
+        # A running "strictly greater" over the few classes is the first-index argmax,
+        # much faster than torch.argmax over a short leading dim.
+        labels = torch.zeros(seg.shape[1:], dtype=torch.uint8, device=seg.device)
+        best = seg[0]
+        for k in range(1, seg.shape[0]):
+            labels.masked_fill_(seg[k] > best, k)
+            best = torch.maximum(best, seg[k])
         return resize_nearest(labels, (h0, w0)).cpu().numpy()
-    return cv2.resize(labels.cpu().numpy(), (w0, h0), interpolation=cv2.INTER_NEAREST)
+    seg = host_array(segmentation)
+    seg = seg[:, crop_h:seg.shape[1] - crop_h, crop_w:seg.shape[2] - crop_w]
+    return cv2.resize(first_argmax(seg), (w0, h0), interpolation=cv2.INTER_NEAREST)
+
+
+def first_argmax(scores: np.ndarray) -> np.ndarray:
+    """uint8 [H, W] index of the highest of [S, H, W] scores, the first on ties (as
+    argmax): a running "strictly greater" in OpenCV's vectorised operations, several
+    times faster than numpy's argmax over a short leading axis."""
+    labels = np.zeros(scores.shape[1:], np.uint8)
+    above = np.empty_like(labels)
+    best = scores[0]
+    for k in range(1, scores.shape[0]):
+        cv2.compare(scores[k], best, cv2.CMP_GT, dst=above)  # 255 where class k leads
+        # where(above, k, labels) = max(labels, above & k): every label so far is below k
+        cv2.max(labels, cv2.bitwise_and(above, k), dst=labels)
+        best = cv2.max(best, scores[k])  # a new array: ``scores`` is never written
+    return labels
 
 
 @lru_cache(maxsize=16)

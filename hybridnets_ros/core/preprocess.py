@@ -81,11 +81,13 @@ class Preprocessor:
         mean = np.asarray(spec.mean_rgb, np.float32)[:, None]
         std = np.asarray(spec.std_rgb, np.float32)[:, None]
         # value -> normalised float per RGB channel, computed with the reference's float32
-        # arithmetic ((v / 255 - mean) / std); a table gather is faster than the maths.
+        # arithmetic ((v / 255 - mean) / std); a table lookup is faster than the maths.
         self._lut = (np.arange(256, dtype=np.float32)[None, :] / np.float32(255) - mean) / std
+        self._plane_luts = [np.ascontiguousarray(lut) for lut in self._lut]
         self._letterbox: Letterbox | None = None
         self._buffer = np.empty(0, np.float32)
         self._resized = np.empty(0, np.uint8)
+        self._planes: list[np.ndarray] = []
 
     def input_hw(self, source_hw: tuple[int, int]) -> tuple[int, int]:
         """The network input size for images of ``source_hw`` (no buffers change)."""
@@ -100,6 +102,7 @@ class Preprocessor:
             # Borders are constant for a geometry: fill once, frames only write the inside.
             self._buffer[0] = self._lut[:, PAD_VALUE, None, None]
             self._resized = np.empty((*lb.resized_hw, 3), np.uint8)
+            self._planes = [np.empty(lb.resized_hw, np.uint8) for _ in range(3)]
         return self._letterbox
 
     def __call__(self, bgr: np.ndarray) -> tuple[np.ndarray, Letterbox]:
@@ -112,7 +115,10 @@ class Preprocessor:
         else:
             resized = cv2.resize(bgr, (w, h), dst=self._resized, interpolation=cv2.INTER_AREA)
         top, left = lb.top, lb.left
+        # cv2.LUT with a float table writes each plane straight into the buffer's inside
+        # (about 4x numpy's take, which first widens the uint8 indices).
+        cv2.split(resized, self._planes)
         for c in range(3):  # RGB plane c comes from BGR channel 2 - c
-            np.take(self._lut[c], resized[:, :, 2 - c], mode="clip",
-                    out=self._buffer[0, c, top:top + h, left:left + w])
+            cv2.LUT(self._planes[2 - c], self._plane_luts[c],
+                    dst=self._buffer[0, c, top:top + h, left:left + w])
         return self._buffer, lb

@@ -19,11 +19,14 @@ def _class_lut(colors: tuple[tuple[int, int, int], ...]) -> np.ndarray:
     return lut
 
 
-def colorize(class_map: np.ndarray, colors: tuple[tuple[int, int, int], ...]) -> np.ndarray:
+def colorize(class_map: np.ndarray, colors: tuple[tuple[int, int, int], ...],
+             out: np.ndarray | None = None) -> np.ndarray:
     """[H, W, 3] uint8 image of a uint8 class map, ``colors[i]`` for class i, in the channel
-    order ``colors`` is written in. cv2.LUT over the grey image repeated in 3 channels: about
-    8x faster than numpy indexing of the palette (docs/benchmarks.md)."""
-    return cv2.LUT(cv2.cvtColor(class_map, cv2.COLOR_GRAY2BGR), _class_lut(colors))
+    order ``colors`` is written in (into ``out`` when given). cv2.LUT over the grey image
+    repeated in 3 channels, in place: about 8x faster than numpy indexing of the palette
+    (docs/benchmarks.md)."""
+    out = cv2.cvtColor(class_map, cv2.COLOR_GRAY2BGR, dst=out)
+    return cv2.LUT(out, _class_lut(colors), dst=out)
 
 
 def draw_result(bgr: np.ndarray, result, network, track_ids: np.ndarray | None = None,

@@ -1,26 +1,30 @@
 """Result, masks and grids -> ROS messages.
 
-Array payloads are ``array.array`` filled from the numpy buffer in one copy, and handed to
-the message without another (``_with_payload``): converting element by element, or the copy
-the generated constructor makes, cost more than the rest of the frame's messages
-(docs/benchmarks.md).
+Array payloads are ``array.array`` written in place by numpy or OpenCV (``payload``) or
+filled from a numpy buffer in one copy, and handed to the message without another
+(``_with_payload``): converting element by element, or the copy the generated constructor
+makes, cost more than the rest of the frame's messages (docs/benchmarks.md). Detection
+arrays are assembled on the message slots (``_blank``), not through the generated
+constructors.
 """
 from __future__ import annotations
 
 import array
 
 import numpy as np
-from geometry_msgs.msg import Point, Pose
+from geometry_msgs.msg import Point, Pose, PoseWithCovariance, Quaternion, Vector3
 from nav_msgs.msg import MapMetaData, OccupancyGrid
 from sensor_msgs.msg import Image, PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Header
-from vision_msgs.msg import (Detection2D, Detection2DArray, Detection3D, Detection3DArray,
-                             ObjectHypothesisWithPose)
+from vision_msgs.msg import (BoundingBox2D, BoundingBox3D, Detection2D, Detection2DArray,
+                             Detection3D, Detection3DArray, ObjectHypothesis,
+                             ObjectHypothesisWithPose, Point2D, Pose2D)
 from visualization_msgs.msg import Marker, MarkerArray
 
 from ..core.bev import GridSpec
 from ..core.objects3d import BoxEstimates, GroundContacts
 from ..core.postprocess import Detections
+from ..core.visualize import colorize
 
 # Variance of a rotation that is not estimated (the hypothesis pose is a point): "unknown".
 UNKNOWN_ROTATION_VARIANCE = 1e6
@@ -50,17 +54,54 @@ def _bytes(arr: np.ndarray, typecode: str = "B") -> array.array:
     return buf
 
 
-def _with_payload(msg, arr: np.ndarray, typecode: str = "B"):
-    """``msg`` with ``data`` set to ``arr``'s bytes. The generated constructor copies an
+def payload(shape: tuple[int, ...], typecode: str = "B") -> tuple[array.array, np.ndarray]:
+    """A new ``array.array`` of ``prod(shape)`` elements and a writable numpy view of it in
+    ``shape``: a builder writes the view (OpenCV or numpy ``dst=``/``out=``) and hands the
+    array to the message, one pass over the pixels instead of a picture and then a copy."""
+    buf = array.array(typecode, [0]) * int(np.prod(shape))
+    return buf, np.frombuffer(buf, np.dtype(typecode)).reshape(shape)
+
+
+def _set_data(msg, buf: array.array):
+    """``msg`` with ``data`` set to ``buf`` as it is. The generated constructor copies an
     array.array it is given, and so does the setter with field checks off (the default
     since Jazzy); with them on (always on Humble) the setter keeps it as it is."""
     checks = getattr(msg, "_check_fields", None)
     if checks is not None:
         msg._check_fields = True
-    msg.data = _bytes(arr, typecode)
+    msg.data = buf
     if checks is not None:
         msg._check_fields = checks
     return msg
+
+
+def _with_payload(msg, arr: np.ndarray, typecode: str = "B"):
+    """``msg`` with ``data`` set to ``arr``'s bytes (one copy)."""
+    return _set_data(msg, _bytes(arr, typecode))
+
+
+def _blank(msg_type):
+    """A maker of ``msg_type`` messages whose every field the caller then sets on its slot
+    (``msg._x = ...``). The generated constructor builds a default for every field, even
+    one given as an argument, and checks each value in Python: with tens of detections a
+    frame that was most of the cost of the detection messages. Values must have the
+    field's exact type; test_messages checks the serialised bytes against constructed
+    messages."""
+    check_fields = getattr(msg_type(), "_check_fields", None)  # Jazzy on; absent on Humble
+    new = object.__new__
+
+    def make():
+        msg = new(msg_type)
+        if check_fields is not None:
+            msg._check_fields = check_fields
+        return msg
+    return make
+
+
+(_detection2d, _detection3d, _hypothesis_with_pose, _hypothesis, _bbox2d, _pose2d, _point2d,
+ _bbox3d, _pose_with_covariance, _pose, _point, _quaternion, _vector3) = map(_blank, (
+    Detection2D, Detection3D, ObjectHypothesisWithPose, ObjectHypothesis, BoundingBox2D,
+    Pose2D, Point2D, BoundingBox3D, PoseWithCovariance, Pose, Point, Quaternion, Vector3))
 
 
 def detection_ids(track_ids: np.ndarray | None, count: int) -> list[str]:
@@ -68,31 +109,48 @@ def detection_ids(track_ids: np.ndarray | None, count: int) -> list[str]:
     return [""] * count if track_ids is None else [str(i) for i in track_ids.tolist()]
 
 
+def _hypothesis_of(class_id: str, score: float, pose: PoseWithCovariance) -> ObjectHypothesisWithPose:
+    hypothesis = _hypothesis()
+    hypothesis._class_id, hypothesis._score = class_id, score
+    result = _hypothesis_with_pose()
+    result._hypothesis, result._pose = hypothesis, pose
+    return result
+
+
 def detection_array(header: Header, detections: Detections, class_names,
                     track_ids: np.ndarray | None = None) -> Detection2DArray:
     """Boxes in input-image pixels: centre + size, one hypothesis (class name, score), the
     track id (empty without)."""
-    msg = Detection2DArray(header=header)
     boxes = detections.boxes.astype(np.float64)
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     sizes = boxes[:, 2:] - boxes[:, :2]
+    no_pose = PoseWithCovariance()  # a 2D hypothesis has no pose: one default for all
+    names = [class_names[c] for c in detections.classes.tolist()]
     items = []
-    # Filling the sub-messages a constructor has made anyway (the generated code builds
-    # every default, even for a field given as argument) saves a tenth of the time.
-    for (cx, cy), (w, h), score, cls, det_id in zip(
-            centres.tolist(), sizes.tolist(), detections.scores.tolist(),
-            detections.classes.tolist(), detection_ids(track_ids, len(boxes))):
-        detection = Detection2D(id=det_id)
-        detection.header = header
-        bbox = detection.bbox
-        bbox.size_x, bbox.size_y = w, h
-        bbox.center.position.x, bbox.center.position.y = cx, cy
-        hypothesis = ObjectHypothesisWithPose()
-        hypothesis.hypothesis.class_id, hypothesis.hypothesis.score = class_names[cls], score
-        detection.results = [hypothesis]
+    for (cx, cy), (w, h), score, name, det_id in zip(
+            centres.tolist(), sizes.tolist(), detections.scores.tolist(), names,
+            detection_ids(track_ids, len(boxes))):
+        centre = _point2d()
+        centre._x, centre._y = cx, cy
+        pose = _pose2d()
+        pose._position, pose._theta = centre, 0.0
+        bbox = _bbox2d()
+        bbox._center, bbox._size_x, bbox._size_y = pose, w, h
+        detection = _detection2d()
+        detection._header, detection._bbox, detection._id = header, bbox, det_id
+        detection._results = [_hypothesis_of(name, score, no_pose)]
         items.append(detection)
-    msg.detections = items
-    return msg
+    return Detection2DArray(header=header, detections=items)
+
+
+def _pose_of(x: float, y: float, z: float, qx: float, qy: float, qz: float, qw: float) -> Pose:
+    position = _point()
+    position._x, position._y, position._z = x, y, z
+    orientation = _quaternion()
+    orientation._x, orientation._y, orientation._z, orientation._w = qx, qy, qz, qw
+    pose = _pose()
+    pose._position, pose._orientation = position, orientation
+    return pose
 
 
 def detection3d_array(header: Header, detections: Detections, class_names,
@@ -107,26 +165,21 @@ def detection3d_array(header: Header, detections: Detections, class_names,
     covariance = np.zeros((len(keep), 6, 6))
     covariance[:, :3, :3] = contacts.covariance[keep]
     covariance[:, [3, 4, 5], [3, 4, 5]] = UNKNOWN_ROTATION_VARIANCE
+    covariance = covariance.reshape(-1, 36)  # each row is a detection's float64[36]
+    classes, scores = detections.classes.tolist(), detections.scores.tolist()
     items = []
-    for i, point, cov, centre, size, quaternion in zip(
-            keep.tolist(), contacts.points[keep].tolist(), covariance.reshape(-1, 36).tolist(),
-            boxes.centres[keep].tolist(), boxes.sizes[keep].tolist(),
-            boxes.quaternions[keep].tolist()):
-        hypothesis = ObjectHypothesisWithPose()
-        hypothesis.hypothesis.class_id = class_names[int(detections.classes[i])]
-        hypothesis.hypothesis.score = float(detections.scores[i])
-        position = hypothesis.pose.pose.position
-        position.x, position.y, position.z = point
-        hypothesis.pose.pose.orientation.w = 1.0
-        hypothesis.pose.covariance = cov
-        detection = Detection3D(id=ids[i])
-        detection.header = header
-        bbox = detection.bbox
-        bbox.center.position.x, bbox.center.position.y, bbox.center.position.z = centre
-        (bbox.center.orientation.x, bbox.center.orientation.y, bbox.center.orientation.z,
-         bbox.center.orientation.w) = quaternion
-        bbox.size.x, bbox.size.y, bbox.size.z = size
-        detection.results = [hypothesis]
+    for row, (i, point, centre, size, quaternion) in enumerate(zip(
+            keep.tolist(), contacts.points[keep].tolist(), boxes.centres[keep].tolist(),
+            boxes.sizes[keep].tolist(), boxes.quaternions[keep].tolist())):
+        pose = _pose_with_covariance()
+        pose._pose, pose._covariance = _pose_of(*point, 0.0, 0.0, 0.0, 1.0), covariance[row]
+        extent = _vector3()
+        extent._x, extent._y, extent._z = size
+        bbox = _bbox3d()
+        bbox._center, bbox._size = _pose_of(*centre, *quaternion), extent
+        detection = _detection3d()
+        detection._header, detection._bbox, detection._id = header, bbox, ids[i]
+        detection._results = [_hypothesis_of(class_names[classes[i]], scores[i], pose)]
         items.append(detection)
     return Detection3DArray(header=header, detections=items)
 
@@ -182,12 +235,30 @@ def object_markers(header: Header, track_ids: np.ndarray | None, contacts: Groun
     return MarkerArray(markers=deletes + adds), drawn
 
 
+def _image(header: Header, height: int, width: int, channels: int, encoding: str) -> Image:
+    return Image(header=header, height=height, width=width, encoding=encoding,
+                 is_bigendian=0, step=width * channels)
+
+
 def image(header: Header, pixels: np.ndarray, encoding: str) -> Image:
     """mono8 ([H, W] uint8) or bgr8 ([H, W, 3] uint8) image message."""
     height, width = pixels.shape[:2]
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-    return _with_payload(Image(header=header, height=height, width=width, encoding=encoding,
-                               is_bigendian=0, step=width * channels), pixels)
+    return _with_payload(_image(header, height, width, channels, encoding), pixels)
+
+
+def mask_image(header: Header, mask: np.ndarray) -> Image:
+    """mono8 image of a bool mask: 255 where set, 0 elsewhere (written in place)."""
+    buf, pixels = payload(mask.shape)
+    np.multiply(mask.view(np.uint8), np.uint8(255), out=pixels)
+    return _set_data(_image(header, *mask.shape, 1, "mono8"), buf)
+
+
+def colour_image(header: Header, class_map: np.ndarray, colors_rgb) -> Image:
+    """rgb8 rendering of a uint8 class map, ``colors_rgb[i]`` for class i (written in place)."""
+    buf, pixels = payload((*class_map.shape, 3))
+    colorize(class_map, colors_rgb, out=pixels)
+    return _set_data(_image(header, *class_map.shape, 3, "rgb8"), buf)
 
 
 def occupancy_grid(header: Header, values: np.ndarray, grid: GridSpec) -> OccupancyGrid:

@@ -27,7 +27,7 @@ from ..core.camera import CameraModel
 from ..core.depth_grid import DepthProjector
 from ..core.objects3d import BoxEstimates, GroundContacts
 from ..core.registry import DEFAULT_MODEL, adapter
-from ..core.visualize import colorize, draw_result
+from ..core.visualize import draw_result
 from ..pipeline.pipeline import Result
 from . import messages
 
@@ -101,10 +101,6 @@ class Output:
     requires: frozenset = frozenset()  # what the network must produce (its adapter's products)
 
 
-def _mask_image(header: Header, mask: np.ndarray) -> Image:
-    return messages.image(header, mask.view(np.uint8) * np.uint8(255), "mono8")
-
-
 def class_listing(p: ModelProducts) -> str:
     """The classes as a YAML flow mapping (VisionInfo.database_location): label value ->
     segmentation class, and the detection class ids."""
@@ -151,9 +147,10 @@ OUTPUTS: tuple[Output, ...] = (
     Output("detections_3d_markers", "detections_3d/markers", MarkerArray, _object_markers,
            needs_camera=True, viewer_only=True, requires=frozenset({DETECTIONS})),
     Output("drivable_mask", "drivable/mask", Image,
-           lambda p: _mask_image(p.header, p.surfaces.drivable_mask(p.result)),
+           lambda p: messages.mask_image(p.header, p.surfaces.drivable_mask(p.result)),
            requires=frozenset({SEMANTIC})),
-    Output("lane_mask", "lane/mask", Image, lambda p: _mask_image(p.header, p.result.lane_mask),
+    Output("lane_mask", "lane/mask", Image,
+           lambda p: messages.mask_image(p.header, p.result.lane_mask),
            requires=frozenset({LANE})),
     # As Isaac ROS segmentation and Autoware publish: one label image (class ids) and its
     # colour rendering.
@@ -161,8 +158,8 @@ OUTPUTS: tuple[Output, ...] = (
            lambda p: messages.image(p.header, p.result.seg_mask, "mono8"),
            requires=frozenset({SEMANTIC})),
     Output("segmentation_color", "segmentation/color", Image,
-           lambda p: messages.image(p.header, colorize(p.result.seg_mask, p.network.seg_colors_rgb),
-                                    "rgb8"),
+           lambda p: messages.colour_image(p.header, p.result.seg_mask,
+                                           p.network.seg_colors_rgb),
            requires=frozenset({SEMANTIC})),
     Output("vision_info", "vision_info", VisionInfo, _vision_info, qos=LATCHED_QOS,
            per_frame=False),

@@ -177,7 +177,8 @@ def first_argmax(scores: np.ndarray) -> np.ndarray:
         cv2.compare(scores[k], best, cv2.CMP_GT, dst=above)  # 255 where class k leads
         # where(above, k, labels) = max(labels, above & k): every label so far is below k
         cv2.max(labels, cv2.bitwise_and(above, k), dst=labels)
-        best = cv2.max(best, scores[k])  # a new array: ``scores`` is never written
+        if k + 1 < len(scores):
+            best = cv2.max(best, scores[k])  # a new array: ``scores`` is never written
     return labels
 
 

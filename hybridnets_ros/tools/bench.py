@@ -1,8 +1,8 @@
 """``hybridnets bench``: the node's frame path on real frames, per stage, for every backend.
 
 Each frame goes through the same :class:`FrameProcessor` as the node and replay (image
-message -> conversion -> pre-processing -> network -> post-processing -> bird's-eye grids ->
-messages), which reports each stage's time (the pipeline synchronises CUDA between stages,
+message -> conversion -> pre-processing -> network -> post-processing -> 3D and tracks ->
+bird's-eye grids -> messages), which reports each stage's time (the pipeline synchronises CUDA between stages,
 so the numbers are honest there too).
 
 Each backend is set up first (export, quantisation, engine build or tracing: reported as
@@ -62,7 +62,8 @@ SYNTHETIC_FRAMES = 8  # distinct synthetic frames rendered, then cycled
 # FrameProcessor's timing keys -> the table's stage names, in path order
 STAGES = {"conversion": "image conversion", "preprocess": "pre-processing",
           "network": "network", "postprocess": "post-processing",
-          "grids": "bird's-eye grids", "messages": "message build"}
+          "objects": "3D and tracks", "grids": "bird's-eye grids",
+          "messages": "message build"}
 TORCH_VARIANTS = {"torch-eager": (("optimize", False),), "torch-cudagraph": (("cuda_graph", True),)}
 
 

@@ -8,8 +8,8 @@ import torch
 from conftest import match_detections, requires_cuda
 from hybridnets_ros.core.torch_preprocess import TorchPreprocessor, area_weights
 from hybridnets_ros.pipeline.pipeline import Pipeline
-from hybridnets_ros.core.postprocess import resize_nearest, segmentation_labels
-from hybridnets_ros.core.preprocess import Preprocessor
+from hybridnets_ros.core.postprocess import detect, resize_nearest, segmentation_labels
+from hybridnets_ros.core.preprocess import Letterbox, Preprocessor
 
 GREY_LEVEL = 1 / 255 / min(0.229, 0.224, 0.225)  # one input grey level, normalised
 
@@ -76,6 +76,24 @@ def test_class_map_on_device_equals_host(golden_case, golden_pipeline):
     on_device = segmentation_labels(seg, letterbox, on_device=True)
     np.testing.assert_array_equal(on_device, segmentation_labels(seg, letterbox, on_device=False))
     np.testing.assert_array_equal(on_device, golden_case["seg_mask"])
+
+
+def test_detections_selected_on_device_equal_host(golden_case):
+    """The candidate selection a GPU runs (torch, where the outputs are) and the host's
+    (numpy) give the same detections; only the selection differs, NMS is the host's."""
+    from hybridnets_ros.core.anchors import generate_anchors
+    from hybridnets_ros.core.spec import BDD100K
+    letterbox = Letterbox.compute((720, 1280), 640, BDD100K.max_stride)
+    anchors = generate_anchors(letterbox.input_hw, BDD100K)
+    regression, classification = (golden_case[k][0] for k in ("regression", "classification"))
+    for conf, cap in ((0.25, 100), (0.05, 3)):  # the second cuts the candidates to 90
+        host = detect(regression, classification, anchors, letterbox, conf, 0.3, cap)
+        device = detect(torch.from_numpy(regression), torch.from_numpy(classification),
+                        torch.from_numpy(anchors), letterbox, conf, 0.3, cap, on_device=True)
+        assert len(host) > 0
+        np.testing.assert_array_equal(device.boxes, host.boxes)
+        np.testing.assert_array_equal(device.scores, host.scores)
+        np.testing.assert_array_equal(device.classes, host.classes)
 
 
 @pytest.mark.slow  # the whole network twice

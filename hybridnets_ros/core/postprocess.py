@@ -67,12 +67,16 @@ def decode_boxes(anchors: np.ndarray, deltas: np.ndarray) -> np.ndarray:
     return np.stack([xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2], axis=1)
 
 
-def _candidates(regression, classification, anchors, conf_threshold: float, most: int):
+def _candidates(regression, classification, anchors, conf_threshold: float, most: int,
+                on_device: bool | None = None):
     """(deltas, scores, classes, anchors) of the anchors scoring above the threshold (at
     most ``most``, the best, in index order so that NMS breaks score ties as it would
-    without the cut), as host arrays. Device outputs are selected where they are: only
-    the candidates come back."""
-    if isinstance(classification, torch.Tensor) and classification.device.type != "cpu":
+    without the cut), as host arrays. ``on_device`` (default: for tensors on a GPU)
+    selects them in torch where the outputs are, so that only the candidates come back."""
+    if on_device is None:
+        on_device = isinstance(classification, torch.Tensor) and classification.device.type != "cpu"
+    if on_device:
+        regression, classification, anchors = map(as_tensor, (regression, classification, anchors))
         scores, classes = classification.max(dim=1)
         index = (scores > conf_threshold).nonzero().squeeze(1)
         if len(index) > most:
@@ -95,14 +99,15 @@ def _candidates(regression, classification, anchors, conf_threshold: float, most
 
 def detect(regression, classification, anchors, letterbox: Letterbox,
            conf_threshold: float, iou_threshold: float,
-           max_detections: int = MAX_DETECTIONS) -> Detections:
+           max_detections: int = MAX_DETECTIONS, on_device: bool | None = None) -> Detections:
     """At most ``max_detections`` detections of one image from its [N,4] deltas, [N,C]
-    scores and [N,4] anchors (arrays, or tensors on the outputs' device)."""
+    scores and [N,4] anchors (arrays, or tensors on the outputs' device; ``on_device``:
+    see :func:`_candidates`)."""
     # Decoding is element-wise, so thresholding first gives the reference's boxes while
     # decoding only the candidates.
     deltas, scores, classes, anchors = _candidates(
         regression, classification, anchors, conf_threshold,
-        max_detections * CANDIDATES_PER_DETECTION)
+        max_detections * CANDIDATES_PER_DETECTION, on_device)
     if len(scores) == 0:
         return Detections.empty()
     boxes = decode_boxes(anchors.astype(deltas.dtype, copy=False), deltas)

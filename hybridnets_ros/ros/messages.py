@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import array
 
+import cv2
 import numpy as np
 from geometry_msgs.msg import Point, Pose, PoseWithCovariance, Quaternion, Vector3
 from nav_msgs.msg import MapMetaData, OccupancyGrid
@@ -248,9 +249,9 @@ def image(header: Header, pixels: np.ndarray, encoding: str) -> Image:
 
 
 def mask_image(header: Header, mask: np.ndarray) -> Image:
-    """mono8 image of a bool mask: 255 where set, 0 elsewhere (written in place)."""
+    """mono8 image of a bool (or 0/1) mask: 255 where set, 0 elsewhere (written in place)."""
     buf, pixels = payload(mask.shape)
-    np.multiply(mask.view(np.uint8), np.uint8(255), out=pixels)
+    cv2.compare(mask.view(np.uint8), 0, cv2.CMP_NE, dst=pixels)
     return _set_data(_image(header, *mask.shape, 1, "mono8"), buf)
 
 

@@ -38,7 +38,7 @@ class HybridNetsPostprocessor:
                 generate_anchors(letterbox.input_hw, BDD100K).copy()).to(regression.device)
         detections = detect(regression, outputs[1][index], self._anchors[key], letterbox,
                             settings.conf_threshold, settings.iou_threshold,
-                            settings.max_detections)
+                            settings.max_detections, self.on_device)
         seg_mask = segmentation_labels(outputs[2][index], letterbox, self.on_device)
         return Result(detections, seg_mask, drivable_mask=seg_mask == SEG_ROAD,
                       lane_mask=seg_mask == SEG_LANE)

@@ -49,11 +49,20 @@ class GridSpec:
         return np.stack([gx, gy, np.zeros_like(gx)], axis=-1)
 
 
-# Cell code drivable + 2 * lane (0 neither, 1 drivable, 2 lane, 3 lane on the drivable
-# area), 4 unseen -> occupancy value. A lane line is painted on the road: drivable.
-_UNSEEN_CODE = 4
-_DRIVABLE_VALUES = np.array([OCCUPIED, FREE, FREE, FREE, UNSEEN], np.int8)
-_LANE_VALUES = np.array([FREE, FREE, OCCUPIED, OCCUPIED, UNSEEN], np.int8)
+# Cell code: drivable + 2 * lane (0 neither, 1 drivable, 2 lane, 3 lane on the drivable
+# area), + 4 where unseen -> occupancy value, as 256-entry tables for cv2.LUT (int8 values
+# stored as their bytes). A lane line is painted on the road: drivable.
+_UNSEEN_BIT = 4
+
+
+def _code_table(values: tuple[int, int, int, int]) -> np.ndarray:
+    table = np.full(256, UNSEEN, np.int8)
+    table[:4] = values
+    return table.view(np.uint8)
+
+
+_DRIVABLE_TABLE = _code_table((OCCUPIED, FREE, FREE, FREE))
+_LANE_TABLE = _code_table((FREE, FREE, OCCUPIED, OCCUPIED))
 
 
 class BevProjector:
@@ -68,10 +77,12 @@ class BevProjector:
         row = np.floor(uv[:, 1]).astype(np.int64)
         seen = in_front & (col >= 0) & (col < camera.width) & (row >= 0) & (row < camera.height)
         self._index = np.where(seen, row * camera.width + col, 0)
-        self._unseen = np.flatnonzero(~seen)
-        self.seen_fraction = float(seen.mean())
         shape = (grid.height, grid.width)
+        self._unseen = ~seen.reshape(shape)
+        self._unseen_bits = np.where(self._unseen, _UNSEEN_BIT, 0).astype(np.uint8)
+        self.seen_fraction = float(seen.mean())
         self._codes = np.empty(shape, np.uint8)
+        self._lane_codes = np.empty(shape, np.uint8)
         self.drivable = np.empty(shape, np.int8)
         self.lane = np.empty(shape, np.int8)
 
@@ -79,8 +90,9 @@ class BevProjector:
         """(drivable, lane) grids of a class map with 0 neither, 1 drivable, 2 lane line (a
         cell code as above); reused by the next call."""
         self._check(class_map)
-        codes = self._codes.reshape(-1)
-        np.take(np.ascontiguousarray(class_map).reshape(-1), self._index, out=codes)
+        np.take(np.ascontiguousarray(class_map).reshape(-1), self._index,
+                out=self._codes.reshape(-1))
+        np.bitwise_and(self._codes, 3, out=self._codes)
         return self._grids()
 
     def project_masks(self, drivable: np.ndarray,
@@ -88,19 +100,21 @@ class BevProjector:
         """Fills and returns (drivable, lane) int8 grids from bool masks of the image (the
         lane mask may overlap the drivable one); reused by the next call."""
         self._check(drivable)
-        codes = self._codes.reshape(-1)
-        np.take(np.ascontiguousarray(drivable).reshape(-1).view(np.uint8), self._index, out=codes)
+        np.take(np.ascontiguousarray(drivable).reshape(-1).view(np.uint8), self._index,
+                out=self._codes.reshape(-1))
         if lane is not None:
             self._check(lane)
-            lane_codes = np.take(np.ascontiguousarray(lane).reshape(-1).view(np.uint8),
-                                 self._index)
-            codes += lane_codes << 1
+            np.take(np.ascontiguousarray(lane).reshape(-1).view(np.uint8), self._index,
+                    out=self._lane_codes.reshape(-1))
+            np.left_shift(self._lane_codes, 1, out=self._lane_codes)
+            np.bitwise_or(self._codes, self._lane_codes, out=self._codes)
         return self._grids()
 
     def _grids(self) -> tuple[np.ndarray, np.ndarray]:
-        self._codes.reshape(-1)[self._unseen] = _UNSEEN_CODE
-        np.take(_DRIVABLE_VALUES, self._codes, out=self.drivable)
-        np.take(_LANE_VALUES, self._codes, out=self.lane)
+        # cv2.LUT: numpy's take would first widen the byte codes to 8-byte indices
+        np.bitwise_or(self._codes, self._unseen_bits, out=self._codes)
+        cv2.LUT(self._codes, _DRIVABLE_TABLE, dst=self.drivable.view(np.uint8))
+        cv2.LUT(self._codes, _LANE_TABLE, dst=self.lane.view(np.uint8))
         return self.drivable, self.lane
 
     def _check(self, image_map: np.ndarray) -> None:
@@ -115,8 +129,8 @@ class BevProjector:
         self._check(class_map)
         np.take(np.ascontiguousarray(class_map).reshape(-1), self._index,
                 out=self._codes.reshape(-1))
-        np.take(values, self._codes, out=self.drivable)
-        self.drivable.reshape(-1)[self._unseen] = UNSEEN
+        cv2.LUT(self._codes, values.view(np.uint8), dst=self.drivable.view(np.uint8))
+        np.copyto(self.drivable, UNSEEN, where=self._unseen)
         return self.drivable
 
     def cell_points(self, cells: np.ndarray, z: float = 0.0) -> np.ndarray:

@@ -15,6 +15,7 @@ from .network import HydraNet
 class HydraPreprocessor:
     def __init__(self, input_scale: float = 1.0):
         self.input_scale = input_scale
+        self._buffer = np.empty(0, np.float32)  # reused: overwritten by the next frame
 
     def _scaled_hw(self, image_hw) -> tuple[int, int]:
         height, width = image_hw
@@ -24,7 +25,8 @@ class HydraPreprocessor:
         if self.input_scale != 1.0:
             height, width = self._scaled_hw(bgr.shape[:2])
             bgr = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
-        return preprocess(bgr), None
+        self._buffer = preprocess(bgr, self._buffer)
+        return self._buffer, None
 
     def input_hw(self, image_hw) -> tuple[int, int]:
         return self._scaled_hw(image_hw) if self.input_scale != 1.0 else tuple(image_hw)

@@ -84,6 +84,11 @@ def test_auto_follows_the_rule_until_bench_has_measured_this_cpu(random_model, m
     assert f"picked {other}" in caplog.text and f"{other} 200 ms, {ruled} 250 ms" in caplog.text
     # ... for that network only, and for these engine versions only
     assert engine_choice.measured_choice("hydra", ["onnxruntime", "openvino"]) is None
+    # ... nor with the instruction sets capped (in effect another CPU)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert engine_choice.measured_choice("hybridnets", ["onnxruntime", "openvino"]) is None
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert engine_choice.measured_choice("hybridnets", ["onnxruntime", "openvino"])
     monkeypatch.setattr(engine_choice, "machine_key", lambda: "another CPU | openvino 99")
     assert create_backend("auto", random_model).name == ruled
     assert available_backends("cpu") == ["torch", "onnxruntime", "openvino"]

@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ..core.weights import cache_dir
-from .cpu import cpu_flags, cpu_name, speed_flags
+from .cpu import cpu_flags, cpu_name, isa_limits, speed_flags
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,9 @@ def machine_key() -> str:
             versions.append(f"{package} {metadata.version(package)}")
         except metadata.PackageNotFoundError:
             versions.append(f"{package} absent")
-    return " | ".join([cpu_name(), " ".join(speed_flags()), *versions])
+    # A run with the instruction sets capped (cpu.ISA_LIMIT_VARIABLES) measures another
+    # machine: its own key, so that it never decides for the uncapped one.
+    return " | ".join([cpu_name(), " ".join(speed_flags()), *isa_limits(), *versions])
 
 
 def _path() -> Path:

@@ -43,7 +43,7 @@ from std_msgs.msg import Header
 from ..backends import BackendUnavailable
 from ..backends import engine_choice
 from ..backends.registry import BACKENDS, PRECISIONS, choose_auto, missing
-from ..backends.cpu import cpu_name, speed_flags
+from ..backends.cpu import cpu_name, isa_limits, speed_flags
 from ..core.nms import box_iou
 from ..core.sources import expand_sources, read_image
 from ..core.synthetic import SyntheticRoad, default_camera
@@ -126,7 +126,8 @@ def machine_info(device: str) -> dict:
     if device.startswith("cuda") and torch.cuda.is_available():
         from ..backends.engine_cache import gpu_identity
         gpu = gpu_identity(device)
-    return {"cpu": cpu_name(), "cpu_flags": speed_flags(), "cpu_count": os.cpu_count(),
+    return {"cpu": cpu_name(), "cpu_flags": speed_flags(), "isa_limits": isa_limits(),
+            "cpu_count": os.cpu_count(),
             "threads": torch.get_num_threads(), "gpu": gpu, "device": device,
             "platform": platform.platform(), "versions": versions}
 
@@ -418,7 +419,8 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
     print(f"hybridnets bench: model {config.model}, {frames} frames from {source_text}"
           + (f", --size {config.input_size}" if config.network.uses_input_size else ""))
     print(f"weights: {weights_note}")
-    print(f"machine: {m['cpu']} ({', '.join(m['cpu_flags']) or 'no flags read'}), "
+    limits = f"; capped by {' '.join(m['isa_limits'])}" if m["isa_limits"] else ""
+    print(f"machine: {m['cpu']} ({', '.join(m['cpu_flags']) or 'no flags read'}{limits}), "
           f"{m['threads']} threads of {m['cpu_count']} CPUs, GPU: {m['gpu'] or 'none used'}; "
           + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
     if doc["calibration"]:

@@ -141,15 +141,21 @@ def test_each_camera_gets_its_own_outputs_and_the_fused_grid_sees_around(node, p
             grids = list(probe.grids[name].values())
         assert {d.header.frame_id for d in detections} == {f"{name}_optical"}
         assert grids and grids[-1].header.frame_id == "base_footprint"
-    assert rg.wait_for(lambda: len(probe.fused) > 0, 10), node.log()
     with probe.lock:
-        fused = probe.fused[-1]
+        sent = {stamp for name in POSES for stamp in probe.detections[name]}
+
+    def fused_from_results():
+        # A fused grid stamped with an input stamp (the oldest contributing); one timed
+        # before the first results is all unknown, stamped with the node's clock.
+        with probe.lock:
+            return next((g for g in reversed(probe.fused) if rg.stamp_ns(g.header) in sent),
+                        None)
+    assert rg.wait_for(lambda: fused_from_results() is not None, 10), node.log()
+    fused = fused_from_results()
     info = fused.info
     assert (info.width, info.height, round(info.resolution, 6)) == (600, 600, 0.1)
     assert (info.origin.position.x, info.origin.position.y) == (-30.0, -30.0)
     assert fused.header.frame_id == "base_footprint"
-    sent = {stamp for name in POSES for stamp in probe.detections[name]}
-    assert rg.stamp_ns(fused.header) in sent  # an input stamp (the oldest contributing)
     values = np.frombuffer(fused.data, np.int8).reshape(600, 600)
 
     def seen(x, y):

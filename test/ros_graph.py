@@ -119,10 +119,7 @@ class Probe(Node):
         for topic, msg_type in ALL_OUTPUTS.items():
             self.create_subscription(msg_type, topic, self._store(topic), OUTPUT_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
-        self.executor_ = SingleThreadedExecutor()
-        self.executor_.add_node(self)
-        self._thread = threading.Thread(target=self.executor_.spin, daemon=True)
-        self._thread.start()
+        self.executor_, self._thread = spin_in_background(self)
 
     def _store(self, topic):
         def callback(msg):
@@ -203,8 +200,7 @@ class Probe(Node):
         return next(status for status in found if condition(status))
 
     def close(self):
-        self.executor_.shutdown()
-        self.destroy_node()
+        close_spinning(self, self.executor_, self._thread)
 
 
 def call(probe: Probe, client, request, timeout: float = 60.0, resend_after: float = 5.0):
@@ -293,9 +289,20 @@ def init_rclpy():
         rclpy.init(domain_id=DOMAIN_ID)
 
 
-def spin_in_background(node: Node) -> SingleThreadedExecutor:
-    """Spins ``node`` in a daemon thread (shut the returned executor down to stop)."""
+def spin_in_background(node: Node) -> tuple[SingleThreadedExecutor, threading.Thread]:
+    """Spins ``node`` in a daemon thread; :func:`close_spinning` stops it."""
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    threading.Thread(target=executor.spin, daemon=True).start()
-    return executor
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    return executor, thread
+
+
+def close_spinning(node: Node, executor: SingleThreadedExecutor, thread: threading.Thread) -> None:
+    """Stops ``executor``'s spin thread, then destroys ``node``. A node destroyed while the
+    spin thread still holds it in its wait is destroyed later by that thread, holding the
+    GIL, inside Fast DDS' participant teardown, which waits for its listener threads, which
+    wait for the GIL: a hang seen in a test teardown."""
+    executor.shutdown()
+    thread.join(timeout=30)
+    node.destroy_node()

@@ -13,7 +13,6 @@ from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from nav_msgs.msg import OccupancyGrid  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
@@ -52,10 +51,7 @@ class MultiProbe(Node):
                                      self._keep(self.grids[name]), LATCHED_QOS)
         self.create_subscription(OccupancyGrid, "fused/drivable/grid", self._on_fused, LATCHED_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
-        self.executor_ = SingleThreadedExecutor()
-        self.executor_.add_node(self)
-        self._thread = threading.Thread(target=self.executor_.spin, daemon=True)
-        self._thread.start()
+        self.executor_, self._thread = rg.spin_in_background(self)
 
     def _keep(self, store):
         def callback(msg):
@@ -82,8 +78,7 @@ class MultiProbe(Node):
             return len(self.detections[name])
 
     def close(self):
-        self.executor_.shutdown()
-        self.destroy_node()
+        rg.close_spinning(self, self.executor_, self._thread)
 
 
 CAMERAS = {name: default_camera(WIDTH, HEIGHT, pose) for name, pose in POSES.items()}

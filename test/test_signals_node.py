@@ -63,7 +63,7 @@ class SignalsProbe(Node):
                                      self._keep(self.detections[name]), OUTPUT_QOS)
         self.create_subscription(OccupancyGrid, "fused/drivable/grid", self._on_fused, LATCHED_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
-        self.executor_ = rg.spin_in_background(self)
+        self.executor_, self._thread = rg.spin_in_background(self)
 
     def _keep(self, store):
         def callback(msg):
@@ -99,8 +99,7 @@ class SignalsProbe(Node):
             return next((s for s in self.statuses if condition(s)), None)
 
     def close(self):
-        self.executor_.shutdown()
-        self.destroy_node()
+        rg.close_spinning(self, self.executor_, self._thread)
 
 
 CAMERAS = {name: default_camera(*SIZES[name], POSES[name]) for name in SIZES}

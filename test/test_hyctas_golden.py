@@ -223,6 +223,20 @@ def test_postprocessing_of_golden_logits_is_exact():
     np.testing.assert_array_equal(class_map, case["class_map"])
 
 
+@pytest.mark.parametrize("input_hw, valid_hw", [
+    ((1024, 2048), (720, 1280)), ((1024, 2048), (1024, 2048)), ((736, 1280), (720, 1280)),
+    ((1024, 2048), (37, 900)), ((1024, 2048), (1023, 2047))])
+def test_banded_upsampling_and_argmax_equal_the_whole(input_hw, valid_hw):
+    """The class map computed band by band (postprocess) is the argmax of the whole
+    upsampled region, ties included (the first class wins)."""
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(1, 19, input_hw[0] // 4, input_hw[1] // 4, generator=generator)
+    logits[..., ::7, :] = logits[..., ::7, :].round()  # rows of exact ties after upsampling
+    crop = hyctas.CropInfo(input_hw=input_hw, valid_hw=valid_hw)
+    whole = hyctas._upsample_valid_region(logits, crop).argmax(dim=1)[0].to(torch.uint8)
+    np.testing.assert_array_equal(hyctas.postprocess(logits, crop, valid_hw), whole.numpy())
+
+
 # --- the network against the golden cases --------------------------------------------------
 
 @pytest.mark.slow  # the S network at 1024x2048

@@ -53,6 +53,37 @@ def hydra_grid(depth, classes, obstacles=(BUILDING, SIDEWALK, VEGETATION, CAR)):
         depth, classes, class_lookup([ROAD]), class_lookup(obstacles), class_lookup([SKY]), 0.3)
 
 
+def plain_occupancy(projector, depth, classes, drivable, obstacle, skip, obstacle_height):
+    """The grid rule (core.depth_grid) written plainly over every point."""
+    xyz = projector.points(depth).reshape(-1, 3)
+    grid = projector.grid
+    col = np.floor((xyz[:, 0] - grid.x_min) / grid.resolution)
+    row = np.floor((xyz[:, 1] - grid.y_min) / grid.resolution)
+    classes, depth = classes.reshape(-1), depth.reshape(-1)
+    with np.errstate(invalid="ignore"):
+        inside = ((col >= 0) & (col < grid.width) & (row >= 0) & (row < grid.height)
+                  & (depth > 0) & ~skip[classes])
+    cell = (row * grid.width + col)[inside].astype(np.int64)
+    height, classes = xyz[inside, 2], classes[inside]
+    values = np.full(grid.height * grid.width, UNSEEN, np.int8)
+    values[cell[drivable[classes] & (np.abs(height) <= obstacle_height)]] = FREE
+    values[cell[obstacle[classes] | (height > obstacle_height)]] = OCCUPIED
+    return values.reshape(grid.height, grid.width)
+
+
+def test_occupancy_is_the_plain_rule_on_random_depth():
+    rng = np.random.default_rng(2)
+    depth = rng.uniform(0.3, 60, (CAMERA.height, CAMERA.width)).astype(np.float32)
+    depth[rng.uniform(size=depth.shape) < 0.02] = np.nan
+    depth[rng.uniform(size=depth.shape) < 0.02] = -1.0
+    classes = rng.integers(0, 6, depth.shape).astype(np.uint8)
+    lookups = class_lookup([ROAD]), class_lookup([BUILDING, CAR]), class_lookup([SKY])
+    projector = DepthProjector(CAMERA, GRID)
+    expected = plain_occupancy(projector, depth, classes, *lookups, 0.3)
+    assert (expected == FREE).any() and (expected == OCCUPIED).any() and (expected == UNSEEN).any()
+    np.testing.assert_array_equal(projector.occupancy(depth, classes, *lookups, 0.3), expected)
+
+
 def test_a_box_on_the_road_is_occupied_at_its_distance_and_hides_what_is_behind():
     grid = hydra_grid(*box_on_road())
     row_centre = cell_of(BOX_X, 0.0)[0]

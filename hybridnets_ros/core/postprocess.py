@@ -74,7 +74,8 @@ def _candidates(regression, classification, anchors, conf_threshold: float, most
     without the cut), as host arrays. ``on_device`` (default: for tensors on a GPU)
     selects them in torch where the outputs are, so that only the candidates come back."""
     if on_device is None:
-        on_device = isinstance(classification, torch.Tensor) and classification.device.type != "cpu"
+        on_device = (isinstance(classification, torch.Tensor)
+                     and classification.device.type != "cpu")
     if on_device:
         regression, classification, anchors = map(as_tensor, (regression, classification, anchors))
         scores, classes = classification.max(dim=1)

@@ -110,7 +110,8 @@ def detection_ids(track_ids: np.ndarray | None, count: int) -> list[str]:
     return [""] * count if track_ids is None else [str(i) for i in track_ids.tolist()]
 
 
-def _hypothesis_of(class_id: str, score: float, pose: PoseWithCovariance) -> ObjectHypothesisWithPose:
+def _hypothesis_of(class_id: str, score: float,
+                   pose: PoseWithCovariance) -> ObjectHypothesisWithPose:
     hypothesis = _hypothesis()
     hypothesis._class_id, hypothesis._score = class_id, score
     result = _hypothesis_with_pose()

@@ -15,6 +15,7 @@ this one owner.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from .bev import BevProjector, class_values
@@ -36,13 +37,15 @@ class ClassSurfaces:
         drivable = adapter.class_ids(config.drivable_classes or adapter.drivable_classes)
         obstacle = adapter.class_ids(config.obstacle_classes or adapter.obstacle_classes)
         self.drivable = class_lookup(drivable)
+        self._drivable_bytes = self.drivable.view(np.uint8)
         self.obstacle = class_lookup(obstacle)
         self.no_surface = class_lookup(adapter.class_ids(adapter.no_surface_classes))
         self.values = class_values(drivable, obstacle)
         self.obstacle_height = config.obstacle_height
 
     def drivable_mask(self, result) -> np.ndarray:
-        return self.drivable[result.seg_mask]
+        # cv2.LUT of the 0/1 bytes: numpy's indexing first widens the class ids to intp
+        return cv2.LUT(result.seg_mask, self._drivable_bytes).view(bool)
 
     def grids(self, result, projector: BevProjector,
               depth_projector: DepthProjector | None = None):

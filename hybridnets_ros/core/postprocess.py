@@ -83,7 +83,9 @@ def _candidates(regression, classification, anchors, conf_threshold: float, most
         if len(index) > most:
             best = torch.sort(scores[index], descending=True, stable=True).indices[:most]
             index = index[best.sort().values]
-        return tuple(host_array(x[index]) for x in (regression, scores, classes, anchors))
+        # fp16 outputs come back as float32: the host decodes in float32
+        return (host_array(regression[index].float()), host_array(scores[index].float()),
+                host_array(classes[index]), host_array(anchors[index].float()))
     classification = host_array(classification)
     if classification.shape[1] == 1:  # the released model: one class, no reduction
         scores = classification[:, 0]

@@ -81,7 +81,8 @@ class DepthProjector:
 
         Per pixel in OpenCV and contiguous numpy planes (a class-flag table by cv2.LUT,
         range checks by cv2.inRange), then per kept point: the arithmetic of ``points``
-        and the cell of each point unchanged, about 3x faster than strided [N, 3] numpy."""
+        and the cell of each point unchanged, faster than numpy over strided [N, 3] points
+        (docs/benchmarks.md)."""
         self._check(depth_m, class_map)
         g = self.grid
         x, y, z = self._planes

@@ -116,7 +116,7 @@ class Preprocessor:
             resized = cv2.resize(bgr, (w, h), dst=self._resized, interpolation=cv2.INTER_AREA)
         top, left = lb.top, lb.left
         # cv2.LUT with a float table writes each plane straight into the buffer's inside
-        # (about 4x numpy's take, which first widens the uint8 indices).
+        # (faster than numpy's take, which first widens the uint8 indices).
         cv2.split(resized, self._planes)
         for c in range(3):  # RGB plane c comes from BGR channel 2 - c
             cv2.LUT(self._planes[2 - c], self._plane_luts[c],

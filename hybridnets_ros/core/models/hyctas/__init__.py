@@ -169,7 +169,7 @@ BAND_ROWS = 8
 def _upsampled_argmax(logits: torch.Tensor, crop: CropInfo) -> np.ndarray:
     """uint8 [valid_h, valid_w] first-index argmax over the classes of the upsampled valid
     region (_upsample_valid_region), by OpenCV (``first_argmax``: torch's argmax over the
-    class dimension took 20x longer), in bands of output rows. With a power-of-two row
+    class dimension was most of the time, docs/benchmarks.md), in bands of output rows. With a power-of-two row
     factor a band upsampled alone, with one logit row of margin on each side, samples the
     same positions with the same weights (every coordinate is exact in binary): the same
     values as upsampling everything, without the whole upsampled tensor in memory."""

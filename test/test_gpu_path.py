@@ -84,7 +84,7 @@ def test_detections_selected_on_device_equal_host(golden_case):
     from hybridnets_ros.core.anchors import generate_anchors
     from hybridnets_ros.core.spec import BDD100K
     letterbox = Letterbox.compute((720, 1280), 640, BDD100K.max_stride)
-    anchors = generate_anchors(letterbox.input_hw, BDD100K)
+    anchors = generate_anchors(letterbox.input_hw, BDD100K).copy()  # the cached one is read-only
     regression, classification = (golden_case[k][0] for k in ("regression", "classification"))
     for conf, cap in ((0.25, 100), (0.05, 3)):  # the second cuts the candidates to 90
         host = detect(regression, classification, anchors, letterbox, conf, 0.3, cap)

@@ -289,6 +289,23 @@ def init_rclpy():
         rclpy.init(domain_id=DOMAIN_ID)
 
 
+def camera_parameters(poses: dict[str, tuple[float, ...]]) -> dict[str, str]:
+    """The ``cameras`` and ``camera_poses`` node parameters of ``poses`` (camera name ->
+    x, y, z, roll, pitch, yaw), in order."""
+    flat = ",".join(f"{v:.6f}" for pose in poses.values() for v in pose)
+    return {"cameras": f"[{','.join(poses)}]", "camera_poses": f"[{flat}]"}
+
+
+def wait_serving_cameras(node: NodeProcess, probe: Node, image_pubs, timeout: float = 180) -> None:
+    """Until ``node`` subscribes to every publisher of ``image_pubs`` (one per camera) and
+    publishes the fused grid."""
+    ready = wait_for(lambda: not node.alive() or all(
+        pub.get_subscription_count() > 0 for pub in image_pubs)
+        and probe.count_publishers("fused/drivable/grid") > 0, timeout)
+    assert ready and node.alive(), f"node did not come up:\n{node.log()}"
+    time.sleep(0.5)  # let its publishers match our subscriptions
+
+
 def spin_in_background(node: Node) -> tuple[SingleThreadedExecutor, threading.Thread]:
     """Spins ``node`` in a daemon thread; :func:`close_spinning` stops it."""
     executor = SingleThreadedExecutor()

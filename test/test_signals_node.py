@@ -123,11 +123,10 @@ def frames():
 @pytest.fixture(scope="module")
 def node(tmp_path_factory, random_weights):
     rg.init_rclpy()
-    poses = ",".join(f"{v:.6f}" for pose in POSES.values() for v in pose)
     process = rg.NodeProcess(tmp_path_factory.mktemp("signals") / "node.log", {
         "weights": random_weights, "backend": "torch", "input_size": 384,
-        "camera_resolution": "[640,360]", "cameras": "[front,left]",
-        "camera_poses": f"[{poses}]", "fused_rate": 5.0, "diagnostics_period": 0.5})
+        "camera_resolution": "[640,360]", **rg.camera_parameters(POSES),
+        "fused_rate": 5.0, "diagnostics_period": 0.5})
     yield process
     assert process.stop() == 0, process.log()
 
@@ -135,11 +134,7 @@ def node(tmp_path_factory, random_weights):
 @pytest.fixture(scope="module")
 def probe(node):
     probe = SignalsProbe("/hybridnets_node")
-    ready = rg.wait_for(lambda: not node.alive() or all(
-        pub.get_subscription_count() > 0 for pub in probe.images.values())
-        and probe.count_publishers("fused/drivable/grid") > 0, 180)
-    assert ready and node.alive(), f"node did not come up:\n{node.log()}"
-    time.sleep(0.5)  # let its publishers match our subscriptions
+    rg.wait_serving_cameras(node, probe, probe.images.values())
     yield probe
     probe.close()
 

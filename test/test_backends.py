@@ -86,9 +86,12 @@ def test_auto_follows_the_rule_until_bench_has_measured_this_cpu(random_model, m
     assert engine_choice.measured_choice("hydra", ["onnxruntime", "openvino"]) is None
     # ... nor with the instruction sets capped (in effect another CPU)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-    assert engine_choice.measured_choice("hybridnets", ["onnxruntime", "openvino"]) is None
+    assert engine_choice.measured_choice("hybridnets", ["onnxruntime", "openvino"], 640) is None
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
-    assert engine_choice.measured_choice("hybridnets", ["onnxruntime", "openvino"])
+    assert engine_choice.measured_choice("hybridnets", ["onnxruntime", "openvino"], 640)
+    # ... and at that letterbox size only (the order can flip with it)
+    assert engine_choice.measured_choice("hybridnets", ["onnxruntime", "openvino"], 448) is None
+    assert create_backend("auto", random_model, input_size=448).name == ruled
     monkeypatch.setattr(engine_choice, "machine_key", lambda: "another CPU | openvino 99")
     assert create_backend("auto", random_model).name == ruled
     assert available_backends("cpu") == ["torch", "onnxruntime", "openvino"]

@@ -51,11 +51,19 @@ def _load() -> dict:
         return {}
 
 
-def measured_choice(model: str, available: list[str]) -> tuple[str, str] | None:
-    """(backend, why) from this machine's measurement of ``model``, if one covers an
-    ``available`` engine; None otherwise."""
-    record = _load().get(machine_key(), {}).get(model)
-    if not record:
+def _size_key(size: int | None) -> str:
+    # Networks whose input does not follow the letterbox size: one record for every size.
+    return "any size" if size is None else f"size {size}"
+
+
+def measured_choice(model: str, available: list[str],
+                    size: int | None = None) -> tuple[str, str] | None:
+    """(backend, why) from this machine's measurement of ``model`` at letterbox ``size``
+    (None: a network whose input does not depend on it), if one covers an ``available``
+    engine; None otherwise. Per size because the order can flip with it (docs/benchmarks.md:
+    on the Zen 4, ONNX Runtime and OpenVINO within 10 % at 640, OpenVINO well ahead at 448)."""
+    record = _load().get(machine_key(), {}).get(model, {}).get(_size_key(size))
+    if not isinstance(record, dict) or "network_ms" not in record:
         return None
     timings = {name: ms for name, ms in record["network_ms"].items() if name in available}
     if not timings:
@@ -64,16 +72,20 @@ def measured_choice(model: str, available: list[str]) -> tuple[str, str] | None:
     listing = ", ".join(f"{name} {ms:.0f} ms" for name, ms in sorted(timings.items(),
                                                                      key=lambda kv: kv[1]))
     return best, (f"the fastest exact engine measured on this CPU by hybridnets bench on "
-                  f"{record['date']} ({listing} per frame at size {record['size']})")
+                  f"{record['date']} ({listing} per frame, {_size_key(size)})")
 
 
-def record_measurement(model: str, network_ms: dict[str, float], size: int) -> Path:
-    """Keep ``network_ms`` (median network ms per exact fp32 engine) as this machine's
-    measurement of ``model``; written atomically, other machines' entries kept."""
+def record_measurement(model: str, network_ms: dict[str, float], size: int | None) -> Path:
+    """Keep ``network_ms`` (network ms per exact fp32 engine, measured interleaved) as this
+    machine's measurement of ``model`` at ``size`` (see measured_choice); written
+    atomically, other machines', networks' and sizes' entries kept."""
     doc = _load()
-    doc.setdefault(machine_key(), {})[model] = {
+    records = doc.setdefault(machine_key(), {})
+    if not isinstance(records.get(model), dict) or "network_ms" in records[model]:
+        records[model] = {}  # none yet, or one of before the records were per size
+    records[model][_size_key(size)] = {
         "network_ms": {k: round(v, 2) for k, v in network_ms.items() if k in CANDIDATES},
-        "size": size, "date": time.strftime("%Y-%m-%d")}
+        "date": time.strftime("%Y-%m-%d")}
     path = _path()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")

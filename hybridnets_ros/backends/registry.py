@@ -69,9 +69,11 @@ def available_backends(device: str = "cpu") -> list[str]:
     return [name for name in BACKENDS if not missing(name, device)]
 
 
-def choose_auto(device: str, precision: str, model: str | None = None) -> tuple[str, str]:
+def choose_auto(device: str, precision: str, model: str | None = None,
+                size: int | None = None) -> tuple[str, str]:
     """The best backend for ``device`` and a sentence saying why; on a CPU at fp32 the
-    fastest exact engine for network ``model`` (engine_choice: measured, else a rule)."""
+    fastest exact engine for network ``model`` at letterbox ``size`` (None: a network whose
+    input does not follow it), measured (engine_choice) or else by a rule."""
     if device.startswith("cuda"):
         for name in ("tensorrt", "torch2trt"):
             if not missing(name, device):
@@ -83,7 +85,7 @@ def choose_auto(device: str, precision: str, model: str | None = None) -> tuple[
         available = [n for n in CANDIDATES if not missing(n, device)]
         unavailable = "; ".join(f"{n} not used: missing {', '.join(missing(n, device))}"
                                 for n in ("onnxruntime", "openvino") if n not in available)
-        name, why = ((model and measured_choice(model, available))
+        name, why = ((model and measured_choice(model, available, size))
                      or rule_choice(available))
         return name, why + (f"; {unavailable}" if unavailable else "")
     if precision == "bf16" and not missing("openvino", device):
@@ -115,7 +117,9 @@ def create_backend(name: str, model: torch.nn.Module, device: str = "cpu",
         raise TypeError(f"unknown backend option(s): {', '.join(sorted(unknown))}")
     network = network or adapter_of(model)
     if name == "auto":
-        name, why = choose_auto(device, precision, network.name)
+        name, why = choose_auto(device, precision, network.name,
+                                options.get("input_size", BackendSpec.input_size)
+                                if network.uses_input_size else None)
         log.info("backend auto: picked %s (%s) on %s: %s", name, precision, device, why)
     elif name not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {name!r}; choose from auto, "

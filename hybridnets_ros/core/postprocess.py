@@ -60,8 +60,11 @@ def decode_boxes(anchors: np.ndarray, deltas: np.ndarray) -> np.ndarray:
     xa = (anchors[:, 1] + anchors[:, 3]) / 2
     ha = anchors[:, 2] - anchors[:, 0]
     wa = anchors[:, 3] - anchors[:, 1]
-    w = np.exp(deltas[:, 3]) * wa
-    h = np.exp(deltas[:, 2]) * ha
+    # A huge delta overflows to inf, as torch.exp in the reference (the clip then bounds the
+    # box); not worth a warning per frame.
+    with np.errstate(over="ignore"):
+        w = np.exp(deltas[:, 3]) * wa
+        h = np.exp(deltas[:, 2]) * ha
     yc = deltas[:, 0] * ha + ya
     xc = deltas[:, 1] * wa + xa
     return np.stack([xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2], axis=1)

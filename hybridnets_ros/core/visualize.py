@@ -12,21 +12,22 @@ BOX_COLOR = (255, 96, 0)
 
 
 @lru_cache(maxsize=16)
-def _class_lut(colors: tuple[tuple[int, int, int], ...]) -> np.ndarray:
-    """[256, 1, 3] uint8: class id -> colour (ids past the palette: black)."""
-    lut = np.zeros((256, 1, 3), np.uint8)
-    lut[:len(colors), 0] = colors
-    return lut
+def _channel_luts(colors: tuple[tuple[int, int, int], ...]) -> tuple[np.ndarray, ...]:
+    """Per channel, [256] uint8: class id -> that channel of its colour (ids past the
+    palette: black)."""
+    lut = np.zeros((256, 3), np.uint8)
+    lut[:len(colors)] = colors
+    return tuple(np.ascontiguousarray(lut[:, c]) for c in range(3))
 
 
 def colorize(class_map: np.ndarray, colors: tuple[tuple[int, int, int], ...],
              out: np.ndarray | None = None) -> np.ndarray:
     """[H, W, 3] uint8 image of a uint8 class map, ``colors[i]`` for class i, in the channel
-    order ``colors`` is written in (into ``out`` when given). cv2.LUT over the grey image
-    repeated in 3 channels, in place: about 8x faster than numpy indexing of the palette
-    (docs/benchmarks.md)."""
-    out = cv2.cvtColor(class_map, cv2.COLOR_GRAY2BGR, dst=out)
-    return cv2.LUT(out, _class_lut(colors), dst=out)
+    order ``colors`` is written in (into ``out`` when given). One single-channel cv2.LUT
+    per channel, then cv2.merge: OpenCV vectorises both, not its 3-channel LUT, and
+    numpy's palette indexing is slower still (docs/benchmarks.md)."""
+    planes = [cv2.LUT(class_map, lut) for lut in _channel_luts(colors)]
+    return cv2.merge(planes, dst=out)
 
 
 def draw_result(bgr: np.ndarray, result, network, track_ids: np.ndarray | None = None,

@@ -49,6 +49,7 @@ from ..core.sources import expand_sources, read_image
 from ..core.synthetic import SyntheticRoad, default_camera
 from ..pipeline.config import NodeConfig
 from ..pipeline.factory import build_pipeline, load_model, resolve_device
+from ..pipeline.pipeline import Pipeline, device_synchronizer
 from ..ros import messages
 from ..ros.camera_info import camera_info_from_model
 from ..ros.frame import FrameProcessor
@@ -57,6 +58,8 @@ from ..ros.outputs import planner_outputs
 log = logging.getLogger(__name__)
 
 WARMUP_FRAMES = 2
+# Rounds of auto's interleaved measurement: each exact fp32 engine once per round.
+AUTO_ROUNDS = 8
 MATCH_IOU = 0.5
 SYNTHETIC_FRAMES = 8  # distinct synthetic frames rendered, then cycled
 # FrameProcessor's timing keys -> the table's stage names, in path order
@@ -147,20 +150,47 @@ def load_frames(source: str | None, count: int) -> tuple[list[np.ndarray], str]:
     return frames, f"{source} ({len(frames)} images, {', '.join(sizes)})"
 
 
-def gemm_ceiling_gflops(device: str, seconds: float = 2.0, n: int = 1024) -> float:
-    """The best rate of an [n, n] x [n, n] fp32 matrix product on ``device`` (torch's threads
-    on a CPU) over ``seconds``: what a network of convolutions could reach at most."""
-    a, b = (torch.randn(n, n, device=device) for _ in range(2))
-    out = torch.empty(n, n, device=device)
+def _best_seconds(run, seconds: float, synchronize) -> float:
+    """The shortest of repeated calls of ``run`` over ``seconds`` (after one untimed call)."""
+    run()
+    synchronize()
     best = float("inf")
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         t0 = time.perf_counter()
-        torch.mm(a, b, out=out)
-        if out.is_cuda:
-            torch.cuda.synchronize(out.device)
+        run()
+        synchronize()
         best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
+    return best
+
+
+def gemm_ceiling(device: str, seconds: float = 2.0) -> tuple[float, str]:
+    """(GFLOP/s, what ran it): the best rate of fp32 matrix products on ``device`` (torch's
+    threads on a CPU) over ``seconds``, what a network of convolutions could reach at most.
+
+    On a CPU two libraries' GEMMs are tried, each for half the time, and the faster counts:
+    MKL's (``torch.mm``) runs far below the hardware on AMD CPUs (165 against oneDNN's 204
+    GFLOP/s on the Zen 4 of docs/benchmarks.md), and the engines' convolutions are oneDNN's
+    (OpenVINO) or MLAS's, so MKL alone let them exceed "the ceiling".
+    """
+    synchronize = device_synchronizer(device)
+    n = 1024
+    a, b = (torch.randn(n, n, device=device) for _ in range(2))
+    out = torch.empty(n, n, device=device)
+    kernels = {f"{n}x{n} matrix product": (lambda: torch.mm(a, b, out=out), 2 * n ** 3)}
+    if device == "cpu":
+        # A 1x1 convolution is a [64*64, 512] x [512, 512] GEMM, run by oneDNN.
+        x = torch.randn(1, 512, 64, 64).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(512, 512, 1, 1).contiguous(memory_format=torch.channels_last)
+
+        def conv():
+            with torch.inference_mode():
+                torch.nn.functional.conv2d(x, w)
+        kernels["oneDNN 512-channel 1x1 convolution"] = (conv, 2 * 512 * 512 * 64 * 64)
+    rates = {name: flop / _best_seconds(run, seconds / len(kernels), synchronize) / 1e9
+             for name, (run, flop) in kernels.items()}
+    best = max(rates, key=rates.get)
+    return rates[best], best
 
 
 def network_gflop(model: torch.nn.Module, input_hw: tuple[int, int]) -> float:
@@ -198,9 +228,9 @@ def match_count(ref, test) -> int:
 
 
 def run_variant(variant: Variant, model, frames: list[np.ndarray], n_frames: int,
-                config: NodeConfig) -> tuple[dict, dict]:
-    """Set up one backend, warm it up and time ``n_frames`` frames; returns its record and
-    the result of each distinct frame."""
+                config: NodeConfig, keep: bool = False) -> tuple[dict, dict, Pipeline | None]:
+    """Set up one backend, warm it up and time ``n_frames`` frames; returns its record,
+    the result of each distinct frame and, with ``keep``, its pipeline."""
     started = time.monotonic()
     config = config.with_changes(backend=variant.backend, precision=variant.precision,
                                  **dict(variant.settings))
@@ -239,9 +269,32 @@ def run_variant(variant: Variant, model, frames: list[np.ndarray], n_frames: int
     }
     record["fps"] = round(1e3 / record["e2e_ms"], 2)
     record["input_hw"] = list(pipeline.network_input_hw(frames[0].shape[:2]))
-    del processor, pipeline
-    gc.collect()
-    return record, results
+    del processor
+    if not keep:
+        del pipeline
+        gc.collect()
+        pipeline = None
+    return record, results, pipeline
+
+
+def interleaved_network_ms(pipelines: dict[str, Pipeline], frame: np.ndarray,
+                           rounds: int = AUTO_ROUNDS) -> dict[str, float]:
+    """Median network ms of each CPU pipeline's backend on ``frame``, the backends taking turns
+    (in reversed order every other round): a machine whose speed drifts (a shared host)
+    then slows every engine alike, where one run after another can flip their order."""
+    inputs = {}
+    for name, pipeline in pipelines.items():
+        tensor, _ = pipeline.preprocessor(frame)
+        inputs[name] = tensor.copy() if isinstance(tensor, np.ndarray) else tensor.clone()
+    times: dict[str, list[float]] = {name: [] for name in pipelines}
+    order = list(pipelines)
+    for i in range(rounds):
+        for name in order if i % 2 == 0 else order[::-1]:
+            pipeline = pipelines[name]
+            t0 = time.perf_counter()
+            pipeline.backend.infer(inputs[name])
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def fidelity(reference: dict, results: dict) -> dict:
@@ -263,14 +316,21 @@ def fidelity(reference: dict, results: dict) -> dict:
 
 
 def run_bench(variants: list[Variant], model, frames: list[np.ndarray], n_frames: int,
-              config: NodeConfig, ceiling_gflops: float | None = None) -> dict:
-    """Run every variant; the returned dict is the --json document's "backends"."""
+              config: NodeConfig, ceiling_gflops: float | None = None,
+              auto_pipelines: dict[str, Pipeline] | None = None) -> dict:
+    """Run every variant; the returned dict is the --json document's "backends". The
+    pipelines of ``auto``'s candidates (the exact fp32 engines on the main path) are kept
+    in ``auto_pipelines`` when given."""
     records, reference, reference_label = {}, None, None
     gflop: dict[tuple[int, int], float] = {}
     for variant in variants:
         log.info("bench: %s ...", variant.label)
+        candidate = (auto_pipelines is not None and variant.precision == "fp32"
+                     and variant.label == f"{variant.backend}:fp32"
+                     and variant.backend in engine_choice.CANDIDATES)
         try:
-            record, results = run_variant(variant, model, frames, n_frames, config)
+            record, results, pipeline = run_variant(variant, model, frames, n_frames, config,
+                                                    keep=candidate)
         except BackendUnavailable as exc:
             records[variant.label] = {"skipped": str(exc)}
             log.warning("bench: %s skipped: %s", variant.label, exc)
@@ -287,6 +347,8 @@ def run_bench(variants: list[Variant], model, frames: list[np.ndarray], n_frames
         if reference is not None:
             record["fidelity"] = dict(fidelity(reference, results), reference=reference_label)
         records[variant.label] = record
+        if pipeline is not None:
+            auto_pipelines[variant.backend] = pipeline
     return records
 
 
@@ -345,12 +407,11 @@ def format_table(doc: dict) -> str:
     return "\n".join(lines + skipped)
 
 
-def record_auto_choice(model: str, backends: dict, size: int) -> dict:
+def record_auto_choice(model: str, timings: dict[str, float], size: int | None) -> dict:
     """What ``auto`` picked before this run and, where two or more exact fp32 engines ran,
-    this run's times as the CPU's measurement that it follows from now on."""
-    before, why = choose_auto("cpu", "fp32", model)
-    timings = {name: backends[f"{name}:fp32"]["network_ms"] for name in engine_choice.CANDIDATES
-               if "network_ms" in backends.get(f"{name}:fp32", {})}
+    their interleaved network ``timings`` (ms) as this CPU's measurement at ``size`` (None:
+    a network whose input does not follow it), which ``auto`` follows from now on."""
+    before, why = choose_auto("cpu", "fp32", model, size)
     doc = {"before": before, "before_why": why}
     if len(timings) < 2:
         doc["summary"] = (f"auto on this CPU: {before} ({why}); not re-measured (fewer than two "
@@ -358,9 +419,13 @@ def record_auto_choice(model: str, backends: dict, size: int) -> dict:
         return doc
     fastest = min(timings, key=timings.get)
     path = engine_choice.record_measurement(model, timings, size)
-    doc.update(fastest=fastest, recorded=str(path))
-    doc["summary"] = (f"auto on this CPU: fastest exact engine here is {fastest}; auto picked "
-                      f"{before} before this run ({why}); {'unchanged' if before == fastest else 'now ' + fastest}"
+    listing = ", ".join(f"{name} {ms:.1f} ms" for name, ms in sorted(timings.items(),
+                                                                     key=lambda kv: kv[1]))
+    doc.update(fastest=fastest, interleaved_network_ms=timings, recorded=str(path))
+    doc["summary"] = (f"auto on this CPU: fastest exact engine here is {fastest} ({listing}, "
+                      f"network alone, median of {AUTO_ROUNDS} interleaved rounds); auto picked "
+                      f"{before} before this run ({why}); "
+                      f"{'unchanged' if before == fastest else 'now ' + fastest}"
                       f" (measurement recorded in {path})")
     return doc
 
@@ -398,7 +463,7 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
     height, width = images[0].shape[:2]
     config = config.with_changes(device=device, camera_resolution=[width, height])
     int8 = any(v.precision == "int8" for v in runnable)
-    ceiling = gemm_ceiling_gflops(device) if runnable else None
+    ceiling, ceiling_kernel = gemm_ceiling(device) if runnable else (None, None)
     with tempfile.TemporaryDirectory(prefix="hybridnets-calib-") as tmp:
         calib = calib or source
         if calib is None and int8:
@@ -406,13 +471,18 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
                 cv2.imwrite(str(Path(tmp) / f"frame_{i:03d}.png"), frame)
             calib = tmp
         config = config.with_changes(int8_calibration=calib or "")
-        backends = run_bench(runnable, model, images, frames, config, ceiling) if runnable else {}
+        auto_pipelines: dict[str, Pipeline] = {}
+        backends = (run_bench(runnable, model, images, frames, config, ceiling,
+                              auto_pipelines if device == "cpu" else None) if runnable else {})
+    auto_ms = interleaved_network_ms(auto_pipelines, images[0]) if len(auto_pipelines) > 1 else {}
+    auto_pipelines.clear()
     backends.update(skipped)
     doc = {"date": time.strftime("%Y-%m-%d"), "model": config.model,
            "machine": machine_info(device),
            "source": source_text, "frames": frames, "size": config.input_size,
            "weights": weights_note,
            "gemm_ceiling_gflops": round(ceiling, 1) if ceiling else None,
+           "gemm_ceiling_kernel": ceiling_kernel,
            "calibration": (calib if calib != tmp else "the frames measured") if int8 else None,
            "backends": {v.label: backends[v.label] for v in variants}}
     m = doc["machine"]
@@ -426,12 +496,13 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
     if doc["calibration"]:
         print(f"int8 calibrated on {doc['calibration']}")
     if ceiling:
-        print(f"GEMM ceiling: {ceiling:.0f} GFLOP/s (fp32 1024x1024 matrix product, best of "
-              f"2 s, {m['threads']} threads)")
+        print(f"GEMM ceiling: {ceiling:.0f} GFLOP/s (fp32, {ceiling_kernel}: the fastest GEMM "
+              f"tried, best of 2 s, {m['threads']} threads)")
     print()
     print(format_table(doc))
     if device == "cpu":
-        doc["auto"] = record_auto_choice(config.model, backends, config.input_size)
+        doc["auto"] = record_auto_choice(
+            config.model, auto_ms, config.input_size if config.network.uses_input_size else None)
         print(f"\n{doc['auto']['summary']}")
     if json_path:
         Path(json_path).write_text(json.dumps(doc, indent=2) + "\n")

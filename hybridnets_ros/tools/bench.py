@@ -5,8 +5,9 @@ message -> conversion -> pre-processing -> network -> post-processing -> 3D and 
 bird's-eye grids -> messages), which reports each stage's time (the pipeline synchronises CUDA between stages,
 so the numbers are honest there too).
 
-Each backend is set up first (export, quantisation, engine build or tracing: reported as
-"setup") and warmed up, then timed over ``frames`` frames cycling over the source.
+Every backend is set up first (export, quantisation, engine build or tracing: reported as
+"setup") and warmed up; then all are timed over ``frames`` frames cycling over the source,
+taking turns frame by frame, so that a machine whose speed drifts slows them alike.
 Each row also gives the network's FLOPs per frame (``torch.utils.flop_counter``, 2 per
 multiply-add), the rate it ran them at and that rate's share of an fp32 GEMM ceiling
 measured in the same run on the same threads: how far each engine is from the machine's
@@ -49,7 +50,7 @@ from ..core.sources import expand_sources, read_image
 from ..core.synthetic import SyntheticRoad, default_camera
 from ..pipeline.config import NodeConfig
 from ..pipeline.factory import build_pipeline, load_model, resolve_device
-from ..pipeline.pipeline import Pipeline, device_synchronizer
+from ..pipeline.pipeline import device_synchronizer
 from ..ros import messages
 from ..ros.camera_info import camera_info_from_model
 from ..ros.frame import FrameProcessor
@@ -58,8 +59,6 @@ from ..ros.outputs import planner_outputs
 log = logging.getLogger(__name__)
 
 WARMUP_FRAMES = 2
-# Rounds of auto's interleaved measurement: each exact fp32 engine once per round.
-AUTO_ROUNDS = 8
 MATCH_IOU = 0.5
 SYNTHETIC_FRAMES = 8  # distinct synthetic frames rendered, then cycled
 # FrameProcessor's timing keys -> the table's stage names, in path order
@@ -227,74 +226,55 @@ def match_count(ref, test) -> int:
     return matched
 
 
-def run_variant(variant: Variant, model, frames: list[np.ndarray], n_frames: int,
-                config: NodeConfig, keep: bool = False) -> tuple[dict, dict, Pipeline | None]:
-    """Set up one backend, warm it up and time ``n_frames`` frames; returns its record,
-    the result of each distinct frame and, with ``keep``, its pipeline."""
-    started = time.monotonic()
-    config = config.with_changes(backend=variant.backend, precision=variant.precision,
-                                 **dict(variant.settings))
-    pipeline = build_pipeline(config, model=model, **dict(variant.options))
-    for shape in sorted({f.shape[:2] for f in frames}):
-        pipeline.backend.prepare(pipeline.network_input_hw(shape))
-    processor = FrameProcessor(pipeline, config)
-    height, width = frames[0].shape[:2]
-    # The grids of config/hybridnets.yaml's camera, for frames of the first frame's size.
-    processor.set_camera_info(camera_info_from_model(default_camera(width, height),
-                                                     "camera_optical_frame"))
-    inputs = [messages.image(Header(frame_id="camera_optical_frame"), f, "bgr8") for f in frames]
-    wanted = planner_outputs(config.network)
-    for i in range(WARMUP_FRAMES):
-        processor.process(inputs[i % len(inputs)], wanted)
-    setup_s = time.monotonic() - started
+class PreparedVariant:
+    """One variant set up and warmed up, ready to time frames in turn with the others."""
 
-    times: dict[str, list[float]] = {key: [] for key in STAGES}
-    e2e, results = [], {}
-    for i in range(n_frames):
-        index = i % len(frames)
+    def __init__(self, variant: Variant, model, frames: list[np.ndarray], config: NodeConfig):
+        started = time.monotonic()
+        self.variant = variant
+        config = config.with_changes(backend=variant.backend, precision=variant.precision,
+                                     **dict(variant.settings))
+        self.pipeline = build_pipeline(config, model=model, **dict(variant.options))
+        for shape in sorted({f.shape[:2] for f in frames}):
+            self.pipeline.backend.prepare(self.pipeline.network_input_hw(shape))
+        self.processor = FrameProcessor(self.pipeline, config)
+        self.image_hw = frames[0].shape[:2]
+        height, width = self.image_hw
+        # The grids of config/hybridnets.yaml's camera, for frames of the first frame's size.
+        self.processor.set_camera_info(camera_info_from_model(default_camera(width, height),
+                                                              "camera_optical_frame"))
+        self.inputs = [messages.image(Header(frame_id="camera_optical_frame"), f, "bgr8")
+                       for f in frames]
+        self.wanted = planner_outputs(config.network)
+        for i in range(WARMUP_FRAMES):
+            self.processor.process(self.inputs[i % len(self.inputs)], self.wanted)
+        self.setup_s = time.monotonic() - started
+        self.times: dict[str, list[float]] = {key: [] for key in STAGES}
+        self.e2e: list[float] = []
+        self.results: dict = {}  # the outputs of each distinct frame, for the fidelity check
+
+    def time_frame(self, i: int) -> None:
+        """Process frame ``i`` (cycling over the frames) and keep its stage times."""
+        index = i % len(self.inputs)
         t0 = time.perf_counter()
-        outcome = processor.process(inputs[index], wanted)
-        e2e.append((time.perf_counter() - t0) * 1e3)
+        outcome = self.processor.process(self.inputs[index], self.wanted)
+        self.e2e.append((time.perf_counter() - t0) * 1e3)
         for key in STAGES:
-            times[key].append(outcome.timings_ms[key])
-        if index not in results:  # outputs of each distinct frame, for the fidelity check
-            results[index] = outcome.result
-    record = {
-        "description": pipeline.backend.describe(),
-        "setup_s": round(setup_s, 2),
-        "stages": {label: percentile_ms(times[key]) for key, label in STAGES.items()},
-        "network_ms": percentile_ms(times["network"])["median_ms"],
-        "e2e_ms": percentile_ms(e2e)["median_ms"],
-        "e2e_p95_ms": percentile_ms(e2e)["p95_ms"],
-    }
-    record["fps"] = round(1e3 / record["e2e_ms"], 2)
-    record["input_hw"] = list(pipeline.network_input_hw(frames[0].shape[:2]))
-    del processor
-    if not keep:
-        del pipeline
-        gc.collect()
-        pipeline = None
-    return record, results, pipeline
+            self.times[key].append(outcome.timings_ms[key])
+        self.results.setdefault(index, outcome.result)
 
-
-def interleaved_network_ms(pipelines: dict[str, Pipeline], frame: np.ndarray,
-                           rounds: int = AUTO_ROUNDS) -> dict[str, float]:
-    """Median network ms of each CPU pipeline's backend on ``frame``, the backends taking turns
-    (in reversed order every other round): a machine whose speed drifts (a shared host)
-    then slows every engine alike, where one run after another can flip their order."""
-    inputs = {}
-    for name, pipeline in pipelines.items():
-        tensor, _ = pipeline.preprocessor(frame)
-        inputs[name] = tensor.copy() if isinstance(tensor, np.ndarray) else tensor.clone()
-    times: dict[str, list[float]] = {name: [] for name in pipelines}
-    order = list(pipelines)
-    for i in range(rounds):
-        for name in order if i % 2 == 0 else order[::-1]:
-            pipeline = pipelines[name]
-            t0 = time.perf_counter()
-            pipeline.backend.infer(inputs[name])
-            times[name].append((time.perf_counter() - t0) * 1e3)
-    return {name: float(np.median(t)) for name, t in times.items()}
+    def record(self) -> dict:
+        record = {
+            "description": self.pipeline.backend.describe(),
+            "setup_s": round(self.setup_s, 2),
+            "stages": {label: percentile_ms(self.times[key]) for key, label in STAGES.items()},
+            "network_ms": percentile_ms(self.times["network"])["median_ms"],
+            "e2e_ms": percentile_ms(self.e2e)["median_ms"],
+            "e2e_p95_ms": percentile_ms(self.e2e)["p95_ms"],
+        }
+        record["fps"] = round(1e3 / record["e2e_ms"], 2)
+        record["input_hw"] = list(self.pipeline.network_input_hw(self.image_hw))
+        return record
 
 
 def fidelity(reference: dict, results: dict) -> dict:
@@ -316,25 +296,29 @@ def fidelity(reference: dict, results: dict) -> dict:
 
 
 def run_bench(variants: list[Variant], model, frames: list[np.ndarray], n_frames: int,
-              config: NodeConfig, ceiling_gflops: float | None = None,
-              auto_pipelines: dict[str, Pipeline] | None = None) -> dict:
-    """Run every variant; the returned dict is the --json document's "backends". The
-    pipelines of ``auto``'s candidates (the exact fp32 engines on the main path) are kept
-    in ``auto_pipelines`` when given."""
-    records, reference, reference_label = {}, None, None
-    gflop: dict[tuple[int, int], float] = {}
+              config: NodeConfig, ceiling_gflops: float | None = None) -> dict:
+    """Set up every variant, then time them frame by frame in turn (in reversed order every
+    other frame): a machine whose speed drifts, as a shared host's does, then slows every
+    variant alike, where one variant's run after another's could flip their order. The
+    returned dict is the --json document's "backends"."""
+    prepared, skipped = [], {}
     for variant in variants:
-        log.info("bench: %s ...", variant.label)
-        candidate = (auto_pipelines is not None and variant.precision == "fp32"
-                     and variant.label == f"{variant.backend}:fp32"
-                     and variant.backend in engine_choice.CANDIDATES)
+        log.info("bench: setting up %s ...", variant.label)
         try:
-            record, results, pipeline = run_variant(variant, model, frames, n_frames, config,
-                                                    keep=candidate)
+            prepared.append(PreparedVariant(variant, model, frames, config))
         except BackendUnavailable as exc:
-            records[variant.label] = {"skipped": str(exc)}
+            skipped[variant.label] = {"skipped": str(exc)}
             log.warning("bench: %s skipped: %s", variant.label, exc)
-            continue
+    if prepared:
+        log.info("bench: timing %d frames of each of %d variants, taking turns", n_frames,
+                 len(prepared))
+    for i in range(n_frames):
+        for run in prepared if i % 2 == 0 else prepared[::-1]:
+            run.time_frame(i)
+    records, reference, reference_label = dict(skipped), None, None
+    gflop: dict[tuple[int, int], float] = {}
+    for run in prepared:
+        record = run.record()
         input_hw = tuple(record["input_hw"])
         if input_hw not in gflop:
             gflop[input_hw] = network_gflop(model, input_hw)
@@ -342,13 +326,13 @@ def run_bench(variants: list[Variant], model, frames: list[np.ndarray], n_frames
         record["gflops"] = round(gflop[input_hw] / (record["network_ms"] / 1e3), 1)
         if ceiling_gflops:
             record["ceiling_fraction"] = round(record["gflops"] / ceiling_gflops, 3)
-        if reference is None and variant.precision == "fp32":
-            reference, reference_label = results, variant.label
+        if reference is None and run.variant.precision == "fp32":
+            reference, reference_label = run.results, run.variant.label
         if reference is not None:
-            record["fidelity"] = dict(fidelity(reference, results), reference=reference_label)
-        records[variant.label] = record
-        if pipeline is not None:
-            auto_pipelines[variant.backend] = pipeline
+            record["fidelity"] = dict(fidelity(reference, run.results), reference=reference_label)
+        records[run.variant.label] = record
+    del prepared
+    gc.collect()
     return records
 
 
@@ -409,7 +393,7 @@ def format_table(doc: dict) -> str:
 
 def record_auto_choice(model: str, timings: dict[str, float], size: int | None) -> dict:
     """What ``auto`` picked before this run and, where two or more exact fp32 engines ran,
-    their interleaved network ``timings`` (ms) as this CPU's measurement at ``size`` (None:
+    their network ``timings`` (median ms, timed in turn) as this CPU's measurement at ``size`` (None:
     a network whose input does not follow it), which ``auto`` follows from now on."""
     before, why = choose_auto("cpu", "fp32", model, size)
     doc = {"before": before, "before_why": why}
@@ -421,9 +405,9 @@ def record_auto_choice(model: str, timings: dict[str, float], size: int | None) 
     path = engine_choice.record_measurement(model, timings, size)
     listing = ", ".join(f"{name} {ms:.1f} ms" for name, ms in sorted(timings.items(),
                                                                      key=lambda kv: kv[1]))
-    doc.update(fastest=fastest, interleaved_network_ms=timings, recorded=str(path))
+    doc.update(fastest=fastest, network_ms=timings, recorded=str(path))
     doc["summary"] = (f"auto on this CPU: fastest exact engine here is {fastest} ({listing}, "
-                      f"network alone, median of {AUTO_ROUNDS} interleaved rounds); auto picked "
+                      f"median network time, the engines timed in turn); auto picked "
                       f"{before} before this run ({why}); "
                       f"{'unchanged' if before == fastest else 'now ' + fastest}"
                       f" (measurement recorded in {path})")
@@ -471,11 +455,7 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
                 cv2.imwrite(str(Path(tmp) / f"frame_{i:03d}.png"), frame)
             calib = tmp
         config = config.with_changes(int8_calibration=calib or "")
-        auto_pipelines: dict[str, Pipeline] = {}
-        backends = (run_bench(runnable, model, images, frames, config, ceiling,
-                              auto_pipelines if device == "cpu" else None) if runnable else {})
-    auto_ms = interleaved_network_ms(auto_pipelines, images[0]) if len(auto_pipelines) > 1 else {}
-    auto_pipelines.clear()
+        backends = run_bench(runnable, model, images, frames, config, ceiling) if runnable else {}
     backends.update(skipped)
     doc = {"date": time.strftime("%Y-%m-%d"), "model": config.model,
            "machine": machine_info(device),
@@ -501,8 +481,11 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
     print()
     print(format_table(doc))
     if device == "cpu":
+        # auto's candidates on the main path (the exact one), timed in turn with the rest
+        timings = {name: backends[f"{name}:fp32"]["network_ms"] for name in engine_choice.CANDIDATES
+                   if "network_ms" in backends.get(f"{name}:fp32", {})}
         doc["auto"] = record_auto_choice(
-            config.model, auto_ms, config.input_size if config.network.uses_input_size else None)
+            config.model, timings, config.input_size if config.network.uses_input_size else None)
         print(f"\n{doc['auto']['summary']}")
     if json_path:
         Path(json_path).write_text(json.dumps(doc, indent=2) + "\n")

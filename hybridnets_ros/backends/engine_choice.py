@@ -3,10 +3,10 @@ has made one, else a rule per instruction set.
 
 Why both: ONNX Runtime and OpenVINO lead on different CPUs, by margins that depend on the
 network (docs/benchmarks.md: OpenVINO ahead on the Xeon with AMX, ONNX Runtime ahead on the
-AVX2-only Zen 3), so a measurement on the machine itself beats any rule; the rule covers the
-starts before one exists. A measurement is kept per network, under the CPU's model and flags
-and the engines' versions: a new CPU or engine release falls back to the rule until the next
-bench.
+AVX2-only Zen 3; on the Zen 4 by network), so a measurement on the machine itself beats any
+rule; the rule covers the starts before one exists. A measurement is kept per network and
+letterbox size, under the CPU's model and flags and the engines' versions: a new CPU or engine
+release falls back to the rule until the next bench.
 """
 from __future__ import annotations
 
@@ -96,8 +96,9 @@ def record_measurement(model: str, network_ms: dict[str, float], size: int | Non
 
 def rule_choice(available: list[str]) -> tuple[str, str]:
     """(backend, why) from the instruction set alone: OpenVINO on CPUs with AVX-512 or AMX
-    (measured ahead on the Xeon with AMX; Zen 4 unmeasured), ONNX Runtime on AVX2-only and
-    non-x86 CPUs (measured ahead on Zen 3), torch without either."""
+    (measured ahead on the Xeon with AMX, and on the Zen 4 for HybridNets and HyCTAS),
+    ONNX Runtime on AVX2-only and non-x86 CPUs (measured ahead on Zen 3), torch without
+    either."""
     flags = cpu_flags()
     wide = bool(flags & {"avx512f", "amx_tile"})
     order = ("openvino", "onnxruntime") if wide else ("onnxruntime", "openvino")

@@ -60,8 +60,8 @@ def measured_choice(model: str, available: list[str],
                     size: int | None = None) -> tuple[str, str] | None:
     """(backend, why) from this machine's measurement of ``model`` at letterbox ``size``
     (None: a network whose input does not depend on it), if one covers an ``available``
-    engine; None otherwise. Per size because the order can flip with it (docs/benchmarks.md:
-    on the Zen 4, ONNX Runtime and OpenVINO within 10 % at 640, OpenVINO well ahead at 448)."""
+    engine; None otherwise. Per size because the engines' margin changes with the input
+    size (docs/benchmarks.md), so a record at one size is not evidence for another."""
     record = _load().get(machine_key(), {}).get(model, {}).get(_size_key(size))
     if not isinstance(record, dict) or "network_ms" not in record:
         return None
@@ -76,7 +76,7 @@ def measured_choice(model: str, available: list[str],
 
 
 def record_measurement(model: str, network_ms: dict[str, float], size: int | None) -> Path:
-    """Keep ``network_ms`` (network ms per exact fp32 engine, measured interleaved) as this
+    """Keep ``network_ms`` (network ms per exact fp32 engine, timed in turn) as this
     machine's measurement of ``model`` at ``size`` (see measured_choice); written
     atomically, other machines', networks' and sizes' entries kept."""
     doc = _load()

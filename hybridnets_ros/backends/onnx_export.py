@@ -103,9 +103,11 @@ def compare_with_torch(onnx_path: str | Path, model: torch.nn.Module,
 
 def onnx_key(input_hw: tuple[int, int], digest: str, network: ModelAdapter,
              batch: int = 1) -> EngineKey:
-    # The weights digest tells networks apart.
+    # The weights digest tells networks apart; a network's graph revision, once raised,
+    # tells its exports apart (the first revision adds nothing, so earlier files still hit).
+    revision = f" graph revision {network.onnx_revision}" if network.onnx_revision > 1 else ""
     return EngineKey("onnx", tuple(input_hw), "fp32", digest,
-                     runtime=exporter_id(), batch=batch)
+                     runtime=exporter_id() + revision, batch=batch)
 
 
 def cached_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: str | None = None,
@@ -226,6 +228,6 @@ def cached_fp16_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: 
     fp32 = cached_onnx(model, input_hw, digest, cache, network, batch)
     base = onnx_key(input_hw, digest, network, batch)
     key = EngineKey(base.kind, base.input_hw, "fp16", digest,
-                    runtime=f"{exporter_id()}; {fp16_rule_id()}", batch=batch)
+                    runtime=f"{base.runtime}; {fp16_rule_id()}", batch=batch)
     return cache.get_or_build(key, ".onnx", lambda out: convert_to_fp16(fp32, out),
                               f"{network.name} fp16 ONNX")

@@ -120,6 +120,7 @@ class ModelAdapter(ABC):
     downloadable: bool = False                  # `hybridnets download-weights` fetches it
     checkpoint_label: str = ""                  # how a mismatch names what it expected
     input_name: str = "image"
+    onnx_revision: int = 1                      # raise when the exported graph changes
     output_names: tuple[str, ...] = ()          # raw outputs, in forward()'s order
     input_multiple: int = 1                     # network input sides must be multiples of it
     uses_input_size: bool = False               # its pre-processing resizes to input_size

@@ -54,6 +54,7 @@ class HydraAdapter(ModelAdapter):
     weights_source = ("the authors' release of DrSleep/multi-task-refinenet (weights/README.md; "
                       "it cannot be downloaded by this package)")
     output_names = OUTPUT_NAMES
+    onnx_revision = 2  # 2: an identity pool before each chained residual pooling
     settings = (Setting("input_scale", 1.0, "hydra: run the network on the image scaled by this "
                         "(outputs still at full size); 1.0 is the exact original, 0.5 about 4x "
                         "faster", range=(0.1, 1.0), option="--input-scale", metavar="S"),)

@@ -104,6 +104,12 @@ class ChainedResidualPooling(nn.Module):
             self.add_module(f"{stage}_outvar_dimred", _conv1x1(channels, channels, depthwise))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            # An identity (1x1 max-pool), for ONNX Runtime: the input comes from a ReLU6
+            # (Clip), which its blocked-layout (NCHWc) pass leaves in NCHW, and then every
+            # sum of the chain ran in NCHW behind a reorder of each convolution's output.
+            # From a pool, the sums stay blocked (docs/benchmarks.md, Zen 4 section).
+            x = F.max_pool2d(x, 1)
         pooled = x
         for conv in self.children():
             pooled = conv(_max_pool(pooled))

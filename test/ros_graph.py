@@ -306,20 +306,39 @@ def wait_serving_cameras(node: NodeProcess, probe: Node, image_pubs, timeout: fl
     time.sleep(0.5)  # let its publishers match our subscriptions
 
 
-def spin_in_background(node: Node) -> tuple[SingleThreadedExecutor, threading.Thread]:
+class _SpinThread(threading.Thread):
+    """Spins an executor until :meth:`stop`: the loop ends between two waits, so the
+    executor is shut down only once no thread is inside it (rclpy's shutdown while another
+    thread spins can leave that thread using a destroyed guard condition)."""
+
+    def __init__(self, executor: SingleThreadedExecutor):
+        super().__init__(daemon=True)
+        self._executor = executor
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.is_set() and self._executor.context.ok():
+            self._executor.spin_once(timeout_sec=0.05)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        self.join(timeout=timeout)
+
+
+def spin_in_background(node: Node) -> tuple[SingleThreadedExecutor, _SpinThread]:
     """Spins ``node`` in a daemon thread; :func:`close_spinning` stops it."""
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread = _SpinThread(executor)
     thread.start()
     return executor, thread
 
 
-def close_spinning(node: Node, executor: SingleThreadedExecutor, thread: threading.Thread) -> None:
-    """Stops ``executor``'s spin thread, then destroys ``node``. A node destroyed while the
-    spin thread still holds it in its wait is destroyed later by that thread, holding the
-    GIL, inside Fast DDS' participant teardown, which waits for its listener threads, which
-    wait for the GIL: a hang seen in a test teardown."""
+def close_spinning(node: Node, executor: SingleThreadedExecutor, thread: _SpinThread) -> None:
+    """Stops ``executor``'s spin thread, then shuts the executor down and destroys ``node``.
+    A node destroyed while the spin thread still holds it in its wait is destroyed later by
+    that thread, holding the GIL, inside Fast DDS' participant teardown, which waits for its
+    listener threads, which wait for the GIL: a hang seen in a test teardown."""
+    thread.stop()
     executor.shutdown()
-    thread.join(timeout=30)
     node.destroy_node()

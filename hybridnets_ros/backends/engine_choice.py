@@ -97,9 +97,8 @@ def record_measurement(model: str, network_ms: dict[str, float], size: int | Non
 def rule_choice(available: list[str]) -> tuple[str, str]:
     """(backend, why) from the instruction set alone: OpenVINO on CPUs with AVX-512 or AMX
     (measured ahead on the Xeon with AMX, and on the Zen 4 for HybridNets and HyCTAS but not
-    Hydra),
-    ONNX Runtime on AVX2-only and non-x86 CPUs (measured ahead on Zen 3), torch without
-    either."""
+    Hydra), ONNX Runtime on AVX2-only and non-x86 CPUs (measured ahead on Zen 3), torch
+    without either."""
     flags = cpu_flags()
     wide = bool(flags & {"avx512f", "amx_tile"})
     order = ("openvino", "onnxruntime") if wide else ("onnxruntime", "openvino")

@@ -67,6 +67,27 @@ class Letterbox:
         return int(self.pad_h), int(self.pad_w)
 
 
+def normalisation_tables(mean, std) -> np.ndarray:
+    """[3, 256] float32: uint8 value -> ``(v / 255 - mean[c]) / std[c]`` per channel, in the
+    float32 arithmetic of the references (ToTensor, then Normalize). Elementwise, so looking
+    the values up gives exactly the computed ones."""
+    mean = np.asarray(mean, np.float32)[:, None]
+    std = np.asarray(std, np.float32)[:, None]
+    return (np.arange(256, dtype=np.float32)[None, :] / np.float32(255) - mean) / std
+
+
+def normalise_into(bgr: np.ndarray, tables: np.ndarray, out: np.ndarray, swap_rb: bool,
+                   planes: list[np.ndarray] | None = None) -> None:
+    """Writes ``tables[c]`` of each channel c of a BGR uint8 image into ``out[c]`` (a
+    float32 [3, h, w] view, e.g. the inside of a letterboxed tensor); ``swap_rb``: channel
+    c of the tensor is BGR channel 2 - c (RGB networks). One cv2.LUT with a float table per
+    plane, straight into the tensor: faster than numpy's take (which first widens the
+    uint8 indices) or the float maths per pixel. ``planes``: cv2.split's buffers."""
+    split = cv2.split(bgr) if planes is None else cv2.split(bgr, planes)
+    for c in range(3):
+        cv2.LUT(split[2 - c] if swap_rb else split[c], tables[c], dst=out[c])
+
+
 class Preprocessor:
     """Fills a reused float32 [1,3,H,W] buffer from a BGR uint8 image.
 
@@ -78,12 +99,7 @@ class Preprocessor:
             raise ValueError(f"input size must be at least {spec.max_stride}, got {target_size}")
         self.target_size = target_size
         self.spec = spec
-        mean = np.asarray(spec.mean_rgb, np.float32)[:, None]
-        std = np.asarray(spec.std_rgb, np.float32)[:, None]
-        # value -> normalised float per RGB channel, computed with the reference's float32
-        # arithmetic ((v / 255 - mean) / std); a table lookup is faster than the maths.
-        self._lut = (np.arange(256, dtype=np.float32)[None, :] / np.float32(255) - mean) / std
-        self._plane_luts = [np.ascontiguousarray(lut) for lut in self._lut]
+        self._lut = normalisation_tables(spec.mean_rgb, spec.std_rgb)
         self._letterbox: Letterbox | None = None
         self._buffer = np.empty(0, np.float32)
         self._resized = np.empty(0, np.uint8)
@@ -115,10 +131,6 @@ class Preprocessor:
         else:
             resized = cv2.resize(bgr, (w, h), dst=self._resized, interpolation=cv2.INTER_AREA)
         top, left = lb.top, lb.left
-        # cv2.LUT with a float table writes each plane straight into the buffer's inside
-        # (faster than numpy's take, which first widens the uint8 indices).
-        cv2.split(resized, self._planes)
-        for c in range(3):  # RGB plane c comes from BGR channel 2 - c
-            cv2.LUT(self._planes[2 - c], self._plane_luts[c],
-                    dst=self._buffer[0, c, top:top + h, left:left + w])
+        normalise_into(resized, self._lut, self._buffer[0, :, top:top + h, left:left + w],
+                       swap_rb=True, planes=self._planes)
         return self._buffer, lb

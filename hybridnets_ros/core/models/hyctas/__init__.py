@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...postprocess import first_argmax
+from ...preprocess import normalisation_tables, normalise_into
 from ...weights import load_checkpoint as _load_checkpoint
 from .network import NUM_CLASSES, HyCTAS, load_architecture
 
@@ -73,10 +74,8 @@ PAD_RGB = (123, 116, 103)  # int(255 * mean), the reference's padding colour
 
 _MEAN = np.asarray(MEAN_RGB, np.float32)
 _STD = np.asarray(STD_RGB, np.float32)
-# uint8 value -> normalised float32 per RGB channel, by the reference's float32 arithmetic
-# ((v / 255 - mean) / std): elementwise, so a table lookup gives the same values.
-_NORMALISED_RGB = np.ascontiguousarray(
-    ((np.arange(256, dtype=np.float32)[:, None] / np.float32(255) - _MEAN) / _STD).T)
+# uint8 value -> normalised float32 per RGB channel
+_NORMALISED_RGB = normalisation_tables(MEAN_RGB, STD_RGB)
 
 
 @dataclass(frozen=True)
@@ -138,9 +137,7 @@ def preprocess(bgr: np.ndarray, mode: Literal["reference", "native"] = "referenc
     pad_value = (np.asarray(PAD_RGB, np.float32) / np.float32(255) - _MEAN) / _STD
     tensor = np.empty((1, 3, *input_hw), np.float32)
     tensor[0] = pad_value[:, None, None]
-    # cv2.LUT per plane, written into the tensor: faster than the float maths per pixel
-    for c, plane in enumerate(cv2.split(bgr)[::-1]):  # B, G, R -> R, G, B
-        cv2.LUT(plane, _NORMALISED_RGB[c], dst=tensor[0, c, :valid_h, :valid_w])
+    normalise_into(bgr, _NORMALISED_RGB, tensor[0, :, :valid_h, :valid_w], swap_rb=True)
     return tensor, CropInfo(input_hw=tuple(input_hw), valid_hw=(valid_h, valid_w))
 
 

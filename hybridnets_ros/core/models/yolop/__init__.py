@@ -40,7 +40,7 @@ import torch
 
 from ...nms import batched_nms
 from ...postprocess import CANDIDATES_PER_DETECTION, Detections, as_tensor
-from ...preprocess import PAD_VALUE, Letterbox
+from ...preprocess import PAD_VALUE, Letterbox, normalisation_tables, normalise_into
 from ...weights import load_checkpoint as _load_checkpoint
 from .network import MAX_STRIDE, YOLOP
 
@@ -56,10 +56,8 @@ STD = (0.229, 0.224, 0.225)
 MAX_DETECTIONS = 300  # the original's max_det
 MAX_NMS = 30000       # the original's cap on the boxes NMS sees
 
-# uint8 value -> normalised float32 per input plane, with ToTensor/Normalize's float32
-# arithmetic ((v / 255 - mean) / std): a gather gives the same numbers as the maths.
-_NORMALISED = ((np.arange(256, dtype=np.float32)[None, :] / np.float32(255)
-                - np.asarray(MEAN, np.float32)[:, None]) / np.asarray(STD, np.float32)[:, None])
+# uint8 value -> normalised float32 per input plane (B, G, R)
+_NORMALISED = normalisation_tables(MEAN, STD)
 
 
 def build_network() -> YOLOP:
@@ -117,11 +115,8 @@ class Preprocessor:
         resized = bgr if (h, w) == lb.source_hw else cv2.resize(bgr, (w, h),
                                                                 interpolation=cv2.INTER_AREA)
         top, left = lb.top, lb.left
-        # cv2.LUT with a float table per plane, straight into the buffer (numpy's take
-        # first widens the uint8 indices)
-        for plane, channel in enumerate(cv2.split(resized)):  # B, G, R: no channel swap
-            cv2.LUT(channel, _NORMALISED[plane],
-                    dst=self._buffer[0, plane, top:top + h, left:left + w])
+        normalise_into(resized, _NORMALISED, self._buffer[0, :, top:top + h, left:left + w],
+                       swap_rb=False)  # B, G, R: no channel swap
         return self._buffer, lb
 
 

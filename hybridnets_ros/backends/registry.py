@@ -15,7 +15,7 @@ import torch
 
 from ..core.adapter import ModelAdapter
 from ..core.registry import adapter_of
-from .engine_choice import CANDIDATES, measured_choice, rule_choice
+from .engine_choice import CANDIDATES, measured_choice, measured_size, rule_choice
 from .base import Backend, BackendSpec, BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -117,9 +117,8 @@ def create_backend(name: str, model: torch.nn.Module, device: str = "cpu",
         raise TypeError(f"unknown backend option(s): {', '.join(sorted(unknown))}")
     network = network or adapter_of(model)
     if name == "auto":
-        name, why = choose_auto(device, precision, network.name,
-                                options.get("input_size", BackendSpec.input_size)
-                                if network.uses_input_size else None)
+        name, why = choose_auto(device, precision, network.name, measured_size(
+            network, options.get("input_size", BackendSpec.input_size)))
         log.info("backend auto: picked %s (%s) on %s: %s", name, precision, device, why)
     elif name not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {name!r}; choose from auto, "

@@ -485,7 +485,7 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
         timings = {name: backends[f"{name}:fp32"]["network_ms"] for name in engine_choice.CANDIDATES
                    if "network_ms" in backends.get(f"{name}:fp32", {})}
         doc["auto"] = record_auto_choice(
-            config.model, timings, config.input_size if config.network.uses_input_size else None)
+            config.model, timings, engine_choice.measured_size(config.network, config.input_size))
         print(f"\n{doc['auto']['summary']}")
     if json_path:
         Path(json_path).write_text(json.dumps(doc, indent=2) + "\n")

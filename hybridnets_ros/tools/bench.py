@@ -229,7 +229,9 @@ def match_count(ref, test) -> int:
 class PreparedVariant:
     """One variant set up and warmed up, ready to time frames in turn with the others."""
 
-    def __init__(self, variant: Variant, model, frames: list[np.ndarray], config: NodeConfig):
+    def __init__(self, variant: Variant, model, frames: list[np.ndarray], inputs: list,
+                 config: NodeConfig):
+        """``inputs``: the image messages of ``frames``, shared by every variant."""
         started = time.monotonic()
         self.variant = variant
         config = config.with_changes(backend=variant.backend, precision=variant.precision,
@@ -243,8 +245,7 @@ class PreparedVariant:
         # The grids of config/hybridnets.yaml's camera, for frames of the first frame's size.
         self.processor.set_camera_info(camera_info_from_model(default_camera(width, height),
                                                               "camera_optical_frame"))
-        self.inputs = [messages.image(Header(frame_id="camera_optical_frame"), f, "bgr8")
-                       for f in frames]
+        self.inputs = inputs
         self.wanted = planner_outputs(config.network)
         for i in range(WARMUP_FRAMES):
             self.processor.process(self.inputs[i % len(self.inputs)], self.wanted)
@@ -302,10 +303,11 @@ def run_bench(variants: list[Variant], model, frames: list[np.ndarray], n_frames
     variant alike, where one variant's run after another's could flip their order. The
     returned dict is the --json document's "backends"."""
     prepared, skipped = [], {}
+    inputs = [messages.image(Header(frame_id="camera_optical_frame"), f, "bgr8") for f in frames]
     for variant in variants:
         log.info("bench: setting up %s ...", variant.label)
         try:
-            prepared.append(PreparedVariant(variant, model, frames, config))
+            prepared.append(PreparedVariant(variant, model, frames, inputs, config))
         except BackendUnavailable as exc:
             skipped[variant.label] = {"skipped": str(exc)}
             log.warning("bench: %s skipped: %s", variant.label, exc)

@@ -178,6 +178,30 @@ def small_network_onnx(path: Path, size: int = 32) -> Path:
     return path
 
 
+class TinyNet(torch.nn.Module):
+    """HybridNets' three outputs ([1,N,4], [1,N,1], [1,3,H,W]) from one convolution: exports,
+    compiles and runs in a moment, for what only sees a network through its ONNX file or
+    its engine (run it with ``adapter("hybridnets")``). ``depth`` adds residual 1x1
+    convolutions: an export that takes a second or so (0.02 s without), long enough for
+    another thread to meet it."""
+
+    def __init__(self, seed: int = 0, depth: int = 0):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.blocks = torch.nn.ModuleList(torch.nn.Conv2d(4, 4, 1) for _ in range(depth))
+        generator = torch.Generator().manual_seed(seed)  # not the global RNG other tests use
+        with torch.no_grad():
+            for param in self.parameters():
+                param.copy_(0.3 * torch.randn(param.shape, generator=generator))
+
+    def forward(self, x):
+        y = self.conv(x)
+        for block in self.blocks:
+            y = y + 0.1 * torch.tanh(block(y))
+        return (y.flatten(2).transpose(1, 2), y[:, :1].flatten(2).transpose(1, 2).sigmoid(),
+                y[:, 1:])
+
+
 def rel_l2(actual, expected) -> float:
     actual = np.asarray(actual, np.float64)
     expected = np.asarray(expected, np.float64)

@@ -9,6 +9,7 @@ real. Tests marked requires_cuda / requires_tensorrt run where the hardware exis
 import json
 import logging
 import sys
+import threading
 import types
 
 import cv2
@@ -16,14 +17,16 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import (rel_l2, requires_cuda, requires_tensorrt, requires_torch2trt,
+from conftest import (TinyNet, rel_l2, requires_cuda, requires_tensorrt, requires_torch2trt,
                       small_network_onnx)
 from hybridnets_ros.backends import BackendUnavailable, available_backends, create_backend
 from hybridnets_ros.backends import registry
 from hybridnets_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from hybridnets_ros.backends.torch_backend import TorchBackend
 from hybridnets_ros.backends.engine_cache import EngineCache, EngineKey, weights_digest
+from hybridnets_ros.backends.onnx_export import cached_onnx
 from hybridnets_ros.core.preprocess import Preprocessor
+from hybridnets_ros.core.registry import adapter
 
 OUTPUTS = ("regression", "classification", "segmentation")
 
@@ -266,6 +269,76 @@ def test_failed_build_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError, match="produced no file"):
         cache.get_or_build(KEY, ".engine", lambda path: path.unlink(), "engine")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_leftovers_of_interrupted_builds_are_removed_but_not_a_build_under_way(tmp_path, caplog):
+    """What a killed build leaves (issue 31: empty ``*.onnx.*.part`` files) goes when the
+    cache is opened, except the files of a build still under way (its key is locked: here
+    by another thread; another process's lock counts the same, flock is per open file)."""
+    other = EngineKey(**{**KEY.__dict__, "input_hw": (512, 640)})
+    writing, finish = threading.Event(), threading.Event()
+
+    def slow_build(path):
+        path.write_bytes(b"half an engine")
+        writing.set()
+        assert finish.wait(60)
+        path.write_bytes(b"a whole engine")
+
+    builder = threading.Thread(target=EngineCache(tmp_path).get_or_build,
+                               args=(other, ".engine", slow_build, "engine"))
+    builder.start()
+    try:
+        assert writing.wait(60)
+        final = KEY.filename(".onnx")
+        leftovers = [f"{final}.k3j_x9.part", f"{final}.k3j_x9.part.json",
+                     f"{final}.q1w2e3.part.prep.onnx", f"{final}.lock"]
+        for name in leftovers:
+            (tmp_path / name).write_bytes(b"")
+        with caplog.at_level(logging.INFO):
+            EngineCache(tmp_path)  # opened by a configure, another command, a fleet worker
+        names = {p.name for p in tmp_path.iterdir()}
+        assert not names & set(leftovers), sorted(names)
+        assert f"removed what an interrupted build left in {tmp_path}: " in caplog.text
+        under_way = [n for n in names if n.startswith(other.filename(".engine"))]
+        assert len(under_way) == 2 and any(n.endswith(".part") for n in under_way), under_way
+    finally:
+        finish.set()
+        builder.join(60)
+    path = EngineCache(tmp_path).lookup(other, ".engine")
+    assert path is not None and path.read_bytes() == b"a whole engine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, path.name + ".json"]
+
+
+def test_exports_from_two_threads_at_once_both_succeed(tmp_path, caplog):
+    """torch.onnx.export is not re-entrant (issue 31: "GLOBALS.in_onnx_export must be
+    False"): two threads export two sizes at once, a third asks for the first one's file
+    and waits for it instead of exporting it again."""
+    net, cache = TinyNet(depth=40).eval(), EngineCache(tmp_path)
+    sizes = [(128, 128), (128, 256), (128, 128)]
+    start, paths, errors = threading.Barrier(len(sizes)), {}, []
+
+    def export(index, hw):
+        start.wait()
+        try:
+            paths[index] = cached_onnx(net, hw, cache=cache, network=adapter("hybridnets"))
+        except Exception as exc:  # noqa: BLE001  (what the test reports)
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=export, args=item) for item in enumerate(sizes)]
+    with caplog.at_level(logging.INFO):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    assert errors == []
+    assert paths[0] == paths[2] != paths[1]
+    assert caplog.text.count("building hybridnets ONNX export") == 2, caplog.text
+    inputs = np.random.default_rng(0).standard_normal((1, 3, 128, 256), dtype=np.float32)
+    backend = OnnxRuntimeBackend(registry.BackendSpec(net, adapter("hybridnets"), cache=cache))
+    with torch.inference_mode():
+        reference = [t.numpy() for t in net(torch.from_numpy(inputs))]
+    for ours, theirs in zip(outputs_of(backend, inputs), reference):
+        assert rel_l2(ours, theirs) < 1e-5
 
 
 def test_weights_digest_follows_values_not_order(random_model):

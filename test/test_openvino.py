@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import match_detections, rel_l2
+from conftest import TinyNet, match_detections, rel_l2
 
 pytest.importorskip("openvino", reason="the openvino backend needs the Python module "
                                        "'openvino' (pip install openvino; x86-64)")
@@ -25,23 +25,6 @@ from hybridnets_ros.pipeline.pipeline import Pipeline  # noqa: E402
 OUTPUTS = ("regression", "classification", "segmentation")
 TINY_HW = (128, 128)
 AS_HYBRIDNETS = adapter("hybridnets")  # TinyNet's outputs have HybridNets' form
-
-
-class TinyNet(torch.nn.Module):
-    """Outputs shaped like the network's ([1,N,4], [1,N,1], [1,3,H,W]) from one convolution."""
-
-    def __init__(self, seed: int = 0):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
-        generator = torch.Generator().manual_seed(seed)  # not the global RNG other tests use
-        with torch.no_grad():
-            for param in self.conv.parameters():
-                param.copy_(0.3 * torch.randn(param.shape, generator=generator))
-
-    def forward(self, x):
-        y = self.conv(x)
-        return (y.flatten(2).transpose(1, 2), y[:, :1].flatten(2).transpose(1, 2).sigmoid(),
-                y[:, 1:])
 
 
 @pytest.fixture(scope="module")
@@ -96,26 +79,70 @@ def test_second_start_loads_the_compiled_model_from_the_cache(tiny_net, tiny_inp
     cache = EngineCache(tmp_path)
     first = create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, cache=cache)
     first.prepare(TINY_HW)
-    folder = first.compile_cache_dir(first.compile_key(TINY_HW))
-    assert folder.parent == tmp_path and folder.name.startswith("openvino-fp32-128x128-")
-    blobs = {p: p.stat().st_mtime_ns for p in folder.iterdir()}
-    assert len(blobs) == 1, f"expected one compiled blob in {folder}: {sorted(blobs)}"
+    blob = cache.path(first.compile_key(TINY_HW), ".blob")
+    assert blob.parent == tmp_path and blob.name.startswith("openvino-fp32-128x128-")
+    assert cache.lookup(first.compile_key(TINY_HW), ".blob") == blob  # sidecar and sha256
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()], "nothing outside the cache's files"
+    built = blob.stat().st_mtime_ns
     second = create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, cache=cache)
     second.prepare(TINY_HW)
-    assert {p: p.stat().st_mtime_ns for p in folder.iterdir()} == blobs  # read, not rewritten
+    assert blob.stat().st_mtime_ns == built  # imported, not compiled again
     for a, b in zip(outputs_of(first, tiny_input), outputs_of(second, tiny_input)):
         np.testing.assert_array_equal(a, b)
+
+
+def damage(path, seed: int = 1) -> None:
+    """4 KiB of noise in the middle of a file (at most a quarter of it), as issue 31 did."""
+    data = bytearray(path.read_bytes())
+    size = min(4096, len(data) // 4)
+    middle = len(data) // 2
+    data[middle:middle + size] = np.random.default_rng(seed).bytes(size)
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_compiled_model_is_compiled_again_not_imported(tiny_net, tiny_input, tmp_path,
+                                                                 caplog):
+    cache = EngineCache(tmp_path)
+    create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, cache=cache).prepare(TINY_HW)
+    # Wherever the compiled model went (before issue 31, OpenVINO's CACHE_DIR in a folder).
+    blobs = [*tmp_path.glob("openvino-*.blob"), *tmp_path.glob("openvino-*/*.blob")]
+    assert len(blobs) == 1, sorted(p.name for p in tmp_path.iterdir())
+    damage(blobs[0])
+    damaged = blobs[0].read_bytes()
+    with caplog.at_level("WARNING"):
+        again = create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, cache=cache)
+        ours = outputs_of(again, tiny_input)
+    assert f"not loading cached {blobs[0].name}: file changed since it was built (sha256 " \
+        in caplog.text, caplog.text
+    assert blobs[0].read_bytes() != damaged  # compiled and written again
+    for name, value, reference in zip(OUTPUTS, ours, torch_outputs(tiny_net, tiny_input)):
+        assert rel_l2(value, reference) < 1e-5, name
+    # Intact bytes that OpenVINO refuses (another build wrote them) with a matching sidecar:
+    # OpenVINO's own check names the problem, and the model is compiled again.
+    key = again.compile_key(TINY_HW)
+    with cache.locked(key, ".blob"):
+        cache.store(key, ".blob", lambda out: out.write_bytes(b"not a compiled model" * 100))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        third = create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, cache=cache)
+        ours = outputs_of(third, tiny_input)
+    assert f"openvino cannot import cached {blobs[0].name} (" in caplog.text, caplog.text
+    assert "it will be compiled again" in caplog.text
+    for name, value, reference in zip(OUTPUTS, ours, torch_outputs(tiny_net, tiny_input)):
+        assert rel_l2(value, reference) < 1e-5, name
+    assert cache.lookup(key, ".blob") == blobs[0]
 
 
 def test_compiled_models_are_kept_apart_by_shape_precision_and_weights(tiny_net, tmp_path):
     backend = create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, cache=EngineCache(tmp_path))
     other = create_backend("openvino", TinyNet(seed=1), network=AS_HYBRIDNETS, cache=EngineCache(tmp_path))
-    folders = {backend.compile_cache_dir(backend.compile_key(TINY_HW)),
-               backend.compile_cache_dir(backend.compile_key((256, 128))),
-               other.compile_cache_dir(other.compile_key(TINY_HW))}
+    names = {backend.compile_key(TINY_HW).filename(".blob"),
+             backend.compile_key((256, 128)).filename(".blob"),
+             backend.compile_key(TINY_HW, batch=2).filename(".blob"),
+             other.compile_key(TINY_HW).filename(".blob")}
     backend.precision = "bf16"  # only the key is asked for: nothing is compiled
-    folders.add(backend.compile_cache_dir(backend.compile_key(TINY_HW)))
-    assert len(folders) == 4
+    names.add(backend.compile_key(TINY_HW).filename(".blob"))
+    assert len(names) == 5
 
 
 # --- bf16, int8 and refusals --------------------------------------------------------------

@@ -12,16 +12,20 @@ import numpy as np
 import pytest
 from std_msgs.msg import Header
 
+from conftest import TinyNet
 from hybridnets_ros.backends import create_backend
+from hybridnets_ros.backends.engine_cache import EngineCache
 from hybridnets_ros.core.bev import UNSEEN
 from hybridnets_ros.core.camera import optical_transform
 from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
+from hybridnets_ros.core.registry import adapter
 from hybridnets_ros.pipeline.config import ConfigError, NodeConfig
-from hybridnets_ros.pipeline.engines import EngineBuilds
+from hybridnets_ros.pipeline.engines import RETRY_FIRST_S, EngineBuilds
 from hybridnets_ros.pipeline.factory import build_pipeline
 from hybridnets_ros.pipeline.pipeline import Pipeline
 from hybridnets_ros.ros import messages, params
 from hybridnets_ros.ros.camera_info import camera_info_from_model
+from hybridnets_ros.ros.diagnostics import engine_values
 from hybridnets_ros.ros.frame import FrameProcessor
 from hybridnets_ros.ros.surround import SurroundStage
 
@@ -74,20 +78,50 @@ def test_a_new_size_is_built_beside_the_sizes_that_run(random_model):
     assert gated.calls == 1 and builds.last is build
 
 
-def test_a_failed_build_is_reported_and_not_tried_again(random_model):
-    backend = create_backend("torch", random_model, optimize=False)
-    pipeline = Pipeline(backend, input_size=256)
-
-    def broken(*_):
-        broken.calls += 1
-        raise RuntimeError("out of memory")
-    broken.calls = 0
-    backend.prepare = broken
-    builds = EngineBuilds(pipeline)
-    build = builds.split([TALL])[1][0]
+def test_a_failed_build_is_retried_after_a_back_off_and_its_error_shown_until_then(tmp_path):
+    """A real failure that passes (the cache folder cannot be made: a file is in its way,
+    then removed): frames keep waiting, the error stays in the diagnostics' values, and the
+    first frame after the back-off builds the engine (issue 31: it was never tried again)."""
+    blocked = tmp_path / "engines"
+    blocked.write_text("a file where the cache folder goes")
+    backend = create_backend("onnxruntime", TinyNet(), network=adapter("hybridnets"),
+                             cache=EngineCache(blocked))
+    builds = EngineBuilds(Pipeline(backend, input_size=128))
+    frame = np.zeros((96, 128, 3), np.uint8)
+    build = builds.split([frame])[1][0]
     assert wait(lambda: build.done)
-    assert build.error == "RuntimeError: out of memory" and builds.built == 0
-    assert builds.split([TALL])[1] == {0: build} and broken.calls == 1
+    assert build.error.startswith("FileExistsError: "), build.error
+    failed_at = build.started + build.seconds
+    values = engine_values(builds)
+    assert "FileExistsError" in values.get("engine_build_failures", ""), values
+    assert builds.split([frame])[:2] == ([], {0: build})  # within the back-off: it waits
+    blocked.unlink()  # the folder can be made now
+    assert wait(lambda: builds.split([frame])[0] == [0]), build  # frames keep coming
+    assert wait(lambda: build.state == "built") and build.attempts >= 2  # then it says so
+    assert build.started - failed_at >= RETRY_FIRST_S - 0.01  # not before its back-off
+    ended = builds.finished()
+    assert [b.state for b in ended] == ["failed"] * (len(ended) - 1) + ["built"]
+    assert "engine_build_failures" not in engine_values(builds)
+
+
+def test_a_configure_while_a_background_build_exports_waits_for_it(tmp_path):
+    """Issue 31: a lifecycle manager's cleanup and configure during a background build
+    failed ("GLOBALS.in_onnx_export must be False"): ONNX exports run one at a time."""
+    import torch
+
+    net, cache = TinyNet(depth=40).eval(), EngineCache(tmp_path)
+    config = NodeConfig(backend="onnxruntime", device="cpu", input_size=128,
+                        camera_resolution=(128, 96))
+    running = build_pipeline(NodeConfig(backend="onnxruntime", device="cpu", input_size=256,
+                                        camera_resolution=()), model=net, cache=cache)
+    builds = EngineBuilds(running)
+    build = builds.split([TALL])[1][0]  # exported in the background ...
+    assert build.shape == (1, 256, 128)
+    assert wait(lambda: torch.onnx.is_in_onnx_export() or build.done)
+    configured = build_pipeline(config, model=net, cache=cache)  # ... while this configures
+    assert configured.backend.has_engine((1, 128, 128))
+    assert wait(lambda: build.done) and build.error is None, build.error
+    assert running.backend.has_engine(build.shape)
 
 
 def test_max_engines_bounds_the_engines_and_an_evicted_one_is_freed(random_model):

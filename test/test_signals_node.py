@@ -173,9 +173,10 @@ def test_a_new_size_builds_its_engine_while_the_other_camera_is_served(node, pro
                              and "frames_dropped_engine_build" in values(s)
                              and "building" not in s.message)
     assert left is not None and int(values(left)["frames_dropped_engine_build"]) >= 1
-    log = node.log()
-    assert "camera left: building engine for 640x480, batch 1 (network input 384x384)" in log
-    assert "engine for 640x480, batch 1 built in" in log
+    # The worker writes these lines after the status values change: wait for them.
+    for line in ("camera left: building engine for 640x480, batch 1 (network input 384x384)",
+                 "engine for 640x480, batch 1 built in"):
+        assert rg.wait_for(lambda line=line: line in node.log(), 30), (line, node.log())
 
 
 def test_impossible_poses_are_refused_or_reported_and_the_fused_grid_goes_blank(
@@ -216,8 +217,10 @@ def test_impossible_poses_are_refused_or_reported_and_the_fused_grid_goes_blank(
         assert status.level == DiagnosticStatus.WARN
         assert "no part of the image sees the ground" in status.message
         assert int(values(status)["frames_impossible_pose"]) >= 1
-        # said once in the log, however many frames followed
-        assert node.log().count(f"camera {name}: impossible camera pose") == 1, node.log()
+        # said once in the log (written after the status changed), however many frames followed
+        said = f"camera {name}: impossible camera pose"
+        assert rg.wait_for(lambda said=said: said in node.log(), 30), node.log()
+        assert node.log().count(said) == 1, node.log()
     assert node.alive()
 
 

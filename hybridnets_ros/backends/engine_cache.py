@@ -12,13 +12,16 @@ says why.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -82,6 +85,11 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+# What a build leaves beside the final name: the file itself (mkstemp's "<name>.<random>.part")
+# and what is written next to it (its sidecar, a quantiser's pre-processed copy).
+_PART = re.compile(r"(?P<name>.+)\.[A-Za-z0-9_]+\.part(\..+)?")
+
+
 class EngineCache:
     """A folder of built files, each with a ``.json`` sidecar (see the module doc)."""
 
@@ -90,6 +98,7 @@ class EngineCache:
             from ..core.weights import cache_dir
             root = cache_dir() / "engines"
         self.root = Path(root)
+        self.remove_leftovers()
 
     def path(self, key: EngineKey, suffix: str) -> Path:
         return self.root / key.filename(suffix)
@@ -97,6 +106,84 @@ class EngineCache:
     @staticmethod
     def sidecar(path: Path) -> Path:
         return path.with_name(path.name + ".json")
+
+    @contextlib.contextmanager
+    def locked(self, key: EngineKey, suffix: str) -> Iterator[None]:
+        """Holds the exclusive lock of ``key``'s file (one build of it at a time, across
+        threads and processes). Lookups and builds of that file run inside it."""
+        with self._lock(self.path(key, suffix), wait=True):
+            yield
+
+    @contextlib.contextmanager
+    def _lock(self, path: Path, wait: bool) -> Iterator[bool]:
+        """flock of ``<path>.lock``: yields whether it is held (``wait=False``: False at
+        once if another holds it). The holder removes the lock file before releasing it,
+        so the folder keeps only the files; an acquirer whose lock file was removed
+        meanwhile takes the new one. The kernel releases the lock of a process that
+        dies. A cache folder this process cannot write is used without locks."""
+        lock_path = path.with_name(path.name + ".lock")
+        fd, held = None, False
+        try:
+            while not held:
+                try:
+                    self.root.mkdir(parents=True, exist_ok=True)
+                    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                except OSError as exc:
+                    log.debug("cache %s not lockable (%s): used without a lock", self.root, exc)
+                    break
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    if not wait:
+                        break
+                    log.info("waiting for the build of %s under way in another thread or "
+                             "process", path.name)
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    held = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    held = False
+                if not held:  # its holder removed it meanwhile: lock the one there now
+                    os.close(fd)
+                    fd = None
+            yield held or fd is None  # unlockable folder: go on without
+        finally:
+            if held:
+                with contextlib.suppress(OSError):
+                    lock_path.unlink()
+            if fd is not None:
+                os.close(fd)
+
+    def remove_leftovers(self) -> None:
+        """Removes what builds killed before they finished left behind (``.part`` files,
+        what was written beside them, their lock files), except where a build of that key
+        is under way in some thread or process (its lock is held)."""
+        try:
+            names = [p.name for p in self.root.iterdir()]
+        except OSError:
+            return  # no cache folder yet
+        leftovers: dict[str, list[Path]] = {}
+        for name in names:
+            if (match := _PART.fullmatch(name)) is not None:
+                leftovers.setdefault(match["name"], []).append(self.root / name)
+            elif name.endswith(".lock"):  # its holder was killed: taking it removes it
+                leftovers.setdefault(name.removesuffix(".lock"), [])
+        for name, paths in leftovers.items():
+            with self._lock(self.root / name, wait=False) as held:
+                if not held:
+                    continue  # being built right now
+                removed = []
+                for path in paths:
+                    try:
+                        path.unlink()
+                        removed.append(path.name)
+                    except FileNotFoundError:
+                        pass
+                    except OSError as exc:
+                        log.debug("cannot remove %s: %s", path, exc)
+                if removed:
+                    log.info("removed what an interrupted build left in %s: %s", self.root,
+                             ", ".join(sorted(removed)))
 
     def lookup(self, key: EngineKey, suffix: str) -> Path | None:
         """The cached file for ``key`` if it is valid, else None (the reason is logged)."""
@@ -109,7 +196,21 @@ class EngineCache:
         log.warning("not loading cached %s: %s; it will be rebuilt", path.name, reason)
         return None
 
-    def _invalid_reason(self, path: Path, key: EngineKey) -> str | None:
+    def read(self, key: EngineKey, suffix: str) -> bytes | None:
+        """The valid cached file's bytes for ``key``, checked against its sidecar as read
+        (what is checked is what is used), else None (the reason is logged)."""
+        path = self.path(key, suffix)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        reason = self._invalid_reason(path, key, hashlib.sha256(data).hexdigest())
+        if reason is None:
+            return data
+        log.warning("not loading cached %s: %s; it will be rebuilt", path.name, reason)
+        return None
+
+    def _invalid_reason(self, path: Path, key: EngineKey, sha256: str | None = None) -> str | None:
         try:
             meta = json.loads(self.sidecar(path).read_text())
         except FileNotFoundError:
@@ -122,12 +223,13 @@ class EngineCache:
             diffs = [f"{field} {recorded.get(field)!r} != {value!r}"
                      for field, value in key.as_json().items() if recorded.get(field) != value]
             return "built for another configuration: " + "; ".join(diffs)
-        if meta.get("sha256") != file_digest(path):
-            return "file changed since it was built (sha256 differs)"
+        if meta.get("sha256") != (sha256 or file_digest(path)):
+            return "file changed since it was built (sha256 differs from its sidecar's)"
         return None
 
     def store(self, key: EngineKey, suffix: str, build: Callable[[Path], None]) -> Path:
-        """Run ``build(tmp_path)`` and move the result into place with its sidecar.
+        """Run ``build(tmp_path)`` and move the result into place with its sidecar (call it
+        inside :meth:`locked`).
 
         The file appears atomically: a crash or a concurrent reader never sees half of it.
         """
@@ -156,15 +258,16 @@ class EngineCache:
     def get_or_build(self, key: EngineKey, suffix: str, build: Callable[[Path], None],
                      what: str) -> Path:
         """The valid cached file for ``key``, building it (and logging the build) if needed."""
-        path = self.lookup(key, suffix)
-        if path is not None:
-            log.info("using cached %s %s", what, path)
-            return path
-        h, w = key.input_hw
-        log.info("building %s for input %dx%dx%d (%s); cached afterwards in %s", what,
-                 key.batch, w, h, key.precision, self.root)
-        started = time.monotonic()
-        path = self.store(key, suffix, build)
+        with self.locked(key, suffix):
+            path = self.lookup(key, suffix)
+            if path is not None:
+                log.info("using cached %s %s", what, path)
+                return path
+            h, w = key.input_hw
+            log.info("building %s for input %dx%dx%d (%s); cached afterwards in %s", what,
+                     key.batch, w, h, key.precision, self.root)
+            started = time.monotonic()
+            path = self.store(key, suffix, build)
         log.info("built %s in %.1f s: %s", what, time.monotonic() - started, path)
         return path
 

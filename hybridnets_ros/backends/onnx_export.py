@@ -5,7 +5,8 @@ exact, and its graph runs faster in ONNX Runtime than the torch.export-based one
 also needs onnxscript (measurements in docs/benchmarks.md). The shape is static because
 some layers pad from the input size and TensorRT/INT8 want fixed shapes: callers build one
 file per (H, W) and cache it. Input and output names come from the network's adapter and
-are recorded in the file's metadata beside what it says about the network.
+are recorded in the file's metadata beside what it says about the network. The exporter
+is not re-entrant: exports run one at a time per process (``build_lock``).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .build_lock import exclusive
 from .engine_cache import EngineCache, EngineKey, weights_digest
 from ..core.adapter import ModelAdapter
 from ..core.registry import adapter_of
@@ -61,7 +63,7 @@ def export_onnx(model: torch.nn.Module, path: str | Path, input_hw: tuple[int, i
     dummy = torch.zeros(batch, 3, height, width)
     # The tracer warns that MaxPoolSame's padding becomes a constant: intended, the export
     # is for this shape only; the exporter's other warnings are about its own deprecation.
-    with warnings.catch_warnings(), torch.no_grad():
+    with exclusive(f"{network.name} ONNX export"), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=OPSET,
                           input_names=[network.input_name],

@@ -6,13 +6,16 @@ The network is read from the cached fp32 ONNX export of each input shape
 precision to f32: on CPUs with AMX or AVX512-BF16 OpenVINO would otherwise run bf16 by
 default, which is not exact. int8 is NNCF post-training quantisation on calibration frames
 (``quantize.calibration_frames``, the ones onnxruntime and TensorRT use); the quantised
-model is kept in the engine cache. Compiled models go to OpenVINO's own cache
-(``CACHE_DIR``), in a folder of the engine cache named by an :class:`EngineKey`, so a
-second start imports the compiled blob instead of compiling again.
+model is kept in the engine cache. The compiled model is exported (``export_model``) into
+the engine cache too, as ``openvino-<precision>-<H>x<W>-<digest>.blob`` with its sidecar,
+so a second start imports it instead of compiling again, and only after its sha256 matched:
+OpenVINO's own ``CACHE_DIR`` imports a damaged blob without a word (issue 31: 4 KiB of
+noise in one gave 2 boxes and empty masks instead of 60 boxes).
 """
 from __future__ import annotations
 
 import importlib.util
+import io
 import logging
 import tempfile
 import time
@@ -23,9 +26,10 @@ import numpy as np
 import torch
 
 from .base import Array, BackendSpec, BackendUnavailable, CachedEngineBackend, ShapeLru
+from .build_lock import exclusive
 from .cpu import cpu_flags, cpu_name
 from .engine_cache import EngineKey
-from .onnx_export import cached_onnx
+from .onnx_export import cached_onnx, onnx_key
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +65,9 @@ def quantize_openvino(onnx_path: Path, out_path: Path, frames: list[np.ndarray],
     import nncf
     import openvino
 
-    quantized = nncf.quantize(core.read_model(str(onnx_path)), nncf.Dataset(frames),
-                              subset_size=len(frames))
+    with exclusive("NNCF quantisation"):
+        quantized = nncf.quantize(core.read_model(str(onnx_path)), nncf.Dataset(frames),
+                                  subset_size=len(frames))
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "model.xml"
         openvino.save_model(quantized, str(xml), compress_to_fp16=False)
@@ -77,6 +82,13 @@ def read_packed_ir(core, path: Path):
         xml, weights = packed["xml"].tobytes(), packed["bin"]
     from openvino import Tensor
     return core.read_model(xml, Tensor(weights))
+
+
+def export_blob(compiled, out: Path) -> None:
+    """Write a compiled model as ``core.import_model`` reads it back."""
+    stream = io.BytesIO()  # the one stream type export_model writes to
+    compiled.export_model(stream)
+    out.write_bytes(stream.getbuffer())
 
 
 @dataclass
@@ -111,56 +123,87 @@ class OpenVINOBackend(CachedEngineBackend):
     def prepare(self, input_hw: tuple[int, int], batch: int = 1) -> None:
         self._compiled_for((batch, *input_hw))
 
-    def compile_key(self, hw: tuple[int, int], calibration: str = "",
-                    batch: int = 1) -> EngineKey:
-        """The key of the folder holding the compiled models for input ``hw``."""
-        return EngineKey("openvino", tuple(hw), self.precision, self.digest,
-                         runtime=f"openvino {self.ov.__version__} on {cpu_name()}",
-                         calibration=calibration, batch=batch)
+    def _config(self) -> dict:
+        return {"PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+                "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[self.precision]}
 
-    def compile_cache_dir(self, key: EngineKey) -> Path:
-        return self.cache.root / key.filename("")
-
-    def _source_model(self, hw: tuple[int, int], batch: int = 1) -> tuple[object, str]:
-        """What to compile for ``hw`` (a model file path, or a model) and the calibration
-        digest that is part of its key."""
-        onnx_path = cached_onnx(self.model, hw, self.digest, self.cache, self.network, batch)
-        if self.precision != "int8":
-            # A path, not a read model: on a compiled-cache hit OpenVINO skips reading it.
-            return str(onnx_path), ""
+    def _int8_key(self, hw: tuple[int, int], frames: list[np.ndarray]) -> EngineKey:
+        """The key of the NNCF-quantised model for input ``hw``."""
         from .quantize import frames_digest
         import nncf
-        frames = self.calibration_frames(hw)
-        key = EngineKey("openvino-int8", tuple(hw), "int8", self.digest,
-                        runtime=f"openvino {self.ov.__version__} nncf {nncf.__version__}",
-                        calibration=frames_digest(frames))
+        return EngineKey("openvino-int8", tuple(hw), "int8", self.digest,
+                         runtime=f"openvino {self.ov.__version__} nncf {nncf.__version__}",
+                         calibration=frames_digest(frames))
+
+    def compile_key(self, hw: tuple[int, int], batch: int = 1,
+                    frames: list[np.ndarray] | None = None) -> EngineKey:
+        """The key of the compiled model for input ``hw``: what it is compiled from (the
+        ONNX export's key, or the INT8 model's and its calibration ``frames``), by which
+        OpenVINO on which CPU, with which settings."""
+        source = (self._int8_key(hw, frames) if self.precision == "int8"
+                  else onnx_key(hw, self.digest, self.network, batch))
+        settings = ", ".join(f"{k} {v}" for k, v in self._config().items())
+        return EngineKey("openvino", tuple(hw), self.precision, self.digest,
+                         runtime=(f"openvino {self.ov.__version__} on {cpu_name()} ({settings}) "
+                                  f"from {source.kind} ({source.runtime})"),
+                         calibration=source.calibration, batch=batch)
+
+    def _source_model(self, hw: tuple[int, int], batch: int,
+                      frames: list[np.ndarray] | None) -> object:
+        """What to compile for ``hw``: the ONNX export's path, or the INT8 model."""
+        onnx_path = cached_onnx(self.model, hw, self.digest, self.cache, self.network, batch)
+        if self.precision != "int8":
+            return str(onnx_path)
+        key = self._int8_key(hw, frames)
         path = self.cache.get_or_build(
             key, ".npz", lambda out: quantize_openvino(onnx_path, out, frames, self.core),
             f"OpenVINO INT8 model (NNCF, {len(frames)} calibration frames)")
-        return read_packed_ir(self.core, path), key.calibration
+        return read_packed_ir(self.core, path)
 
     def _compiled_for(self, shape: tuple[int, int, int]) -> _Compiled:
-        """The compiled model for a (batch, H, W) input."""
+        """The compiled model for a (batch, H, W) input: imported from the engine cache
+        where a valid one is there, else compiled and exported there."""
         if shape in self.engines:
             return self.engines[shape]
         batch, *hw = shape
         hw = tuple(hw)
-        source, calibration = self._source_model(hw, batch)
-        started = time.monotonic()
-        cache_dir = self.compile_cache_dir(self.compile_key(hw, calibration, batch))
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        config = {"PERFORMANCE_HINT": "LATENCY",
-                  "INFERENCE_NUM_THREADS": torch.get_num_threads(),
-                  "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[self.precision],
-                  "CACHE_DIR": str(cache_dir)}
-        compiled = self.core.compile_model(source, "CPU", config)
+        frames = self.calibration_frames(hw) if self.precision == "int8" else None
+        key = self.compile_key(hw, batch, frames)
+        with self.cache.locked(key, ".blob"):
+            started = time.monotonic()
+            compiled, how = self._import(key), "imported"
+            if compiled is None:
+                source = self._source_model(hw, batch, frames)
+                started = time.monotonic()  # the export, if any, logged its own time
+                compiled = self.core.compile_model(source, "CPU", self._config())
+                path = self.cache.store(key, ".blob", lambda out: export_blob(compiled, out))
+                how = "compiled"
+            else:
+                path = self.cache.path(key, ".blob")
         request = compiled.create_infer_request()
         outputs = tuple(request.get_tensor(compiled.output(name))
                         for name in self.network.output_names)
         self.engines[shape] = _Compiled(request, outputs)
-        log.info("openvino: %s model for input %dx%dx%d compiled in %.1f s (cache %s)",
-                 self.precision, batch, hw[1], hw[0], time.monotonic() - started, cache_dir)
+        log.info("openvino: %s model for input %dx%dx%d %s in %.1f s (%s)", self.precision,
+                 batch, hw[1], hw[0], how, time.monotonic() - started, path)
         return self.engines[shape]
+
+    def _import(self, key: EngineKey):
+        """The compiled model from the engine cache, if a valid one is there (the bytes
+        imported are the bytes checked against the sidecar's sha256)."""
+        data = self.cache.read(key, ".blob")
+        if data is None:
+            return None
+        try:
+            return self.core.import_model(data, "CPU", self._config())
+        except RuntimeError as exc:  # e.g. written by another OpenVINO build
+            path = self.cache.path(key, ".blob")
+            reason = str(exc).strip().splitlines()[-1]  # OpenVINO's own check, last line
+            log.warning("openvino cannot import cached %s (%s); it will be compiled again",
+                        path.name, reason)
+            self.cache.discard(path)
+            return None
 
     def infer(self, inputs: Array) -> tuple:
         state = self._compiled_for((inputs.shape[0], *inputs.shape[2:]))

@@ -17,6 +17,7 @@ import torch
 
 from .engine_cache import EngineKey
 from .base import BackendUnavailable
+from .build_lock import exclusive
 from .tensorrt_backend import (PRECISIONS, TensorRTBackend, WORKSPACE_BYTES,  # noqa: F401
                                import_tensorrt, major_minor)  # PRECISIONS: what it claims
 
@@ -64,7 +65,7 @@ class Torch2TRTBackend(TensorRTBackend):
             options = {"int8_mode": True,
                        "int8_calib_dataset": [[torch.from_numpy(f[0]).to(device)]
                                               for f in frames]}
-        with torch.no_grad():
+        with exclusive("torch2trt conversion"), torch.no_grad():  # it patches torch meanwhile
             converted = self.torch2trt.torch2trt(
                 model, [example], input_names=[self.network.input_name],
                 output_names=list(self.network.output_names),

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .base import Array, Backend, BackendSpec, BackendUnavailable, ShapeLru
+from .build_lock import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ class TorchBackend(Backend):
             memory_format=self.memory_format)
         module: Callable = self.model
         if self.optimize:
-            with torch.no_grad(), warnings.catch_warnings():
+            # Traced while no ONNX export runs (build_lock): the tracer sees its flag.
+            with exclusive("torch trace"), torch.no_grad(), warnings.catch_warnings():
                 # The tracer warns that MaxPoolSame's padding becomes a constant: intended,
                 # each shape gets its own trace. TorchScript also announces its deprecation
                 # in favour of torch.compile, which compiled for minutes per shape and ran

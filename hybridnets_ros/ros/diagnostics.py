@@ -38,12 +38,15 @@ def camera_problem(camera, config, listening_since: float) -> str | None:
     """What is wrong with one active camera's input or grids, or None."""
     build = camera.engine_build
     if build is not None:
-        if build.error is not None:
-            return f"engine for {build.describe()} failed: {build.error}; its frames are dropped"
-        if not build.done:
-            return (f"building engine for {build.describe()} "
-                    f"({time.monotonic() - build.started:.0f} s so far): its frames are "
-                    "dropped until it is ready")
+        state = build.state
+        if state == "failed":
+            return f"engine for {build.describe()}: {build.progress()}; its frames are dropped"
+        if state == "queued":
+            return (f"engine for {build.describe()} waits for another build "
+                    f"({build.progress()}): its frames are dropped until it is ready")
+        if state == "building":
+            return (f"building engine for {build.describe()} ({build.progress()}): its "
+                    "frames are dropped until it is ready")
     silent = time.monotonic() - (camera.last_image or listening_since)
     if silent > SILENT_PERIODS * config.diagnostics_period:
         topic = camera.topic("image/compressed" if config.use_compressed else "image")
@@ -73,15 +76,19 @@ def health(node: NodeHealth, cameras) -> tuple[bytes, str]:
 
 
 def engine_values(engines) -> dict:
-    """The engine builds: under way, done, the latest one's duration."""
+    """The engine builds: under way or queued, done, the latest one's duration, and the
+    sizes whose last attempt failed (until one succeeds)."""
     if engines is None:
         return {}
-    building = engines.current
-    values = {"engine_builds": "; ".join(
-        f"{b.describe()} ({time.monotonic() - b.started:.0f} s so far)" for b in building)
-        or "none", "engines_built": engines.built}
+    now = time.monotonic()
+    values = {"engine_builds": "; ".join(f"{b.describe()} ({b.progress(now)})"
+                                         for b in engines.current) or "none",
+              "engines_built": engines.built}
     if engines.last is not None:
         values["last_engine_build"] = f"{engines.last.describe()} in {engines.last.seconds:.1f} s"
+    if failing := engines.failing:
+        values["engine_build_failures"] = "; ".join(f"{b.describe()}: {b.progress(now)}"
+                                                    for b in failing)
     return values
 
 

@@ -411,11 +411,13 @@ class HybridNetsNode(LifecycleNode):
         for build in self._engines.finished() if self._engines else ():
             if build.error is None:
                 self.get_logger().info(f"engine for {build.describe()} built in "
-                                       f"{build.seconds:.1f} s")
+                                       f"{build.seconds:.1f} s" + (
+                                           f" (attempt {build.attempts})"
+                                           if build.attempts > 1 else ""))
             else:
                 self.get_logger().error(
-                    f"engine for {build.describe()} failed after {build.seconds:.1f} s: "
-                    f"{build.error}; frames of that size are dropped")
+                    f"engine for {build.describe()}: {build.progress()}; frames of that "
+                    "size are dropped until it is built")
 
     # -------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self) -> None:

@@ -242,7 +242,8 @@ def test_fleet_records_a_damaged_bag_as_done_with_loss(intact, pipeline, tmp_pat
     def run():
         report = run_fleet([archive / "whole", archive / "damaged"], out,
                            lambda: InProcessPool(config, network))
-        return report, {b["name"]: b for b in json.loads((out / "summary.json").read_text())["bags"]}
+        summary = json.loads((out / "summary.json").read_text())
+        return report, {b["name"]: b for b in summary["bags"]}
 
     report, bags = run()
     assert bags["whole"]["status"] == "done" and bags["whole"]["damage"] == []

@@ -236,8 +236,8 @@ class BagReader:
             except StopIteration:
                 return
             except Exception as exc:
-                self._note(f"rosbags stopped reading {'at the start' if last is None else f'after {last} ns'} "
-                           f"({type(exc).__name__}: {exc})")
+                where = "at the start" if last is None else f"after {last} ns"
+                self._note(f"rosbags stopped reading {where} ({type(exc).__name__}: {exc})")
                 if self._open_sqlite():  # the rest of a sqlite3 bag, row by row
                     self._reader.close()
                     self._reader = None

@@ -422,8 +422,9 @@ def report_table(report: FleetReport) -> str:
     for bag in report.damaged:
         lost = "how many images were lost is unknown" if bag.lost is None else \
             f"{bag.lost} images lost"
-        lines.append(f"DAMAGED {bag.name} ({bag.path}){' (an earlier run)' if bag.status == 'skipped' else ''}: "
-                     f"{bag.frames} images read, {lost}: {'; '.join(bag.damage)}")
+        earlier = " (an earlier run)" if bag.status == "skipped" else ""
+        lines.append(f"DAMAGED {bag.name} ({bag.path}){earlier}: {bag.frames} images read, "
+                     f"{lost}: {'; '.join(bag.damage)}")
     for bag in report.failed:
         lines.append(f"FAILED {bag.name} ({bag.path}): {bag.error}")
     return "\n".join(lines)

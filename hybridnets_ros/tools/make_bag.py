@@ -69,7 +69,8 @@ def make_camera_bag(cameras: list[CameraStream], out: Path, rate_hz: float,
                          f"got {rate_hz!r}")
     start_ns = time.time_ns() if start_ns is None else start_ns
     count = 0
-    bag = BagWriter(out, storage, chunk_size)  # refuses an existing path: only a new one is removed below
+    # BagWriter refuses an existing path: only a new one is removed below
+    bag = BagWriter(out, storage, chunk_size)
     try:
         with bag:
             poses = StaticTransforms()

@@ -23,7 +23,9 @@ from pathlib import Path
 from mcap.data_stream import ReadDataStream
 from mcap.opcode import Opcode
 from mcap.reader import SeekingReader
-from mcap.records import Channel, Chunk, ChunkIndex, Message, Schema
+from mcap.records import (Attachment, AttachmentIndex, Channel, Chunk, ChunkIndex, DataEnd,
+                          Footer, Header, Message, MessageIndex, Metadata, MetadataIndex, Schema,
+                          Statistics, SummaryOffset)
 from mcap.stream_reader import breakup_chunk
 
 MAGIC = b"\x89MCAP0\r\n"
@@ -32,6 +34,12 @@ _CHUNK_HEAD = struct.Struct("<QQQII")     # start, end, uncompressed size, crc, 
 _COMPRESSIONS = (b"", b"zstd", b"lz4")
 # Opcodes a record may have: the specification's 0x01-0x0F and the private 0x80-0xFF.
 _VALID_OPCODES = set(range(0x01, 0x10)) | set(range(0x80, 0x100))
+_RECORDS = {Opcode.HEADER: Header, Opcode.FOOTER: Footer, Opcode.SCHEMA: Schema,
+            Opcode.CHANNEL: Channel, Opcode.MESSAGE_INDEX: MessageIndex,
+            Opcode.CHUNK_INDEX: ChunkIndex, Opcode.ATTACHMENT: Attachment,
+            Opcode.ATTACHMENT_INDEX: AttachmentIndex, Opcode.STATISTICS: Statistics,
+            Opcode.METADATA: Metadata, Opcode.METADATA_INDEX: MetadataIndex,
+            Opcode.SUMMARY_OFFSET: SummaryOffset, Opcode.DATA_END: DataEnd}
 
 
 class NotMcap(Exception):
@@ -50,7 +58,7 @@ class McapChunks:
         try:
             self.size = self.path.stat().st_size
             if self.size < len(MAGIC) or self._file.read(len(MAGIC)) != MAGIC:
-                raise NotMcap(f"{self.path}: not an MCAP file (it does not start with the MCAP magic)")
+                raise NotMcap(f"{self.path}: not an MCAP file (no MCAP magic at its start)")
             self._data = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
         except BaseException:
             self._file.close()
@@ -107,7 +115,8 @@ class McapChunks:
             batch = []
             for index in group:
                 records = self._indexed_chunk(index, numbers[index.chunk_start_offset])
-                batch += [(r.log_time, index.chunk_start_offset, i, r) for i, r in enumerate(records)
+                batch += [(r.log_time, index.chunk_start_offset, i, r)
+                          for i, r in enumerate(records)
                           if isinstance(r, Message) and r.channel_id in channel_ids]
             batch.sort(key=lambda item: item[:3])
             for *_, message in batch:
@@ -118,7 +127,8 @@ class McapChunks:
         where = (f"chunk {number} of {len(self._chunks)} (at byte {start}, messages "
                  f"{index.message_start_time / 1e9:.3f}-{index.message_end_time / 1e9:.3f} s)")
         if start + length > self.size or length < _RECORD_HEAD.size:
-            self._note(start, f"{where} lies beyond the end of the file ({self.size} bytes); skipped")
+            self._note(start, f"{where} lies beyond the end of the file ({self.size} bytes); "
+                              "skipped")
             return []
         opcode, content = _RECORD_HEAD.unpack_from(self._data, start)
         if opcode != Opcode.CHUNK or content != length - _RECORD_HEAD.size:
@@ -137,23 +147,25 @@ class McapChunks:
         while position < self.size:
             opcode, length = self._head(position)
             end = position + _RECORD_HEAD.size + length
-            if opcode in (Opcode.DATA_END, Opcode.FOOTER):
-                return  # the summary follows: read already, or unreadable
-            if opcode is not None and end <= self.size:
+            if opcode is None:
+                problem = "not a record"
+            elif end > self.size:
+                problem = f"its length ({length} bytes) runs past the end of the file"
+            else:
                 body = self._data[position + _RECORD_HEAD.size:end]
                 try:
                     records = _chunk_records(body) if opcode == Opcode.CHUNK else \
                         _record(opcode, body)
+                    problem = None
                 except Exception as exc:  # garbage where a record should be
                     problem = _why(exc)
-                else:
-                    chunks += opcode == Opcode.CHUNK
-                    yield from self._take(records, channel_ids)
-                    position = end
-                    continue
-            else:
-                problem = (f"{'a' if opcode is None else 'its'} record "
-                           f"{'header is not valid' if opcode is None else 'runs past the end'}")
+            if problem is None:
+                if opcode in (Opcode.DATA_END, Opcode.FOOTER):
+                    break  # the summary follows: read already, or unreadable
+                chunks += opcode == Opcode.CHUNK
+                yield from self._take(records, channel_ids)
+                position = end
+                continue
             resume = self._next_chunk(position + 1)
             what = f"chunk {chunks + 1}" if opcode == Opcode.CHUNK else "record"
             if resume is not None:
@@ -205,7 +217,8 @@ class McapChunks:
         if fixed > self.size:
             return False
         _, length = _RECORD_HEAD.unpack_from(self._data, position)
-        start, end, _, _, name_length = _CHUNK_HEAD.unpack_from(self._data, fixed - _CHUNK_HEAD.size)
+        start, end, _, _, name_length = _CHUNK_HEAD.unpack_from(self._data,
+                                                                fixed - _CHUNK_HEAD.size)
         if name_length > 4 or start > end or fixed + name_length + 8 > self.size \
                 or position + _RECORD_HEAD.size + length > self.size:
             return False
@@ -230,16 +243,13 @@ def _chunk_records(body: bytes) -> list:
 
 
 def _record(opcode: int, body: bytes) -> list:
-    """A record outside chunks: a schema, channel or message (an unchunked file); others
-    (indexes, attachments, metadata) carry no messages."""
+    """A record outside chunks, parsed (garbage seldom parses): schemas, channels and
+    messages (an unchunked file) are kept, the others carry no messages."""
     stream = ReadDataStream(BytesIO(body))
-    if opcode == Opcode.SCHEMA:
-        return [Schema.read(stream)]
-    if opcode == Opcode.CHANNEL:
-        return [Channel.read(stream)]
     if opcode == Opcode.MESSAGE:
         return [Message.read(stream, len(body))]
-    return []
+    record = _RECORDS[opcode].read(stream) if opcode in _RECORDS else None  # else private
+    return [record] if isinstance(record, (Schema, Channel)) else []
 
 
 def _overlapping(chunks: list[ChunkIndex]) -> Iterator[list[ChunkIndex]]:

@@ -22,7 +22,7 @@ RANDOM_WEIGHTS_WARNING = (
 EXIT_OK = 0            # done: every input read
 EXIT_FAILED = 1        # an input failed (infer: a file; fleet: a bag; replay: no frame done)
 EXIT_USAGE = 2         # bad options or set-up (no such bag, weights, ...): nothing done
-EXIT_DAMAGED = 3       # a damaged bag, read as far as it could be: messages were lost
+EXIT_DAMAGED = 3       # a damaged bag, read as far as it could be (what was lost is told)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); replay and fleet keep what was done
 EXIT_STATUSES = ((EXIT_OK, "done"), (EXIT_FAILED, "an input failed"),
                  (EXIT_USAGE, "bad options or set-up"),

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from ..pipeline.factory import resolve_device, resolve_weights
 from ..tools.fleet import InProcessPool, find_bags, report_table, run_fleet, set_threads
-from .common import (RANDOM_WEIGHTS_WARNING, USER_ERRORS, CliError, add_bag_options, bag_config,
-                     pipeline_from_config, topic_list)
+from .common import (EXIT_DAMAGED, EXIT_FAILED, EXIT_OK, EXIT_STATUS_HELP, RANDOM_WEIGHTS_WARNING,
+                     USER_ERRORS, CliError, add_bag_options, bag_config, pipeline_from_config,
+                     topic_list)
 
 # What to install for the fleet (setup.py's `fleet` extra, requirements-test.txt).
 FLEET_PACKAGES = {"pyarrow": "pyarrow", "ray": "'ray[default]==2.60.*'"}
@@ -22,7 +23,10 @@ def add_parser(sub) -> None:
                     "DIR/<bag name>/ (an output bag, written under a temporary name and "
                     "renamed when complete), DIR/index.parquet (one row per image) and "
                     "DIR/summary.json. A rerun with the same --out skips complete bags and "
-                    "redoes partial ones. Exit status 1 when a bag failed (docs/fleet.md).")
+                    "redoes partial ones. A damaged bag is replayed as far as it can be read "
+                    "(status damaged). Exit status 1 when a bag failed, else 3 when one was "
+                    "damaged (docs/fleet.md).",
+        epilog=EXIT_STATUS_HELP)
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="bags, folders searched for bags (mcap, sqlite3, ROS 1) or text files "
                         "listing them, one per line")
@@ -103,4 +107,9 @@ def run(args) -> int:
     if "ray start s" in timing:
         print(f"ray: connected in {timing['ray start s']:.1f} s, workers ready (pipelines "
               f"built) {timing['workers ready s']:.1f} s later")
-    return 1 if report.failed else 0
+    return exit_status(report)
+
+
+def exit_status(report) -> int:
+    """A failed bag outweighs a damaged one (read in part), which outweighs none."""
+    return EXIT_FAILED if report.failed else EXIT_DAMAGED if report.damaged else EXIT_OK

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import CliError, add_model_options, config_from_options, pipeline_from_config
+from .common import (EXIT_FAILED, EXIT_OK, EXIT_STATUS_HELP, CliError, add_model_options,
+                     config_from_options, pipeline_from_config)
 
 log = logging.getLogger("hybridnets")
 
@@ -15,7 +16,7 @@ log = logging.getLogger("hybridnets")
 def add_parser(sub) -> None:
     p = sub.add_parser("infer", help="detect and segment images, folders and videos",
                        description="Write an annotated overlay per image (and an annotated video "
-                                   "per video) to the output folder.")
+                                   "per video) to the output folder.", epilog=EXIT_STATUS_HELP)
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="image files, folders or videos")
     add_model_options(p)
     p.add_argument("--output", default="out/infer", help="output folder (default out/infer)")
@@ -97,7 +98,7 @@ def process_sources(pipeline, sources, output: Path, save: bool) -> tuple[_Stats
             try:
                 if source.kind == "image":
                     image = read_image(source.path)
-                    result = pipeline(image)
+                    result = _run(pipeline, image, str(source.path))
                     stem = names.stem(source.path.stem)
                     written = output / f"{stem}.jpg"
                     if not cv2.imwrite(str(written), overlay(image, result, network)):
@@ -111,7 +112,7 @@ def process_sources(pipeline, sources, output: Path, save: bool) -> tuple[_Stats
                 stem = names.stem(source.path.stem)
                 writer = None
                 for index, frame in enumerate(reader):
-                    result = pipeline(frame)
+                    result = _run(pipeline, frame, f"{source.path} (frame {index})")
                     picture = overlay(frame, result, network)
                     if writer is None:
                         writer = cv2.VideoWriter(str(output / f"{stem}.mp4"),
@@ -133,6 +134,15 @@ def process_sources(pipeline, sources, output: Path, save: bool) -> tuple[_Stats
     return stats, failures
 
 
+def _run(pipeline, image: np.ndarray, name: str):
+    """The pipeline's result; an image it refuses (its size) named like any other input."""
+    from ..core.sources import InputError
+    try:
+        return pipeline(image)
+    except InputError as exc:
+        raise InputError(f"{name}: {exc}", exc.kind) from None
+
+
 def run(args) -> int:
     from ..core.sources import expand_sources
 
@@ -152,4 +162,4 @@ def run(args) -> int:
     failures += failed
     print(f"hybridnets infer: {stats.summary()}; {len(failures)} input(s) failed; "
           f"outputs in {output}")
-    return 1 if failures or not stats.frames else 0
+    return EXIT_FAILED if failures or not stats.frames else EXIT_OK

@@ -6,8 +6,10 @@ name, the output bag and the bag's part of the index (``frames.parquet`` inside 
 folder), then renames the folder: a bag is complete exactly when ``DIR/<bag name>/``
 exists. So a rerun skips complete bags and redoes partial ones, a worker that dies mid-bag
 leaves only a temporary folder behind (the bag is redone), and the merged
-``DIR/index.parquet`` holds each frame exactly once. Workers run here (one, in this
-process) or as Ray actors (tools.fleet_ray, imported only then).
+``DIR/index.parquet`` holds each frame exactly once. A damaged bag is replayed as far as
+it can be read and recorded as ``damaged`` (done, with loss: where, and how many images
+were lost); a rerun skips it like a complete one and still reports it. Workers run here
+(one, in this process) or as Ray actors (tools.fleet_ray, imported only then).
 """
 from __future__ import annotations
 
@@ -23,8 +25,8 @@ import numpy as np
 
 from ..pipeline.config import NodeConfig
 from ..pipeline.factory import build_pipeline
-from .bags import BagError, BagReader, is_bag
-from .replay import choose_cameras, replay
+from .bags import BagError, is_bag
+from .replay import bag_cameras, replay
 
 INDEX_NAME = "index.parquet"
 SUMMARY_NAME = "summary.json"
@@ -159,7 +161,7 @@ class BagJob:
 class BagResult:
     name: str
     path: str
-    status: str                  # done | skipped | failed
+    status: str                  # done | damaged (done, with loss) | skipped | failed
     frames: int = 0              # images processed (rejected ones included)
     seconds: float = 0.0         # wall time in the worker
     error: str | None = None
@@ -168,6 +170,8 @@ class BagResult:
     rejected: int = 0
     notes: list[str] = field(default_factory=list)
     peak_rss_mb: float | None = None  # of the worker process, after the bag
+    damage: list[str] = field(default_factory=list)  # what of the bag could not be read, where
+    lost: int | None = None      # images its index counts that could not be read (None: unknown)
 
 
 def peak_rss_mb() -> float | None:
@@ -245,9 +249,10 @@ class BagWorker:
         result.seconds = time.monotonic() - started
         result.peak_rss_mb = peak_rss_mb()
         if result.error is None:
-            result.status, result.frames = "done", len(rows)
+            result.status = "damaged" if summary.damage else "done"
+            result.frames = len(rows)
             result.rejected = sum(summary.rejected.values())
-            result.notes = summary.notes
+            result.notes, result.damage, result.lost = summary.notes, summary.damage, summary.lost
         return result
 
 
@@ -279,11 +284,16 @@ class FleetReport:
     def failed(self) -> list[BagResult]:
         return [b for b in self.bags if b.status == "failed"]
 
+    @property
+    def damaged(self) -> list[BagResult]:
+        """Bags read only in part, in this run or (skipped now) an earlier one."""
+        return [b for b in self.bags if b.damage and b.status != "failed"]
+
     def per_worker(self) -> dict[str, dict]:
         """worker -> frames, seconds busy, frames/s and peak memory (bags done in this run)."""
         table: dict[str, dict] = {}
         for bag in self.bags:
-            if bag.status != "done" or bag.worker is None:
+            if bag.status not in ("done", "damaged") or bag.worker is None:
                 continue
             entry = table.setdefault(bag.worker, dict(frames=0, seconds=0.0, peak_rss_mb=0.0))
             entry["frames"] += bag.frames
@@ -305,8 +315,7 @@ def exit_hook() -> tuple[str, int] | None:
 
 def image_count(path: Path, image_topics) -> int:
     """Images the bag's chosen cameras hold (0 when unknown); raises BagError."""
-    with BagReader(path) as reader:
-        return sum(c.image.count or 0 for c in choose_cameras(reader.topics(), image_topics))
+    return sum(c.image.count or 0 for c in bag_cameras(path, image_topics))
 
 
 def run_fleet(paths: list[Path], out: Path, pool_factory: Callable[[], object], *,
@@ -325,7 +334,8 @@ def run_fleet(paths: list[Path], out: Path, pool_factory: Callable[[], object], 
             before = previous.get(name, {})
             results[name] = BagResult(name, str(path), "skipped", frames=before.get("frames", 0),
                                       seconds=before.get("seconds", 0.0),
-                                      worker=before.get("worker"))
+                                      worker=before.get("worker"),
+                                      damage=before.get("damage") or [], lost=before.get("lost"))
             continue
         try:
             totals[name] = image_count(path, image_topics)
@@ -349,11 +359,12 @@ def run_fleet(paths: list[Path], out: Path, pool_factory: Callable[[], object], 
         try:
             for result in pool.run(jobs, progress):
                 results[result.name] = result
-                progress(result.name, result.frames if result.status == "done" else 0)
+                progress(result.name, result.frames if result.status != "failed" else 0)
                 if bar is not None:
-                    finished = [r for r in results.values() if r.status != "skipped"]
-                    bar.set_postfix_str(f"bags {sum(r.status == 'done' for r in finished)} done, "
-                                        f"{sum(r.status == 'failed' for r in finished)} failed")
+                    finished = [r.status for r in results.values() if r.status != "skipped"]
+                    bar.set_postfix_str(f"bags {finished.count('done')} done, "
+                                        f"{finished.count('damaged')} damaged, "
+                                        f"{finished.count('failed')} failed")
         finally:
             pool.close()
             if bar is not None:
@@ -391,9 +402,11 @@ def retry(job: BagJob) -> BagJob:
 
 def report_table(report: FleetReport) -> str:
     """The closing table: bags, frames, frames/s overall and per worker, failures."""
-    done = [b for b in report.bags if b.status == "done"]
+    done = [b for b in report.bags if b.status in ("done", "damaged")]
     frames = sum(b.frames for b in done)
-    lines = [f"bags: {len(report.bags)} ({len(done)} done, "
+    damaged = sum(b.status == "damaged" for b in done)
+    lines = [f"bags: {len(report.bags)} ({len(done)} done"
+             f"{f' ({damaged} damaged: read in part)' if damaged else ''}, "
              f"{sum(b.status == 'skipped' for b in report.bags)} already complete, "
              f"{len(report.failed)} failed)",
              f"frames: {frames}, {frames / report.work_seconds if report.work_seconds else 0:.2f} "
@@ -406,6 +419,12 @@ def report_table(report: FleetReport) -> str:
     if retried:
         lines.append("redone after a lost worker: " + ", ".join(
             f"{b.name} ({b.attempts} attempts)" for b in retried))
+    for bag in report.damaged:
+        lost = "how many images were lost is unknown" if bag.lost is None else \
+            f"{bag.lost} images lost"
+        earlier = " (an earlier run)" if bag.status == "skipped" else ""
+        lines.append(f"DAMAGED {bag.name} ({bag.path}){earlier}: {bag.frames} images read, "
+                     f"{lost}: {'; '.join(bag.damage)}")
     for bag in report.failed:
         lines.append(f"FAILED {bag.name} ({bag.path}): {bag.error}")
     return "\n".join(lines)

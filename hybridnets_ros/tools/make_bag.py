@@ -43,21 +43,23 @@ class CameraStream:
 def make_bag(frames: Iterable[np.ndarray], out: Path, rate_hz: float,
              camera_info: CameraInfo | None = None, compressed: bool = False,
              storage: str = "mcap", start_ns: int | None = None, progress=None,
-             camera_pose=None, ground_frame: str = "base_footprint") -> int:
+             camera_pose=None, ground_frame: str = "base_footprint",
+             chunk_size: int | None = None) -> int:
     """Writes the frames at ``rate_hz`` (header stamp = bag time); returns their number.
     With ``camera_pose`` (x, y, z, roll, pitch, yaw of the camera body frame) /tf_static
-    holds the optical frame's pose in ``ground_frame``.
+    holds the optical frame's pose in ``ground_frame``; ``chunk_size``: BagWriter's.
 
     Raises ValueError for a rate outside RATE_RANGE_HZ or a frame of another size than
     ``camera_info``; on any failure the partly written bag is removed (a re-run may reuse
     the name)."""
     return make_camera_bag([CameraStream(frames, camera_info, camera_pose)], out, rate_hz,
-                           compressed, storage, start_ns, progress, ground_frame)
+                           compressed, storage, start_ns, progress, ground_frame, chunk_size)
 
 
 def make_camera_bag(cameras: list[CameraStream], out: Path, rate_hz: float,
                     compressed: bool = False, storage: str = "mcap", start_ns: int | None = None,
-                    progress=None, ground_frame: str = "base_footprint") -> int:
+                    progress=None, ground_frame: str = "base_footprint",
+                    chunk_size: int | None = None) -> int:
     """A bag of several cameras (make_bag's one camera is the simplest case): frame i of
     every camera at time i / ``rate_hz``, until the shortest camera ends; returns the
     number of frame times."""
@@ -67,7 +69,8 @@ def make_camera_bag(cameras: list[CameraStream], out: Path, rate_hz: float,
                          f"got {rate_hz!r}")
     start_ns = time.time_ns() if start_ns is None else start_ns
     count = 0
-    bag = BagWriter(out, storage)  # refuses an existing path: only a new one is removed below
+    # BagWriter refuses an existing path: only a new one is removed below
+    bag = BagWriter(out, storage, chunk_size)
     try:
         with bag:
             poses = StaticTransforms()

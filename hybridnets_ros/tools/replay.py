@@ -25,7 +25,8 @@ from ..ros.conversions import ImageConversionError, to_bgr
 from ..ros.frame import FrameProcessor
 from ..ros.outputs import BY_NAME, model_outputs
 from ..ros.surround import FUSED_QOS, FUSED_TOPICS, SurroundStage, has_fused_grids
-from .bags import CAMERA_INFO_TYPE, IMAGE_TYPES, BagError, BagReader, BagWriter, Topic
+from .bags import (CAMERA_INFO_TYPE, IMAGE_TYPES, BagError, BagReader, BagWriter, DamagedBag,
+                   Topic)
 from .static_tf import (TF_STATIC_TOPIC, StaticTransforms, read_static_transforms,
                         write_static_transforms)
 
@@ -38,8 +39,24 @@ class ReplaySummary:
     camera_info_topics: list[str | None] = field(default_factory=list)
     grids: bool = False
     rejected: dict[str, int] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)  # grids skipped, damage, ...
+    notes: list[str] = field(default_factory=list)  # grids skipped, ...
     interrupted: bool = False
+    images_read: int = 0              # image messages read from the bag (rejected ones too)
+    images_indexed: int | None = None  # image messages the bag's index counts (None: no index)
+    damage: list[str] = field(default_factory=list)  # what of the bag could not be read, where
+
+    @property
+    def lost(self) -> int | None:
+        """Images the index counts that could not be read (None when it is not known)."""
+        if self.images_indexed is None or self.interrupted:
+            return None
+        return max(0, self.images_indexed - self.images_read)
+
+    def reading(self) -> str:
+        """How much of a damaged bag was read: "6 of 12 images read, 6 lost"."""
+        if self.lost is None:
+            return f"{self.images_read} images read, how many were lost is unknown (no index)"
+        return f"{self.images_read} of {self.images_indexed} images read, {self.lost} lost"
 
 
 @dataclass(frozen=True)
@@ -106,6 +123,23 @@ def choose_cameras(topics: list[Topic], image_topics=None,
     if len(set(names)) < len(names):  # two image topics in one namespace: the full names
         names = [c.image.name.removesuffix("/compressed").strip("/") for c in cameras]
     return [CameraTopics(name, c.image, c.info) for name, c in zip(names, cameras)]
+
+
+def bag_cameras(path: Path, image_topics=None, camera_info_topic: str | None = None
+                ) -> list[CameraTopics]:
+    """The cameras ``replay`` takes from the bag at ``path``: a bag checked before a model
+    is loaded for it. Raises BagError (DamagedBag when nothing in it can be read)."""
+    with BagReader(path) as reader:
+        return _cameras(reader, image_topics, camera_info_topic)
+
+
+def _cameras(reader: BagReader, image_topics, camera_info_topic) -> list[CameraTopics]:
+    try:
+        return choose_cameras(reader.topics(), image_topics, camera_info_topic)
+    except BagError as exc:
+        if reader.damage:  # the topic may have been in what was lost
+            raise DamagedBag(f"{exc}; the bag is damaged: {'; '.join(reader.damage)}") from None
+        raise
 
 
 def choose_topics(topics: list[Topic], image_topic: str | None,
@@ -201,16 +235,18 @@ def replay(in_bag: Path, out_bag: Path, pipeline, config: NodeConfig, *, image_t
     several, as the multi-camera node publishes them), the fused grids of several cameras,
     and /tf_static with the camera poses. ``video`` shows the first camera.
     ``on_frame(camera, timestamp, header, outcome, seconds)`` sees every image, rejected ones
-    too."""
+    too. A damaged bag is read as far as it can be: the summary's ``damage`` says where,
+    ``images_read`` and ``images_indexed`` how much; one with nothing readable raises
+    DamagedBag."""
     summary = ReplaySummary()
     prefix = "/" + namespace.strip("/") if namespace.strip("/") else ""
     with BagReader(in_bag) as reader:
         topics = reader.topics()
-        cameras = choose_cameras(topics, image_topics, camera_info_topic)
+        cameras = _cameras(reader, image_topics, camera_info_topic)
         summary.image_topics = [c.image.name for c in cameras]
         summary.camera_info_topics = [c.info.name if c.info else None for c in cameras]
-        if reader.damage:
-            summary.notes.append(reader.damage)
+        counts = [c.image.count for c in cameras]
+        summary.images_indexed = None if None in counts else sum(counts)
         static = read_static_transforms(reader)
         replays = camera_processors(pipeline, config, cameras, static, prefix)
         headers = _first_headers(reader, cameras)
@@ -219,8 +255,7 @@ def replay(in_bag: Path, out_bag: Path, pipeline, config: NodeConfig, *, image_t
         read = set(by_image) | set(by_info)
         if keep_input:
             read |= {t.name for t in topics if t.name != TF_STATIC_TOPIC}
-        counts = [c.image.count for c in cameras]
-        bar = progress_factory(None if None in counts else sum(counts)) if progress_factory else None
+        bar = progress_factory(summary.images_indexed) if progress_factory else None
         fused = _FusedGrids(config, prefix) if len(replays) > 1 and has_fused_grids(
             pipeline.network) else None
         with BagWriter(out_bag, storage) as bag:
@@ -237,6 +272,7 @@ def replay(in_bag: Path, out_bag: Path, pipeline, config: NodeConfig, *, image_t
                     if topic in by_info:
                         by_info[topic].processor.set_camera_info(camera_info_of(msg))
                     if topic in by_image:
+                        summary.images_read += 1
                         camera = by_image[topic]
                         if _replay_image(camera, msg, timestamp, out, summary, say, on_frame,
                                          first=camera is replays[0]):
@@ -251,8 +287,7 @@ def replay(in_bag: Path, out_bag: Path, pipeline, config: NodeConfig, *, image_t
                 out.close()
                 if bar is not None:
                     bar.close()
-        if reader.damage and reader.damage not in summary.notes:
-            summary.notes.append(reader.damage)
+        summary.damage = reader.damage
     return summary
 
 

@@ -188,7 +188,9 @@ def test_a_calibration_no_lens_has_is_refused_naming_the_field(processor, field,
         assert problem is not None and problem.bad_input, field
         assert problem.reason == "invalid camera_info"
         assert str(problem).startswith(says), str(problem)
+        assert processor.camera_info_problem == str(problem)  # what /diagnostics shows
     assert processor.set_camera_info(camera_info("plumb_bob", PINHOLE_K, [0.0] * 5)) is None
+    assert processor.camera_info_problem is None
 
 
 def test_an_empty_distortion_model_is_plumb_bob(processor):

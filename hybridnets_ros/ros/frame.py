@@ -83,9 +83,10 @@ def invalid_camera_info(exc: Exception) -> GridUnavailable:
 
 
 def calibration_values(info: CameraInfo) -> tuple:
-    """What of a CameraInfo the camera model depends on: equal values, equal model."""
-    return (info.width, info.height, info.distortion_model, tuple(info.k), tuple(info.d),
-            tuple(info.p))
+    """What of a CameraInfo the camera model depends on: equal values, equal model (as
+    bytes: a NaN equals itself, so a bad message re-sent is the same message)."""
+    return (info.width, info.height, info.distortion_model,
+            *(np.asarray(values, np.float64).tobytes() for values in (info.k, info.d, info.p)))
 
 
 class ProjectorCache:
@@ -232,6 +233,15 @@ class FrameProcessor:
             return None
         self._rejected_info = info
         return GridUnavailable(problem.reason, str(problem), bad_input=True)
+
+    @property
+    def camera_info_problem(self) -> str | None:
+        """Why the latest CameraInfo was refused (None: it was not, or none came yet)."""
+        if self.camera_info is None or self._checked is None or self._checked[1] is None:
+            return None
+        if self._checked[0] != (calibration_values(self.camera_info), self.config.rectified):
+            return None  # not checked yet (set without set_camera_info)
+        return str(self._checked[1])
 
     def update_config(self, config: NodeConfig) -> None:
         """Run-time changes (thresholds, pose, grid, classes, tracking) take effect from the

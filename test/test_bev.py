@@ -123,7 +123,7 @@ def test_boundary_and_points():
 def test_bad_calibration_is_refused():
     K = np.eye(3)
     K[0, 0] = np.nan
-    with pytest.raises(ValueError, match="invalid camera matrix"):
+    with pytest.raises(ValueError, match="K must be finite"):
         CameraModel.from_pose(K, 640, 480, (0, 0, 1, 0, 0, 0))
     with pytest.raises(ValueError, match="distortion"):
         CameraModel.from_pose(np.eye(3), 640, 480, (0, 0, 1, 0, 0, 0), D=[np.inf, 0, 0, 0, 0])

@@ -76,6 +76,22 @@ def test_bad_calibration_turns_only_the_grids_and_3d_off(processor, frame_msg, d
     assert "detections" in outcome.messages
 
 
+@pytest.mark.parametrize("field, change", [
+    ("d", dict(d=[1e6, 0.0, 0.0, 0.0, 0.0])),  # finite but absurd: all grids were unknown
+    ("k", dict(k=[1e-300, 0.0, 640.0, 0.0, 1e-300, 360.0, 0.0, 0.0, 1.0])),  # was a "pose"
+])
+def test_a_refused_calibration_is_named_and_detections_go_on(processor, frame_msg, field, change):
+    info = processor.camera_info
+    values = dict(width=info.width, height=info.height, k=info.k, d=info.d, p=info.p,
+                  distortion_model=info.distortion_model)
+    assert processor.set_camera_info(CameraInfo(**{**values, **change})) is not None
+    outcome = processor.process(frame_msg)
+    assert outcome.no_grids.reason == "invalid camera_info" and outcome.no_grids.bad_input
+    assert str(outcome.no_grids).startswith(f"camera_info.{field}: "), str(outcome.no_grids)
+    assert {"detections", "drivable_mask", "lane_mask"} <= set(outcome.messages)
+    assert not {o.name for o in OUTPUTS if o.needs_grids or o.needs_camera} & set(outcome.messages)
+
+
 def test_missing_pose_and_calibration_are_told_apart_from_bad_input(processor, frame_msg):
     processor.update_config(NodeConfig().with_changes(camera_pose=[]))
     outcome = processor.process(frame_msg)

@@ -241,8 +241,55 @@ def test_bad_messages_are_rejected_and_counted(node, probe):
     assert int(after["rejected: invalid camera_info"]) >= 1
     log = node.log()
     assert log.count("unsupported encoding 'bayer_rggb8'") == 1
-    assert "invalid camera matrix K" in log
+    assert "camera_info.k: K must be finite" in log
     assert node.alive()
+
+
+def test_camera_info_changes_and_refusals_are_said_once(node, probe):
+    """A driver that re-sends its CameraInfo with values changing every frame: the lookup
+    is rebuilt now and then, counted, and said in one line; a refused one (an absurd D) is
+    said once with its field, counted per message, and detections go on without grids."""
+    good = np.full((720, 1280, 3), 120, np.uint8)
+
+    def frame(info, wanted, gap_ns=10_000_000):
+        _stamp[0] += gap_ns
+        stamp = _stamp[0]
+        info.header.stamp.sec, info.header.stamp.nanosec = divmod(stamp, 10**9)
+        probe.info_pub.publish(info)
+        time.sleep(0.2)  # the CameraInfo is in before the image
+        probe.image_pub.publish(rg.image_msg(good, stamp))
+        assert probe.wait_for(lambda: wanted in probe.got(stamp), 60), node.log()
+        return probe.got(stamp)
+
+    frame(rg.camera_info_msg(CAMERA.K, 1280, 720, 0), "drivable/grid")
+    assert rg.wait_for(lambda: "bird's-eye lookup built" in node.log(), 30)  # its log lags
+    said = node.log().count("bird's-eye lookup built")
+    before = probe.latest_diagnostics()
+    for i in range(1, 5):  # fx jitters; 0.6 s of image time apart: a rebuild every other
+        K = CAMERA.K.copy()
+        K[0, 0] += 0.01 * i
+        frame(rg.camera_info_msg(K, 1280, 720, 0), "drivable/grid", gap_ns=600_000_000)
+    rebuilds = int(before.get("grid_lookup_rebuilds", 0))
+    changed = probe.wait_diagnostics(lambda d: int(d.get("grid_lookup_rebuilds", 0)) >= rebuilds + 2)
+    assert changed, node.log()
+    assert rg.wait_for(lambda: "the CameraInfo or TF pose values changed" in node.log(), 30)
+    log = node.log()
+    assert log.count("the CameraInfo or TF pose values changed") == 1, log
+    assert log.count("bird's-eye lookup built") == said + 1, log
+    absurd = rg.camera_info_msg(CAMERA.K, 1280, 720, 0)
+    absurd.d = [1e6, 0.0, 0.0, 0.0, 0.0]
+    for _ in range(2):
+        assert "drivable/grid" not in frame(absurd, "detections")
+    refused = "camera_info.d: the radial distortion puts the image's corner"
+    counted = probe.wait_diagnostics(lambda d: int(d.get("rejected: invalid camera_info", 0))
+                                     - int(changed.get("rejected: invalid camera_info", 0)) >= 2)
+    assert counted["camera_info"].startswith(f"refused: {refused}"), counted
+    # logged with the first refusal of the node's life (an earlier test's may have been it)
+    assert rg.wait_for(lambda: "rejected message: camera_info." in node.log(), 30)
+    assert node.log().count("rejected message: camera_info.") == 1, node.log()
+    assert node.log().count(refused) <= 1, node.log()
+    frame(rg.camera_info_msg(CAMERA.K, 1280, 720, 0), "drivable/grid")  # a good one: grids
+    assert probe.wait_diagnostics(lambda d: d["camera_info"] == "received")
 
 
 def test_parameters_are_validated(node, probe):

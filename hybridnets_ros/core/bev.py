@@ -1,8 +1,9 @@
 """Bird's-eye-view occupancy grids by inverse perspective mapping onto the ground plane.
 
 For a camera model and a grid, every cell centre (on z = 0 of the ground frame) is
-projected into the image once; a frame then costs one gather from the class map plus a
-table lookup. Cells that fall outside the image or behind the camera are unseen (-1).
+projected into the image once, through the camera's lens model; a frame then costs one
+gather from the class map plus a table lookup. Cells that fall outside the image, behind
+the camera or beyond the lens's one-to-one field are unseen (-1).
 
 Values follow nav_msgs/OccupancyGrid: drivable grid 0 = drivable (road or lane marking,
 which is painted on the road), 100 = not drivable; lane grid 100 = lane line, 0 = none.
@@ -72,11 +73,12 @@ class BevProjector:
         self.camera = camera
         self.grid = grid
         centres = grid.cell_centres().reshape(-1, 3)
-        uv, in_front = camera.project(centres)
-        col = np.floor(uv[:, 0]).astype(np.int64)
-        row = np.floor(uv[:, 1]).astype(np.int64)
-        seen = in_front & (col >= 0) & (col < camera.width) & (row >= 0) & (row < camera.height)
-        self._index = np.where(seen, row * camera.width + col, 0)
+        uv, in_view = camera.project(centres)
+        # bounds on the floats: a far-off or NaN coordinate has no integer to compare
+        seen = (in_view & (uv[:, 0] >= 0) & (uv[:, 0] < camera.width) & (uv[:, 1] >= 0)
+                & (uv[:, 1] < camera.height))
+        pixel = np.where(seen[:, None], np.floor(uv), 0).astype(np.int64)
+        self._index = pixel[:, 1] * camera.width + pixel[:, 0]
         shape = (grid.height, grid.width)
         self._unseen = ~seen.reshape(shape)
         self._unseen_bits = np.where(self._unseen, _UNSEEN_BIT, 0).astype(np.uint8)

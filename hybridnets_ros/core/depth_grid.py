@@ -1,8 +1,9 @@
 """Metric depth -> 3D points in the ground frame and an occupancy grid from them.
 
 Depth follows REP-118: metres along the optical axis (z of the optical frame), so a pixel's
-point is ``depth * ray`` with ``ray = R (x_n, y_n, 1)`` through the undistorted pixel centre,
-plus the camera centre. The rays are computed once per camera; a frame costs a multiply-add
+point is ``depth * ray`` with ``ray = R (x_n, y_n, 1)`` through the pixel centre with the
+lens's distortion undone (CameraModel.pixel_rays, any of its lens models), plus the camera
+centre; pixels no ray of the lens reaches (a fisheye's corners) give no point. The rays are computed once per camera; a frame costs a multiply-add
 per pixel and a scatter into the grid. No flat-ground assumption: a kerb, a parked car or a
 wall lands where it stands.
 
@@ -29,13 +30,9 @@ class DepthProjector:
     def __init__(self, camera: CameraModel, grid: GridSpec):
         self.camera = camera
         self.grid = grid
-        u, v = np.meshgrid(np.arange(camera.width, dtype=np.float64),
-                           np.arange(camera.height, dtype=np.float64))
-        uv = np.stack([u, v], -1)
-        if camera.D is not None:  # the ray through the pixel as the lens bent it
-            uv = cv2.undistortPoints(uv.reshape(-1, 1, 2), camera.K, camera.D,
-                                     P=camera.K).reshape(camera.height, camera.width, 2)
-        self._rays = camera.pixel_rays(uv).astype(np.float32)          # [H, W, 3]
+        self._rays = camera.pixel_rays().astype(np.float32)             # [H, W, 3]
+        seen = np.isfinite(self._rays[..., 0])
+        self._no_ray = None if seen.all() else ~seen  # the cloud leaves those pixels out
         self._origin = camera.t_ground_optical.astype(np.float32)
         self._points = np.empty_like(self._rays)
         # occupancy's working planes: x, y, z of the rays, then of the points, contiguous
@@ -68,6 +65,8 @@ class DepthProjector:
         classes = class_map[::step, ::step]
         depth = depth_m[::step, ::step]
         keep = (depth > 0) & np.isfinite(depth) & ~skip[classes]
+        if self._no_ray is not None:
+            keep &= ~self._no_ray[::step, ::step]
         cloud = np.empty(int(keep.sum()), POINT_DTYPE)
         for axis, name in enumerate("xyz"):
             cloud[name] = xyz[..., axis][keep]

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-import cv2
 import numpy as np
 
 if TYPE_CHECKING:
@@ -50,22 +49,12 @@ class BoxEstimates(NamedTuple):
     quaternions: np.ndarray
 
 
-def undistort_pixels(camera: CameraModel, uv: np.ndarray) -> np.ndarray:
-    """Pixel coordinates [..., 2] of the raw (distorted) image -> where they lie in the
-    rectified image of the same K; unchanged when the camera has no distortion."""
-    uv = np.asarray(uv, np.float64)
-    if camera.D is None or uv.size == 0:
-        return uv
-    rectified = cv2.undistortPoints(uv.reshape(-1, 1, 2), camera.K, camera.D, P=camera.K)
-    return rectified.reshape(uv.shape)
-
-
 def ground_positions(camera: CameraModel, boxes_xyxy: np.ndarray, rectified: bool,
                      max_range: float = 80.0) -> GroundContacts:
     """Where each box's bottom-centre pixel ((x1 + x2) / 2, y2) looks at the ground plane.
 
-    ``boxes_xyxy`` [N,4] are pixel coordinates of the raw image, undistorted with the
-    camera's D unless ``rectified`` (the boxes come from a rectified image). A detection is
+    ``boxes_xyxy`` [N,4] are pixel coordinates of the raw image, undistorted by the
+    camera's lens model unless ``rectified`` (the boxes come from a rectified image). A detection is
     invalid when that ray does not meet the ground in front of the camera (the box bottom
     is at or above the horizon) or meets it farther than ``max_range`` metres (horizontal
     distance from the camera).
@@ -86,9 +75,8 @@ def ground_positions(camera: CameraModel, boxes_xyxy: np.ndarray, rectified: boo
     boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
     bottom_centre = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]], axis=-1)
     pixels = bottom_centre[:, None, :] + _NEIGHBOUR_OFFSETS  # [N,5,2]
-    if not rectified:
-        pixels = undistort_pixels(camera, pixels)
-    points = camera.intersect_ground(camera.pixel_rays(pixels))  # [N,5,3], NaN: misses the ground
+    # [N,5,3], NaN: misses the ground (or no ray of the lens reaches the pixel)
+    points = camera.intersect_ground(camera.pixel_rays(pixels, rectified))
     horizontal = points[..., :2] - camera.t_ground_optical[:2]
 
     ranges = np.linalg.norm(horizontal[:, _CENTRE], axis=-1)
@@ -127,7 +115,7 @@ def box_estimates(camera: CameraModel, boxes_xyxy: np.ndarray, contact_points: n
     the horizontal line of sight: yaw is that direction's, and the centre lies half a length
     beyond the contact point along it and half a height above the ground.
 
-    ``boxes_xyxy`` are undistorted with the camera's D unless ``rectified``, as in
+    ``boxes_xyxy`` are undistorted by the camera's lens model unless ``rectified``, as in
     :func:`ground_positions`; ``contact_points`` are its points (NaN rows give NaN boxes).
     """
     boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
@@ -139,7 +127,7 @@ def box_estimates(camera: CameraModel, boxes_xyxy: np.ndarray, contact_points: n
     edges = np.stack([np.stack([x1, y_mid], -1), np.stack([x2, y_mid], -1),
                       np.stack([x_mid, y1], -1), np.stack([x_mid, y2], -1)], axis=1)
     if not rectified:
-        edges = undistort_pixels(camera, edges)
+        edges = camera.undistort_pixels(edges)
     pixel_width = edges[:, 1, 0] - edges[:, 0, 0]
     pixel_height = edges[:, 3, 1] - edges[:, 2, 1]
 

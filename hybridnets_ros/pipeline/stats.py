@@ -42,7 +42,8 @@ class NodeStats:
         self.rejected: collections.Counter[str] = collections.Counter()
         self.skipped_no_subscribers = 0
         self.errors = 0
-        # Frames run without some output, or not run, by what kept them (a diagnostics key).
+        # Frames run without some output, or not run, by what kept them, and lookups rebuilt
+        # for changed calibration values (diagnostics keys).
         self.problems: collections.Counter[str] = collections.Counter()
 
     def frame_received(self) -> None:

@@ -11,7 +11,8 @@ from ..core.camera import CameraModel
 
 
 def camera_info_from_model(camera: CameraModel, frame_id: str) -> CameraInfo:
-    info = CameraInfo(width=camera.width, height=camera.height, distortion_model="plumb_bob")
+    info = CameraInfo(width=camera.width, height=camera.height,
+                      distortion_model=camera.distortion_model)
     info.header.frame_id = frame_id
     info.k = camera.K.ravel().tolist()
     info.d = (camera.D.tolist() if camera.D is not None else [0.0] * 5)
@@ -21,7 +22,8 @@ def camera_info_from_model(camera: CameraModel, frame_id: str) -> CameraInfo:
 
 
 def camera_info_from_yaml(path: str | Path, frame_id: str) -> CameraInfo:
-    """Read the standard calibration YAML (image_width, camera_matrix, distortion_*, ...)."""
+    """Read the standard calibration YAML (image_width, camera_matrix, distortion_*, ...);
+    without distortion_model it is plumb_bob, as camera_calibration_parsers assumes."""
     try:
         data = yaml.safe_load(Path(path).read_text())
         info = CameraInfo(width=int(data["image_width"]), height=int(data["image_height"]),

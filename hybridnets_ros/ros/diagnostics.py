@@ -53,6 +53,8 @@ def camera_problem(camera, config, listening_since: float) -> str | None:
         return f"no image received on {topic} for {silent:.0f} s"
     if camera.grid_problem is not None:
         return f"no occupancy grids: {camera.grid_problem}"
+    if camera.processor is not None and (refused := camera.processor.camera_info_problem):
+        return f"no occupancy grids or 3D detections: CameraInfo refused: {refused}"
     s = camera.stats.snapshot()
     if s["rejected"] or s["errors"]:
         return "some messages rejected or failed"
@@ -110,13 +112,19 @@ def camera_values(camera, dropped: int) -> dict:
         "skipped_no_subscribers": s["skipped_no_subscribers"],
         "errors": s["errors"],
         "rejected_total": sum(s["rejected"].values()),
-        "camera_info": ("received" if camera.processor is not None
-                        and camera.processor.camera_info is not None else "missing"),
+        "camera_info": _camera_info_state(camera.processor),
     })
     values.update({f"stage_{k}_ms": f"{v:.1f}" for k, v in s["stage_median_ms"].items()})
     values.update({f"rejected: {reason}": n for reason, n in s["rejected"].items()})
     values.update(s["problems"])
     return values
+
+
+def _camera_info_state(processor) -> str:
+    if processor is None or processor.camera_info is None:
+        return "missing"
+    refused = processor.camera_info_problem
+    return f"refused: {refused}" if refused else "received"
 
 
 def _status(name: str, hardware_id: str, level, message: str, values: dict) -> DiagnosticStatus:

@@ -22,7 +22,7 @@ from std_msgs.msg import Header
 from ..core.adapter import DetectionSettings
 from ..core.bev import BevProjector, GridSpec
 from ..core.depth_grid import DepthProjector
-from ..core.camera import CameraModel
+from ..core.camera import CalibrationError, CameraModel
 from ..core.objects3d import LENGTH_PRIOR_BY_NAME, box_estimates, ground_positions
 from ..core.tracking import Tracker, TrackerSettings
 from ..pipeline.config import NodeConfig
@@ -34,6 +34,13 @@ from .outputs import ALWAYS, BY_NAME, OUTPUTS, FrameProducts, ModelProducts, ena
 
 # (R_ground_optical, t) of the image's frame in the ground frame, or None
 TransformLookup = Callable[[str, Header], "tuple[np.ndarray, np.ndarray] | None"]
+
+# A calibration or TF pose whose values change with every frame (a self-calibrating driver,
+# a jittering transform) rebuilds the bird's-eye and depth lookups (tens to hundreds of ms)
+# at most once per this many frames or seconds of image time, whichever comes first; the
+# camera model itself (3D detections) follows every change (about a millisecond).
+REBUILD_FRAMES = 30
+REBUILD_PERIOD_S = 1.0
 
 
 class GridUnavailable(Exception):
@@ -50,44 +57,87 @@ class GridUnavailable(Exception):
 def camera_model_from_info(info: CameraInfo, pose, rectified: bool,
                            transform=None) -> CameraModel:
     """CameraModel from a CameraInfo and either a pose [x,y,z,r,p,y] of the camera body
-    frame or a (R_ground_optical, t) transform; raises ValueError on bad calibration."""
-    if rectified and any(info.p):
-        K = np.asarray(info.p, np.float64).reshape(3, 4)[:, :3]
-        D = None
+    frame or a (R_ground_optical, t) transform; raises CalibrationError naming the
+    CameraInfo field at fault (ValueError or cv2.error on what no check foresaw)."""
+    if rectified and any(info.p):  # P projects the rectified image: no distortion left
+        K, D, model, k_field = (np.asarray(info.p, np.float64).reshape(3, 4)[:, :3], None,
+                                "plumb_bob", "p")
     else:
-        K = np.asarray(info.k, np.float64)
-        D = np.asarray(info.d, np.float64) if len(info.d) else None
-    if transform is not None:
-        return CameraModel.from_transform(K, info.width, info.height, *transform, D=D)
-    return CameraModel.from_pose(K, info.width, info.height, pose, D=D)
+        K, D, model, k_field = np.asarray(info.k, np.float64), info.d, info.distortion_model, "k"
+    try:
+        if transform is not None:
+            return CameraModel.from_transform(K, info.width, info.height, *transform, D=D,
+                                              distortion_model=model)
+        return CameraModel.from_pose(K, info.width, info.height, pose, D=D,
+                                     distortion_model=model)
+    except CalibrationError as exc:
+        exc.field = k_field if exc.field == "k" else exc.field
+        raise
+
+
+def invalid_camera_info(exc: Exception) -> GridUnavailable:
+    """The rejection of a CameraInfo that camera_model_from_info refused."""
+    field = getattr(exc, "field", None)
+    detail = f"camera_info.{field}: {exc}" if field else f"cannot use camera_info: {exc}"
+    return GridUnavailable("invalid camera_info", detail, bad_input=True)
+
+
+def calibration_values(info: CameraInfo) -> tuple:
+    """What of a CameraInfo the camera model depends on: equal values, equal model (as
+    bytes: a NaN equals itself, so a bad message re-sent is the same message)."""
+    return (info.width, info.height, info.distortion_model,
+            *(np.asarray(values, np.float64).tobytes() for values in (info.k, info.d, info.p)))
 
 
 class ProjectorCache:
     """The camera model for the current calibration and pose, and the bird's-eye lookup for
-    it and the grid; each rebuilt only when what it depends on changes."""
+    it and the grid; each rebuilt only when the values it depends on change, the lookup
+    at most once per REBUILD_FRAMES frames or REBUILD_PERIOD_S of image time when only the
+    calibration or TF pose changed (settings, grid and image size take effect at once)."""
 
     def __init__(self):
         self.projector: BevProjector | None = None
         self._key = None
         self._camera: CameraModel | None = None
-        self._camera_key = None
+        self._camera_key = None  # (settings, streamed values) the camera model was built for
         self._pose_problem: str | None = None  # why the camera model's pose cannot be right
+        self._built_stamp: float | None = None  # image time of the lookup's build
+        self._frames_since_build = 0
 
     def get(self, info: CameraInfo | None, image_hw, config: NodeConfig,
-            transform=None, grid: GridSpec | None = None) -> tuple[BevProjector, bool]:
-        """(projector, rebuilt?) onto ``grid`` (default: the config's); raises GridUnavailable."""
+            transform=None, grid: GridSpec | None = None,
+            stamp: float | None = None) -> tuple[BevProjector, str | None]:
+        """(projector onto ``grid`` (default: the config's), why it was built this call:
+        "first", "settings" (grid, pose setting, image size), "calibration" (CameraInfo or
+        TF values) or None: reused). ``stamp``: the image's time in seconds. Raises
+        GridUnavailable."""
         grid = grid or config.grid
         camera = self.camera(info, image_hw, config, transform)
         key = (self._camera_key, grid)
+        self._frames_since_build += 1
         if key == self._key:
-            return self.projector, False
+            return self.projector, None
+        cause = ("first" if self._key is None else
+                 "settings" if (key[1], key[0][0]) != (self._key[1], self._key[0][0])
+                 else "calibration")
+        if cause == "calibration" and self._recent(stamp):
+            return self.projector, None  # a streamed change: the lookup follows it soon
         try:
             projector = BevProjector(camera, grid)
         except (ValueError, cv2.error) as exc:
             raise GridUnavailable("invalid camera_info", f"cannot use camera_info: {exc}",
                                   bad_input=True) from None
         self.projector, self._key = projector, key
-        return self.projector, True
+        self._built_stamp, self._frames_since_build = stamp, 0
+        return self.projector, cause
+
+    def _recent(self, stamp: float | None) -> bool:
+        """Whether the lookup was built too recently to rebuild it for a streamed change."""
+        if self._frames_since_build >= REBUILD_FRAMES:
+            return False
+        if stamp is None or self._built_stamp is None:
+            return True
+        return 0.0 <= stamp - self._built_stamp < REBUILD_PERIOD_S
 
     def camera(self, info: CameraInfo | None, image_hw, config: NodeConfig,
                transform=None) -> CameraModel:
@@ -98,17 +148,16 @@ class ProjectorCache:
             raise GridUnavailable("camera_info size mismatch",
                                   f"camera_info is {info.width}x{info.height} but the image is "
                                   f"{image_hw[1]}x{image_hw[0]}", bad_input=True)
-        key = (tuple(info.k), tuple(info.d), tuple(info.p), info.width, info.height,
-               config.camera_pose, None if transform is None else
-               tuple(np.round(np.concatenate([transform[0].ravel(), transform[1]]), 6)),
-               config.rectified)
+        # Settings and the image size act at once; streamed values may change every frame.
+        key = ((config.camera_pose, config.rectified, info.width, info.height),
+               (calibration_values(info), None if transform is None else
+                tuple(np.round(np.concatenate([transform[0].ravel(), transform[1]]), 6))))
         if key != self._camera_key:
             try:
                 self._camera = camera_model_from_info(info, config.camera_pose, config.rectified,
                                                       transform)
             except (ValueError, cv2.error) as exc:
-                raise GridUnavailable("invalid camera_info", f"cannot use camera_info: {exc}",
-                                      bad_input=True) from None
+                raise invalid_camera_info(exc) from None
             self._camera_key = key
             problem = self._camera.pose_problem()
             source = ("from TF" if transform is not None
@@ -137,7 +186,7 @@ class FrameOutcome:
     timings_ms: dict[str, float] = field(default_factory=dict)
     rejected: ImageConversionError | None = None  # the image could not be used
     no_grids: GridUnavailable | None = None       # grids or 3D were wanted but are not possible
-    projector_rebuilt: bool = False
+    projector_rebuilt: str | None = None          # why the lookup was built (ProjectorCache.get)
     products: FrameProducts | None = None
     engine_build: EngineBuild | None = None       # not run: its engine is being built
 
@@ -153,6 +202,7 @@ class FrameProcessor:
         self.transform_lookup = transform_lookup
         self.camera_info: CameraInfo | None = None
         self._rejected_info: CameraInfo | None = None  # the last bad CameraInfo reported
+        self._checked: tuple | None = None  # (calibration values, why unusable) last checked
         self.projectors = ProjectorCache()
         self.fused_projectors = ProjectorCache()  # onto the surround grid (several cameras)
         self.config = config
@@ -170,13 +220,28 @@ class FrameProcessor:
         looks fine) so that a caller can count a bad message once, when it arrives. A bad
         one still replaces the previous: the grids stay off until a good one comes."""
         self.camera_info = info
-        try:  # K, D and the size only; the pose does not matter here
-            camera_model_from_info(info, None, self.config.rectified, (np.eye(3), np.zeros(3)))
-        except (ValueError, cv2.error) as exc:
-            self._rejected_info = info
-            return GridUnavailable("invalid camera_info", f"cannot use camera_info: {exc}",
-                                   bad_input=True)
-        return None
+        values = (calibration_values(info), self.config.rectified)
+        if self._checked is None or self._checked[0] != values:  # a driver re-sends the same
+            try:  # K, D and the size only; the pose does not matter here
+                camera_model_from_info(info, None, self.config.rectified,
+                                       (np.eye(3), np.zeros(3)))
+                self._checked = (values, None)
+            except (ValueError, cv2.error) as exc:
+                self._checked = (values, invalid_camera_info(exc))
+        problem = self._checked[1]
+        if problem is None:
+            return None
+        self._rejected_info = info
+        return GridUnavailable(problem.reason, str(problem), bad_input=True)
+
+    @property
+    def camera_info_problem(self) -> str | None:
+        """Why the latest CameraInfo was refused (None: it was not, or none came yet)."""
+        if self.camera_info is None or self._checked is None or self._checked[1] is None:
+            return None
+        if self._checked[0] != (calibration_values(self.camera_info), self.config.rectified):
+            return None  # not checked yet (set without set_camera_info)
+        return str(self._checked[1])
 
     def update_config(self, config: NodeConfig) -> None:
         """Run-time changes (thresholds, pose, grid, classes, tracking) take effect from the
@@ -229,7 +294,8 @@ class FrameProcessor:
         if geometric and products.camera is not None:
             try:
                 products.projector, outcome.projector_rebuilt = self.projectors.get(
-                    self.camera_info, bgr.shape[:2], self.config, transform)
+                    self.camera_info, bgr.shape[:2], self.config, transform,
+                    stamp=_seconds(header))
                 if result.depth_m is not None:
                     products.depth_projector = self._depth_projector_for(products.projector)
                 if geometric - {"points"}:  # the depth cloud alone needs no grid
@@ -274,11 +340,10 @@ class FrameProcessor:
             if len(self.tracker.track_ids):
                 self.tracker.reset()
         else:
-            stamp = products.header.stamp
             products.track_ids = self.tracker.update(
                 detections.boxes, detections.classes,
                 None if products.contacts is None else products.contacts.points,
-                stamp.sec + stamp.nanosec * 1e-9)
+                _seconds(products.header))
             products.velocities = self.tracker.velocities
         if wants_3d and camera is not None:
             products.boxes_3d = box_estimates(camera, detections.boxes, products.contacts.points,
@@ -304,13 +369,17 @@ class FrameProcessor:
         same CameraInfo and pose as its own grids; raises GridUnavailable."""
         transform = self._transform(header)
         return self.fused_projectors.get(self.camera_info, image_hw, self.config, transform,
-                                         grid=grid)[0]
+                                         grid=grid, stamp=_seconds(header))[0]
 
     def model_products(self, header: Header) -> ModelProducts:
         """What the model-description outputs (VisionInfo) are built from."""
         network = self.network
         return ModelProducts(header, network.method, network.detection_classes,
                              network.seg_classes)
+
+
+def _seconds(header: Header) -> float:
+    return header.stamp.sec + header.stamp.nanosec * 1e-9
 
 
 def process_batch(requests: list[FrameRequest],

@@ -43,7 +43,7 @@ from .dds import configure_dds
 from .shutdown import BoundedShutdown
 from ..pipeline.factory import build_pipeline
 from .diagnostics import NodeHealth, diagnostic_array
-from .frame import FrameProcessor, FrameRequest, process_batch
+from .frame import REBUILD_FRAMES, REBUILD_PERIOD_S, FrameProcessor, FrameRequest, process_batch
 from .messages import stamp_ns
 from .outputs import KEPT_FOR_LATE_JOINERS, model_outputs, supported
 from .surround import FUSED_QOS, FUSED_TOPICS, FUSED_TYPE, SurroundStage, has_fused_grids
@@ -365,12 +365,25 @@ class HybridNetsNode(LifecycleNode):
         if wanted_grids:
             camera.grid_problem = None if problem is None or problem.bad_input else str(problem)
         if problem is None:
-            if outcome.projector_rebuilt:
-                projector = outcome.products.projector
+            cause = outcome.projector_rebuilt
+            projector = outcome.products.projector
+            if cause is not None:
                 g = projector.grid
-                self.get_logger().info(camera.says(
-                    f"bird's-eye lookup built: {g.width}x{g.height} cells, "
-                    f"{100 * projector.seen_fraction:.0f}% in view"))
+                built = (f"bird's-eye lookup built: {g.width}x{g.height} cells, "
+                         f"{100 * projector.seen_fraction:.0f}% in view")
+            if cause == "calibration":  # a driver may change it every frame: said once
+                camera.stats.count_problem("grid_lookup_rebuilds")
+                self.say_once(camera.name + "calibration changes", camera.says(
+                    f"the CameraInfo or TF pose values changed: {built}; further changes "
+                    f"are counted in /diagnostics (grid_lookup_rebuilds), the lookup rebuilt "
+                    f"at most once per {REBUILD_FRAMES} frames or {REBUILD_PERIOD_S:g} s"), "info")
+            elif cause is not None:  # the first lookup, or settings changed
+                if projector.seen_fraction == 0:
+                    self.get_logger().warning(camera.says(
+                        f"{built}: no cell of the grid is in view (check camera_pose, the "
+                        "grid ranges and the CameraInfo)"))
+                else:
+                    self.get_logger().info(camera.says(built))
         elif problem.bad_input:
             if not problem.repeated:  # counted once per message, not once per frame
                 self._reject(camera, problem.reason, f"{problem}: grids skipped")

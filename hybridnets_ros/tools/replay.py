@@ -154,7 +154,8 @@ def choose_topics(topics: list[Topic], image_topic: str | None,
 
 def camera_info_of(msg) -> CameraInfo:
     """rosbags CameraInfo (ROS 2, or ROS 1 with upper-case K/D/P) -> rclpy CameraInfo."""
-    info = CameraInfo(width=int(msg.width), height=int(msg.height))
+    info = CameraInfo(width=int(msg.width), height=int(msg.height),
+                      distortion_model=str(msg.distortion_model))
     for field_name in ("k", "d", "p", "r"):
         value = getattr(msg, field_name, None)
         if value is None:

@@ -18,6 +18,7 @@ if __name__ == "__main__":  # `python -m`: signals handled before the imports be
 
 import collections
 import contextlib
+import sys
 import threading
 import time
 import traceback
@@ -45,6 +46,7 @@ from ..pipeline.stats import NodeStats
 from . import params
 from .bond import NO_BONDPY, ManagerBond
 from .dds import configure_dds
+from .log_dir import configure_log_dir
 from .shutdown import BoundedShutdown, process_shutdown
 from ..pipeline.factory import build_pipeline
 from .diagnostics import NodeHealth, diagnostic_array
@@ -504,9 +506,11 @@ def main(args=None) -> None:
 
 
 def _run(args, shutdown: BoundedShutdown) -> None:
-    messages = configure_dds()  # before rclpy creates the participant
+    extra_args, messages = configure_log_dir()  # before rclpy.init, which opens the log file
+    messages += configure_dds()  # before rclpy creates the participant
     # The watcher thread owns SIGINT/SIGTERM (rclpy's handlers wait for the main thread).
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(args=[*(sys.argv if args is None else args), *extra_args],
+               signal_handler_options=SignalHandlerOptions.NO)
     shutdown.orderly(rclpy.try_shutdown)
     node = HybridNetsNode()
     log = node.get_logger()

@@ -138,8 +138,9 @@ def test_with_a_read_only_home_the_node_runs_logs_to_a_temporary_dir_and_stops_c
     it leaves the graph at once (its lease would keep it there 20 s more)."""
     rg.init_rclpy()
     env, python_args = read_only_home(tmp_path)
-    node = rg.NodeProcess(tmp_path / "node.log", {"weights": random_weights, "backend": "torch"},
-                          namespace="rohome", env=env, python_args=python_args)
+    node = rg.NodeProcess(tmp_path / "node.log", {
+        "weights": random_weights, "backend": "torch", "input_size": 256},
+        namespace="rohome", env=env, python_args=python_args)
     probe = rg.Probe(namespace="rohome")
     try:
         probe.wait_ready(node)

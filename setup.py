@@ -32,7 +32,7 @@ setup(
     entry_points={
         "console_scripts": [
             "hybridnets = hybridnets_ros.cli:main",
-            "hybridnets_node = hybridnets_ros.ros.node:main",
+            "hybridnets_node = hybridnets_ros.ros.entry:main",
         ],
     },
 )

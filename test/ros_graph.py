@@ -63,11 +63,30 @@ def wait_for(condition, timeout: float) -> bool:
     return condition()
 
 
-class NodeProcess:
-    """hybridnets_node in its own process, its log in a file."""
+# launch stops a node with SIGINT, then SIGTERM 5 s later: it must be gone well before.
+STOP_WITHIN_S = 2.0
 
-    def __init__(self, log_path: Path, params: dict, namespace: str = ""):
-        args = [sys.executable, "-m", "hybridnets_ros.ros.node", "--ros-args",
+
+def signal_and_wait(proc: subprocess.Popen, sig: int) -> tuple[float, int]:
+    """Sends ``sig`` to ``proc``: (seconds until it ended, its exit status)."""
+    started = time.monotonic()
+    proc.send_signal(sig)
+    try:
+        code = proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = proc.wait()
+    return time.monotonic() - started, code
+
+
+class NodeProcess:
+    """hybridnets_node in its own process, its log in a file; ``python_args`` go before
+    ``-m`` (interpreter options, or ``-c CODE`` that execs the rest), ``env`` replaces the
+    environment."""
+
+    def __init__(self, log_path: Path, params: dict, namespace: str = "",
+                 env: dict | None = None, python_args: tuple[str, ...] = ()):
+        args = [sys.executable, *python_args, "-m", "hybridnets_ros.ros.node", "--ros-args",
                 "--params-file", str(REPO / "config" / "hybridnets.yaml")]
         if namespace:
             args += ["-r", f"__ns:=/{namespace.strip('/')}"]
@@ -75,7 +94,7 @@ class NodeProcess:
             args += ["-p", f"{key}:={value}"]
         self.log_path = log_path
         self._log = open(log_path, "w")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
     def log(self) -> str:
         if not self._log.closed:

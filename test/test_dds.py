@@ -64,17 +64,6 @@ def rg():
     return ros_graph
 
 
-def _stop_and_time(node, sig) -> tuple[float, int]:
-    started = time.monotonic()
-    node.proc.send_signal(sig)
-    try:
-        code = node.proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        node.proc.kill()
-        code = node.proc.wait()
-    return time.monotonic() - started, code
-
-
 @pytest.mark.slow
 def test_sigint_during_configure_exits_promptly(rg, tmp_path, random_weights, session_cache):
     """Ctrl-C while configure builds the engine (native code in the main thread, where
@@ -88,11 +77,10 @@ def test_sigint_during_configure_exits_promptly(rg, tmp_path, random_weights, se
             time.sleep(0.05)
         time.sleep(2.0)  # into configure: loading, exporting and building take longer
         assert "DDS:" in node.log() and "model ready" not in node.log(), node.log()
-        seconds, code = _stop_and_time(node, signal.SIGINT)
+        seconds, code = rg.signal_and_wait(node.proc, signal.SIGINT)
     finally:
         node.stop()
-    # launch escalates to SIGTERM after 5 s; the node must be gone well before
-    assert seconds < 5.0 and code == 0, f"{seconds:.1f} s, exit {code}:\n{node.log()}"
+    assert seconds < rg.STOP_WITHIN_S and code == 0, f"{seconds:.1f} s, exit {code}:\n{node.log()}"
 
 
 @pytest.mark.slow
@@ -105,10 +93,10 @@ def test_sigterm_with_a_frame_in_flight_exits_promptly(rg, tmp_path, random_weig
         frame = np.full((720, 1280, 3), 100, np.uint8)
         probe.image_pub.publish(rg.image_msg(frame, 10**9))
         time.sleep(0.15)  # eager torch takes several times that: the frame is in the network
-        seconds, code = _stop_and_time(node, signal.SIGTERM)
+        seconds, code = rg.signal_and_wait(node.proc, signal.SIGTERM)
     finally:
         probe.close()
         node.stop()
     log = node.log()
-    assert seconds < 5.0 and code == 0, f"{seconds:.1f} s, exit {code}:\n{log}"
+    assert seconds < rg.STOP_WITHIN_S and code == 0, f"{seconds:.1f} s, exit {code}:\n{log}"
     assert "Traceback" not in log and "RCLError" not in log, log

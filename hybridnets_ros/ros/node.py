@@ -12,10 +12,16 @@ the surround grids fused from every camera's latest result (``fused/...``).
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # `python -m`: signals handled before the imports below (entry.py)
+    from hybridnets_ros.ros.shutdown import process_shutdown
+    process_shutdown()
+
 import collections
 import contextlib
+import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,7 +46,8 @@ from ..pipeline.stats import NodeStats
 from . import params
 from .bond import NO_BONDPY, ManagerBond
 from .dds import configure_dds
-from .shutdown import BoundedShutdown
+from .log_dir import configure_log_dir
+from .shutdown import BoundedShutdown, process_shutdown
 from ..pipeline.factory import build_pipeline
 from .diagnostics import NodeHealth, diagnostic_array
 from .frame import REBUILD_FRAMES, REBUILD_PERIOD_S, FrameProcessor, FrameRequest, process_batch
@@ -247,6 +254,13 @@ class HybridNetsNode(LifecycleNode):
         self._bond.destroy()
         self._stop_worker()
         return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self) -> None:
+        super().destroy_node()
+        # rclpy's LifecycleNode leaves its state machine, which holds the rcl node, to the
+        # interpreter's finalisation; main() leaves with os._exit (shutdown.py), and without
+        # this the node would stay in the graph until its DDS lease runs out (20 s).
+        self._state_machine.destroy_when_not_in_use()
 
     def _stop_worker(self, timeout: float | None = None) -> None:
         """Stops the worker after its current batch (waits at most ``timeout`` seconds: at
@@ -490,26 +504,48 @@ class _TfLookup:
 
 
 def main(args=None) -> None:
-    shutdown = BoundedShutdown(on_signal=rclpy.try_shutdown)
-    shutdown.install()
-    dds_messages = configure_dds()  # before rclpy creates the participant
+    """Runs the node until SIGINT or SIGTERM (exit status 0) and ends the process: it never
+    returns (shutdown.py says why it leaves through os._exit)."""
+    shutdown = process_shutdown()  # entry.py or the top of this file installed it already
+    code = 1
+    try:
+        _run(args, shutdown)
+        code = 0
+    except Exception:
+        if shutdown.received is None:
+            traceback.print_exc()
+        else:  # the signal's shutdown cut a step short (rclpy's calls fail after it)
+            code = 0
+    finally:
+        shutdown.exit(code)
+
+
+def _run(args, shutdown: BoundedShutdown) -> None:
+    extra_args, messages = configure_log_dir()  # before rclpy.init, which opens the log file
+    messages += configure_dds()  # before rclpy creates the participant
     # The watcher thread owns SIGINT/SIGTERM (rclpy's handlers wait for the main thread).
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(args=[*(sys.argv if args is None else args), *extra_args],
+               signal_handler_options=SignalHandlerOptions.NO)
+    shutdown.orderly(rclpy.try_shutdown)
     node = HybridNetsNode()
-    for level, message in dds_messages:
-        getattr(node.get_logger(), level)(message)
+    log = node.get_logger()
+    for level, message in messages:  # one call per level: rclpy refuses a call site whose
+        if level == "warning":       # severity changes
+            log.warning(message)
+        else:
+            log.info(message)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         if not node.autostart():
             node.get_logger().error("autostart failed; the node stays up for a new configure")
         executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:  # the watcher shut ROS down under spin
         pass
     finally:
         node._bond.destroy()
-        node._stop_worker(timeout=1.0)
-        node.destroy_node()
+        node._stop_worker(timeout=0.2)  # a frame still in the network is dropped
+        node.destroy_node()  # its endpoints leave the graph now (os._exit would not say so)
         rclpy.try_shutdown()
         shutdown.finished()
 

@@ -1,6 +1,7 @@
 """Shared fixtures. Reference data lives in ../shared beside the repository (also in CI)."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,12 @@ GOLDEN = SHARED / "golden"
 DEMO_IMAGES = SHARED / "data" / "demo_images"
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# The real launch tools' pytest plugins (launch_testing, launch_pytest) import `launch`, whose
+# logging module makes every logger created afterwards a LaunchLogger that does not propagate
+# to the root logger, so caplog would see none of the package's records. Loggers created from
+# here on (the package's, at its import) are plain ones again.
+logging.setLoggerClass(logging.Logger)
 
 
 def _need(path: Path) -> Path:

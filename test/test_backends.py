@@ -9,6 +9,7 @@ real. Tests marked requires_cuda / requires_tensorrt run where the hardware exis
 import json
 import logging
 import sys
+import tempfile
 import threading
 import types
 
@@ -472,3 +473,20 @@ def test_torch2trt_engine_matches_golden(golden_model, golden_case):
     got = outputs_of(backend, golden_case["input_tensor"])
     for name, value in zip(OUTPUTS, got):
         assert rel_l2(value, golden_case[name]) < 5e-2, name
+
+
+def test_an_unwritable_cache_folder_falls_back_to_a_temporary_one(tmp_path, monkeypatch, caplog):
+    """A read-only HOME (a vehicle's image) must not stop engines from being built: the
+    cache moves to the temporary folder, said once."""
+    from hybridnets_ros.backends import engine_cache
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.delenv("HYBRIDNETS_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # mkdir under a file fails, even as root
+    monkeypatch.setattr(engine_cache, "_fallback_said", False)
+    with caplog.at_level(logging.WARNING, "hybridnets_ros"):
+        first, second = engine_cache.EngineCache(), engine_cache.EngineCache()
+    assert first.root == second.root and first.root.parts[-1] == "engines"
+    assert str(first.root).startswith(tempfile.gettempdir())
+    assert caplog.text.count("using " + str(first.root)) == 1 and str(blocker) in caplog.text

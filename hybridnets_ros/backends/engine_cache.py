@@ -90,14 +90,36 @@ def file_digest(path: Path) -> str:
 _PART = re.compile(r"(?P<name>.+)\.[A-Za-z0-9_]+\.part(\..+)?")
 
 
+_fallback_said = False
+
+
+def default_root() -> Path:
+    """The user's cache folder's ``engines``, or, where it cannot be written (a read-only
+    HOME on a vehicle's image, a container), one in the temporary folder, said once: the
+    engines are then rebuilt after a reboot instead of failing to build at all."""
+    global _fallback_said
+    from ..core.weights import cache_dir
+    root = cache_dir() / "engines"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if os.access(root, os.W_OK | os.X_OK):
+            return root
+        problem = "not writable"
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+    fallback = Path(tempfile.gettempdir()) / f"hybridnets_ros-{os.getuid()}" / "engines"
+    if not _fallback_said:
+        _fallback_said = True
+        log.warning("engine cache %s: %s; using %s instead (set HYBRIDNETS_CACHE to a "
+                    "writable folder to keep engines across reboots)", root, problem, fallback)
+    return fallback
+
+
 class EngineCache:
     """A folder of built files, each with a ``.json`` sidecar (see the module doc)."""
 
     def __init__(self, root: str | os.PathLike | None = None):
-        if root is None:
-            from ..core.weights import cache_dir
-            root = cache_dir() / "engines"
-        self.root = Path(root)
+        self.root = Path(root) if root is not None else default_root()
         self.remove_leftovers()
 
     def path(self, key: EngineKey, suffix: str) -> Path:

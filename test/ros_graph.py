@@ -63,6 +63,17 @@ def wait_for(condition, timeout: float) -> bool:
     return condition()
 
 
+def wait_for_line(stream, timeout: float) -> str:
+    """The next line a process writes to the pipe ``stream`` ("" if none came within
+    ``timeout`` s or the pipe closed)."""
+    import selectors
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            return ""
+    return stream.readline()
+
+
 class NodeProcess:
     """hybridnets_node in its own process, its log in a file."""
 

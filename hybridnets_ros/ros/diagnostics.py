@@ -32,6 +32,8 @@ class NodeHealth:
     multi: bool                    # several cameras: one more status per camera
     engines: object | None = None  # EngineBuilds of the configured pipeline
     fused_problem: str | None = None  # why the fused grids are all unknown
+    bond: str = "none"             # the lifecycle manager's bond (ManagerBond.describe)
+    bond_problem: str | None = None   # a formed bond broke: the manager died or stopped
 
 
 def camera_problem(camera, config, listening_since: float) -> str | None:
@@ -67,6 +69,9 @@ def health(node: NodeHealth, cameras) -> tuple[bytes, str]:
         return DiagnosticStatus.ERROR, f"model failed to load: {node.load_error}"
     if node.state != "active":
         return DiagnosticStatus.WARN, f"not active ({node.state})"
+    # First: nothing restarts the stack now when something fails (Nav2's servers keep running).
+    if node.bond_problem is not None:
+        return DiagnosticStatus.WARN, f"lifecycle manager bond broken: {node.bond_problem}"
     for camera in cameras:
         if (problem := camera_problem(camera, node.config, node.listening_since)) is not None:
             return DiagnosticStatus.WARN, camera.says(problem)
@@ -130,7 +135,8 @@ def diagnostic_array(node: NodeHealth, cameras, dropped, batches, stamp) -> Diag
     (frames, network ms) of recent network calls."""
     level, message = health(node, cameras)
     values = {"node": node.fully_qualified_name, "state": node.state,
-              "backend": node.hardware_id, **engine_values(node.engines)}
+              "backend": node.hardware_id, "lifecycle_manager_bond": node.bond,
+              **engine_values(node.engines)}
     if node.fused_problem is not None:
         values["fused_grids"] = f"all unknown: {node.fused_problem}"
     statuses = []

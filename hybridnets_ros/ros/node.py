@@ -280,8 +280,7 @@ class HybridNetsNode(LifecycleNode):
                 f"{', '.join(fixed)} can only change while the node is unconfigured (it is "
                 f"{state}): deactivate and clean it up, set it, then configure again"))
         values = params.parameter_values(self)
-        # Only the settings are NodeConfig's to judge: rclpy's use_sim_time and the parameter
-        # bondpy declares when the manager's heartbeat stops are not settings.
+        # Only the settings are NodeConfig's to judge: rclpy's use_sim_time is not one.
         values.update({change.name: change.value for change in changes if change.name in values})
         try:
             config = NodeConfig.from_mapping(values)
@@ -427,7 +426,8 @@ class HybridNetsNode(LifecycleNode):
                           self.lifecycle_state, self.config,
                           self._config_error, self._load_error,
                           self._listening_since, self.multi, self._engines,
-                          self._fused_problem if self._fused_pubs else None)
+                          self._fused_problem if self._fused_pubs else None,
+                          self._bond.describe(), self._bond.problem())
         with self._unless_shutting_down():
             self._diag_pub.publish(diagnostic_array(
                 node, self.cameras, [self.slots.dropped[i] for i in range(len(self.cameras))],
@@ -477,12 +477,21 @@ class _TfLookup:
 
 
 def main(args=None) -> None:
-    shutdown = BoundedShutdown(on_signal=rclpy.try_shutdown)
+    made: list[HybridNetsNode] = []
+
+    def on_signal() -> None:
+        try:  # the manager is told while ROS is still up (Nav2's servers: at pre-shutdown)
+            for node in made:
+                node._bond.destroy()
+        finally:
+            rclpy.try_shutdown()
+    shutdown = BoundedShutdown(on_signal=on_signal)
     shutdown.install()
     dds_messages = configure_dds()  # before rclpy creates the participant
     # The watcher thread owns SIGINT/SIGTERM (rclpy's handlers wait for the main thread).
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = HybridNetsNode()
+    made.append(node)
     for level, message in dds_messages:
         getattr(node.get_logger(), level)(message)
     executor = SingleThreadedExecutor()

@@ -322,6 +322,43 @@ def _compressed(data: bytes, stamp: int) -> CompressedImage:
     return msg
 
 
+def test_exact_camera_info_sync_pairs_each_image_with_its_stamp(tmp_path, random_weights):
+    """camera_info_sync:=exact, as image_transport's CameraSubscriber: an image is processed
+    with the CameraInfo of its own stamp, not the newest one; an image whose CameraInfo never
+    comes is not processed."""
+    rg.init_rclpy()
+    node = rg.NodeProcess(tmp_path / "node.log", {"weights": random_weights,
+                                                  "camera_info_sync": "exact"}, namespace="exact")
+    probe = rg.Probe(namespace="exact")
+    frame = np.full((720, 1280, 3), 80, np.uint8)
+
+    def info(stamp, K=CAMERA.K):
+        return rg.camera_info_msg(K, 1280, 720, stamp)
+    try:
+        probe.wait_ready(node)
+        assert probe.wait_for(lambda: probe.info_pub.get_subscription_count() > 0, 10)
+        own, newer, unmatched, last = (next_stamp() for _ in range(4))
+        probe.info_pub.publish(info(own))
+        probe.info_pub.publish(info(newer, np.zeros((3, 3))))  # the newest: unusable
+        probe.image_pub.publish(rg.image_msg(frame, own))
+        assert probe.wait_for(lambda: "drivable/grid" in probe.got(own), 30), node.log()
+        probe.image_pub.publish(rg.image_msg(frame, unmatched))
+        probe.info_pub.publish(info(unmatched + 1))  # 1 ns off: no pair
+        probe.image_pub.publish(rg.image_msg(frame, last))  # its CameraInfo after it
+        probe.info_pub.publish(info(last))
+        assert probe.wait_for(lambda: "drivable/grid" in probe.got(last), 30), node.log()
+        assert probe.got(unmatched) == {}
+        values = probe.wait_diagnostics(lambda v: v.get("frames_paired") == "2")
+        library = importlib.util.find_spec("message_filters") is not None
+        pairing = "message_filters" if library else "own pairing"
+        assert values["camera_info_sync"] == f"exact ({pairing})"
+        assert values["rejected_total"] == "0"  # the unusable CameraInfo was never used
+        assert "paired by message_filters' TimeSynchronizer" in node.log() or not library
+    finally:
+        probe.close()
+        assert node.stop() == 0, node.log()
+
+
 def test_sim_time_from_a_bag_player(tmp_path, random_weights):
     """As under `ros2 bag play --clock`: outputs carry bag time, and so do diagnostics."""
     from rosgraph_msgs.msg import Clock

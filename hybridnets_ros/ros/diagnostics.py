@@ -50,9 +50,14 @@ def camera_problem(camera, config, listening_since: float) -> str | None:
             return (f"building engine for {build.describe()} ({build.progress()}): its "
                     "frames are dropped until it is ready")
     silent = time.monotonic() - (camera.last_image or listening_since)
+    topic = camera.topic("image/compressed" if config.use_compressed else "image")
     if silent > SILENT_PERIODS * config.diagnostics_period:
-        topic = camera.topic("image/compressed" if config.use_compressed else "image")
         return f"no image received on {topic} for {silent:.0f} s"
+    unpaired = time.monotonic() - (camera.last_paired or listening_since)
+    if camera.pairs is not None and unpaired > SILENT_PERIODS * config.diagnostics_period:
+        return (f"no image on {topic} had a CameraInfo of its stamp on "
+                f"{camera.topic('camera_info')} for {unpaired:.0f} s (camera_info_sync: exact): "
+                "they are not processed")
     if camera.grid_problem is not None:
         return f"no occupancy grids: {camera.grid_problem}"
     s = camera.stats.snapshot()
@@ -118,6 +123,10 @@ def camera_values(camera, dropped: int) -> dict:
         "camera_info": ("received" if camera.processor is not None
                         and camera.processor.camera_info is not None else "missing"),
     })
+    if camera.pairs is not None:
+        values["camera_info_sync"] = "exact (" + (
+            "message_filters" if camera.pairs.library else "own pairing") + ")"
+        values["frames_paired"] = camera.paired
     values.update({f"stage_{k}_ms": f"{v:.1f}" for k, v in s["stage_median_ms"].items()})
     values.update({f"rejected: {reason}": n for reason, n in s["rejected"].items()})
     values.update(s["problems"])

@@ -46,13 +46,15 @@ from .diagnostics import NodeHealth, diagnostic_array
 from .frame import FrameProcessor, FrameRequest, process_batch
 from .messages import stamp_ns
 from .outputs import KEPT_FOR_LATE_JOINERS, model_outputs, supported
+from .pairing import exact_pairs
 from .surround import FUSED_QOS, FUSED_TOPICS, FUSED_TYPE, SurroundStage, has_fused_grids
 
 
 @dataclass
 class Frame:
     msg: Image | CompressedImage
-    received: float  # time.monotonic() at arrival
+    received: float  # time.monotonic() at arrival (with camera_info_sync exact: at pairing)
+    camera_info: CameraInfo | None = None  # its own, with camera_info_sync exact
 
 
 @dataclass
@@ -67,6 +69,9 @@ class Camera:
     grid_problem: str | None = None               # why the last frame had no grids
     latest: tuple[Header, Result] | None = None   # newest result, for the fused grids
     engine_build: EngineBuild | None = None       # the build its last frame waited for
+    pairs: object | None = None                   # camera_info_sync exact: its pairer
+    paired: int = 0                               # images paired with their CameraInfo
+    last_paired: float | None = None              # monotonic time of the last pair
 
     def topic(self, relative: str) -> str:
         return f"{self.name}/{relative}" if self.name else relative
@@ -188,19 +193,23 @@ class HybridNetsNode(LifecycleNode):
         if self.config.reliable_qos:
             qos = QoSProfile(reliability=QoSReliabilityPolicy.RELIABLE,
                              history=QoSHistoryPolicy.KEEP_LAST, depth=1)
+        image_type, image_topic = ((CompressedImage, "image/compressed")
+                                   if self.config.use_compressed else (Image, "image"))
         image_topics = []
         for index, camera in enumerate(self.cameras):
-            if self.config.use_compressed:
-                image = self.create_subscription(CompressedImage, camera.topic("image/compressed"),
-                                                 self._image_callback(index), qos)
-            else:
-                image = self.create_subscription(Image, camera.topic("image"),
-                                                 self._image_callback(index), qos)
+            on_image, on_camera_info = self._input_callbacks(index)
+            image = self.create_subscription(image_type, camera.topic(image_topic), on_image, qos)
             image_topics.append(image.topic_name)
             self._inputs += [image, self.create_subscription(
-                CameraInfo, camera.topic("camera_info"), self._camera_info_callback(camera), qos)]
+                CameraInfo, camera.topic("camera_info"), on_camera_info, qos)]
             camera.last_image, camera.grid_problem, camera.latest = None, None, None
-            camera.engine_build = None
+            camera.engine_build, camera.last_paired = None, None
+        if self.config.camera_info_sync == "exact":
+            self.say_once("pairing", "camera_info_sync exact: each image is processed with the "
+                          "CameraInfo of its stamp, paired by " + (
+                              "message_filters' TimeSynchronizer" if self.cameras[0].pairs.library
+                              else "the node's own pairing (message_filters is not installed)"),
+                          "info")
         self.slots.reopen()
         self._running = True
         self._worker = threading.Thread(target=self._work, name="hybridnets-worker", daemon=True)
@@ -258,14 +267,34 @@ class HybridNetsNode(LifecycleNode):
             self._worker = None
 
     # ---------------------------------------------------------------- callbacks
-    def _image_callback(self, index: int):
+    def _input_callbacks(self, index: int):
+        """The image and CameraInfo callbacks of camera ``index``: with camera_info_sync
+        latest an image goes to the worker at once and a CameraInfo replaces the camera's;
+        with exact an image waits for the CameraInfo of its stamp and travels with it."""
         camera = self.cameras[index]
 
-        def on_image(msg) -> None:
+        def arrived() -> None:
             camera.last_image = time.monotonic()
             camera.stats.frame_received()
-            self.slots.put(index, Frame(msg, camera.last_image))
-        return on_image
+
+        if self.config.camera_info_sync == "latest":
+            camera.pairs = None
+
+            def on_image(msg) -> None:
+                arrived()
+                self.slots.put(index, Frame(msg, camera.last_image))
+            return on_image, self._camera_info_callback(camera)
+
+        def on_pair(image, info) -> None:
+            camera.paired += 1
+            camera.last_paired = time.monotonic()
+            self.slots.put(index, Frame(image, camera.last_paired, info))
+        pairs = camera.pairs = exact_pairs(on_pair)
+
+        def on_paired_image(msg) -> None:
+            arrived()
+            pairs.add(0, msg)
+        return on_paired_image, lambda msg: pairs.add(1, msg)
 
     def _camera_info_callback(self, camera: Camera):
         def on_camera_info(msg: CameraInfo) -> None:
@@ -320,6 +349,9 @@ class HybridNetsNode(LifecycleNode):
             if not wanted and not fused:
                 camera.stats.count_skipped_no_subscribers()
                 continue
+            if frame.camera_info is not None and (
+                    problem := camera.processor.set_camera_info(frame.camera_info)):
+                self._reject(camera, problem.reason, f"{problem}: grids skipped")
             wanted |= KEPT_FOR_LATE_JOINERS & camera.processor.enabled
             publish_s[index] = 0.0
             requests.append(FrameRequest(camera.processor, frame.msg, wanted,

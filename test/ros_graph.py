@@ -67,6 +67,17 @@ def wait_for(condition, timeout: float) -> bool:
 STOP_WITHIN_S = 2.0
 
 
+def wait_for_line(stream, timeout: float) -> str:
+    """The next line a process writes to the pipe ``stream`` ("" if none came within
+    ``timeout`` s or the pipe closed)."""
+    import selectors
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            return ""
+    return stream.readline()
+
+
 def signal_and_wait(proc: subprocess.Popen, sig: int) -> tuple[float, int]:
     """Sends ``sig`` to ``proc``: (seconds until it ended, its exit status)."""
     started = time.monotonic()

@@ -120,3 +120,38 @@ def test_images_written_in_place_are_the_plain_ones():
     assert_same_wire(colour, plain_colour)
     # class 3 is past the palette: black
     assert bytes(colour.data[:3]) == bytes(colors[labels[0, 0]] if labels[0, 0] < 3 else (0, 0, 0))
+
+
+def test_clouds_are_what_sensor_msgs_py_builds_and_reads():
+    """Both clouds against sensor_msgs_py's point_cloud2 (kept out of the product: it builds
+    the same bytes with more copies, docs/benchmarks.md): the same layout and data, read
+    back by its read_points as the values that went in."""
+    from conftest import need_module
+    need_module("sensor_msgs_py", "ros2/common_interfaces' sensor_msgs_py "
+                "(../shared/ros_tools/install.sh)")
+    from sensor_msgs.msg import PointField
+    from sensor_msgs_py import point_cloud2
+    rng = np.random.default_rng(0)
+    xyz = rng.uniform(-40, 40, (500, 3)).astype(np.float32)
+    built, theirs = messages.point_cloud(HEADER, xyz), point_cloud2.create_cloud_xyz32(HEADER, xyz)
+    labelled = np.zeros(500, [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("class", "u1")])
+    for i, name in enumerate("xyz"):
+        labelled[name] = xyz[:, i]
+    labelled["class"] = rng.integers(0, 19, 500)
+    fields = [PointField(name=name, offset=labelled.dtype.fields[name][1], count=1,
+                         datatype=PointField.UINT8 if name == "class" else PointField.FLOAT32)
+              for name in labelled.dtype.names]
+    pairs = [(built, theirs, xyz, ("x", "y", "z")),
+             (messages.labelled_cloud(HEADER, labelled),
+              point_cloud2.create_cloud(HEADER, fields, labelled), labelled, labelled.dtype.names)]
+    for ours, reference, points, names in pairs:
+        # is_dense: ours says that every point is finite (they are); create_cloud never does
+        for field in ("header", "height", "width", "fields", "is_bigendian", "point_step",
+                      "row_step", "data"):
+            assert getattr(ours, field) == getattr(reference, field), field
+        read = point_cloud2.read_points(ours, field_names=names)
+        if points.dtype.names:
+            assert np.array_equal(read, points)
+        else:
+            np.testing.assert_array_equal(np.stack([read[n] for n in names], 1), points)
+        assert ours.is_dense and np.isfinite(np.stack([read[n] for n in "xyz"])).all()

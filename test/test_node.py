@@ -1,6 +1,6 @@
 """hybridnets_node over a real DDS graph: outputs, burst behaviour, bad input, parameters,
 lifecycle. The node runs in its own process with seeded random weights."""
-import os
+import importlib.util
 import time
 
 import cv2
@@ -369,6 +369,43 @@ def _compressed(data: bytes, stamp: int) -> CompressedImage:
     return msg
 
 
+def test_exact_camera_info_sync_pairs_each_image_with_its_stamp(tmp_path, random_weights):
+    """camera_info_sync:=exact, as image_transport's CameraSubscriber: an image is processed
+    with the CameraInfo of its own stamp, not the newest one; an image whose CameraInfo never
+    comes is not processed."""
+    rg.init_rclpy()
+    node = rg.NodeProcess(tmp_path / "node.log", {"weights": random_weights,
+                                                  "camera_info_sync": "exact"}, namespace="exact")
+    probe = rg.Probe(namespace="exact")
+    frame = np.full((720, 1280, 3), 80, np.uint8)
+
+    def info(stamp, K=CAMERA.K):
+        return rg.camera_info_msg(K, 1280, 720, stamp)
+    try:
+        probe.wait_ready(node)
+        assert probe.wait_for(lambda: probe.info_pub.get_subscription_count() > 0, 10)
+        own, newer, unmatched, last = (next_stamp() for _ in range(4))
+        probe.info_pub.publish(info(own))
+        probe.info_pub.publish(info(newer, np.zeros((3, 3))))  # the newest: unusable
+        probe.image_pub.publish(rg.image_msg(frame, own))
+        assert probe.wait_for(lambda: "drivable/grid" in probe.got(own), 30), node.log()
+        probe.image_pub.publish(rg.image_msg(frame, unmatched))
+        probe.info_pub.publish(info(unmatched + 1))  # 1 ns off: no pair
+        probe.image_pub.publish(rg.image_msg(frame, last))  # its CameraInfo after it
+        probe.info_pub.publish(info(last))
+        assert probe.wait_for(lambda: "drivable/grid" in probe.got(last), 30), node.log()
+        assert probe.got(unmatched) == {}
+        values = probe.wait_diagnostics(lambda v: v.get("frames_paired") == "2")
+        library = importlib.util.find_spec("message_filters") is not None
+        pairing = "message_filters" if library else "own pairing"
+        assert values["camera_info_sync"] == f"exact ({pairing})"
+        assert values["rejected_total"] == "0"  # the unusable CameraInfo was never used
+        assert "paired by message_filters' TimeSynchronizer" in node.log() or not library
+    finally:
+        probe.close()
+        assert node.stop() == 0, node.log()
+
+
 def test_sim_time_from_a_bag_player(tmp_path, random_weights):
     """As under `ros2 bag play --clock`: outputs carry bag time, and so do diagnostics."""
     from rosgraph_msgs.msg import Clock
@@ -428,8 +465,10 @@ def test_managed_bring_up_and_diagnostics(tmp_path, random_weights):
         assert state() == "inactive"
         assert lifecycle.change(Transition.TRANSITION_ACTIVATE)
         assert state() == "active"
-        # no bondpy in the pip venv: the node says what a lifecycle_manager then needs
-        assert probe.wait_for(lambda: "set bond_timeout: 0.0" in node.log(), 5), node.log()
+        # without bondpy the node says what a lifecycle_manager then needs (test_nav2_bond.py:
+        # the bond with bondpy)
+        if importlib.util.find_spec("bondpy") is None:
+            assert probe.wait_for(lambda: "set bond_timeout: 0.0" in node.log(), 5), node.log()
         # no input: WARN, and no latencies to report yet
         status = probe.wait_status(lambda s: "no image received" in s.message)
         assert status.level == D.WARN and no_nan(status)
@@ -476,58 +515,6 @@ def test_diagnostics_error_when_the_model_does_not_load(tmp_path):
     finally:
         probe.close()
         assert node.stop() == 0, node.log()
-
-
-# bondpy needs bond_core's messages, which have no wheel for the pip venv: this stand-in
-# records what the node asks of bondpy's Bond (its constructor, the two settings, start and
-# shutdown), as bondpy's API reads in bond_core's ros2 branch (bondpy/bondpy/bondpy.py).
-FAKE_BONDPY = '''
-import os
-
-class Bond:
-    def __init__(self, node, topic, bond_id, on_broken=None, on_formed=None):
-        self._log = open(os.environ["FAKE_BOND_LOG"], "a", buffering=1)
-        self._log.write(f"bond {topic} {bond_id} {node.get_namespace()}\\n")
-
-    def start(self):
-        self._log.write(f"start {self.heartbeat_period} {self.heartbeat_timeout}\\n")
-
-    def shutdown(self):
-        self._log.write("shutdown\\n")
-'''
-
-
-def test_bond_with_the_lifecycle_manager_while_active(tmp_path, random_weights, monkeypatch):
-    """As Nav2's servers (nav2_util LifecycleNode): a bond on `bond` with the node's name as
-    id, formed on activate with a 0.1 s heartbeat and 4 s timeout, broken on deactivate."""
-    package = tmp_path / "site" / "bondpy"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "bondpy.py").write_text(FAKE_BONDPY)
-    log = tmp_path / "bond.log"
-    monkeypatch.setenv("FAKE_BOND_LOG", str(log))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        filter(None, [str(package.parent), os.environ.get("PYTHONPATH")])))
-    rg.init_rclpy()
-    node = rg.NodeProcess(tmp_path / "node.log", {"weights": random_weights, "autostart": "false"},
-                          namespace="bonded")
-    probe = rg.Probe(namespace="bonded")
-    lifecycle = rg.Lifecycle(probe, "/bonded/hybridnets_node")
-    try:
-        assert lifecycle.change(Transition.TRANSITION_CONFIGURE)
-        assert not log.exists(), "no bond before activate"
-        assert lifecycle.change(Transition.TRANSITION_ACTIVATE)
-        assert log.read_text().splitlines() == ["bond bond hybridnets_node /bonded", "start 0.1 4.0"]
-        assert lifecycle.change(Transition.TRANSITION_DEACTIVATE)
-        assert log.read_text().splitlines()[-1] == "shutdown"
-        assert lifecycle.change(Transition.TRANSITION_ACTIVATE)  # a new bond each time
-        assert log.read_text().splitlines()[-2:] == ["bond bond hybridnets_node /bonded",
-                                                     "start 0.1 4.0"]
-        assert "bondpy is not installed" not in node.log()
-    finally:
-        probe.close()
-        assert node.stop() == 0, node.log()
-    assert log.read_text().splitlines()[-1] == "shutdown"  # Ctrl-C breaks it too
 
 
 def test_a_late_nav2_subscriber_gets_the_grid_only_detections_were_wanted_for(tmp_path,

@@ -150,6 +150,11 @@ class _Settings:
                                     "of image", configure=True)
     reliable_qos: bool = _setting(False, "subscribe with reliable QoS instead of the "
                                   "sensor-data profile (best effort, keep last 1)", configure=True)
+    camera_info_sync: str = _setting(
+        "latest", "latest: each image with the newest CameraInfo; exact: each image with the "
+        "CameraInfo of its stamp, as image_transport's CameraSubscriber (images without one are "
+        "not processed); replay takes a bag's CameraInfo in its order either way",
+        choices=("latest", "exact"), configure=True)
     autostart: bool = _setting(True, "configure and activate the lifecycle node by itself")
     diagnostics_period: float = _setting(1.0, "seconds between /diagnostics messages",
                                          range_=(0.1, 60.0))

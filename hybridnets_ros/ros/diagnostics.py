@@ -32,6 +32,8 @@ class NodeHealth:
     multi: bool                    # several cameras: one more status per camera
     engines: object | None = None  # EngineBuilds of the configured pipeline
     fused_problem: str | None = None  # why the fused grids are all unknown
+    bond: str = "none"             # the lifecycle manager's bond (ManagerBond.describe)
+    bond_problem: str | None = None   # a formed bond broke: the manager died or stopped
 
 
 def camera_problem(camera, config, listening_since: float) -> str | None:
@@ -48,9 +50,14 @@ def camera_problem(camera, config, listening_since: float) -> str | None:
             return (f"building engine for {build.describe()} ({build.progress()}): its "
                     "frames are dropped until it is ready")
     silent = time.monotonic() - (camera.last_image or listening_since)
+    topic = camera.topic("image/compressed" if config.use_compressed else "image")
     if silent > SILENT_PERIODS * config.diagnostics_period:
-        topic = camera.topic("image/compressed" if config.use_compressed else "image")
         return f"no image received on {topic} for {silent:.0f} s"
+    unpaired = time.monotonic() - (camera.last_paired or listening_since)
+    if camera.pairs is not None and unpaired > SILENT_PERIODS * config.diagnostics_period:
+        return (f"no image on {topic} had a CameraInfo of its stamp on "
+                f"{camera.topic('camera_info')} for {unpaired:.0f} s (camera_info_sync: exact): "
+                "they are not processed")
     if camera.grid_problem is not None:
         return f"no occupancy grids: {camera.grid_problem}"
     if camera.processor is not None and (refused := camera.processor.camera_info_problem):
@@ -69,6 +76,9 @@ def health(node: NodeHealth, cameras) -> tuple[bytes, str]:
         return DiagnosticStatus.ERROR, f"model failed to load: {node.load_error}"
     if node.state != "active":
         return DiagnosticStatus.WARN, f"not active ({node.state})"
+    # First: nothing restarts the stack now when something fails (Nav2's servers keep running).
+    if node.bond_problem is not None:
+        return DiagnosticStatus.WARN, f"lifecycle manager bond broken: {node.bond_problem}"
     for camera in cameras:
         if (problem := camera_problem(camera, node.config, node.listening_since)) is not None:
             return DiagnosticStatus.WARN, camera.says(problem)
@@ -114,6 +124,10 @@ def camera_values(camera, dropped: int) -> dict:
         "rejected_total": sum(s["rejected"].values()),
         "camera_info": _camera_info_state(camera.processor),
     })
+    if camera.pairs is not None:
+        values["camera_info_sync"] = "exact (" + (
+            "message_filters" if camera.pairs.library else "own pairing") + ")"
+        values["frames_paired"] = camera.paired
     values.update({f"stage_{k}_ms": f"{v:.1f}" for k, v in s["stage_median_ms"].items()})
     values.update({f"rejected: {reason}": n for reason, n in s["rejected"].items()})
     values.update(s["problems"])
@@ -138,7 +152,8 @@ def diagnostic_array(node: NodeHealth, cameras, dropped, batches, stamp) -> Diag
     (frames, network ms) of recent network calls."""
     level, message = health(node, cameras)
     values = {"node": node.fully_qualified_name, "state": node.state,
-              "backend": node.hardware_id, **engine_values(node.engines)}
+              "backend": node.hardware_id, "lifecycle_manager_bond": node.bond,
+              **engine_values(node.engines)}
     if node.fused_problem is not None:
         values["fused_grids"] = f"all unknown: {node.fused_problem}"
     statuses = []

@@ -53,13 +53,15 @@ from .diagnostics import NodeHealth, diagnostic_array
 from .frame import REBUILD_FRAMES, REBUILD_PERIOD_S, FrameProcessor, FrameRequest, process_batch
 from .messages import stamp_ns
 from .outputs import KEPT_FOR_LATE_JOINERS, model_outputs, supported
+from .pairing import exact_pairs
 from .surround import FUSED_QOS, FUSED_TOPICS, FUSED_TYPE, SurroundStage, has_fused_grids
 
 
 @dataclass
 class Frame:
     msg: Image | CompressedImage
-    received: float  # time.monotonic() at arrival
+    received: float  # time.monotonic() at arrival (with camera_info_sync exact: at pairing)
+    camera_info: CameraInfo | None = None  # its own, with camera_info_sync exact
 
 
 @dataclass
@@ -74,6 +76,9 @@ class Camera:
     grid_problem: str | None = None               # why the last frame had no grids
     latest: tuple[Header, Result] | None = None   # newest result, for the fused grids
     engine_build: EngineBuild | None = None       # the build its last frame waited for
+    pairs: object | None = None                   # camera_info_sync exact: its pairer
+    paired: int = 0                               # images paired with their CameraInfo
+    last_paired: float | None = None              # monotonic time of the last pair
 
     def topic(self, relative: str) -> str:
         return f"{self.name}/{relative}" if self.name else relative
@@ -195,19 +200,23 @@ class HybridNetsNode(LifecycleNode):
         if self.config.reliable_qos:
             qos = QoSProfile(reliability=QoSReliabilityPolicy.RELIABLE,
                              history=QoSHistoryPolicy.KEEP_LAST, depth=1)
+        image_type, image_topic = ((CompressedImage, "image/compressed")
+                                   if self.config.use_compressed else (Image, "image"))
         image_topics = []
         for index, camera in enumerate(self.cameras):
-            if self.config.use_compressed:
-                image = self.create_subscription(CompressedImage, camera.topic("image/compressed"),
-                                                 self._image_callback(index), qos)
-            else:
-                image = self.create_subscription(Image, camera.topic("image"),
-                                                 self._image_callback(index), qos)
+            on_image, on_camera_info = self._input_callbacks(index)
+            image = self.create_subscription(image_type, camera.topic(image_topic), on_image, qos)
             image_topics.append(image.topic_name)
             self._inputs += [image, self.create_subscription(
-                CameraInfo, camera.topic("camera_info"), self._camera_info_callback(camera), qos)]
+                CameraInfo, camera.topic("camera_info"), on_camera_info, qos)]
             camera.last_image, camera.grid_problem, camera.latest = None, None, None
-            camera.engine_build = None
+            camera.engine_build, camera.last_paired = None, None
+        if self.config.camera_info_sync == "exact":
+            self.say_once("pairing", "camera_info_sync exact: each image is processed with the "
+                          "CameraInfo of its stamp, paired by " + (
+                              "message_filters' TimeSynchronizer" if self.cameras[0].pairs.library
+                              else "the node's own pairing (message_filters is not installed)"),
+                          "info")
         self.slots.reopen()
         self._running = True
         self._worker = threading.Thread(target=self._work, name="hybridnets-worker", daemon=True)
@@ -272,14 +281,34 @@ class HybridNetsNode(LifecycleNode):
             self._worker = None
 
     # ---------------------------------------------------------------- callbacks
-    def _image_callback(self, index: int):
+    def _input_callbacks(self, index: int):
+        """The image and CameraInfo callbacks of camera ``index``: with camera_info_sync
+        latest an image goes to the worker at once and a CameraInfo replaces the camera's;
+        with exact an image waits for the CameraInfo of its stamp and travels with it."""
         camera = self.cameras[index]
 
-        def on_image(msg) -> None:
+        def arrived() -> None:
             camera.last_image = time.monotonic()
             camera.stats.frame_received()
-            self.slots.put(index, Frame(msg, camera.last_image))
-        return on_image
+
+        if self.config.camera_info_sync == "latest":
+            camera.pairs = None
+
+            def on_image(msg) -> None:
+                arrived()
+                self.slots.put(index, Frame(msg, camera.last_image))
+            return on_image, self._camera_info_callback(camera)
+
+        def on_pair(image, info) -> None:
+            camera.paired += 1
+            camera.last_paired = time.monotonic()
+            self.slots.put(index, Frame(image, camera.last_paired, info))
+        pairs = camera.pairs = exact_pairs(on_pair)
+
+        def on_paired_image(msg) -> None:
+            arrived()
+            pairs.add(0, msg)
+        return on_paired_image, lambda msg: pairs.add(1, msg)
 
     def _camera_info_callback(self, camera: Camera):
         def on_camera_info(msg: CameraInfo) -> None:
@@ -294,8 +323,7 @@ class HybridNetsNode(LifecycleNode):
                 f"{', '.join(fixed)} can only change while the node is unconfigured (it is "
                 f"{state}): deactivate and clean it up, set it, then configure again"))
         values = params.parameter_values(self)
-        # Only the settings are NodeConfig's to judge: rclpy's use_sim_time and the parameter
-        # bondpy declares when the manager's heartbeat stops are not settings.
+        # Only the settings are NodeConfig's to judge: rclpy's use_sim_time is not one.
         values.update({change.name: change.value for change in changes if change.name in values})
         try:
             config = NodeConfig.from_mapping(values)
@@ -335,6 +363,9 @@ class HybridNetsNode(LifecycleNode):
             if not wanted and not fused:
                 camera.stats.count_skipped_no_subscribers()
                 continue
+            if frame.camera_info is not None and (
+                    problem := camera.processor.set_camera_info(frame.camera_info)):
+                self._reject(camera, problem.reason, f"{problem}: grids skipped")
             wanted |= KEPT_FOR_LATE_JOINERS & camera.processor.enabled
             publish_s[index] = 0.0
             requests.append(FrameRequest(camera.processor, frame.msg, wanted,
@@ -454,7 +485,8 @@ class HybridNetsNode(LifecycleNode):
                           self.lifecycle_state, self.config,
                           self._config_error, self._load_error,
                           self._listening_since, self.multi, self._engines,
-                          self._fused_problem if self._fused_pubs else None)
+                          self._fused_problem if self._fused_pubs else None,
+                          self._bond.describe(), self._bond.problem())
         with self._unless_shutting_down():
             self._diag_pub.publish(diagnostic_array(
                 node, self.cameras, [self.slots.dropped[i] for i in range(len(self.cameras))],
@@ -526,7 +558,15 @@ def _run(args, shutdown: BoundedShutdown) -> None:
     # The watcher thread owns SIGINT/SIGTERM (rclpy's handlers wait for the main thread).
     rclpy.init(args=[*(sys.argv if args is None else args), *extra_args],
                signal_handler_options=SignalHandlerOptions.NO)
-    shutdown.orderly(rclpy.try_shutdown)
+    node = None
+
+    def on_signal() -> None:
+        try:  # the manager is told while ROS is still up (Nav2's servers: at pre-shutdown)
+            if node is not None:
+                node._bond.destroy()
+        finally:
+            rclpy.try_shutdown()
+    shutdown.orderly(on_signal)
     node = HybridNetsNode()
     log = node.get_logger()
     for level, message in messages:  # one call per level: rclpy refuses a call site whose

@@ -561,8 +561,9 @@ def _run(args, shutdown: BoundedShutdown) -> None:
     node = None
 
     def on_signal() -> None:
-        try:  # the manager is told while ROS is still up (Nav2's servers: at pre-shutdown)
-            if node is not None:
+        try:  # a manager is told while ROS is still up (Nav2's servers: at pre-shutdown);
+            # an unformed bond has nobody to tell and must not delay the shutdown
+            if node is not None and node._bond.state == "formed":
                 node._bond.destroy()
         finally:
             rclpy.try_shutdown()

@@ -16,7 +16,8 @@ LAYERS = ("core", "backends", "pipeline", "ros", "tools", "cli")
 ROS_LAYERS = {"ros", "tools", "cli"}
 ROS_MODULES = {"rclpy", "rosbags", "builtin_interfaces", "std_msgs", "sensor_msgs", "nav_msgs",
                "vision_msgs", "geometry_msgs", "diagnostic_msgs", "rcl_interfaces",
-               "visualization_msgs", "tf2_ros", "ament_index_python"}
+               "visualization_msgs", "tf2_ros", "ament_index_python", "launch", "launch_ros",
+               "ros2launch"}
 
 
 def module_name(path: Path) -> str:

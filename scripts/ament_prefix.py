@@ -7,7 +7,8 @@ What colcon installs for this package is put under the prefix:
 
     share/ament_index/resource_index/packages/hybridnets_ros   the ament index marker
     share/hybridnets_ros/package.xml, launch/*, config/*       links to this checkout's files
-    lib/hybridnets_ros/<console script>                        links to the venv's bin/ scripts
+    lib/hybridnets_ros/<console script>                        setup.py's entry points, run
+                                                               by this Python
 
 so that ``get_package_share_directory('hybridnets_ros')``, launch_ros'
 ``Node(package='hybridnets_ros', executable='hybridnets_node')`` and ros2launch find the
@@ -15,7 +16,9 @@ package. Links, not copies: the project is installed editable (setuptools instal
 data_files then), and edits to launch/ and config/ stay live, as with ``colcon build
 --symlink-install``. One link per file, as colcon makes them: ros2launch looks a launch file
 up with os.walk, which does not enter a linked folder. A file added to launch/ or config/
-needs a new run (bootstrap.sh's digest includes their names).
+needs a new run (bootstrap.sh's digest includes their names). The executables are written
+from this checkout's setup.py, as setuptools writes console scripts: a venv shared by several
+checkouts has the bin/ scripts of the one installed last.
 
 Without --prefix, the venv also gets ``hybridnets_ros_ament.pth``: site runs its import line
 at every start of the venv's Python and puts the venv first on AMENT_PREFIX_PATH (as the ROS
@@ -28,11 +31,11 @@ Idempotent: what is there is replaced. Standard library only.
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import shutil
 import sys
 import sysconfig
-from importlib import metadata
 from pathlib import Path
 
 PACKAGE = "hybridnets_ros"
@@ -49,15 +52,21 @@ PTH_TEXT = (
     "os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep) if p and p != sys.prefix)])\n")
 
 
-def console_scripts() -> list[str]:
-    """The package's executables (setup.py's console_scripts), as the installed metadata
-    lists them."""
-    try:
-        entry_points = metadata.distribution(PACKAGE).entry_points
-    except metadata.PackageNotFoundError:
-        sys.exit(f"ament_prefix: {PACKAGE} is not installed in {sys.prefix} "
-                 "(pip install -e . first)")
-    return sorted(ep.name for ep in entry_points if ep.group == "console_scripts")
+def console_scripts() -> dict[str, str]:
+    """setup.py's console_scripts: name -> "module:function" (its setup() call's literal
+    entry_points)."""
+    tree = ast.parse((REPO / "setup.py").read_text())
+    (call,) = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+               and getattr(node.func, "id", None) == "setup"]
+    (entry_points,) = [ast.literal_eval(k.value) for k in call.keywords if k.arg == "entry_points"]
+    return dict(line.replace(" ", "").split("=") for line in entry_points["console_scripts"])
+
+
+def script(python: str, target: str) -> str:
+    """A console script running ``target`` ("module:function") with ``python``."""
+    module, function = target.split(":")
+    return (f"#!{python}\nimport sys\nfrom {module} import {function}\n"
+            f"if __name__ == '__main__':\n    sys.exit({function}())\n")
 
 
 def _remove(path: Path) -> None:
@@ -74,7 +83,7 @@ def _link(path: Path, target: Path) -> None:
     path.symlink_to(target)
 
 
-def install(prefix: Path, scripts_dir: Path, executables: list[str]) -> None:
+def install(prefix: Path, python: str, executables: dict[str, str]) -> None:
     """The ament index marker, share/ and lib/ of the package under ``prefix``."""
     index = prefix / "share" / "ament_index" / "resource_index" / "packages"
     index.mkdir(parents=True, exist_ok=True)
@@ -90,14 +99,11 @@ def install(prefix: Path, scripts_dir: Path, executables: list[str]) -> None:
             if source.is_file():
                 (share / name / source.name).symlink_to(source)
     lib = prefix / "lib" / PACKAGE
-    lib.mkdir(parents=True, exist_ok=True)
-    for name in executables:
-        script = scripts_dir / name
-        if not os.access(script, os.X_OK):
-            sys.exit(f"ament_prefix: no executable {script} (pip install -e . first)")
-        _link(lib / name, script)
-    for stale in set(os.listdir(lib)) - set(executables):  # a console script removed since
-        _remove(lib / stale)
+    _remove(lib)  # a console script removed since goes too
+    lib.mkdir(parents=True)
+    for name, target in executables.items():
+        (lib / name).write_text(script(python, target))
+        (lib / name).chmod(0o755)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.prefix is None and sys.prefix == sys.base_prefix:
         sys.exit("ament_prefix: run it with a venv's python (or give --prefix)")
     prefix = (args.prefix or Path(sys.prefix)).absolute()
-    install(prefix, Path(sysconfig.get_path("scripts")), console_scripts())
+    install(prefix, sys.executable, console_scripts())
     if args.prefix is None:
         (Path(sysconfig.get_path("purelib")) / PTH_NAME).write_text(PTH_TEXT)
     print(f"ament_prefix: {PACKAGE} is an ament package of {prefix}")

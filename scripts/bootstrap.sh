@@ -91,8 +91,8 @@ if [[ $WITH_TEST == 1 && -f $ROS_TOOLS/install.sh ]]; then
     bash "$ROS_TOOLS/install.sh" "$VENV" cmake/drop_missing_imported_includes.cmake
 fi
 
-# What colcon would install (ament index marker, share/hybridnets_ros, lib/hybridnets_ros),
-# linked to this checkout, and a .pth that puts the venv on AMENT_PREFIX_PATH.
+# What colcon would install (ament index marker, share/hybridnets_ros linked to this checkout,
+# lib/hybridnets_ros/ executables), and a .pth that puts the venv on AMENT_PREFIX_PATH.
 "$VENV/bin/python" scripts/ament_prefix.py
 
 echo "$digest" > "$stamp"

@@ -201,13 +201,10 @@ def test_a_venv_is_an_ament_prefix_of_the_package_without_any_export(tmp_path):
     site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path("
                                 "'purelib'))"], capture_output=True, text=True,
                                check=True).stdout.strip())
-    # the project's packages (ament_index_python, hybridnets_ros's metadata) without its venv's
-    # start-up hooks, and its console scripts, as pip puts them into bin/
+    # the project's packages (ament_index_python, ...) without its venv's start-up hooks
     (site / "project.pth").write_text(sysconfig.get_path("purelib") + "\n")
-    for name in ("hybridnets", "hybridnets_node"):
-        (venv / "bin" / name).write_bytes((Path(sys.executable).parent / name).read_bytes())
-        (venv / "bin" / name).chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k != "AMENT_PREFIX_PATH"}
+    env = {**{k: v for k, v in os.environ.items() if k != "AMENT_PREFIX_PATH"},
+           "PYTHONPATH": str(REPO)}
     for _ in range(2):  # idempotent
         subprocess.run([python, ls.SCRIPT], check=True, env=env, capture_output=True)
     check = ("import os; from ament_index_python.packages import get_package_share_directory as s,"
@@ -218,8 +215,12 @@ def test_a_venv_is_an_ament_prefix_of_the_package_without_any_export(tmp_path):
     assert Path(prefix) == venv and path == str(venv)
     for name in ("launch/hybridnets.launch.py", "config/hybridnets.yaml", "package.xml"):
         assert (Path(share) / name).resolve() == REPO / name  # links: edits are live
-    node = venv / "lib" / "hybridnets_ros" / "hybridnets_node"  # where launch_ros' Node looks
-    assert os.access(node, os.X_OK) and node.resolve() == (venv / "bin" / "hybridnets_node")
+    # where launch_ros' Node(package=, executable=) looks: the entry points of setup.py
+    node = venv / "lib" / "hybridnets_ros" / "hybridnets_node"
+    assert os.access(node, os.X_OK) and node.read_text().startswith(f"#!{python}\n")
+    version = subprocess.run([venv / "lib" / "hybridnets_ros" / "hybridnets", "--version"],
+                             env=env, capture_output=True, text=True, check=True).stdout
+    assert version.startswith("hybridnets_ros ")
     # first on a path a sourced ROS distribution set, which the node's processes inherit
     other = {**env, "AMENT_PREFIX_PATH": f"/opt/ros/jazzy{os.pathsep}{venv}"}
     out = subprocess.run([python, "-c", "import os, subprocess, sys; sys.exit(subprocess.run("

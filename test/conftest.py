@@ -28,21 +28,6 @@ def _need(path: Path) -> Path:
     return path
 
 
-def need_modules(*modules: str) -> None:
-    """Skips the calling test module (fails it in CI) unless ``modules`` import: the real ROS
-    tools (launch, launch_ros, launch_pytest, ros2launch, bondpy, ...), which are not on the
-    package index; `make test` installs them from ../shared/ros_tools, a ROS workspace has
-    them from rosdep."""
-    missing = [m for m in modules if not _has(m)]
-    if missing:
-        source = ROS_TOOLS if ROS_TOOLS.is_dir() else f"{ROS_TOOLS}, which is not there"
-        message = (f"{', '.join(missing)} not installed: `make test` (scripts/bootstrap.sh "
-                   f"--test) installs them from {source}")
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message, allow_module_level=True)
-
-
 # --- Seeded random weights: everything that is not a comparison with the reference. ---
 
 @pytest.fixture(scope="session")
@@ -164,6 +149,21 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
 def _has(module: str) -> bool:
     import importlib.util
     return importlib.util.find_spec(module) is not None
+
+
+def need_modules(*modules: str) -> None:
+    """Skips the calling test module, or test, (fails it in CI) unless ``modules`` import:
+    the real ROS tools (launch, launch_ros, launch_testing, ros2launch, bondpy, ...), which
+    are not on the package index; `make test` installs them from ../shared/ros_tools, a ROS
+    workspace has them from rosdep."""
+    missing = [m for m in modules if not _has(m)]
+    if missing:
+        source = ROS_TOOLS if ROS_TOOLS.is_dir() else f"{ROS_TOOLS}, which is not there"
+        message = (f"{', '.join(missing)} not installed: `make test` (scripts/bootstrap.sh "
+                   f"--test) installs them from {source}")
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message, allow_module_level=True)
 
 
 requires_tensorrt = pytest.mark.skipif(

@@ -3,6 +3,9 @@
     ros2 launch hybridnets_ros hybridnets.launch.py image:=/camera/image_raw \
         camera_info:=/camera/camera_info weights:=/path/to/hybridnets.pth backend:=auto
 
+namespace:=front puts the node under /front (below any namespace an including launch file
+pushes), and with it the relative topics: it reads /front/image and /front/camera_info and
+publishes /front/detections, ...; an absolute image:= or camera_info:= stays as given.
 use_compressed:=true subscribes to <image>/compressed instead. The node is a lifecycle node
 (launch_ros LifecycleNode): under a lifecycle manager (Nav2's lifecycle_manager, launch's
 lifecycle events) pass autostart:=false, and the manager drives configure and activate.

@@ -2,23 +2,42 @@
 # Creates/updates the project's virtual environment at .venv (idempotent; a no-op taking
 # well under a second when nothing changed).
 #   scripts/bootstrap.sh          run-time dependencies
-#   scripts/bootstrap.sh --test   plus the test dependencies
-# Environment: PYTHON (default python3) creates the venv.
+#   scripts/bootstrap.sh --test   plus the test dependencies, and the ROS tools the tests
+#                                 drive the package with (launch, launch_ros, launch_testing,
+#                                 bondpy, ...: not on the package index) from ../shared/ros_tools
+# Either way the venv becomes an ament prefix of the package (scripts/ament_prefix.py), so that
+# launch_ros finds it as in a colcon install space.
+# Environment: PYTHON (default python3) creates the venv; HYBRIDNETS_SHARED (default ../shared,
+# as for the tests) holds ros_tools/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
 PY=${PYTHON:-python3}
 WITH_TEST=0
 [[ "${1:-}" == "--test" ]] && WITH_TEST=1
+ROS_TOOLS="${HYBRIDNETS_SHARED:-../shared}/ros_tools"
 
 say() { echo "[bootstrap] $*"; }
 
+if [[ $WITH_TEST == 1 && ! -f $ROS_TOOLS/install.sh ]]; then
+    say "$ROS_TOOLS not found: the ROS launch tools (launch, launch_ros, launch_testing, bondpy," \
+        "...; not on the package index) cannot be installed from it; the tests that need them" \
+        "skip where they are missing (with CI set they fail). Put the shared folder beside the" \
+        "repository or set HYBRIDNETS_SHARED."
+fi
+
 inputs=(requirements.txt setup.py setup.cfg scripts/bootstrap.sh scripts/build_ros_interfaces.sh
-        scripts/detect_platform.py
+        scripts/detect_platform.py scripts/ament_prefix.py
         $(find msg cmake -type f | LC_ALL=C sort))
 [[ $WITH_TEST == 1 ]] && inputs+=(requirements-test.txt)
 stamp="$VENV/.bootstrap-$WITH_TEST"
-digest=$(cat "${inputs[@]}" | sha256sum | cut -d' ' -f1)
+digest=$( { cat "${inputs[@]}"
+            # the names of the files the venv's ament prefix links to (their edits are live)
+            find launch config -maxdepth 1 -type f | LC_ALL=C sort
+            if [[ $WITH_TEST == 1 && -f $ROS_TOOLS/install.sh ]]; then
+                (cd "$ROS_TOOLS" && find . -type f ! -name '*.pyc' -print0 | LC_ALL=C sort -z \
+                    | xargs -0 sha256sum)
+            fi; } | sha256sum | cut -d' ' -f1)
 if [[ -x $VENV/bin/python && -f $stamp && "$(cat "$stamp")" == "$digest" ]]; then
     exit 0
 fi
@@ -66,6 +85,15 @@ reqs=(-r requirements.txt)
 # ROS 2 Kilted wheels (rclpy over Fast DDS, message packages) and vision_msgs built from
 # msg/ (not on the package index); a no-op when already done.
 bash scripts/build_ros_interfaces.sh "$VENV"
+
+# The real launch tools for the tests (idempotent: a stamp in the venv; needs the wheels above).
+if [[ $WITH_TEST == 1 && -f $ROS_TOOLS/install.sh ]]; then
+    bash "$ROS_TOOLS/install.sh" "$VENV" cmake/drop_missing_imported_includes.cmake
+fi
+
+# What colcon would install (ament index marker, share/hybridnets_ros linked to this checkout,
+# lib/hybridnets_ros/ executables), and a .pth that puts the venv on AMENT_PREFIX_PATH.
+"$VENV/bin/python" scripts/ament_prefix.py
 
 echo "$digest" > "$stamp"
 say "ready: $VENV ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

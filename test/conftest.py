@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from collect_guard import pytest_pycollect_makemodule  # noqa: F401  (a hook: pytest finds it here)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HYBRIDNETS_SHARED", REPO.parent / "shared"))
 GOLDEN = SHARED / "golden"
 DEMO_IMAGES = SHARED / "data" / "demo_images"
+ROS_TOOLS = SHARED / "ros_tools"
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -164,6 +167,21 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
 def _has(module: str) -> bool:
     import importlib.util
     return importlib.util.find_spec(module) is not None
+
+
+def need_modules(*modules: str) -> None:
+    """Skips the calling test module, or test, (fails it in CI) unless ``modules`` import:
+    the real ROS tools (launch, launch_ros, launch_testing, ros2launch, bondpy, ...), which
+    are not on the package index; `make test` installs them from ../shared/ros_tools, a ROS
+    workspace has them from rosdep."""
+    missing = [m for m in modules if not _has(m)]
+    if missing:
+        source = ROS_TOOLS if ROS_TOOLS.is_dir() else f"{ROS_TOOLS}, which is not there"
+        message = (f"{', '.join(missing)} not installed: `make test` (scripts/bootstrap.sh "
+                   f"--test) installs them from {source}")
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message, allow_module_level=True)
 
 
 requires_tensorrt = pytest.mark.skipif(

@@ -11,6 +11,9 @@ from ..core.weights import WeightsError, default_weights_path
 from ..pipeline.config import BACKEND_CHOICES, MODEL_CHOICES, PRECISIONS, ConfigError, NodeConfig
 from ..pipeline.factory import build_pipeline, resolve_weights
 from ..ros.resources import share_file
+# the commands import these from here
+from .status import (EXIT_DAMAGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,  # noqa: F401
+                     EXIT_STATUS_HELP, CliError)
 
 RANDOM_WEIGHTS_WARNING = (
     "\n"
@@ -18,29 +21,8 @@ RANDOM_WEIGHTS_WARNING = (
     "!!! meaningless. This run only shows the pipeline working end to end. Get the real\n"
     "!!! checkpoint with `hybridnets download-weights` or pass --weights PATH.\n")
 
-# Exit statuses, the same in every command.
-EXIT_OK = 0            # done: every input read
-EXIT_FAILED = 1        # an input failed (infer: a file; fleet: a bag; replay: no frame done)
-EXIT_USAGE = 2         # bad options or set-up (no such bag, weights, ...): nothing done
-EXIT_DAMAGED = 3       # a damaged bag, read as far as it could be (what was lost is told)
-EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); replay and fleet keep what was done
-EXIT_STATUSES = ((EXIT_OK, "done"), (EXIT_FAILED, "an input failed"),
-                 (EXIT_USAGE, "bad options or set-up"),
-                 (EXIT_DAMAGED, "a damaged bag, read as far as it could be"),
-                 (EXIT_INTERRUPTED, "interrupted"))
-EXIT_STATUS_HELP = "exit status: " + "; ".join(f"{code} {what}" for code, what in EXIT_STATUSES)
-
 # Problems a command reports in one line, without a traceback (exit status 2).
 USER_ERRORS = (ConfigError, WeightsError, BackendUnavailable, CalibrationError)
-
-
-class CliError(Exception):
-    """A problem with the command line or set-up; printed without a trace, exit status
-    ``status`` (EXIT_USAGE unless the problem is another: a bag with nothing readable)."""
-
-    def __init__(self, message: str, status: int = EXIT_USAGE):
-        super().__init__(message)
-        self.status = status
 
 
 # option dest -> setting; options left at None keep the base configuration's value

@@ -4,8 +4,8 @@ parameters, declared once, and the node action itself.
 Each argument becomes the node parameter of the same name except ``config``, the parameter
 file. The node is a launch_ros ``LifecycleNode``, so that launch's lifecycle events (and
 Nav2's lifecycle_manager, with ``autostart:=false``) can drive it. Imported by the launch
-files only, in a ROS workspace (launch and launch_ros are not installable from the package
-index).
+files only: launch and launch_ros come with ROS (rosdep), or into the project's venv from
+../shared/ros_tools (`make test`), as they are not on the package index.
 """
 from __future__ import annotations
 

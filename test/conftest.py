@@ -35,17 +35,6 @@ def _need(path: Path) -> Path:
     return path
 
 
-def need_module(module: str, why: str) -> None:
-    """Skips a test whose module is not installed (fails it in CI, where the set-up installs
-    it), as ``_need`` does for reference data."""
-    import importlib.util
-    if importlib.util.find_spec(module) is None:
-        message = f"{module} is not installed: {why}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 # --- Seeded random weights: everything that is not a comparison with the reference. ---
 
 @pytest.fixture(scope="session")

@@ -126,9 +126,8 @@ def test_clouds_are_what_sensor_msgs_py_builds_and_reads():
     """Both clouds against sensor_msgs_py's point_cloud2 (kept out of the product: it builds
     the same bytes with more copies, docs/benchmarks.md): the same layout and data, read
     back by its read_points as the values that went in."""
-    from conftest import need_module
-    need_module("sensor_msgs_py", "ros2/common_interfaces' sensor_msgs_py "
-                "(../shared/ros_tools/install.sh)")
+    from conftest import need_modules
+    need_modules("sensor_msgs_py")
     from sensor_msgs.msg import PointField
     from sensor_msgs_py import point_cloud2
     rng = np.random.default_rng(0)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import ros_graph as rg  # sets the DDS environment before rclpy is imported
-from conftest import need_module
+from conftest import need_modules
 
 from lifecycle_msgs.msg import Transition  # noqa: E402
 
@@ -27,7 +27,7 @@ ACTIVATE, DEACTIVATE = Transition.TRANSITION_ACTIVATE, Transition.TRANSITION_DEA
 def nav2():
     """test/nav2_manager.py (which imports bondpy); first in a test's arguments, so that a
     missing bondpy skips it before the weights are built."""
-    need_module("bondpy", "bond_core's Python side (../shared/ros_tools/install.sh installs it)")
+    need_modules("bondpy")
     rg.init_rclpy()
     import nav2_manager
     return nav2_manager

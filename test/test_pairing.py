@@ -6,7 +6,7 @@ import time
 import pytest
 from sensor_msgs.msg import CameraInfo, Image
 
-from conftest import need_module
+from conftest import need_modules
 from hybridnets_ros.pipeline.config import NodeConfig
 from hybridnets_ros.ros.diagnostics import NodeHealth, camera_problem, camera_values, health
 from hybridnets_ros.ros.pairing import QUEUE_SIZE, exact_pairs
@@ -22,7 +22,7 @@ def stamped(kind, sec: int, nanosec: int = 0):
 def pairer(request):
     """A pairer and the (image, info) pairs it handed on."""
     if request.param == "message_filters":
-        need_module("message_filters", "ros2/message_filters (../shared/ros_tools/install.sh)")
+        need_modules("message_filters")
     got = []
     pairs = exact_pairs(lambda image, info: got.append((image, info)),
                         library=request.param == "message_filters")

@@ -104,12 +104,14 @@ class _SizeGroups:
 
 def overlapping_pairs(a: np.ndarray, b: np.ndarray | None, min_iou: float, *,
                       strict: bool, classes_a: np.ndarray | None = None,
-                      classes_b: np.ndarray | None = None
+                      classes_b: np.ndarray | None = None, most: int | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, iou) of every pair of boxes ``a[i]``, ``b[j]`` (xyxy; of the same class when
     classes are given) that overlap with IoU > ``min_iou`` (``strict``) or >= it (then
     ``min_iou`` must be positive: IoU >= 0 holds for every pair). ``b`` None: the pairs
-    i < j within ``a``. IoUs are :func:`pair_iou`'s, so exactly ``box_iou``'s entries."""
+    i < j within ``a``. IoUs are :func:`pair_iou`'s, so exactly ``box_iou``'s entries.
+    ``most``: of each box a[i] only its ``most`` pairs of highest IoU (ties: lower j), so
+    that the memory stays bounded whatever the overlaps."""
     if not strict and min_iou <= 0:
         raise ValueError("IoU >= 0 holds for every pair: ask for min_iou > 0 or strict")
     same = b is None
@@ -124,7 +126,7 @@ def overlapping_pairs(a: np.ndarray, b: np.ndarray | None, min_iou: float, *,
             classes_b = classes_a if same else classes_b
             passed &= np.asarray(classes_a)[:, None] == np.asarray(classes_b)[None, :]
         i, j = np.nonzero(np.triu(passed, 1) if same else passed)
-        return i, j, iou[i, j]
+        return _best(i, j, iou[i, j], most)
     codes_a, codes_b = np.zeros(len(a), np.int64), np.zeros(len(b), np.int64)
     if classes_a is not None:
         values = np.unique(np.concatenate([classes_a, classes_a if same else classes_b]))
@@ -138,14 +140,18 @@ def overlapping_pairs(a: np.ndarray, b: np.ndarray | None, min_iou: float, *,
     span = np.inf if min_iou <= 0 else 1 + np.log2(1 / min_iou)
     shrink = min(min_iou, 0.5)
     a_t, b_t = np.ascontiguousarray(a.T), np.ascontiguousarray(b.T)
-    found_i, found_j, found_iou = [], [], []
+    found = []  # (i, j, iou) of the pairs passed so far, and how many
+    size = 0
 
     def score(i: np.ndarray, j: np.ndarray) -> None:
+        nonlocal found, size
         iou = _pair_iou(a_t, b_t, i, j)
         passed = iou > min_iou if strict else iou >= min_iou
-        found_i.append(i[passed])
-        found_j.append(j[passed])
-        found_iou.append(iou[passed])
+        found.append((i[passed], j[passed], iou[passed]))
+        size += int(passed.sum())
+        if most is not None and size > 2 * most * len(a):
+            found = [_best(*_joined(found, a.dtype), most)]
+            size = len(found[0][0])
 
     # Every compatible (group of a, group of b); of one set each pair of groups once.
     compatible = ((groups_a.cls[:, None] == groups_b.cls[None, :])
@@ -180,7 +186,7 @@ def overlapping_pairs(a: np.ndarray, b: np.ndarray | None, min_iou: float, *,
     # group pair's index the high part of each cell's key.
     large = np.flatnonzero(product > _DIRECT_PAIRS)
     if len(large) == 0:
-        return _joined(found_i, found_j, found_iou, a.dtype)
+        return _best(*_joined(found, a.dtype), most)
     extent = max(np.ptp(groups_a.cx), np.ptp(groups_a.cy), np.ptp(groups_b.cx),
                  np.ptp(groups_b.cy), 1.0)
     x0 = min(groups_a.cx.min(), groups_b.cx.min())
@@ -210,7 +216,7 @@ def overlapping_pairs(a: np.ndarray, b: np.ndarray | None, min_iou: float, *,
         count = np.searchsorted(b_key, a_key + 1, "right") - first
         for run, k in _runs(np.arange(len(count)), count):
             close(a_position[run // 3], b_position[first[run] + k], a_pair[run // 3])
-    return _joined(found_i, found_j, found_iou, a.dtype)
+    return _best(*_joined(found, a.dtype), most)
 
 
 def _members(items: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -230,11 +236,23 @@ def _runs(items: np.ndarray, counts: np.ndarray):
         start = stop
 
 
-def _joined(i: list, j: list, iou: list, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The pairs found, as three arrays."""
-    if not i:
+def _joined(found: list, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (i, j, iou) triples found, as three arrays."""
+    if not found:
         return np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0, dtype)
-    return np.concatenate(i), np.concatenate(j), np.concatenate(iou)
+    return tuple(np.concatenate(part) for part in zip(*found))
+
+
+def _best(i: np.ndarray, j: np.ndarray, iou: np.ndarray, most: int | None
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of each i its ``most`` pairs of highest IoU (ties: lower j); None: all of them."""
+    if most is None or len(i) <= most:
+        return i, j, iou
+    order = np.lexsort((j, -iou, i))
+    i, j, iou = i[order], j[order], iou[order]
+    first = np.searchsorted(i, i, "left")  # where each i's pairs start
+    keep = np.arange(len(i)) - first < most
+    return i[keep], j[keep], iou[keep]
 
 
 def batched_nms(boxes, scores, classes, iou_threshold: float):

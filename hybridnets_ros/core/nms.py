@@ -200,7 +200,10 @@ def overlapping_pairs(a: np.ndarray, b: np.ndarray | None, min_iou: float, *,
         row = ((groups.cy[position] - y0) // height[pair]).astype(np.int64) + 1
         return (np.searchsorted(batch, pair) << 2 * bits) + (column << bits) + row
 
-    for batch in np.array_split(large, len(large) // 2 ** (62 - 2 * bits) + 1):
+    # group pairs in batches of about _CHUNK_PAIRS boxes (bounded memory; fewer than
+    # 2**20 group pairs, so that the keys fit)
+    for batch, _ in _runs(large, np.minimum(count_a[large] + count_b[large], _CHUNK_PAIRS),
+                          unit=True):
         b_pair, k = _members(batch, count_b[batch])
         b_position = start_b[b_pair] + k
         b_key = cells(b_pair, b_position, groups_b)
@@ -225,14 +228,16 @@ def _members(items: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndar
     return item, np.arange(len(item)) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
-def _runs(items: np.ndarray, counts: np.ndarray):
-    """:func:`_members` of ``items`` in chunks of about _CHUNK_PAIRS (at least one item)."""
+def _runs(items: np.ndarray, counts: np.ndarray, unit: bool = False):
+    """:func:`_members` of ``items`` in chunks of about _CHUNK_PAIRS members (at least one
+    item); ``unit``: (the chunk's items, their counts) instead."""
     ends = np.cumsum(counts)
     start = 0
     while start < len(items):
         stop = max(int(np.searchsorted(ends, ends[start] - counts[start] + _CHUNK_PAIRS,
                                        "right")), start + 1)
-        yield _members(items[start:stop], counts[start:stop])
+        yield ((items[start:stop], counts[start:stop]) if unit
+               else _members(items[start:stop], counts[start:stop]))
         start = stop
 
 

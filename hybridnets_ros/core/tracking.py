@@ -16,6 +16,7 @@ base_footprint positions, over ground for positions in a fixed frame such as odo
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,10 @@ CLUSTER_LIMIT = 1000
 # sum of allowed pairs' costs (each at most 2), so that the assignment matches as many
 # pairs as the gates allow and, among those matchings, minimises the cost.
 _FORBIDDEN = 1e6
+# Clusters of at most this many tracks and detections are assigned by trying every
+# permutation, all clusters at once.
+_SMALL = 3
+_PERMUTATIONS = np.array(list(itertools.permutations(range(_SMALL))))
 
 
 def _alpha_beta(position: np.ndarray, velocity: np.ndarray, measured: np.ndarray,
@@ -325,8 +330,10 @@ def _assign(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray, tracks: int,
     matched = [(rows[first], cols[first])]
     large = ~star & (size > CLUSTER_LIMIT)
     matched.append(_greedy(rows[large], cols[large], cost[large], tracks, detections))
+    small = ~star & ~large & ((members_tracks <= _SMALL) & (members_detections <= _SMALL))[cluster]
+    matched.append(_small(rows[small], cols[small], cost[small], cluster[small]))
     # The rest, one dense assignment each, as over every pair.
-    rest = np.flatnonzero(~star & ~large)
+    rest = np.flatnonzero(~star & ~large & ~small)
     rest = rest[np.argsort(cluster[rest], kind="stable")]
     for edges in np.split(rest, np.flatnonzero(np.diff(cluster[rest])) + 1):
         if len(edges) == 0:
@@ -339,6 +346,33 @@ def _assign(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray, tracks: int,
         allowed = block[r, c] < _FORBIDDEN
         matched.append((track_rows[r[allowed]], detection_cols[c[allowed]]))
     return tuple(np.concatenate(part) for part in zip(*matched))
+
+
+def _small(rows, cols, cost, cluster) -> tuple[np.ndarray, np.ndarray]:
+    """The optimal assignment of clusters of at most _SMALL tracks and detections, all at
+    once: each cluster's costs in a _SMALL x _SMALL block (forbidden where no pair is),
+    every permutation's sum, the least (a Python loop per cluster costs more than this
+    for the few pairs of near misses a frame has)."""
+    names, cluster = np.unique(cluster, return_inverse=True)
+
+    def local(members):  # each member's place 0, 1, ... in its cluster, and who is there
+        keys, inverse = np.unique(cluster * (members.max() + 1) + members, return_inverse=True)
+        owner = keys // (members.max() + 1)
+        place = np.arange(len(keys)) - np.searchsorted(owner, owner)
+        who = np.zeros((len(names), _SMALL), np.intp)
+        who[owner, place] = keys % (members.max() + 1)
+        return place[inverse], who
+    if len(rows) == 0:
+        return rows, cols
+    row_place, row_of = local(rows)
+    col_place, col_of = local(cols)
+    block = np.full((len(names), _SMALL, _SMALL), _FORBIDDEN)
+    block[cluster, row_place, col_place] = cost
+    totals = block[:, np.arange(_SMALL), _PERMUTATIONS].sum(-1)  # [clusters, permutations]
+    chosen = _PERMUTATIONS[np.argmin(totals, axis=1)]           # [clusters, _SMALL]
+    which, place = np.nonzero(np.take_along_axis(block, chosen[:, :, None], 2)[:, :, 0]
+                              < _FORBIDDEN)
+    return row_of[which, place], col_of[which, chosen[which, place]]
 
 
 def _greedy(rows, cols, cost, tracks: int, detections: int) -> tuple[np.ndarray, np.ndarray]:

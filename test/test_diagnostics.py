@@ -60,7 +60,8 @@ def test_a_rejection_warns_while_recent_and_the_totals_stay():
     values = {kv.key: kv.value for kv in diagnostic_array(
         health(), [camera], [0], [], Time()).status[0].values}
     assert values["rejected_total"] == "3" and values["rejected: unsupported encoding"] == "2"
-    assert values["rejected_last_10_s"] == "1" and values["errors"] == "1"
+    assert values["rejected_recent"] == "1" and values["recent_window_s"] == "10"
+    assert values["errors"] == values["errors_recent"] == "1"
 
 
 def health(multi: bool = False) -> NodeHealth:

@@ -141,8 +141,10 @@ def camera_values(camera, dropped: int) -> dict:
         "skipped_no_subscribers": s["skipped_no_subscribers"],
         "errors": s["errors"],
         "rejected_total": sum(s["rejected"].values()),
-        f"rejected_last_{s['recent_s']:g}_s": sum(s["recent_rejected"].values()),
-        f"errors_last_{s['recent_s']:g}_s": s["recent_errors"],
+        # within the window that decides the level
+        "recent_window_s": f"{s['recent_s']:g}",
+        "rejected_recent": sum(s["recent_rejected"].values()),
+        "errors_recent": s["recent_errors"],
         "camera_info": ("received" if camera.processor is not None
                         and camera.processor.camera_info is not None else "missing"),
     })

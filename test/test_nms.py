@@ -146,3 +146,26 @@ def test_nms_over_every_anchor_scores_pairs_in_proportion(monkeypatch):
                         raising=False)
     kept = nms.batched_nms(boxes, scores, np.zeros(n, np.int64), 0.3)
     assert 1000 < len(kept) < n and sum(computed) < 300 * n, sum(computed) / n
+
+
+@pytest.mark.parametrize("pile", [True, False])
+def test_nms_memory_stays_bounded_where_boxes_overlap_everywhere(pile):
+    """Identical boxes (every pair overlaps) and, at a threshold of 0, any two boxes that
+    touch: the pairs are taken block by block, never all at once."""
+    import tracemalloc
+    rng = np.random.default_rng(2)
+    n = 20_000
+    if pile:
+        boxes = np.tile(np.array([[100, 100, 150, 140]], np.float32), (n, 1))
+    else:
+        xy = rng.uniform(0, [640, 384], (n, 2)).astype(np.float32)
+        boxes = np.concatenate([xy, xy + rng.uniform(8, 80, (n, 2)).astype(np.float32)], 1)
+    scores = rng.uniform(0, 1, n).astype(np.float32)
+    tracemalloc.start()
+    try:
+        kept = nms.batched_nms(boxes, scores, np.zeros(n, np.int64), 0.3 if pile else 0.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (len(kept) == 1) if pile else (0 < len(kept) < n)
+    assert peak < 128 * 2**20, f"{peak / 2**20:.0f} MiB"

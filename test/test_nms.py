@@ -125,7 +125,8 @@ def test_overlapping_pairs_scale_with_the_pairs_not_the_square(monkeypatch):
     b = a + rng.uniform(-3, 3, a.shape)
     scored = []
     original = nms._pair_iou
-    monkeypatch.setattr(nms, "_pair_iou", lambda *args: scored.append(len(args[2])) or original(*args))
+    monkeypatch.setattr(nms, "_pair_iou",
+                        lambda *args: scored.append(len(args[2])) or original(*args))
     i, j, _ = nms.overlapping_pairs(a, b, 0.1, strict=False)
     assert len(i) >= 10_000 and sum(scored) < 20 * len(i)
 
@@ -141,8 +142,10 @@ def test_nms_over_every_anchor_scores_pairs_in_proportion(monkeypatch):
     scores = rng.uniform(0, 1, n).astype(np.float32)
     computed = []
     box_iou, pair_iou = nms.box_iou, getattr(nms, "_pair_iou", None)
-    monkeypatch.setattr(nms, "box_iou", lambda a, b: computed.append(len(a) * len(b)) or box_iou(a, b))
-    monkeypatch.setattr(nms, "_pair_iou", lambda *args: computed.append(len(args[2])) or pair_iou(*args),
+    monkeypatch.setattr(nms, "box_iou",
+                        lambda a, b: computed.append(len(a) * len(b)) or box_iou(a, b))
+    monkeypatch.setattr(nms, "_pair_iou",
+                        lambda *args: computed.append(len(args[2])) or pair_iou(*args),
                         raising=False)
     kept = nms.batched_nms(boxes, scores, np.zeros(n, np.int64), 0.3)
     assert 1000 < len(kept) < n and sum(computed) < 300 * n, sum(computed) / n

@@ -50,7 +50,8 @@ def tracked(case, min_iou, max_distance=3.0):
     update with ids 1..n (rows 0..n-1, no velocity yet: predicted where they were)."""
     (boxes0, classes0, ground0), (boxes1, classes1, ground1) = case
     tracker = Tracker(min_iou=min_iou, max_distance_m=max_distance)
-    assert tracker.update(boxes0, classes0, ground0, 0.0).tolist() == list(range(1, len(boxes0) + 1))
+    first_ids = tracker.update(boxes0, classes0, ground0, 0.0)
+    assert first_ids.tolist() == list(range(1, len(boxes0) + 1))
     ids = tracker.update(boxes1, classes1, ground1, 0.1)
     cols = np.flatnonzero(ids <= len(boxes0))
     return ids[cols] - 1, cols

@@ -65,7 +65,8 @@ def box_iou(a, b):
 def pair_iou(a: np.ndarray, b: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """IoU of the boxes ``a[i]`` and ``b[j]`` pair by pair, each value exactly the entry
     ``box_iou(a, b)[i, j]`` (the same operations in the same order and type)."""
-    return _pair_iou(np.ascontiguousarray(a.T), np.ascontiguousarray(np.asarray(b, a.dtype).T), i, j)
+    b = np.asarray(b, a.dtype)
+    return _pair_iou(np.ascontiguousarray(a.T), np.ascontiguousarray(b.T), i, j)
 
 
 def _pair_iou(a_t: np.ndarray, b_t: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:

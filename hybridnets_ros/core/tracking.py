@@ -235,8 +235,9 @@ class Tracker:
                                               strict=False, classes_a=self._classes,
                                               classes_b=classes, most=NEAREST)
         else:
-            rows, cols = _nearest(self._classes, (predicted_boxes[:, :2] + predicted_boxes[:, 2:]) / 2,
-                                  classes, (boxes[:, :2] + boxes[:, 2:]) / 2, np.inf)
+            rows, cols = _nearest(
+                self._classes, (predicted_boxes[:, :2] + predicted_boxes[:, 2:]) / 2,
+                classes, (boxes[:, :2] + boxes[:, 2:]) / 2, np.inf)
         near_rows, near_cols = _nearest(self._classes, predicted_ground, classes, ground,
                                         settings.max_distance_m)
         # Pairs both gates found are kept once (the assignment sums duplicates).

@@ -78,10 +78,97 @@ def test_empty_and_degenerate_boxes():
     assert kept.tolist() == [0, 1, 2]
 
 
-def test_more_boxes_than_one_block():
+def test_many_boxes_through_the_grid_in_chunks(monkeypatch):
+    """Past a few hundred boxes pairs come from the size groups and their grid; tiny
+    chunks check that splitting the candidates changes nothing."""
     rng = np.random.default_rng(7)
-    boxes, scores, classes = random_case(rng, nms.BLOCK * 2 + 17, 1)
-    expected = greedy_reference(boxes, scores, classes, 0.3)
-    got = nms.batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores),
-                          torch.from_numpy(classes), 0.3)
-    assert got.tolist() == expected
+    boxes, scores, classes = random_case(rng, 2065, 3)
+    boxes[100:140] = boxes[100]  # a pile of identical boxes
+    boxes[200:220, 2] = boxes[200:220, 0]  # zero width
+    boxes[300:320, 2:] = boxes[300:320, :2] - 5  # inverted
+    for threshold in (0.0, 0.3, 0.7):
+        expected = greedy_reference(boxes, scores, classes, threshold)
+        for chunk in (nms._CHUNK_PAIRS, 1000):
+            monkeypatch.setattr(nms, "_CHUNK_PAIRS", chunk)
+            got = nms.batched_nms(boxes, scores, classes, threshold)
+            assert got.tolist() == expected, (threshold, chunk)
+
+
+@pytest.mark.parametrize("strict, threshold", [(True, 0.0), (True, 0.3), (False, 0.1),
+                                               (False, 0.5), (True, 1.0)])
+def test_overlapping_pairs_are_every_pair_above_the_threshold(strict, threshold):
+    rng = np.random.default_rng(3)
+    for n, m, scale in ((700, 900, 1.0), (400, 0, 1.0), (300, 500, 1e-4), (300, 500, 1e4)):
+        a, _, classes_a = random_case(rng, n, 2)
+        b, _, classes_b = random_case(rng, m, 2) if m else (None, None, None)
+        a = a.astype(np.float64) * scale
+        a[:3, 0] += 1e6 * scale  # far away: cells grow so that the keys fit
+        if b is not None:
+            b = b.astype(np.float64) * scale
+        i, j, iou = nms.overlapping_pairs(a, b, threshold, strict=strict,
+                                          classes_a=classes_a, classes_b=classes_b)
+        full = nms.box_iou(a, a if b is None else b)
+        expected = (full > threshold if strict else full >= threshold)
+        expected &= classes_a[:, None] == (classes_a if b is None else classes_b)[None, :]
+        if b is None:
+            expected = np.triu(expected, 1)
+        assert sorted(zip(i.tolist(), j.tolist())) == sorted(zip(*np.nonzero(expected)))
+        np.testing.assert_array_equal(iou, full[i, j])  # the same values, to the bit
+
+
+def test_overlapping_pairs_scale_with_the_pairs_not_the_square(monkeypatch):
+    """10,000 boxes against 10,000 (a 1280x720 image full of small ones): the candidates
+    scored are a small multiple of the pairs found, not the 100 M pairs of boxes."""
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(0, [1280, 720], (10_000, 2))
+    a = np.concatenate([xy, xy + rng.uniform(4, 24, (10_000, 2))], 1)
+    b = a + rng.uniform(-3, 3, a.shape)
+    scored = []
+    original = nms._pair_iou
+    monkeypatch.setattr(nms, "_pair_iou",
+                        lambda *args: scored.append(len(args[2])) or original(*args))
+    i, j, _ = nms.overlapping_pairs(a, b, 0.1, strict=False)
+    assert len(i) >= 10_000 and sum(scored) < 20 * len(i)
+
+
+def test_nms_over_every_anchor_scores_pairs_in_proportion(monkeypatch):
+    """A score threshold of 0 sends every anchor to NMS (46,035 at 640x384): the IoUs it
+    computes grow with the candidates, not with candidates x kept boxes (which took tens
+    of seconds a frame)."""
+    rng = np.random.default_rng(11)
+    n = 20_000
+    xy = rng.uniform(0, [640, 384], (n, 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + rng.uniform(8, 40, (n, 2)).astype(np.float32)], 1)
+    scores = rng.uniform(0, 1, n).astype(np.float32)
+    computed = []
+    box_iou, pair_iou = nms.box_iou, getattr(nms, "_pair_iou", None)
+    monkeypatch.setattr(nms, "box_iou",
+                        lambda a, b: computed.append(len(a) * len(b)) or box_iou(a, b))
+    monkeypatch.setattr(nms, "_pair_iou",
+                        lambda *args: computed.append(len(args[2])) or pair_iou(*args),
+                        raising=False)
+    kept = nms.batched_nms(boxes, scores, np.zeros(n, np.int64), 0.3)
+    assert 1000 < len(kept) < n and sum(computed) < 300 * n, sum(computed) / n
+
+
+@pytest.mark.parametrize("pile", [True, False])
+def test_nms_memory_stays_bounded_where_boxes_overlap_everywhere(pile):
+    """Identical boxes (every pair overlaps) and, at a threshold of 0, any two boxes that
+    touch: the pairs are taken block by block, never all at once."""
+    import tracemalloc
+    rng = np.random.default_rng(2)
+    n = 20_000
+    if pile:
+        boxes = np.tile(np.array([[100, 100, 150, 140]], np.float32), (n, 1))
+    else:
+        xy = rng.uniform(0, [640, 384], (n, 2)).astype(np.float32)
+        boxes = np.concatenate([xy, xy + rng.uniform(8, 80, (n, 2)).astype(np.float32)], 1)
+    scores = rng.uniform(0, 1, n).astype(np.float32)
+    tracemalloc.start()
+    try:
+        kept = nms.batched_nms(boxes, scores, np.zeros(n, np.int64), 0.3 if pile else 0.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (len(kept) == 1) if pile else (0 < len(kept) < n)
+    assert peak < 128 * 2**20, f"{peak / 2**20:.0f} MiB"

@@ -2,6 +2,8 @@
 import threading
 import time
 
+import numpy as np
+
 from hybridnets_ros.pipeline.slot import LatestSlots
 from hybridnets_ros.pipeline.stats import NodeStats, RateMeter
 
@@ -49,3 +51,39 @@ def test_rates_and_latencies():
     snap = stats.snapshot()
     assert snap["latency_median_ms"] == 50.5 and 95 <= snap["latency_p95_ms"] <= 96
     assert snap["rejected"] == {"bad encoding": 2} and snap["stage_median_ms"] == {"network": 10.0}
+
+
+def test_trouble_counts_in_total_and_over_the_recent_window():
+    stats = NodeStats(recent_s=10.0)
+    assert stats.reject("unsupported encoding", now=100.0)
+    stats.reject("unsupported encoding", now=100.5)
+    stats.count_error(now=101.0)
+    stats.count_problem("frames_impossible_pose", now=102.0)
+    snap = stats.snapshot(now=105.0)
+    assert snap["recent_rejected"] == {"unsupported encoding": 2} and snap["recent_errors"] == 1
+    assert snap["recent_problems"] == {"frames_impossible_pose": 1}
+    # 20 s later nothing is recent; the totals stay
+    snap = stats.snapshot(now=125.0)
+    assert snap["recent_rejected"] == {} and snap["recent_errors"] == 0
+    assert snap["recent_problems"] == {}
+    assert snap["rejected"] == {"unsupported encoding": 2} and snap["errors"] == 1
+    assert snap["problems"] == {"frames_impossible_pose": 1}
+    # a flood is counted in one bucket a second, not one entry a message
+    for i in range(100_000):
+        stats.reject("empty image", now=200.0 + i * 1e-4)
+    assert stats.snapshot(now=210.5)["recent_rejected"] == {"empty image": 100_000}
+    assert len(stats._rejected["empty image"]._buckets) <= 11
+
+
+def test_frame_times_over_the_window_and_the_frame_in_process():
+    stats = NodeStats(recent_s=10.0)
+    for start in (100.0, 106.5):  # two frames of 6 s
+        stats.frame_started(now=start)
+        stats.frame_processed(6200.0, {}, now=start + 6.0)
+        stats.frame_done()
+    snap = stats.snapshot(now=113.0)
+    assert snap["recent_frame_median_ms"] == 6000.0 and np.isnan(snap["in_flight_ms"])
+    stats.frame_started(now=113.0)
+    assert stats.snapshot(now=120.0)["in_flight_ms"] == 7000.0
+    stats.frame_done()  # it failed: no time recorded
+    assert np.isnan(stats.snapshot(now=140.0)["recent_frame_median_ms"])

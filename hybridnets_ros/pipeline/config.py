@@ -27,6 +27,7 @@ from ..core.lru import ENGINES_KEPT
 from ..core.postprocess import MAX_DETECTIONS
 from ..core.registry import ADAPTERS, DEFAULT_MODEL, model_settings
 from ..core.sources import MAX_IMAGE_PIXELS
+from .stats import RECENT_S
 
 BACKEND_CHOICES = ("auto",) + BACKENDS
 MODEL_CHOICES = tuple(ADAPTERS)
@@ -158,6 +159,10 @@ class _Settings:
     autostart: bool = _setting(True, "configure and activate the lifecycle node by itself")
     diagnostics_period: float = _setting(1.0, "seconds between /diagnostics messages",
                                          range_=(0.1, 60.0))
+    diagnostics_window: float = _setting(RECENT_S, "seconds over which /diagnostics judges "
+                                         "rejected messages, failed frames and frame times: "
+                                         "a WARN for them ends this long after they do",
+                                         range_=(1.0, 600.0))
     # Several cameras served by one node and one model (docs/multi_camera.md).
     cameras: tuple[str, ...] = _setting(
         (), "camera names: each subscribes <name>/image (or <name>/image/compressed) and "

@@ -2,7 +2,10 @@
 
 The node hands over what it knows (its configuration or why there is none, its lifecycle
 state, each camera's statistics); this module decides the level and message and formats
-the values, as diagnostic_updater names and lays them out.
+the values, as diagnostic_updater names and lays them out. Counted trouble (rejected
+messages, failed frames, slow frames) raises a WARN only while it is recent (the
+statistics' window, the node's diagnostics_window): the totals stay in the values, the
+level says what is wrong now.
 """
 from __future__ import annotations
 
@@ -15,6 +18,11 @@ from std_msgs.msg import Header
 
 # WARN after this many diagnostics periods without an image.
 SILENT_PERIODS = 3
+# Falling behind: the recent frames take longer than BEHIND_PERIODS input periods and
+# than BEHIND_S seconds (a camera faster than the network is normal: the newest frame
+# wins and the others are dropped; outputs seconds late are not).
+BEHIND_PERIODS = 2.0
+BEHIND_S = 1.0
 
 
 @dataclass
@@ -58,14 +66,45 @@ def camera_problem(camera, config, listening_since: float) -> str | None:
         return (f"no image on {topic} had a CameraInfo of its stamp on "
                 f"{camera.topic('camera_info')} for {unpaired:.0f} s (camera_info_sync: exact): "
                 "they are not processed")
-    if camera.grid_problem is not None:
-        return f"no occupancy grids: {camera.grid_problem}"
-    if camera.processor is not None and (refused := camera.processor.camera_info_problem):
-        return f"no occupancy grids or 3D detections: CameraInfo refused: {refused}"
     s = camera.stats.snapshot()
-    if s["rejected"] or s["errors"]:
-        return "some messages rejected or failed"
-    return None
+    problems = [f"no occupancy grids: {camera.grid_problem}"] if camera.grid_problem else []
+    if not problems and camera.processor is not None and (
+            refused := camera.processor.camera_info_problem):
+        problems.append(f"no occupancy grids or 3D detections: CameraInfo refused: {refused}")
+    problems += [text for text in (falling_behind(s), recent_trouble(s)) if text]
+    return "; ".join(problems) or None
+
+
+def falling_behind(s: dict) -> str | None:
+    """Why the frames cannot keep up with the input (NodeStats.snapshot ``s``), or None:
+    the frames processed within the window took (median), or the frame in process has
+    taken so far, more than BEHIND_PERIODS input periods and BEHIND_S."""
+    if s["input_rate_hz"] <= 0:  # no input to keep up with ("no image" says so)
+        return None
+    period = 1.0 / s["input_rate_hz"]
+    limit = max(BEHIND_PERIODS * period, BEHIND_S)
+    taken, so_far = s["recent_frame_median_ms"] / 1e3, s["in_flight_ms"] / 1e3
+    if taken > limit and not so_far > taken:
+        how = f"frames take {taken:.1f} s (median of the last {s['recent_s']:.0f} s)"
+    elif so_far > limit:
+        how = f"the frame in process has taken {so_far:.1f} s so far"
+    else:
+        return None
+    return (f"falling behind: {how} against a {period:.2f} s input period; outputs come "
+            "late and most frames are dropped")
+
+
+def recent_trouble(s: dict) -> str | None:
+    """The messages rejected and frames failed within the window, or None."""
+    window = f"in the last {s['recent_s']:.0f} s"
+    rejected = s["recent_rejected"]
+    text = []
+    if rejected:
+        text.append(f"{sum(rejected.values())} messages rejected {window} "
+                    f"({', '.join(sorted(rejected))})")
+    if s["recent_errors"]:
+        text.append(f"{s['recent_errors']} frames failed {window}")
+    return "; ".join(text) or None
 
 
 def health(node: NodeHealth, cameras) -> tuple[bytes, str]:
@@ -122,6 +161,10 @@ def camera_values(camera, dropped: int) -> dict:
         "skipped_no_subscribers": s["skipped_no_subscribers"],
         "errors": s["errors"],
         "rejected_total": sum(s["rejected"].values()),
+        # within the window that decides the level
+        "recent_window_s": f"{s['recent_s']:g}",
+        "rejected_recent": sum(s["recent_rejected"].values()),
+        "errors_recent": s["recent_errors"],
         "camera_info": _camera_info_state(camera.processor),
     })
     if camera.pairs is not None:

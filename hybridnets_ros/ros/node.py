@@ -117,10 +117,12 @@ class HybridNetsNode(LifecycleNode):
             self.config = None
             self._config_error = str(exc)
             self.get_logger().error(f"bad parameters: {exc}")
-        # `cameras` is read-only: the set of cameras is fixed for the node's life.
-        self.cameras = [Camera(name) for name in (self.config.cameras if self.config else ())]
+        # `cameras` and the diagnostics' window are read-only: fixed for the node's life.
+        window = (self.config or NodeConfig()).diagnostics_window
+        self.cameras = [Camera(name, NodeStats(recent_s=window))
+                        for name in (self.config.cameras if self.config else ())]
         self.multi = bool(self.cameras)
-        self.cameras = self.cameras or [Camera("")]
+        self.cameras = self.cameras or [Camera("", NodeStats(recent_s=window))]
         self.slots = LatestSlots(range(len(self.cameras)))
         self._fused_pubs: dict[str, object] = {}
         self._fused_timer = None
@@ -373,12 +375,18 @@ class HybridNetsNode(LifecycleNode):
             batch.append((index, frame))
         if not requests:
             return
-        outcomes = process_batch(requests, self._engines)
-        network = [o.timings_ms["network"] for o in outcomes if o.result is not None]
-        if network:
-            self._batches.append((len(network), network[0]))
-        for (index, frame), outcome in zip(batch, outcomes):
-            self._account(self.cameras[index], frame, outcome, publish_s[index])
+        for index, _ in batch:  # how long a frame takes, for "falling behind"
+            self.cameras[index].stats.frame_started()
+        try:
+            outcomes = process_batch(requests, self._engines)
+            network = [o.timings_ms["network"] for o in outcomes if o.result is not None]
+            if network:
+                self._batches.append((len(network), network[0]))
+            for (index, frame), outcome in zip(batch, outcomes):
+                self._account(self.cameras[index], frame, outcome, publish_s[index])
+        finally:
+            for index, _ in batch:
+                self.cameras[index].stats.frame_done()
 
     def _account(self, camera: Camera, frame: Frame, outcome, publish_s: float) -> None:
         """Rejections, grid problems and statistics of a camera's processed frame (its
@@ -407,8 +415,8 @@ class HybridNetsNode(LifecycleNode):
     def _report_grids(self, camera: Camera, outcome) -> None:
         problem = outcome.no_grids
         wanted_grids = problem is not None or outcome.products.grids is not None
-        if wanted_grids:
-            camera.grid_problem = None if problem is None or problem.bad_input else str(problem)
+        if wanted_grids:  # a bad CameraInfo too: it stays in use until a good one comes
+            camera.grid_problem = None if problem is None else str(problem)
         if problem is None:
             cause = outcome.projector_rebuilt
             projector = outcome.products.projector

@@ -653,6 +653,70 @@ def test_fleet_on_ray_with_a_killed_worker(pipeline, archive, tmp_path, ray_clus
         assert mine["drivable_fraction"] == pytest.approx(row["drivable_fraction"], abs=1e-3)
 
 
+def _processes_below(root: int) -> dict[tuple[int, int], str]:
+    """(pid, start time) -> command line of the processes below ``root``."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            children.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]),
+                                []).append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    found, pending = {}, [root]
+    while pending:
+        for pid in children.get(pending.pop(), []):
+            pending.append(pid)
+            try:
+                start = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+                found[(pid, start)] = Path(f"/proc/{pid}/cmdline").read_bytes().decode(
+                    errors="replace").replace("\0", " ")
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+def _alive(processes) -> list[str]:
+    alive = []
+    for (pid, start), command in processes.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[19]) == start and fields[0] != "Z":
+            alive.append(command)
+    return alive
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
+def test_a_killed_driver_leaves_no_ray_process_behind(archive, tmp_path):
+    """Item 7: kill -9 of a driver that started a local Ray cluster: all of the cluster's
+    processes go at once (Ray's agents waited 60 s for the dead GCS)."""
+    pytest.importorskip("ray")
+    root, params = archive
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    driver = subprocess.Popen(
+        [str(Path(sys.executable).parent / "hybridnets"), "fleet", str(root / "drive0"),
+         "--out", str(tmp_path / "out"), "--params-file", str(params), "--ray", "local"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+        env={**env, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 300
+        while not {"DashboardAgent", "RuntimeEnvAgent"} <= {
+                word.removeprefix("ray::") for command in _processes_below(driver.pid).values()
+                for word in command.split()}:
+            assert driver.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        cluster = _processes_below(driver.pid)
+    finally:
+        driver.kill()
+        driver.wait()
+    deadline = time.monotonic() + 45
+    while _alive(cluster) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _alive(cluster)
+
+
 # --------------------------------------------------------- bags carry /tf_static, zstd
 def assert_tf_static_and_zstd(bag, frames: dict) -> None:
     """``bag`` holds one /tf_static message relating each optical frame of ``frames`` to

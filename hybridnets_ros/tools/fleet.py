@@ -17,8 +17,9 @@ complete when all n parts of its frame index exist. Workers write a range under
 ``DIR/.work/<token>/`` and move it into place (bag file, detections, then the frame part);
 the token is the range's lease (``DIR/.work/leases/``), checked before the move, so a range
 has one writer even when a worker thought lost still runs. ``DIR/fleet.lock`` keeps a
-second run off DIR, ``DIR/fleet.json`` records the root. ``DIR/summary.json`` (cumulative: every bag seen, with its source and
-status) is rewritten at the end of every run, however it ends.
+second run off DIR, ``DIR/fleet.json`` records the root. ``DIR/summary.json`` (cumulative:
+every bag seen, with its source and status) is rewritten at the end of every run, however
+it ends.
 
 Workers run here (one, in this process) or as Ray actors (tools.fleet_ray, imported only
 then).
@@ -906,9 +907,7 @@ class _Run:
         (bag / "metadata.yaml").unlink(missing_ok=True)
 
     def work(self, pool_factory, progress_factory) -> None:
-        total = sum(self.bags[p.key].images_indexed or 0 for p in self.pieces
-                    if p.count == 1) + sum(
-            (self.bags[p.key].images_indexed or 0) / p.count for p in self.pieces if p.count > 1)
+        total = sum((self.bags[p.key].images_indexed or 0) / p.count for p in self.pieces)
         bar = progress_factory(round(total)) if progress_factory and self.pieces else None
         frames: dict[tuple[str, int], int] = {}
 

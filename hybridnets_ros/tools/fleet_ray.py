@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from ..pipeline.config import NodeConfig
 from .fleet import BagWorker, FleetError, Piece, PieceResult, grant, retry
@@ -31,10 +34,60 @@ POLL_S = 0.5
 KEPT_RESULTS = 16  # finished ranges an actor keeps for a driver that lost sight of it
 
 
+# The local cluster's reaper: it notes the driver's descendants (pid and start time, so that
+# a reused pid is left alone) every second until the driver's end closes its stdin (an exit
+# or a kill -9), then stops those still there (SIGTERM, then SIGKILL).
+_REAPER = """
+import os, select, signal, sys, time
+def descendants(root):
+    children = {}
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append((int(name), int(fields[19])))
+        except (OSError, ValueError, IndexError):
+            pass
+    found, pending = set(), [root]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.add(child)
+            pending.append(child[0])
+    return found
+driver, seen = int(sys.argv[1]), set()
+while True:
+    seen |= {p for p in descendants(driver) if p[0] != os.getpid()}
+    if select.select([sys.stdin], [], [], 1.0)[0] and not os.read(sys.stdin.fileno(), 4096):
+        break
+def stop(sig):
+    stopped = 0
+    for pid, start in seen:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            if int(fields[19]) == start and fields[0] != "Z":
+                os.kill(pid, sig)
+                stopped += 1
+        except (OSError, ValueError, IndexError):
+            pass
+    return stopped
+if stop(signal.SIGTERM):
+    time.sleep(2)
+    stop(signal.SIGKILL)  # the dashboard agent's SIGTERM handler waits on the dead GCS too
+"""
+_reaper: subprocess.Popen | None = None
+
+
 def connect(address: str) -> tuple[bool, float]:
     """Joins the Ray cluster at ``address`` (``auto``: the one `ray start` runs here) or,
     for ``local``, starts one in this machine; an already initialised Ray (a test's) is
-    used as it is. Returns (started here, seconds it took)."""
+    used as it is. Returns (started here, seconds it took).
+
+    The workers are the driver's job: Ray ends them when the driver ends, however it ends.
+    A local cluster's own processes are started fate-shared with the driver (killed with
+    it), all but its two agents, children of the raylet, which after a kill -9 would wait
+    60 s on the dead GCS (Ray's fixed timeout) before they exit: a reaper process stops
+    them at once."""
     import ray
 
     if ray.is_initialized():
@@ -44,10 +97,19 @@ def connect(address: str) -> tuple[bool, float]:
     options = dict(runtime_env={"env_vars": env} if env else None, include_dashboard=False,
                    logging_level=logging.WARNING, log_to_driver=True)
     if address == "local":
+        _start_reaper()  # first: it sees the cluster's processes as they start
         ray.init(**options)
     else:
         ray.init(address=address, **options)
     return True, time.monotonic() - started
+
+
+def _start_reaper() -> None:
+    """The reaper of the local cluster started here (Linux: it reads /proc)."""
+    global _reaper
+    if Path("/proc/self/stat").is_file():
+        _reaper = subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid())],
+                                   stdin=subprocess.PIPE, start_new_session=True)
 
 
 def cluster_nodes() -> list[dict]:
@@ -252,5 +314,11 @@ class RayPool:
 
 
 def shutdown() -> None:
+    """Stops the local cluster started here (its reaper then finds nothing left)."""
+    global _reaper
     import ray
     ray.shutdown()
+    if _reaper is not None:
+        _reaper.stdin.close()
+        _reaper.wait()
+        _reaper = None

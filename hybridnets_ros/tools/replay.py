@@ -38,6 +38,7 @@ WRITER_KEY = "hybridnets_ros.writer"
 # image_transport's format strings; PNG keeps masks and class labels exact.
 COMPRESSED_FORMATS = {"drivable_mask": ".png", "lane_mask": ".png", "segmentation_label": ".png",
                       "segmentation_color": ".png", "overlay": ".jpg"}
+JPEG_QUALITY = 80  # the overlay, a picture for people: 3x smaller than OpenCV's 95 at 720p
 
 
 def compressed_image(image: Image, name: str) -> CompressedImage:
@@ -47,7 +48,8 @@ def compressed_image(image: Image, name: str) -> CompressedImage:
     if image.encoding == "rgb8":
         pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
     suffix = COMPRESSED_FORMATS[name]
-    ok, data = cv2.imencode(suffix, pixels)
+    ok, data = cv2.imencode(suffix, pixels, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+                            if suffix == ".jpg" else [])
     if not ok:
         raise ValueError(f"cannot encode {name} as {suffix}")
     kind = "png" if suffix == ".png" else "jpeg"

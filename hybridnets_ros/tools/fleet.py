@@ -775,8 +775,6 @@ def run_fleet(paths: list[Path], out: Path, pool_factory: Callable[[], object], 
         root_path, root_note = choose_root(root, settings.get("root", previous.get("root")))
         if root_note:
             run.notes.append(root_note)
-        if settings.get("root") != str(root_path):  # before any bag is named by it
-            _write_json(out / SETTINGS_NAME, dict(settings, root=str(root_path)))
         keys = {}
         for path in paths:
             try:
@@ -784,11 +782,20 @@ def run_fleet(paths: list[Path], out: Path, pool_factory: Callable[[], object], 
             except ValueError:
                 raise FleetError(f"{path} is not under the archive root {root_path} (--root)"
                                  ) from None
+        if settings.get("root") != str(root_path):  # before any bag is named by it
+            try:
+                _write_json(out / SETTINGS_NAME, dict(settings, root=str(root_path)))
+            except OSError as exc:
+                raise FleetError(f"cannot write --out {out}: {exc.strerror or exc}") from None
         run.root = root_path
         run.start(previous, keys, image_topics, list(outputs), range_s)
         run.work(pool_factory, progress_factory)
     except KeyboardInterrupt:
         run.interrupted = True
+    except OSError as exc:  # the driver's own writes (bag metadata, clean-up) into --out
+        if output_full(exc) is None:
+            raise
+        run.stopped = f"cannot write {out}: {exc.strerror or exc}"
     finally:
         try:
             run.close(time.monotonic() - started)

@@ -241,19 +241,22 @@ def test_fleet_records_a_damaged_bag_as_done_with_loss(intact, pipeline, tmp_pat
 
     def run():
         report = run_fleet([archive / "whole", archive / "damaged"], out,
-                           lambda: InProcessPool(config, network))
+                           lambda: InProcessPool(config, network), root=archive)
         summary = json.loads((out / "summary.json").read_text())
-        return report, {b["name"]: b for b in summary["bags"]}
+        return report, {b["bag"]: b for b in summary["bags"]}
 
     report, bags = run()
-    assert bags["whole"]["status"] == "done" and bags["whole"]["damage"] == []
+    assert bags["whole"]["status"] == "done", bags["whole"]["error"]
+    assert bags["whole"]["damage"] == []
     assert bags["damaged"]["status"] == "damaged"
     assert bags["damaged"]["frames"] + bags["damaged"]["lost"] == FRAMES
     assert "truncated at byte" in bags["damaged"]["damage"][0]
     assert exit_status(report) == 3
     # A rerun skips both (complete) and still reports the loss.
     report, bags = run()
-    assert bags["damaged"]["status"] == "skipped" and bags["damaged"]["damage"]
+    assert [(b.status, b.earlier_status) for b in report.bags] == [("skipped", "done"),
+                                                                   ("skipped", "damaged")]
+    assert bags["damaged"]["status"] == "damaged" and bags["damaged"]["damage"]
     assert exit_status(report) == 3
 
 

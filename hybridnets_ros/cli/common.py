@@ -12,8 +12,8 @@ from ..pipeline.config import BACKEND_CHOICES, MODEL_CHOICES, PRECISIONS, Config
 from ..pipeline.factory import build_pipeline, resolve_weights
 from ..ros.resources import share_file
 # the commands import these from here
-from .status import (EXIT_DAMAGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,  # noqa: F401
-                     EXIT_STATUS_HELP, CliError)
+from .status import (EXIT_BUSY, EXIT_DAMAGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,  # noqa: F401
+                     EXIT_STATUS_HELP, EXIT_USAGE, CliError)
 
 RANDOM_WEIGHTS_WARNING = (
     "\n"

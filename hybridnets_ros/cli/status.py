@@ -5,13 +5,16 @@ from __future__ import annotations
 # Exit statuses, the same in every command.
 EXIT_OK = 0            # done: every input read
 EXIT_FAILED = 1        # an input failed (infer: a file; fleet: a bag; replay: no frame done)
-EXIT_USAGE = 2         # bad options or set-up (no such bag, weights, ...): nothing done
+EXIT_USAGE = 2         # bad options or set-up (no such bag, weights, --out unwritable or
+#                        full: fleet stops there): nothing done
 EXIT_DAMAGED = 3       # a damaged bag, read as far as it could be (what was lost is told)
-EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); replay and fleet keep what was done
+EXIT_BUSY = 4          # fleet: another run holds the output folder (nothing done)
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM (128 + SIGINT); replay and fleet keep what was done
 EXIT_STATUSES = ((EXIT_OK, "done"),
                  (EXIT_FAILED, "an input failed (launch: a process it started failed)"),
                  (EXIT_USAGE, "bad options or set-up"),
                  (EXIT_DAMAGED, "a damaged bag, read as far as it could be"),
+                 (EXIT_BUSY, "another fleet run holds the output folder"),
                  (EXIT_INTERRUPTED, "interrupted"))
 EXIT_STATUS_HELP = "exit status: " + "; ".join(f"{code} {what}" for code, what in EXIT_STATUSES)
 

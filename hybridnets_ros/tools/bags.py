@@ -204,14 +204,59 @@ class BagReader:
             return None
         return (topic.count - 1) / (duration / 1e9)
 
-    def messages(self, topics: set[str]) -> Iterator[tuple[str, str, int, object]]:
-        """(topic, msgtype, timestamp ns, message) past any damage (see ``damage``)."""
+    def time_range(self) -> tuple[int, int] | None:
+        """(first, last) message time in ns, as the bag's index says (None: not known)."""
+        if self._reader is not None:
+            return (self._reader.start_time, self._reader.end_time - 1) \
+                if self._reader.message_count else None
+        if self._mcaps and all(m.start_ns is not None for m in self._mcaps):
+            return min(m.start_ns for m in self._mcaps), max(m.end_ns for m in self._mcaps)
+        return None
+
+    def custom_data(self) -> dict:
+        """rosbag2's custom_data of the bag: metadata.yaml's, else its MCAP files' own copy
+        (a bag file without its folder)."""
+        data = self._info.get("custom_data")
+        if not data and self._mcaps:
+            data = self._mcaps[0].rosbag2_metadata().get("custom_data")
+        return data if isinstance(data, dict) else {}
+
+    def latest_before(self, topics: set[str], time_ns: int) -> dict[str, tuple[str, int, object]]:
+        """topic -> (msgtype, timestamp, message) of its last message before ``time_ns``:
+        the state a reader starting there lacks (the latest CameraInfo). An indexed MCAP
+        file is read backwards chunk by chunk; other bags from the start."""
+        found: dict[str, tuple[str, int, object]] = {}
+        if self._mcaps and all(m.indexed for m in self._mcaps):
+            store = self._typestore()
+            for mcap in self._mcaps:
+                channels = {c.id: c for c in mcap.channels.values() if c.topic in topics}
+                for channel_id, message in mcap.latest_before(set(channels), time_ns).items():
+                    topic = channels[channel_id].topic
+                    schema = mcap.schemas.get(channels[channel_id].schema_id)
+                    if topic in found and found[topic][1] > message.log_time:
+                        continue
+                    with contextlib.suppress(Exception):  # a damaged message: none then
+                        msgtype = schema.name if schema else "?"
+                        found[topic] = (msgtype, message.log_time,
+                                        store.deserialize_cdr(message.data, msgtype))
+            return found
+        for topic, msgtype, timestamp, msg in self.messages(topics, end_ns=time_ns):
+            found[topic] = (msgtype, timestamp, msg)
+        return found
+
+    def messages(self, topics: set[str], start_ns: int | None = None,
+                 end_ns: int | None = None) -> Iterator[tuple[str, str, int, object]]:
+        """(topic, msgtype, timestamp ns, message) past any damage (see ``damage``), those
+        logged in [start_ns, end_ns) when given (an indexed MCAP file or a rosbags-read bag
+        then skips what lies outside)."""
         if self._mcaps:
-            rows = self._mcap_rows(topics)
+            rows = self._mcap_rows(topics, start_ns, end_ns)
         elif self._sqlite is not None:
-            rows = self._sqlite_rows(topics)
+            rows = (row for row in self._sqlite_rows(topics)
+                    if (start_ns is None or row[0] >= start_ns)
+                    and (end_ns is None or row[0] < end_ns))
         else:
-            yield from self._rosbags_messages(topics)
+            yield from self._rosbags_messages(topics, start_ns, end_ns)
             return
         store = self._typestore()
         undecodable: dict[str, list] = {}
@@ -226,9 +271,9 @@ class BagReader:
             self._note(f"{count} messages of {topic} cannot be deserialised (the first at "
                        f"{first} ns: {type(exc).__name__}: {exc})")
 
-    def _rosbags_messages(self, topics: set[str]):
+    def _rosbags_messages(self, topics: set[str], start_ns: int | None, end_ns: int | None):
         connections = [c for c in self._reader.connections if c.topic in topics]
-        iterator = self._reader.messages(connections=connections)
+        iterator = self._reader.messages(connections=connections, start=start_ns, stop=end_ns)
         last, at_last = None, 0  # where rosbags stopped, for the row-by-row reading
         while True:
             try:
@@ -241,7 +286,7 @@ class BagReader:
                 if self._open_sqlite():  # the rest of a sqlite3 bag, row by row
                     self._reader.close()
                     self._reader = None
-                    for message in self.messages(topics):  # after those rosbags gave
+                    for message in self.messages(topics, start_ns, end_ns):  # after rosbags'
                         if last is not None and message[2] < last:
                             continue
                         if message[2] == last and at_last > 0:
@@ -259,8 +304,9 @@ class BagReader:
             last = timestamp
             yield connection.topic, connection.msgtype, timestamp, msg
 
-    def _mcap_rows(self, topics: set[str]) -> Iterator[tuple[int, str, str, bytes]]:
-        streams = [_mcap_file_rows(mcap, topics) for mcap in self._mcaps]
+    def _mcap_rows(self, topics: set[str], start_ns: int | None = None,
+                   end_ns: int | None = None) -> Iterator[tuple[int, str, str, bytes]]:
+        streams = [_mcap_file_rows(mcap, topics, start_ns, end_ns) for mcap in self._mcaps]
         # the files of a split bag follow each other in time; merged in case they do not
         return streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda r: r[0])
 
@@ -299,13 +345,14 @@ class BagReader:
         self.close()
 
 
-def _mcap_file_rows(mcap, topics: set[str]) -> Iterator[tuple[int, str, str, bytes]]:
+def _mcap_file_rows(mcap, topics: set[str], start_ns: int | None = None,
+                    end_ns: int | None = None) -> Iterator[tuple[int, str, str, bytes]]:
     channels = {}
     for c in mcap.channels.values():
         if c.topic in topics:
             schema = mcap.schemas.get(c.schema_id)
             channels[c.id] = (c.topic, schema.name if schema else "?")
-    for message in mcap.messages(set(channels)):
+    for message in mcap.messages(set(channels), start_ns, end_ns):
         yield (message.log_time, *channels[message.channel_id], message.data)
 
 
@@ -422,9 +469,10 @@ def compress_chunks(writer, storage: str) -> None:
 class BagWriter:
     """A new ROS 2 bag (mcap or sqlite3) of rclpy messages or rosbags objects. An MCAP
     chunk is closed once it holds more than ``chunk_size`` bytes (default 1 MiB): what a
-    damaged chunk loses."""
+    damaged chunk loses. ``custom_data``: rosbag2's custom_data (who wrote the bag)."""
 
-    def __init__(self, path: str | Path, storage: str = "mcap", chunk_size: int | None = None):
+    def __init__(self, path: str | Path, storage: str = "mcap", chunk_size: int | None = None,
+                 custom_data: dict[str, str] | None = None):
         from rosbags.rosbag2 import StoragePlugin
 
         plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
@@ -436,6 +484,8 @@ class BagWriter:
         self._writer = _writer_class()(self.path, version=METADATA_VERSION,
                                        storage_plugin=plugins[storage])
         compress_chunks(self._writer, storage)
+        for key, value in (custom_data or {}).items():  # in metadata.yaml and the MCAP file
+            self._writer.set_custom_data(key, value)
         self._writer.open()
         if chunk_size is not None and storage == "mcap":
             self._writer.storage.chunk_size = chunk_size

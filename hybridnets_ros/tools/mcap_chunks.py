@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 
+import yaml
 from mcap.data_stream import ReadDataStream
 from mcap.opcode import Opcode
 from mcap.reader import SeekingReader
@@ -70,6 +71,7 @@ class McapChunks:
         self.start_ns = self.end_ns = None
         self.truncated = self._data[-len(MAGIC):] != MAGIC or self.size < 2 * len(MAGIC)
         self._chunks: list[ChunkIndex] | None = None  # None: read record by record
+        self._numbers: dict[int, int] = {}  # chunk offset -> its number in the file (1-based)
         summary = self._summary()
         if summary is not None:
             self.schemas, self.channels = dict(summary.schemas), dict(summary.channels)
@@ -79,6 +81,7 @@ class McapChunks:
                 self.end_ns = summary.statistics.message_end_time
             if summary.chunk_indexes:
                 self._chunks = sorted(summary.chunk_indexes, key=lambda c: c.chunk_start_offset)
+                self._numbers = {c.chunk_start_offset: n for n, c in enumerate(self._chunks, 1)}
         if self._chunks is None:
             for _ in self._stream(None):  # the channels, defined in the records themselves
                 pass
@@ -86,6 +89,11 @@ class McapChunks:
     @property
     def damage(self) -> list[str]:
         return [f"{self.path.name}: {what}" for _, what in sorted(self._damage.items())]
+
+    @property
+    def indexed(self) -> bool:
+        """Read through its summary's chunk index (chunks skipped by time and channel)."""
+        return self._chunks is not None
 
     def _note(self, offset: int, what: str) -> None:
         self._damage.setdefault(offset, what)
@@ -101,26 +109,76 @@ class McapChunks:
                                   "record")
             return None
 
-    def messages(self, channel_ids: set[int]) -> Iterator[Message]:
-        """The messages of ``channel_ids``: in log time order with a chunk index, else in
-        the file's order (each chunk's in log time order)."""
+    def messages(self, channel_ids: set[int], start_ns: int | None = None,
+                 end_ns: int | None = None) -> Iterator[Message]:
+        """The messages of ``channel_ids`` logged in [start_ns, end_ns) (None: no bound): in
+        log time order with a chunk index, which also skips the chunks outside the window
+        or without those channels; else in the file's order (each chunk's in log time
+        order), read from the start."""
+        low, high = -1 if start_ns is None else start_ns, 2**64 if end_ns is None else end_ns
         if self._chunks is None:
-            yield from self._stream(channel_ids)
+            for message in self._stream(channel_ids):
+                if low <= message.log_time < high:
+                    yield message
             return
-        numbers = {c.chunk_start_offset: n for n, c in enumerate(self._chunks, 1)}
-        wanted = [c for c in sorted(self._chunks, key=lambda c: (c.message_start_time,
-                                                                c.chunk_start_offset))
-                  if not c.message_index_offsets or channel_ids & c.message_index_offsets.keys()]
+        wanted = [c for c in self._chunks_of(channel_ids)
+                  if c.message_end_time >= low and c.message_start_time < high]
         for group in _overlapping(wanted):  # chunks whose times interleave are merged
             batch = []
             for index in group:
-                records = self._indexed_chunk(index, numbers[index.chunk_start_offset])
                 batch += [(r.log_time, index.chunk_start_offset, i, r)
-                          for i, r in enumerate(records)
-                          if isinstance(r, Message) and r.channel_id in channel_ids]
+                          for i, r in enumerate(self._chunk_messages(index, channel_ids))
+                          if low <= r.log_time < high]
             batch.sort(key=lambda item: item[:3])
             for *_, message in batch:
                 yield message
+
+    def latest_before(self, channel_ids: set[int], time_ns: int) -> dict[int, Message]:
+        """channel id -> its last message logged before ``time_ns``: with a chunk index, the
+        chunks read backwards from there (a calibration sent once at the start of a long
+        recording costs one chunk, not the recording); else a read from the start."""
+        found: dict[int, Message] = {}
+        if self._chunks is None:
+            for message in self.messages(channel_ids, end_ns=time_ns):
+                found[message.channel_id] = message
+            return found
+        for index in sorted(self._chunks_of(channel_ids), key=lambda c: -c.message_end_time):
+            if index.message_start_time >= time_ns:
+                continue
+            if found.keys() == channel_ids and \
+                    index.message_end_time < min(m.log_time for m in found.values()):
+                break  # every chunk left ends before what was found
+            for message in self._chunk_messages(index, channel_ids):
+                if message.log_time < time_ns and (message.channel_id not in found or
+                                                   message.log_time >= found[message.channel_id].log_time):
+                    found[message.channel_id] = message
+        return found
+
+    def _chunks_of(self, channel_ids: set[int]) -> list[ChunkIndex]:
+        """The indexed chunks that may hold ``channel_ids`` (all, without message indexes),
+        by start time."""
+        return [c for c in sorted(self._chunks, key=lambda c: (c.message_start_time,
+                                                               c.chunk_start_offset))
+                if not c.message_index_offsets or channel_ids & c.message_index_offsets.keys()]
+
+    def _chunk_messages(self, index: ChunkIndex, channel_ids: set[int]) -> list[Message]:
+        return [r for r in self._indexed_chunk(index, self._numbers[index.chunk_start_offset])
+                if isinstance(r, Message) and r.channel_id in channel_ids]
+
+    def rosbag2_metadata(self) -> dict:
+        """The rosbag2 metadata that rosbag2 and rosbags write into an MCAP file (its
+        'rosbag2' metadata record: metadata.yaml's content), or {}."""
+        try:
+            self._file.seek(0)
+            reader = SeekingReader(self._file)
+            for record in reader.iter_metadata():
+                if record.name == "rosbag2":
+                    data = yaml.safe_load(record.metadata.get("serialized_metadata", ""))
+                    info = (data or {}).get("rosbag2_bagfile_information", data)
+                    return info if isinstance(info, dict) else {}
+        except Exception:  # a damaged or foreign file: no metadata to tell
+            pass
+        return {}
 
     def _indexed_chunk(self, index: ChunkIndex, number: int) -> list:
         start, length = index.chunk_start_offset, index.chunk_length

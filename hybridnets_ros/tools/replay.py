@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
-from sensor_msgs.msg import CameraInfo
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from ..core.camera import optical_transform
@@ -29,6 +29,33 @@ from .bags import (CAMERA_INFO_TYPE, IMAGE_TYPES, BagError, BagReader, BagWriter
                    Topic)
 from .static_tf import (TF_STATIC_TOPIC, StaticTransforms, read_static_transforms,
                         write_static_transforms)
+
+
+# rosbag2 custom_data key of the bags `replay` and `fleet` write: who wrote it (fleet does
+# not take them for inputs).
+WRITER_KEY = "hybridnets_ros.writer"
+# Image outputs written as sensor_msgs/CompressedImage with compress_images, and how:
+# image_transport's format strings; PNG keeps masks and class labels exact.
+COMPRESSED_FORMATS = {"drivable_mask": ".png", "lane_mask": ".png", "segmentation_label": ".png",
+                      "segmentation_color": ".png", "overlay": ".jpg"}
+JPEG_QUALITY = 80  # the overlay, a picture for people: 3x smaller than OpenCV's 95 at 720p
+
+
+def compressed_image(image: Image, name: str) -> CompressedImage:
+    """``image`` (mono8, rgb8 or bgr8) encoded as COMPRESSED_FORMATS says for output ``name``."""
+    channels = 1 if image.encoding == "mono8" else 3
+    pixels = np.frombuffer(image.data, np.uint8).reshape(image.height, image.width, channels)
+    if image.encoding == "rgb8":
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    suffix = COMPRESSED_FORMATS[name]
+    ok, data = cv2.imencode(suffix, pixels, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+                            if suffix == ".jpg" else [])
+    if not ok:
+        raise ValueError(f"cannot encode {name} as {suffix}")
+    kind = "png" if suffix == ".png" else "jpeg"
+    target = "mono8" if channels == 1 else "bgr8"
+    return CompressedImage(header=image.header, format=f"{image.encoding}; {kind} compressed "
+                           f"{target}", data=data.tobytes())
 
 
 @dataclass
@@ -79,11 +106,13 @@ def _namespace(topic: str) -> str:
 
 def choose_cameras(topics: list[Topic], image_topics=None,
                    camera_info_topic: str | None = None) -> list[CameraTopics]:
-    """The cameras of a bag: every image topic (raw or compressed; a compressed one beside
-    its raw twin is the same camera) unless ``image_topics`` names them, each with the
-    CameraInfo beside it. Named by the images' namespace (``/front/image_raw`` -> front)
-    when there are several."""
+    """The cameras of a bag: the image topics (raw or compressed; a compressed one beside
+    its raw twin is the same camera) with a CameraInfo beside them (``/cam/image_raw`` and
+    ``/cam/camera_info``), or a bag's only image topic, unless ``image_topics`` names them.
+    Other image topics (masks, overlays: a replayed bag's outputs) are not cameras. Named
+    by the images' namespace (``/front/image_raw`` -> front) when there are several."""
     by_name = {t.name: t for t in topics}
+    infos = [t for t in topics if t.msgtype == CAMERA_INFO_TYPE]
     if image_topics:
         for name in image_topics:
             if name not in by_name or by_name[name].msgtype not in IMAGE_TYPES:
@@ -95,7 +124,14 @@ def choose_cameras(topics: list[Topic], image_topics=None,
             t.name.endswith("/compressed") and t.name.removesuffix("/compressed") in by_name)]
         if not images:
             raise BagError(f"no image topics in the bag; its topics: {_describe(topics)}")
-    infos = [t for t in topics if t.msgtype == CAMERA_INFO_TYPE]
+        calibrated = [t for t in images
+                      if any(_namespace(i.name) == _namespace(t.name) for i in infos)]
+        if calibrated:
+            images = calibrated
+        elif len(images) > 1:
+            raise BagError(f"no camera in the bag: none of its image topics has a CameraInfo "
+                           f"beside it (/cam/image_raw and /cam/camera_info); name the cameras "
+                           f"with --image-topics; its topics: {_describe(topics)}")
     if camera_info_topic:
         if camera_info_topic not in by_name or by_name[camera_info_topic].msgtype != CAMERA_INFO_TYPE:
             raise BagError(f"the bag has no CameraInfo topic {camera_info_topic}; its topics: "
@@ -130,10 +166,20 @@ def bag_cameras(path: Path, image_topics=None, camera_info_topic: str | None = N
     """The cameras ``replay`` takes from the bag at ``path``: a bag checked before a model
     is loaded for it. Raises BagError (DamagedBag when nothing in it can be read)."""
     with BagReader(path) as reader:
-        return _cameras(reader, image_topics, camera_info_topic)
+        return cameras_of(reader, image_topics, camera_info_topic)
 
 
-def _cameras(reader: BagReader, image_topics, camera_info_topic) -> list[CameraTopics]:
+def uncalibrated_images(topics: list[Topic], cameras: list[CameraTopics]) -> list[str]:
+    """The bag's image topics that are not among ``cameras`` (not taken for cameras)."""
+    taken = {c.image.name.removesuffix("/compressed") for c in cameras}
+    return [t.name for t in topics if t.msgtype in IMAGE_TYPES
+            and t.name.removesuffix("/compressed") not in taken]
+
+
+def cameras_of(reader: BagReader, image_topics=None,
+               camera_info_topic: str | None = None) -> list[CameraTopics]:
+    """The cameras of an open bag (choose_cameras); DamagedBag when the topic may have
+    been in what was lost."""
     try:
         return choose_cameras(reader.topics(), image_topics, camera_info_topic)
     except BagError as exc:
@@ -203,11 +249,13 @@ def camera_processors(pipeline, config: NodeConfig, cameras: list[CameraTopics],
     return replays
 
 
-def _first_headers(reader: BagReader, cameras: list[CameraTopics]) -> dict[str, object]:
-    """image topic -> the header of its first message (read until each camera has one)."""
+def _first_headers(reader: BagReader, cameras: list[CameraTopics], start_ns: int | None = None,
+                   end_ns: int | None = None) -> dict[str, object]:
+    """image topic -> the header of its first message in [start_ns, end_ns) (read until
+    each camera has one)."""
     wanted, found = {c.image.name for c in cameras if c.image.count != 0}, {}
     if wanted:
-        for topic, _, _, msg in reader.messages(wanted):
+        for topic, _, _, msg in reader.messages(wanted, start_ns, end_ns):
             found.setdefault(topic, msg.header)
             if len(found) == len(wanted):
                 break
@@ -227,10 +275,13 @@ def _output_transforms(replays: list[CameraReplay], static: StaticTransforms,
     return out
 
 
-def replay(in_bag: Path, out_bag: Path, pipeline, config: NodeConfig, *, image_topics=None,
-           camera_info_topic=None, keep_input: bool = False, video: Path | None = None,
-           storage: str = "mcap", namespace: str = "", progress_factory=None,
-           say=print, on_frame=None) -> ReplaySummary:
+def replay(in_bag: Path, out_bag: Path | None, pipeline, config: NodeConfig, *,
+           image_topics=None, camera_info_topic=None, keep_input: bool = False,
+           video: Path | None = None, storage: str = "mcap", namespace: str = "",
+           progress_factory=None, say=print, on_frame=None,
+           outputs: frozenset[str] | None = None, compress_images: bool = False,
+           window: tuple[int | None, int | None] | None = None, warmup_ns: int = 0,
+           custom_data: dict[str, str] | None = None) -> ReplaySummary:
     """Every image of every camera of ``in_bag`` (or of ``image_topics``) through the
     node's frame path into ``out_bag``: each camera's outputs (under its name when there are
     several, as the multi-camera node publishes them), the fused grids of several cameras,
@@ -238,31 +289,53 @@ def replay(in_bag: Path, out_bag: Path, pipeline, config: NodeConfig, *, image_t
     ``on_frame(camera, timestamp, header, outcome, seconds)`` sees every image, rejected ones
     too. A damaged bag is read as far as it can be: the summary's ``damage`` says where,
     ``images_read`` and ``images_indexed`` how much; one with nothing readable raises
-    DamagedBag."""
+    DamagedBag.
+
+    For ``hybridnets fleet``: ``outputs`` (output names; default every enabled one) are the
+    outputs written, ``out_bag`` None writes no bag (the frames still reach ``on_frame``),
+    ``compress_images`` writes image outputs as CompressedImage (``<topic>/compressed``:
+    masks and labels PNG, lossless; overlay JPEG), ``window`` = (start, end) ns replays the
+    images logged in [start, end) only, after ``warmup_ns`` of images before ``start`` that
+    go through the frame path unwritten (tracks warm up as in a whole replay) and with each
+    camera's latest CameraInfo from before, and ``custom_data`` marks the bag's writer."""
     summary = ReplaySummary()
     prefix = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    start, end = window or (None, None)
+    read_from = None if start is None else start - warmup_ns
     with BagReader(in_bag) as reader:
         topics = reader.topics()
-        cameras = _cameras(reader, image_topics, camera_info_topic)
+        cameras = cameras_of(reader, image_topics, camera_info_topic)
         summary.image_topics = [c.image.name for c in cameras]
         summary.camera_info_topics = [c.info.name if c.info else None for c in cameras]
         counts = [c.image.count for c in cameras]
-        summary.images_indexed = None if None in counts else sum(counts)
+        summary.images_indexed = None if None in counts or window else sum(counts)
         static = read_static_transforms(reader)
         replays = camera_processors(pipeline, config, cameras, static, prefix)
-        headers = _first_headers(reader, cameras)
+        headers = _first_headers(reader, cameras, start, end)
         by_image = {r.topics.image.name: r for r in replays}
         by_info = {r.topics.info.name: r for r in replays if r.topics.info is not None}
+        if read_from is not None:  # the calibration each camera had when the window opens
+            for topic, (_, _, msg) in reader.latest_before(set(by_info), read_from).items():
+                by_info[topic].processor.set_camera_info(camera_info_of(msg))
         read = set(by_image) | set(by_info)
         if keep_input:
             read |= {t.name for t in topics if t.name != TF_STATIC_TOPIC}
         bar = progress_factory(summary.images_indexed) if progress_factory else None
-        fused = _FusedGrids(config, prefix) if len(replays) > 1 and has_fused_grids(
-            pipeline.network) else None
-        with BagWriter(out_bag, storage) as bag:
-            out = _Output(bag, video, reader.rate_hz(cameras[0].image) or 10.0)
+        fused = _FusedGrids(config, prefix) if out_bag is not None and len(replays) > 1 \
+            and has_fused_grids(pipeline.network) and (outputs is None or outputs & {
+                "drivable_grid", "lane_grid"}) else None
+        with _writer(out_bag, storage, custom_data) as bag:
+            out = _Output(bag, video, reader.rate_hz(cameras[0].image) or 10.0, outputs,
+                          compress_images)
             try:
-                for topic, msgtype, timestamp, msg in reader.messages(read):
+                for topic, msgtype, timestamp, msg in reader.messages(read, read_from, end):
+                    if topic in by_info:
+                        by_info[topic].processor.set_camera_info(camera_info_of(msg))
+                    if start is not None and timestamp < start:  # warm-up
+                        if topic in by_image:
+                            by_image[topic].processor.process(msg, set(),
+                                                              rclpy_header(msg.header))
+                        continue
                     if keep_input:
                         bag.write_object(topic, msgtype, msg, timestamp)
                     if out.transforms is None and topic in by_image:
@@ -270,8 +343,6 @@ def replay(in_bag: Path, out_bag: Path, pipeline, config: NodeConfig, *, image_t
                         if out.transforms:
                             write_static_transforms(bag, out.transforms, timestamp,
                                                     (msg.header.stamp.sec, msg.header.stamp.nanosec))
-                    if topic in by_info:
-                        by_info[topic].processor.set_camera_info(camera_info_of(msg))
                     if topic in by_image:
                         summary.images_read += 1
                         camera = by_image[topic]
@@ -290,6 +361,28 @@ def replay(in_bag: Path, out_bag: Path, pipeline, config: NodeConfig, *, image_t
                     bar.close()
         summary.damage = reader.damage
     return summary
+
+
+class _NoBag:
+    """Where the outputs go when no bag is written (``hybridnets fleet --outputs index``)."""
+
+    count = 0
+
+    def write(self, *args, **kwargs) -> None:
+        pass
+
+    write_object = write
+
+    def __enter__(self) -> "_NoBag":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def _writer(path: Path | None, storage: str, custom_data: dict[str, str] | None):
+    return _NoBag() if path is None else BagWriter(
+        path, storage, custom_data={WRITER_KEY: "replay", **(custom_data or {})})
 
 
 @dataclass
@@ -322,16 +415,22 @@ class _Output:
     """Where a replayed frame's messages go: the bag (topics under the camera's prefix) and
     the video (the first camera's)."""
 
-    bag: BagWriter
+    bag: BagWriter | _NoBag
     video: Path | None
     rate_hz: float
+    outputs: frozenset[str] | None = None  # the outputs written (None: all built)
+    compress: bool = False                 # image outputs as CompressedImage
     writer: object = None  # cv2.VideoWriter, opened at the first frame
     transforms: StaticTransforms | None = None  # written to /tf_static before the first image
 
     def write(self, outcome, timestamp: int, prefix: str, video: bool) -> None:
         for name, message in outcome.messages.items():
-            self.bag.write(prefix + "/" + BY_NAME[name].topic, message, timestamp,
-                           BY_NAME[name].qos)
+            if self.outputs is not None and name not in self.outputs and BY_NAME[name].per_frame:
+                continue
+            topic = prefix + "/" + BY_NAME[name].topic
+            if self.compress and name in COMPRESSED_FORMATS:
+                topic, message = f"{topic}/compressed", compressed_image(message, name)
+            self.bag.write(topic, message, timestamp, BY_NAME[name].qos)
         if self.video is None or not video:
             return
         frame = _video_frame(outcome)
@@ -353,7 +452,7 @@ def _replay_image(camera: CameraReplay, msg, timestamp: int, out: _Output,
     processor = camera.processor
     header = rclpy_header(msg.header)
     started = time.perf_counter()
-    outcome = processor.process(msg, header=header)
+    outcome = processor.process(msg, out.outputs, header=header)
     seconds = time.perf_counter() - started
     if on_frame is not None:
         on_frame(camera.topics, timestamp, header, outcome, seconds)

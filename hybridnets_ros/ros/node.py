@@ -27,6 +27,10 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
+try:
+    from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -39,7 +43,7 @@ from ..pipeline.slot import LatestSlots
 from ..pipeline.stats import NodeStats
 from . import params
 from .bond import NO_BONDPY, ManagerBond
-from .dds import configure_dds
+from .dds import InputWatch, configure_dds, loss_advice
 from .shutdown import BoundedShutdown
 from ..pipeline.factory import build_pipeline
 from .diagnostics import NodeHealth, diagnostic_array
@@ -67,6 +71,8 @@ class Camera:
     grid_problem: str | None = None               # why the last frame had no grids
     latest: tuple[Header, Result] | None = None   # newest result, for the fused grids
     engine_build: EngineBuild | None = None       # the build its last frame waited for
+    image_sub: object | None = None               # its image subscription while active
+    watch: InputWatch | None = None               # its publishers and frames lost in DDS
 
     def topic(self, relative: str) -> str:
         return f"{self.name}/{relative}" if self.name else relative
@@ -189,13 +195,14 @@ class HybridNetsNode(LifecycleNode):
             qos = QoSProfile(reliability=QoSReliabilityPolicy.RELIABLE,
                              history=QoSHistoryPolicy.KEEP_LAST, depth=1)
         image_topics = []
+        advice = loss_advice()
         for index, camera in enumerate(self.cameras):
-            if self.config.use_compressed:
-                image = self.create_subscription(CompressedImage, camera.topic("image/compressed"),
-                                                 self._image_callback(index), qos)
-            else:
-                image = self.create_subscription(Image, camera.topic("image"),
-                                                 self._image_callback(index), qos)
+            camera.watch = InputWatch(advice)
+            msg_type, topic = ((CompressedImage, "image/compressed") if self.config.use_compressed
+                               else (Image, "image"))
+            image = self._watched_subscription(msg_type, camera.topic(topic),
+                                               self._image_callback(index), qos, camera.watch)
+            camera.image_sub = image
             image_topics.append(image.topic_name)
             self._inputs += [image, self.create_subscription(
                 CameraInfo, camera.topic("camera_info"), self._camera_info_callback(camera), qos)]
@@ -225,6 +232,8 @@ class HybridNetsNode(LifecycleNode):
         for sub in self._inputs:
             self.destroy_subscription(sub)
         self._inputs = []
+        for camera in self.cameras:
+            camera.image_sub = camera.watch = None
         if self._fused_timer is not None:
             self.destroy_timer(self._fused_timer)
             self._fused_timer = None
@@ -256,6 +265,14 @@ class HybridNetsNode(LifecycleNode):
         if self._worker is not None:
             self._worker.join(timeout)
             self._worker = None
+
+    def _watched_subscription(self, msg_type, topic: str, callback, qos, watch: InputWatch):
+        """A subscription whose samples lost in DDS transport ``watch`` counts."""
+        try:
+            return self.create_subscription(msg_type, topic, callback, qos, event_callbacks=(
+                SubscriptionEventCallbacks(message_lost=watch.on_lost)))
+        except UnsupportedEventTypeError:  # a middleware without the event: no lost count
+            return self.create_subscription(msg_type, topic, callback, qos)
 
     # ---------------------------------------------------------------- callbacks
     def _image_callback(self, index: int):
@@ -429,6 +446,11 @@ class HybridNetsNode(LifecycleNode):
                           self._listening_since, self.multi, self._engines,
                           self._fused_problem if self._fused_pubs else None)
         with self._unless_shutting_down():
+            now = time.monotonic()
+            for camera in self.cameras:
+                if camera.image_sub is not None:
+                    camera.watch.update(camera.image_sub.get_publisher_count(),
+                                        camera.stats.received.total, now)
             self._diag_pub.publish(diagnostic_array(
                 node, self.cameras, [self.slots.dropped[i] for i in range(len(self.cameras))],
                 list(self._batches), self.get_clock().now().to_msg()))
@@ -479,7 +501,7 @@ class _TfLookup:
 def main(args=None) -> None:
     shutdown = BoundedShutdown(on_signal=rclpy.try_shutdown)
     shutdown.install()
-    dds_messages = configure_dds()  # before rclpy creates the participant
+    dds_messages = configure_dds(node=True)  # before rclpy creates the participant
     # The watcher thread owns SIGINT/SIGTERM (rclpy's handlers wait for the main thread).
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = HybridNetsNode()

@@ -70,7 +70,8 @@ def test_the_node_takes_its_own_profile_receiving_over_udp():
 def test_loss_advice_names_the_setting_to_change():
     env = {}
     configure_dds(env, node=True)
-    assert "UDPv4" in loss_advice(env)
+    assert "UDPv4" in loss_advice(env) and "reliable_qos:=true" in loss_advice(env)
+    assert "reliable_qos" not in loss_advice(env, reliable_qos=True)
     own = loss_advice({"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/mine.xml"})
     assert "/etc/mine.xml" in own and "512 KiB" in own and "config/fastdds.xml" in own
 

@@ -195,7 +195,7 @@ class HybridNetsNode(LifecycleNode):
             qos = QoSProfile(reliability=QoSReliabilityPolicy.RELIABLE,
                              history=QoSHistoryPolicy.KEEP_LAST, depth=1)
         image_topics = []
-        advice = loss_advice()
+        advice = loss_advice(reliable_qos=self.config.reliable_qos)
         for index, camera in enumerate(self.cameras):
             camera.watch = InputWatch(advice)
             msg_type, topic = ((CompressedImage, "image/compressed") if self.config.use_compressed

@@ -14,7 +14,8 @@ restarted node is discovered. Run with the project's venv (.venv/bin/python).
       process with the node's DDS set-up, before (config/fastdds.xml) and after
       (config/fastdds_node.xml) issue 32; the camera with nothing set ("stock") or with
       config/fastdds.xml ("profiled"), best effort or reliable; prints the fraction of frames
-      the subscriber's callback received, DDS' lost count and the subscriber's CPU time
+      the subscriber's callback received, DDS' lost count and the subscriber's CPU time;
+      --receiver node: the node itself (its frames_received) instead of the subscriber
 
 Settings (every process of the graph uses the same one, as a user's shell would):
 """
@@ -340,6 +341,12 @@ def camera_process(width: int, height: int, rate: float, seconds: float, qos: st
     rclpy.try_shutdown()
 
 
+def _fastdds_library() -> str:
+    """The Fast DDS library this process loaded (its file name carries the version)."""
+    return ",".join(sorted(set(re.findall(r"lib(?:fastdds|fastrtps)\.so[.\d]*",
+                                          Path("/proc/self/maps").read_text()))))
+
+
 def receiver_process(qos: str) -> None:
     """A subscriber as the node's image subscription is (QoS, lost-sample event): prints
     "matched" once the camera is seen; after a line on stdin, what its callback received."""
@@ -367,14 +374,68 @@ def receiver_process(qos: str) -> None:
     while not stop.is_set():
         rclpy.spin_once(node, timeout_sec=0.05)
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    library = sorted(set(re.findall(r"lib(?:fastdds|fastrtps)\.so[.\d]*",
-                                    Path("/proc/self/maps").read_text())))
     print(json.dumps({"received": received[0], "lost": lost[0],
                       "cpu_s": round(cpu1.ru_utime + cpu1.ru_stime
                                      - cpu0.ru_utime - cpu0.ru_stime, 2),
-                      "library": ",".join(library)}), flush=True)
+                      "library": _fastdds_library()}), flush=True)
     node.destroy_node()
     rclpy.try_shutdown()
+
+
+def node_receiver_process(qos: str, side: str) -> None:
+    """The real node as the receiver (random weights, nobody subscribing to its outputs, so
+    it runs no network): prints "matched" once its /diagnostics count a publisher on its image
+    topic; after a line on stdin, the frames its image callback received (frames_received)
+    and DDS' lost count (frames_lost_in_transport)."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    folder = Path(tempfile.mkdtemp(prefix="dds_check_"))
+    env = dict(os.environ)
+    if side == "before":  # as a profile of the user's own, which the node keeps
+        own = folder / "fastdds_before.xml"
+        own.write_text((REPO / NODE_SIDES["before"]).read_text())
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(own)
+    node = node_process(env, folder / "node.log",
+                        {"backend": "torch", "reliable_qos": str(qos == "reliable").lower()})
+    from hybridnets_ros.ros.dds import configure_dds
+    configure_dds()  # this process: as the project's probes
+    rclpy.init()
+    listener = rclpy.create_node("dds_check_diagnostics")
+    values: dict = {}
+
+    def on_diag(msg):
+        for status in msg.status:
+            kv = {item.key: item.value for item in status.values}
+            if status.name == "hybridnets_node: perception" and kv.get("node") == "/hybridnets_node":
+                values.update(kv, at=time.monotonic())
+    listener.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    stop = _stdin_event()
+
+    def cpu_s() -> float:
+        fields = Path(f"/proc/{node.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    try:
+        while int(values.get("image_publishers", 0)) == 0 and node.poll() is None:
+            rclpy.spin_once(listener, timeout_sec=0.1)
+        print("matched" if node.poll() is None else f"node exited (log {folder})", flush=True)
+        base, cpu0 = int(values["frames_received"]), cpu_s()
+        while not stop.is_set():
+            rclpy.spin_once(listener, timeout_sec=0.1)
+        stopped = time.monotonic()
+        while values["at"] < stopped + 1.0 and time.monotonic() < stopped + 10:
+            rclpy.spin_once(listener, timeout_sec=0.1)
+        print(json.dumps({"received": int(values["frames_received"]) - base,
+                          "lost": int(values["frames_lost_in_transport"]),
+                          "cpu_s": round(cpu_s() - cpu0, 2), "library": _fastdds_library()}),
+              flush=True)
+    finally:
+        node.send_signal(signal.SIGINT)
+        try:
+            node.wait(20)
+        except subprocess.TimeoutExpired:
+            node.kill()
+        listener.destroy_node()
+        rclpy.try_shutdown()
 
 
 def _read_line(proc: subprocess.Popen, deadline: float) -> str | None:
@@ -389,29 +450,35 @@ def _read_line(proc: subprocess.Popen, deadline: float) -> str | None:
 
 
 def stock_case(size: str, rate: float, driver: str, qos: str, side: str, seconds: float,
-               domain: int) -> dict:
-    """One camera process -> one node-like subscriber process; the received fraction."""
+               domain: int, receiver_kind: str = "subscriber") -> dict:
+    """One camera process -> one node-like subscriber process (or the node); the received
+    fraction."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("FASTDDS_", "FASTRTPS_")) and k not in NEUTRAL}
     env.update(ROS_DOMAIN_ID=str(domain), PYTHONPATH=str(REPO))
     camera_env, receiver_env = dict(env), dict(env)
     if DRIVERS[driver]:
         camera_env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REPO / DRIVERS[driver])
-    receiver_env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REPO / NODE_SIDES[side])
     width, height = SIZES[size]
     camera_qos, node_qos = QOS[qos]
     script = str(Path(__file__).resolve())
-    row = {"size": size, "rate_hz": rate, "driver": driver, "qos": qos, "node": side}
-    procs = [subprocess.Popen([sys.executable, script, "_receiver", node_qos], env=receiver_env,
+    row = {"size": size, "rate_hz": rate, "driver": driver, "qos": qos, "node": side,
+           "receiver": receiver_kind}
+    if receiver_kind == "node":
+        receiver_args = ["_node_receiver", node_qos, side]
+    else:
+        receiver_args = ["_receiver", node_qos]
+        receiver_env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REPO / NODE_SIDES[side])
+    procs = [subprocess.Popen([sys.executable, script, *receiver_args], env=receiver_env,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True),
              subprocess.Popen([sys.executable, script, "_camera", str(width), str(height),
                                str(rate), str(seconds), camera_qos], env=camera_env,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)]
     receiver, camera = procs
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # the node loads its model first
         if not all(_read_line(p, deadline) == "matched" for p in procs):
-            return {**row, "error": "not matched in 120 s"}
+            return {**row, "error": "not matched in 300 s"}
         time.sleep(1.0)  # both sides know each other
         camera.stdin.write("go\n")
         camera.stdin.flush()
@@ -433,7 +500,8 @@ def stock_case(size: str, rate: float, driver: str, qos: str, side: str, seconds
 
 
 def stock(sizes: list[str], rates: list[float], drivers: list[str], qos_names: list[str],
-          sides: list[str], seconds: float, json_path: str | None) -> int:
+          sides: list[str], seconds: float, json_path: str | None,
+          receiver_kind: str = "subscriber") -> int:
     cpu = next((line.split(":", 1)[1].strip() for line in
                 Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
                "unknown CPU")
@@ -444,7 +512,7 @@ def stock(sizes: list[str], rates: list[float], drivers: list[str], qos_names: l
     cases = [(size, rate, qos, driver, side) for size in sizes for rate in rates
              for qos in qos_names for driver in drivers for side in sides]
     for index, (size, rate, qos, driver, side) in enumerate(cases):
-        row = stock_case(size, rate, driver, qos, side, seconds, 180 + index % 40)
+        row = stock_case(size, rate, driver, qos, side, seconds, 180 + index % 40, receiver_kind)
         rows.append(row)
         print(json.dumps(row), flush=True)
     library = next((row["library"] for row in rows if row.get("library")), "?")
@@ -478,6 +546,8 @@ def main() -> int:
         return camera_process(int(w), int(h), float(rate), float(seconds), qos) or 0
     if sys.argv[1:2] == ["_receiver"]:
         return receiver_process(sys.argv[2]) or 0
+    if sys.argv[1:2] == ["_node_receiver"]:
+        return node_receiver_process(sys.argv[2], sys.argv[3]) or 0
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -500,12 +570,15 @@ def main() -> int:
     k.add_argument("--qos", default="best_effort,reliable", help=f"of {', '.join(QOS)}")
     k.add_argument("--sides", default=",".join(NODE_SIDES))
     k.add_argument("--seconds", type=float, default=5.0, help="of frames per case")
+    k.add_argument("--receiver", choices=("subscriber", "node"), default="subscriber",
+                   help="a subscriber set up as the node's participant, or the node itself "
+                        "(frames_received in its /diagnostics; it starts per case)")
     k.add_argument("--json")
     args = parser.parse_args()
     if args.command == "stock":
         return stock(args.sizes.split(","), [float(r) for r in args.rates.split(",")],
                      args.drivers.split(","), args.qos.split(","), args.sides.split(","),
-                     args.seconds, args.json)
+                     args.seconds, args.json, args.receiver)
     if args.command == "table":
         unknown = set(args.settings.split(",")) - set(SETTINGS)
         if unknown:

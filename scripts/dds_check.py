@@ -37,8 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 NEUTRAL = ("FASTDDS_BUILTIN_TRANSPORTS", "FASTDDS_DEFAULT_PROFILES_FILE",
            "FASTRTPS_DEFAULT_PROFILES_FILE", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY")
 SETTINGS = {
-    # "profile": nothing set, so the node (and this probe, as configure_dds does) uses
-    # config/fastdds.xml; the others are what users were told to set before.
+    # "profile": nothing set, so the node uses config/fastdds_node.xml and this probe, as
+    # configure_dds does, config/fastdds.xml; the others are what users were told to set
+    # before.
     "profile": {},
     "profile+localhost": {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"},
     "profile+localhost_only": {"ROS_LOCALHOST_ONLY": "1",
@@ -567,7 +568,7 @@ def main() -> int:
     k.add_argument("--sizes", default=",".join(SIZES), help=f"of {', '.join(SIZES)}")
     k.add_argument("--rates", default="10,30", help="frames per second")
     k.add_argument("--drivers", default=",".join(DRIVERS))
-    k.add_argument("--qos", default="best_effort,reliable", help=f"of {', '.join(QOS)}")
+    k.add_argument("--qos", default=",".join(QOS), help=f"of {', '.join(QOS)}")
     k.add_argument("--sides", default=",".join(NODE_SIDES))
     k.add_argument("--seconds", type=float, default=5.0, help="of frames per case")
     k.add_argument("--receiver", choices=("subscriber", "node"), default="subscriber",

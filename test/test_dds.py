@@ -134,7 +134,7 @@ def test_diagnostics_say_dds_transport_rather_than_no_image():
      "warning", "loses large messages"),
     ({"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA", "ROS_LOCALHOST_ONLY": "1"},
      "warning", "loses large messages"),
-    ({"FASTDDS_BUILTIN_TRANSPORTS": "DEFAULT"}, "warning", "fragmented UDP"),
+    ({"FASTDDS_BUILTIN_TRANSPORTS": "DEFAULT"}, "warning", "512 KiB"),
     ({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}, "info", "rmw_cyclonedds_cpp"),
 ])
 def test_a_users_own_dds_setting_is_kept_and_a_starving_one_named(env, level, says):

@@ -105,8 +105,8 @@ def configure_dds(environ: MutableMapping[str, str] | None = None,
                             "tens of seconds, some outputs never): unset it (docs/dds.md)")]
     if builtin:
         level = "info" if builtin.upper().startswith("LARGE_DATA") else "warning"
-        note = ("" if level == "info" else ": images over 512 KiB fall back to fragmented UDP "
-                "and are mostly lost (docs/dds.md)")
+        note = ("" if level == "info" else ": images over 512 KiB written through Fast DDS' "
+                "default shared memory are mostly lost (docs/dds.md)")
         return [(level, f"DDS: FASTDDS_BUILTIN_TRANSPORTS={builtin}{note}")]
     # Fast DDS 2.x (Humble) reads only the FASTRTPS_ name, 3.x warns that it is deprecated.
     variable = PROFILE_VARIABLES[environ.get("ROS_DISTRO", "") == "humble"]

@@ -35,7 +35,7 @@ def _tags(element) -> list[str]:
     return [child.tag.split("}")[-1] for child in element]
 
 
-def test_the_node_takes_its_own_profile_receiving_over_udp():
+def test_the_node_takes_its_own_profile_receiving_over_udp(tmp_path):
     """The node's readers advertise only UDPv4 locators (a stock driver's 512 KiB shared
     memory loses its frames), it keeps the large shared memory for its outputs, and it
     replaces the other processes' profile, inherited from a shell or the project's commands."""
@@ -52,6 +52,11 @@ def test_the_node_takes_its_own_profile_receiving_over_udp():
               str(REPO / "config" / "fastdds.xml")}
     configure_dds(humble, node=True)
     assert humble["FASTRTPS_DEFAULT_PROFILES_FILE"] == node_profile
+    copy = tmp_path / "fastdds.xml"  # the shipped one, copied or installed elsewhere
+    copy.write_text((REPO / "config" / "fastdds.xml").read_text())
+    copied = {"FASTDDS_DEFAULT_PROFILES_FILE": str(copy)}
+    configure_dds(copied, node=True)
+    assert copied == {"FASTDDS_DEFAULT_PROFILES_FILE": node_profile}
     own = {"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/mine.xml"}
     configure_dds(own, node=True)
     assert own == {"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/mine.xml"}

@@ -76,11 +76,15 @@ def _receive_buffer() -> str:
             f"net.core.rmem_max={wanted}) or reliable_qos:=true (docs/dds.md)")
 
 
-def _same_file(a: str, b: Path) -> bool:
+def _participant_profile(path: str) -> str | None:
+    """The name of the default participant profile in the XML file at ``path``: the shipped
+    files are told apart by it wherever they were copied or installed."""
     try:
-        return Path(a).resolve() == b.resolve()
-    except OSError:
-        return False
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return None
+    return next((e.get("profile_name") for e in root.iter() if e.tag.endswith("participant")
+                 and e.get("is_default_profile") == "true"), None)
 
 
 def configure_dds(environ: MutableMapping[str, str] | None = None,
@@ -97,7 +101,8 @@ def configure_dds(environ: MutableMapping[str, str] | None = None,
     chosen = [name for name in PROFILE_VARIABLES if environ.get(name)]
     builtin = environ.get("FASTDDS_BUILTIN_TRANSPORTS", "")
     peer = share_file(PEER_PROFILE)
-    if chosen and not (node and _same_file(environ[chosen[0]], peer)):
+    if chosen and not (node and _participant_profile(environ[chosen[0]])
+                       == _participant_profile(peer)):
         return [("info", f"DDS: Fast DDS profile from {chosen[0]}={environ[chosen[0]]}")]
     if builtin.upper().startswith("LARGE_DATA") and localhost_only(environ):
         return [("warning", "DDS: FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA with localhost-only "
@@ -130,7 +135,8 @@ def loss_advice(environ: MutableMapping[str, str] | None = None,
         return (f"raise {environ['RMW_IMPLEMENTATION']}'s socket receive buffer or "
                 "shared-memory limits (docs/dds.md)")
     chosen = [name for name in PROFILE_VARIABLES if environ.get(name)]
-    if chosen and _same_file(environ[chosen[0]], share_file(NODE_PROFILE)):
+    if chosen and (_participant_profile(environ[chosen[0]])
+                   == _participant_profile(share_file(NODE_PROFILE))):
         cap, wanted = rmem_max(), receive_buffer_request()
         fixes = []
         if cap is None or cap < wanted:

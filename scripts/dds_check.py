@@ -392,9 +392,10 @@ def node_receiver_process(qos: str, side: str) -> None:
     from diagnostic_msgs.msg import DiagnosticArray
     folder = Path(tempfile.mkdtemp(prefix="dds_check_"))
     env = dict(os.environ)
-    if side == "before":  # as a profile of the user's own, which the node keeps
+    if side == "before":  # as a profile of the user's own (renamed), which the node keeps
         own = folder / "fastdds_before.xml"
-        own.write_text((REPO / NODE_SIDES["before"]).read_text())
+        own.write_text((REPO / NODE_SIDES["before"]).read_text().replace(
+            'profile_name="hybridnets_large_messages"', 'profile_name="before_issue_32"'))
         env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(own)
     node = node_process(env, folder / "node.log",
                         {"backend": "torch", "reliable_qos": str(qos == "reliable").lower()})

@@ -22,6 +22,7 @@ Settings (every process of the graph uses the same one, as a user's shell would)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -417,9 +418,13 @@ def node_receiver_process(qos: str, side: str) -> None:
         fields = Path(f"/proc/{node.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     try:
-        while int(values.get("image_publishers", 0)) == 0 and node.poll() is None:
+        while (int(values.get("image_publishers", 0)) == 0 and node.poll() is None
+               and not stop.is_set()):
             rclpy.spin_once(listener, timeout_sec=0.1)
-        print("matched" if node.poll() is None else f"node exited (log {folder})", flush=True)
+        if node.poll() is not None or stop.is_set():
+            print(f"node exited or not matched (log {folder})", flush=True)
+            return
+        print("matched", flush=True)
         base, cpu0 = int(values["frames_received"]), cpu_s()
         while not stop.is_set():
             rclpy.spin_once(listener, timeout_sec=0.1)
@@ -495,10 +500,15 @@ def stock_case(size: str, rate: float, driver: str, qos: str, side: str, seconds
         row["load_1min"] = round(os.getloadavg()[0], 2)
         return row
     finally:
+        for proc in procs:  # end of input: each returns (the node receiver stops its node)
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
         for proc in procs:
-            if proc.poll() is None:
+            try:  # killed, the node receiver would leave its node running
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
                 proc.kill()
-            proc.wait()
+                proc.wait()
 
 
 def stock(sizes: list[str], rates: list[float], drivers: list[str], qos_names: list[str],

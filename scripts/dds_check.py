@@ -409,7 +409,8 @@ def node_receiver_process(qos: str, side: str) -> None:
     def on_diag(msg):
         for status in msg.status:
             kv = {item.key: item.value for item in status.values}
-            if status.name == "hybridnets_node: perception" and kv.get("node") == "/hybridnets_node":
+            if (status.name == "hybridnets_node: perception"
+                    and kv.get("node") == "/hybridnets_node"):
                 values.update(kv, at=time.monotonic())
     listener.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
     stop = _stdin_event()

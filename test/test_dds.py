@@ -65,7 +65,8 @@ def test_the_node_takes_its_own_profile_receiving_over_udp(tmp_path):
     ns = {"f": "http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles"}
     [locators] = root.findall(".//f:participant/f:rtps/f:defaultUnicastLocatorList", ns)
     assert [_tags(locator) for locator in locators] == [["udpv4"]]
-    types = {d.find("f:transport_id", ns).text: d for d in root.iter(f"{{{ns['f']}}}transport_descriptor")}
+    types = {d.find("f:transport_id", ns).text: d
+             for d in root.iter(f"{{{ns['f']}}}transport_descriptor")}
     used = [t.text for t in root.findall(".//f:userTransports/f:transport_id", ns)]
     assert sorted(types[t].find("f:type", ns).text for t in used) == ["SHM", "UDPv4"]
     shm = next(types[t] for t in used if types[t].find("f:type", ns).text == "SHM")

@@ -1,8 +1,9 @@
 """Test harness for the real ROS graph: a hybridnets_node process and a probe node.
 
-Every test session uses its own DDS domain and the shipped Fast DDS profile
-(config/fastdds.xml, as the node and the project's commands set it), so tests neither see nor
-disturb other ROS traffic on the machine. HYBRIDNETS_TEST_DDS_ENV ("KEY=VALUE,KEY=VALUE")
+Every test session uses its own DDS domain and the shipped Fast DDS profiles (this process
+config/fastdds.xml, as the project's commands set it; node processes replace it by
+config/fastdds_node.xml, as the node does), so tests neither see nor disturb other ROS
+traffic on the machine. HYBRIDNETS_TEST_DDS_ENV ("KEY=VALUE,KEY=VALUE")
 adds discovery settings, e.g. ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST.
 """
 from __future__ import annotations

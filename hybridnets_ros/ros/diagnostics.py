@@ -57,6 +57,9 @@ def camera_problem(camera, config, listening_since: float) -> str | None:
         if state == "building":
             return (f"building engine for {build.describe()} ({build.progress()}): its "
                     "frames are dropped until it is ready")
+    if camera.watch is not None and (lost := camera.watch.problem(
+            camera.image_sub.topic_name, camera.last_image, time.monotonic())):
+        return lost  # a publisher is there: not the camera's silence
     silent = time.monotonic() - (camera.last_image or listening_since)
     topic = camera.topic("image/compressed" if config.use_compressed else "image")
     if silent > SILENT_PERIODS * config.diagnostics_period:
@@ -171,6 +174,8 @@ def camera_values(camera, dropped: int) -> dict:
         values["camera_info_sync"] = "exact (" + (
             "message_filters" if camera.pairs.library else "own pairing") + ")"
         values["frames_paired"] = camera.paired
+    if camera.watch is not None:
+        values.update(camera.watch.values())
     values.update({f"stage_{k}_ms": f"{v:.1f}" for k, v in s["stage_median_ms"].items()})
     values.update({f"rejected: {reason}": n for reason, n in s["rejected"].items()})
     values.update(s["problems"])

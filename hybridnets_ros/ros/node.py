@@ -33,6 +33,10 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
+try:
+    from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -45,7 +49,7 @@ from ..pipeline.slot import LatestSlots
 from ..pipeline.stats import NodeStats
 from . import params
 from .bond import NO_BONDPY, ManagerBond
-from .dds import configure_dds
+from .dds import InputWatch, configure_dds, loss_advice
 from .log_dir import configure_log_dir
 from .shutdown import BoundedShutdown, process_shutdown
 from ..pipeline.factory import build_pipeline
@@ -79,6 +83,8 @@ class Camera:
     pairs: object | None = None                   # camera_info_sync exact: its pairer
     paired: int = 0                               # images paired with their CameraInfo
     last_paired: float | None = None              # monotonic time of the last pair
+    image_sub: object | None = None               # its image subscription while active
+    watch: InputWatch | None = None               # its publishers and frames lost in DDS
 
     def topic(self, relative: str) -> str:
         return f"{self.name}/{relative}" if self.name else relative
@@ -205,9 +211,13 @@ class HybridNetsNode(LifecycleNode):
         image_type, image_topic = ((CompressedImage, "image/compressed")
                                    if self.config.use_compressed else (Image, "image"))
         image_topics = []
+        advice = loss_advice(reliable_qos=self.config.reliable_qos)
         for index, camera in enumerate(self.cameras):
+            camera.watch = InputWatch(advice)
             on_image, on_camera_info = self._input_callbacks(index)
-            image = self.create_subscription(image_type, camera.topic(image_topic), on_image, qos)
+            image = self._watched_subscription(image_type, camera.topic(image_topic), on_image,
+                                               qos, camera.watch)
+            camera.image_sub = image
             image_topics.append(image.topic_name)
             self._inputs += [image, self.create_subscription(
                 CameraInfo, camera.topic("camera_info"), on_camera_info, qos)]
@@ -243,6 +253,8 @@ class HybridNetsNode(LifecycleNode):
         for sub in self._inputs:
             self.destroy_subscription(sub)
         self._inputs = []
+        for camera in self.cameras:
+            camera.image_sub = camera.watch = None
         if self._fused_timer is not None:
             self.destroy_timer(self._fused_timer)
             self._fused_timer = None
@@ -281,6 +293,14 @@ class HybridNetsNode(LifecycleNode):
         if self._worker is not None:
             self._worker.join(timeout)
             self._worker = None
+
+    def _watched_subscription(self, msg_type, topic: str, callback, qos, watch: InputWatch):
+        """A subscription whose samples lost in DDS transport ``watch`` counts."""
+        try:
+            return self.create_subscription(msg_type, topic, callback, qos, event_callbacks=(
+                SubscriptionEventCallbacks(message_lost=watch.on_lost)))
+        except UnsupportedEventTypeError:  # a middleware without the event: no lost count
+            return self.create_subscription(msg_type, topic, callback, qos)
 
     # ---------------------------------------------------------------- callbacks
     def _input_callbacks(self, index: int):
@@ -496,6 +516,11 @@ class HybridNetsNode(LifecycleNode):
                           self._fused_problem if self._fused_pubs else None,
                           self._bond.describe(), self._bond.problem())
         with self._unless_shutting_down():
+            now = time.monotonic()
+            for camera in self.cameras:
+                if camera.image_sub is not None:
+                    camera.watch.update(camera.image_sub.get_publisher_count(),
+                                        camera.stats.received.total, now)
             self._diag_pub.publish(diagnostic_array(
                 node, self.cameras, [self.slots.dropped[i] for i in range(len(self.cameras))],
                 list(self._batches), self.get_clock().now().to_msg()))
@@ -562,7 +587,7 @@ def main(args=None) -> None:
 
 def _run(args, shutdown: BoundedShutdown) -> None:
     extra_args, messages = configure_log_dir()  # before rclpy.init, which opens the log file
-    messages += configure_dds()  # before rclpy creates the participant
+    messages += configure_dds(node=True)  # before rclpy creates the participant
     # The watcher thread owns SIGINT/SIGTERM (rclpy's handlers wait for the main thread).
     rclpy.init(args=[*(sys.argv if args is None else args), *extra_args],
                signal_handler_options=SignalHandlerOptions.NO)

@@ -10,9 +10,10 @@ use_compressed:=true subscribes to <image>/compressed instead. The node is a lif
 (launch_ros LifecycleNode): under a lifecycle manager (Nav2's lifecycle_manager, launch's
 lifecycle events) pass autostart:=false, and the manager drives configure and activate.
 
-The node sets up Fast DDS for camera-sized messages itself (config/fastdds.xml, unless a
-profile or FASTDDS_BUILTIN_TRANSPORTS is set); export FASTDDS_DEFAULT_PROFILES_FILE to that
-file in the camera driver's and viewers' shells too (docs/dds.md).
+The node sets up Fast DDS for camera-sized messages itself (config/fastdds_node.xml: frames
+in over UDP, so a camera driver with stock settings delivers them; outputs out through shared
+memory), unless a profile or FASTDDS_BUILTIN_TRANSPORTS is set; nothing needs setting in the
+driver's or viewers' shells (docs/dds.md).
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument

@@ -66,6 +66,9 @@ class _BondLink:
         self._executor = SingleThreadedExecutor(context=parent.context)
         self._executor.add_node(self.node)
         self._stopping = threading.Event()
+        # Ends the thread's wait at once (Executor.wake() does not reach a spin_once that is
+        # already waiting: a close then took the whole 0.5 s timeout).
+        self._wake = self.node.create_guard_condition(lambda: None)
         try:
             self.bond = bond_class(self.node, TOPIC, parent.get_name(),
                                    on_broken=on_broken, on_formed=on_formed)
@@ -106,7 +109,7 @@ class _BondLink:
         except Exception:  # ROS is already down: the manager sees the heartbeat stop
             pass
         self._stopping.set()
-        self._executor.wake()
+        self._wake.trigger()
         self._thread.join(timeout=5.0)
         try:
             self.bond.shutdown()

@@ -594,9 +594,9 @@ def _run(args, shutdown: BoundedShutdown) -> None:
     node = None
 
     def on_signal() -> None:
-        try:  # a manager is told while ROS is still up (Nav2's servers: at pre-shutdown);
-            # an unformed bond has nobody to tell and must not delay the shutdown
-            if node is not None and node._bond.state == "formed":
+        try:  # a manager is told while ROS is still up (Nav2's servers: at pre-shutdown),
+            # and bondpy's heartbeat thread stops before the context it publishes in
+            if node is not None:
                 node._bond.destroy()
         finally:
             rclpy.try_shutdown()

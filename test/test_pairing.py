@@ -67,20 +67,10 @@ def test_waiting_messages_are_bounded(pairer):
 
 # ---- /diagnostics
 
-class _Camera:
-    """What camera_problem and camera_values read of a node's Camera."""
-
-    def __init__(self, pairs=None, last_image=None, last_paired=None):
-        from hybridnets_ros.pipeline.stats import NodeStats
-        self.name, self.engine_build, self.grid_problem, self.processor = "", None, None, None
-        self.stats, self.pairs, self.paired = NodeStats(), pairs, 0
-        self.last_image, self.last_paired = last_image, last_paired
-
-    def topic(self, relative):
-        return relative
-
-    def says(self, text):
-        return text
+def _Camera(pairs=None, last_image=None, last_paired=None):
+    """The node's own per-camera record, as camera_problem and camera_values read it."""
+    from hybridnets_ros.ros.node import Camera
+    return Camera("", pairs=pairs, last_image=last_image, last_paired=last_paired)
 
 
 def test_exact_sync_says_when_no_image_finds_its_camera_info():

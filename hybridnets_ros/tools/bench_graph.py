@@ -111,8 +111,8 @@ def probe_result(rate_hz: float, stamps: list[int], arrivals: Mapping[int, Mappi
 def serialized_stamp_ns(data: bytes) -> int:
     """The header stamp of a serialized message whose first field is a std_msgs/Header
     (every output the recorder takes): CDR's 4-byte encapsulation (its second byte 1 for
-    little endian), then stamp.sec (int32) and stamp.nanosec (uint32). Read so, the
-    recorder never deserializes a message, as ros2_benchmark's monitor does not."""
+    little endian), then stamp.sec (int32) and stamp.nanosec (uint32). Read so, as
+    ros2_benchmark's monitor reads it, the recorder never deserializes a message."""
     sec, nanosec = struct.unpack_from("<iI" if data[1] & 1 else ">iI", data, 4)
     return sec * 10**9 + nanosec
 

@@ -34,11 +34,17 @@ class FramePlayer(Node):
         self.published: list[PublishedFrame] = []
 
     def publish(self, index: int, bgr: np.ndarray, record: bool = True) -> PublishedFrame:
+        return self.publish_message(index, messages.image(Header(), bgr, "bgr8"), record)
+
+    def publish_message(self, index: int, image: Image, record: bool = True) -> PublishedFrame:
+        """Publishes a prepared image (bench --graph preloads them), its header replaced:
+        this player's frame id, stamped now."""
         header = Header(frame_id=self.frame_id, stamp=self.get_clock().now().to_msg())
         if self.camera_info is not None:
             self.camera_info.header = header
             self.info_pub.publish(self.camera_info)
-        self.image_pub.publish(messages.image(header, bgr, "bgr8"))
+        image.header = header
+        self.image_pub.publish(image)
         frame = PublishedFrame(index, messages.stamp_ns(header), time.monotonic())
         if record:
             self.published.append(frame)

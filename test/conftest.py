@@ -38,10 +38,13 @@ def _need(path: Path) -> Path:
 # --- Seeded random weights: everything that is not a comparison with the reference. ---
 
 @pytest.fixture(scope="session")
-def random_model():
-    """The network with seeded random weights, built once per session."""
-    from hybridnets_ros.core.weights import build_model
-    return build_model(random_weights=True)
+def random_model(session_cache):
+    """The network with seeded random weights, built once per session. The factory keeps them
+    in the session's cache, where the nodes and commands the tests start find them instead of
+    calibrating them again (seconds each)."""
+    from hybridnets_ros.pipeline.config import NodeConfig
+    from hybridnets_ros.pipeline.factory import load_model
+    return load_model(NodeConfig(allow_random_weights=True))[0]
 
 
 @pytest.fixture(scope="session")
@@ -182,9 +185,12 @@ requires_torch2trt = pytest.mark.skipif(
 
 
 @pytest.fixture
-def isolated_cache(tmp_path, monkeypatch) -> Path:
-    """An empty weights cache, so no downloaded checkpoint leaks into a test."""
+def isolated_cache(tmp_path, monkeypatch, session_cache, random_model) -> Path:
+    """A weights cache without checkpoints, so no downloaded one leaks into a test; it shares
+    the session's random weights (keyed by the code, no checkpoint)."""
     cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "random").symlink_to(session_cache / "random")
     monkeypatch.setenv("HYBRIDNETS_CACHE", str(cache))
     return cache
 

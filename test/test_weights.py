@@ -82,3 +82,22 @@ def test_download_is_verified_and_atomic(tmp_path, random_weights):
     with pytest.raises(WeightsError, match="cannot download"):
         download_weights(dest2, url=(tmp_path / "absent.pth").as_uri(), progress=False)
     assert list(dest2.parent.iterdir()) == []
+
+
+def test_random_weights_are_kept_in_the_cache_and_rebuilt_when_damaged(tmp_path, monkeypatch, caplog):
+    from hybridnets_ros.pipeline.config import NodeConfig
+    from hybridnets_ros.pipeline.factory import load_model
+
+    monkeypatch.setenv("HYBRIDNETS_CACHE", str(tmp_path))
+    config = NodeConfig(model="yolop", allow_random_weights=True)
+    first, path = load_model(config)
+    assert path is None
+    [kept] = (tmp_path / "random").glob("yolop-*.pth")
+    again = load_model(config)[0]
+    for (key, a), b in zip(first.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), key
+    kept.write_bytes(b"not a checkpoint")
+    rebuilt = load_model(config)[0]
+    assert "building them again" in caplog.text
+    assert torch.equal(next(iter(rebuilt.state_dict().values())), next(iter(first.state_dict().values())))
+    assert not list((tmp_path / "random").glob("*.part"))

@@ -3,7 +3,10 @@ the engine for the camera resolution. The one way the node and every command get
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,7 +51,42 @@ def load_model(config: NodeConfig) -> tuple[torch.nn.Module, Path | None]:
     weights = resolve_weights(config)
     if weights is None:
         log.warning("RANDOM WEIGHTS: %s outputs are meaningless", config.model)
+        return _random_module(config), None
     return config.network.load_network(weights, **config.network_options()), weights
+
+
+_CORE = Path(__file__).resolve().parents[1] / "core"
+
+
+def _random_module(config: NodeConfig) -> torch.nn.Module:
+    """The network with random weights, kept in the cache once built.
+
+    A network's random set-up may be costly (HybridNets calibrates its BatchNorm statistics
+    with eager forwards, seconds on a CPU), and every process started with random weights
+    (the demo, pipeline checks, the test suite's nodes) would repeat it. The file is keyed by
+    the network's source and torch's version, so a code change builds afresh; it is written
+    under a temporary name and renamed, so concurrent processes never read half a file.
+    """
+    adapter, options = config.network, config.network_options()
+    digest = hashlib.sha256(f"{config.model} {sorted(options.items())} {torch.__version__}".encode())
+    for source in sorted(_CORE.rglob("*.py")):
+        digest.update(source.read_bytes())
+    path = cache_dir() / "random" / f"{config.model}-{digest.hexdigest()[:16]}.pth"
+    if path.is_file():
+        try:
+            return adapter.load_network(path, **options)
+        except Exception as exc:  # a damaged file: rebuild it
+            log.warning("random weights in %s unusable (%s): building them again", path, exc)
+    module = adapter.load_network(None, **options)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, part = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
+        with os.fdopen(fd, "wb") as out:
+            torch.save(module.state_dict(), out)
+        os.replace(part, path)
+    except OSError as exc:  # an unwritable cache only costs the next process the set-up
+        log.info("random weights not cached (%s)", exc)
+    return module
 
 
 def build_pipeline(config: NodeConfig, model: torch.nn.Module | None = None,

@@ -152,6 +152,6 @@ def format_layers(label: str, rows: list[dict], ceiling_gflops: float | None) ->
         lines.append(f"  {r['type'][:34]:34s} {r['ms']:8.1f} ms {r['share']:6.1%}{speed}")
     if len(rows) > ROWS_SHOWN:
         rest = rows[ROWS_SHOWN:]
-        lines.append(f"  {f'{len(rest)} other types':34s} {sum(r['ms'] for r in rest):8.1f} ms "
+        lines.append(f"  {f'other ({len(rest)} types)':34s} {sum(r['ms'] for r in rest):8.1f} ms "
                      f"{sum(r['share'] for r in rest):6.1%}")
     return "\n".join(lines)

@@ -507,8 +507,10 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
         doc["auto"] = record_auto_choice(
             config.model, timings, engine_choice.measured_size(config.network, config.input_size))
         print(f"\n{doc['auto']['summary']}")
-    if layers:
+    if layers and device == "cpu":
         doc["layers"] = layer_profiles(runnable, backends, model, ceiling)
+    elif layers:
+        print(f"\n--layers profiles the CPU engines; this run was on {device}")
     if json_path:
         Path(json_path).write_text(json.dumps(doc, indent=2) + "\n")
         print(f"\nwrote {json_path}")

@@ -132,6 +132,7 @@ def test_the_input_from_a_bag_or_a_folder(tmp_path):
     (["bench", "--graph", "--backend", "torch-eager"], "torch-eager is a bench variant"),
     (["bench", "--graph", "--threads", "2"], "--threads is not a node setting"),
     (["bench", "--graph", "--backend", "auto:fp64"], "unknown precision 'fp64'"),
+    (["bench", "--graph", "--layers"], "--layers profiles the engines in process"),
 ])
 def test_graph_options_are_checked(argv, message, capsys):
     assert main(argv) == 2

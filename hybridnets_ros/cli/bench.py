@@ -32,6 +32,9 @@ def add_parser(sub) -> None:
     p.add_argument("--device", help="auto, cpu or cuda[:N] (default cpu)")
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's, one per core)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--layers", action="store_true",
+                   help="also profile each exact CPU engine (openvino, onnxruntime fp32) by layer "
+                        "type: time, share, FLOPs and GFLOP/s of each")
     graph = p.add_argument_group(
         "the node in a graph (--graph)",
         "hybridnets_node in its own process, a player publishing the frames at fixed rates and "
@@ -74,6 +77,8 @@ def run(args) -> int:
     if args.frames < 1:
         raise CliError("--frames must be at least 1")
     if args.graph:
+        if args.layers:
+            raise CliError("--layers profiles the engines in process; leave out --graph")
         return run_graph(args)
     given = [f"--{name.replace('_', '-')}" for name in GRAPH_ONLY
              if getattr(args, name) is not None]
@@ -87,7 +92,7 @@ def run(args) -> int:
     config = config_from_options(args, device=args.device or "cpu")
     try:
         return bench(config, variants or None, args.source, args.frames, args.calib, args.json,
-                     args.threads)
+                     args.threads, args.layers)
     except (*USER_ERRORS, ValueError) as exc:
         raise CliError(str(exc)) from None
 

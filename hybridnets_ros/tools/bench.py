@@ -45,6 +45,7 @@ from ..backends import BackendUnavailable
 from ..backends import engine_choice
 from ..backends.registry import BACKENDS, PRECISIONS, choose_auto, missing
 from ..backends.cpu import cpu_name, isa_limits, speed_flags
+from ..backends.onnx_export import cached_onnx
 from ..core.nms import box_iou
 from ..core.sources import expand_sources, read_image
 from ..core.synthetic import SyntheticRoad, default_camera
@@ -55,6 +56,7 @@ from ..ros import messages
 from ..ros.camera_info import camera_info_from_model
 from ..ros.frame import FrameProcessor
 from ..ros.outputs import planner_outputs
+from .layer_profile import PROFILED, format_layers, profile_layers
 
 log = logging.getLogger(__name__)
 
@@ -393,6 +395,21 @@ def format_table(doc: dict) -> str:
     return "\n".join(lines + skipped)
 
 
+def layer_profiles(variants: list[Variant], records: dict, model,
+                   ceiling_gflops: float | None) -> dict:
+    """Each exact CPU engine's per-layer-type profile at the input size it ran (printed),
+    keyed as the variants are."""
+    profiles, threads = {}, torch.get_num_threads()
+    for v in variants:
+        record = records.get(v.label, {})
+        if v.backend not in PROFILED or v.precision != "fp32" or "input_hw" not in record:
+            continue
+        onnx_path = cached_onnx(model, tuple(record["input_hw"]))
+        profiles[v.label] = profile_layers(v.backend, onnx_path, threads)
+        print("\n" + format_layers(v.label, profiles[v.label], ceiling_gflops))
+    return profiles
+
+
 def record_auto_choice(model: str, timings: dict[str, float], size: int | None) -> dict:
     """What ``auto`` picked before this run and, where two or more exact fp32 engines ran,
     their network ``timings`` (median ms, timed in turn) as this CPU's measurement at ``size`` (None:
@@ -425,10 +442,11 @@ def _matched(record: dict) -> str:
 
 def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str | None = None,
           frames: int = 30, calib: str | None = None, json_path: str | None = None,
-          threads: int | None = None) -> int:
+          threads: int | None = None, layers: bool = False) -> int:
     """``hybridnets bench``: prints the table (and writes ``json_path``); 0 if any backend
     ran. ``config`` gives the weights, device and input size; ``variants`` default to every
-    backend that runs on its device."""
+    backend that runs on its device. ``layers``: also each exact CPU engine's time by layer
+    type (tools.layer_profile)."""
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(config.device)
@@ -489,6 +507,10 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
         doc["auto"] = record_auto_choice(
             config.model, timings, engine_choice.measured_size(config.network, config.input_size))
         print(f"\n{doc['auto']['summary']}")
+    if layers and device == "cpu":
+        doc["layers"] = layer_profiles(runnable, backends, model, ceiling)
+    elif layers:
+        print(f"\n--layers profiles the CPU engines; this run was on {device}")
     if json_path:
         Path(json_path).write_text(json.dumps(doc, indent=2) + "\n")
         print(f"\nwrote {json_path}")

@@ -92,12 +92,14 @@ def postprocess(seg_logits: np.ndarray | torch.Tensor, depth: np.ndarray | torch
         raise ValueError(f"expected logits [1, C, h, w] and depth [1, 1, h, w] of one image, "
                          f"got {tuple(np.shape(seg_logits))} and {tuple(np.shape(depth))}")
     height, width = map(int, image_hw)
-    scores = cv2.resize(np.ascontiguousarray(logits.transpose(1, 2, 0)), (width, height),
-                        interpolation=cv2.INTER_CUBIC)
-    # The argmax over the classes on planes: cv2.transpose of the [H*W, C] scores gives
-    # them, then OpenCV's first-index argmax; numpy's over a short last axis is much slower.
-    classes = len(logits)
-    planes = cv2.transpose(scores.reshape(-1, classes)).reshape(classes, height, width)
+    # One plane at a time, straight into the planes OpenCV's first-index argmax takes:
+    # the same bicubic weights as resizing the [h, w, C] scores at once, without two
+    # transposes of C values per pixel (21 -> 12 ms of CPU at 1280x720, 6 classes). The
+    # single-channel kernels sum in another order: scores move by ~1e-6, a near-tie pixel
+    # in a million may flip (test_hydra_golden bounds it).
+    planes = np.empty((len(logits), height, width), np.float32)
+    for plane, scores in zip(planes, logits):
+        cv2.resize(scores, (width, height), dst=plane, interpolation=cv2.INTER_CUBIC)
     seg_mask = first_argmax(planes)
     depth_m = np.abs(cv2.resize(depth_map.reshape(logits.shape[1:]), (width, height),
                                 interpolation=cv2.INTER_CUBIC))

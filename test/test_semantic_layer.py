@@ -20,6 +20,7 @@ from hybridnets_ros.pipeline.factory import build_pipeline
 from hybridnets_ros.ros import messages
 from hybridnets_ros.ros.camera_info import camera_info_from_model
 from hybridnets_ros.ros.frame import FrameProcessor
+from conftest import REPO
 
 # A small wide-angle camera with barrel distortion, pitched down and rolled a little.
 K = CameraModel.intrinsics(150.0, 152.0, 161.0, 88.0)
@@ -158,3 +159,30 @@ def test_every_network_gives_label_confidence_and_points_aligned(model, frame, r
         assert scores.max() > scores.min()  # the network's scores, not a constant
     # not asked for: not computed
     assert processor.process(msg, ("segmentation_label",)).result.confidence is None
+
+
+def test_the_layer_config_names_our_topics_and_each_networks_classes():
+    import re
+
+    import yaml
+
+    from hybridnets_ros.core.registry import adapter
+    from hybridnets_ros.ros.outputs import OUTPUTS
+
+    text = (REPO / "config" / "nav2_semantic_layer.yaml").read_text()
+    layer = yaml.safe_load(text)["local_costmap"]["local_costmap"]["ros__parameters"][
+        "semantic_segmentation_layer"]
+    camera = layer[layer["observation_sources"]]
+    topics = {"/" + o.topic for o in OUTPUTS}
+    for key in ("segmentation_topic", "confidence_topic", "labels_topic", "pointcloud_topic"):
+        assert camera[key] in topics, camera[key]
+    listed = [c for t in camera["class_types"] for c in camera[t]["classes"]]
+    assert sorted(listed) == sorted(adapter("hybridnets").seg_classes)
+    assert set(adapter("yolop").seg_classes) == set(adapter("hybridnets").seg_classes)
+    # the commented blocks: every class of HyCTAS and Hydra but the sky, each once
+    for model in ("hyctas", "hydra"):
+        block = text.split(f"(model: {model})")[1].split("# ----")[0]
+        uncommented = "\n".join(line.lstrip("# ") for line in block.splitlines())
+        names = [n for listing in re.findall(r"classes: \[([^\]]*)\]", uncommented)
+                 for n in re.findall(r'"([^"]+)"', listing)]
+        assert sorted(names) == sorted(set(adapter(model).seg_classes) - {"sky"}), model

@@ -206,16 +206,18 @@ def first_argmax(scores: np.ndarray) -> np.ndarray:
 
 
 def max_softmax(scores: np.ndarray) -> np.ndarray:
-    """uint8 [H, W] probability (0-255) of the highest of [S, H, W] logits under their
-    softmax: 1 / sum_k exp(l_k - l_max), by planes (S is a few classes)."""
+    """uint8 [H, W] probability (0-255) of the highest of [S, H, W] float32 logits under
+    their softmax: 1 / sum_k exp(l_k - l_max), plane by plane in OpenCV (its exp is
+    several times faster than numpy's or torch's here)."""
     top = scores[0].copy()
     for plane in scores[1:]:
-        np.maximum(top, plane, out=top)
+        cv2.max(top, plane, dst=top)
     total = np.zeros_like(top)
     shifted = np.empty_like(top)
     for plane in scores:
-        total += np.exp(np.subtract(plane, top, out=shifted), out=shifted)
-    return probability_u8(np.divide(1.0, total, out=total))
+        cv2.exp(cv2.subtract(plane, top, dst=shifted), dst=shifted)
+        cv2.add(total, shifted, dst=total)
+    return probability_u8(cv2.divide(1.0, total, dst=total))
 
 
 def probability_u8(probability: np.ndarray) -> np.ndarray:

@@ -62,17 +62,17 @@ class GroundPoints:
         rays = camera.pixel_rays(np.stack([u, v], -1))                      # [h, w, 3]
         self._origin = camera.t_ground_optical.astype(np.float32)
         self._rays = rays.astype(np.float32)
-        with np.errstate(invalid="ignore"):
-            plane = camera.intersect_ground(rays)
-            self._plane = self._within_range(plane).astype(np.float32)
+        # the farthest depth within max_range: a point's horizontal distance from the camera
+        # is its depth times its ray's horizontal length
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self._max_depth = (self.max_range / np.hypot(rays[..., 0], rays[..., 1])).astype(
+                np.float32)
+        plane = camera.intersect_ground(rays)
+        offset = plane[..., :2] - camera.t_ground_optical[:2]
+        with np.errstate(invalid="ignore"):  # NaN (no ground) stays NaN
+            plane[~(np.hypot(offset[..., 0], offset[..., 1]) <= self.max_range)] = np.nan
+        self._plane = plane.astype(np.float32)
         self._points = np.empty_like(self._rays)
-
-    def _within_range(self, points: np.ndarray) -> np.ndarray:
-        """``points`` with NaN where they lie beyond max_range (NaN stays NaN)."""
-        offset = points[..., :2] - self._origin[:2]
-        far = ~(np.hypot(offset[..., 0], offset[..., 1]) <= self.max_range)
-        points[far] = np.nan
-        return points
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -88,10 +88,13 @@ class GroundPoints:
         is not finite and positive or the class is set in the bool lookup ``skip`` [256]
         (no surface); a buffer the next call overwrites."""
         depth = self.sampler.sample(depth_m)
+        # Invalid pixels get a NaN depth, so that one multiply-add gives their NaN points
+        # (NaN and non-positive depths fail the comparison).
+        with np.errstate(invalid="ignore"):
+            valid = ((depth > 0) & (depth <= self._max_depth)
+                     & ~skip[self.sampler.sample(class_map)])
+        depth = np.where(valid, depth, np.float32(np.nan))
         out = self._points
         np.multiply(self._rays, depth[..., None], out=out)
         out += self._origin
-        with np.errstate(invalid="ignore"):
-            bad = ~(depth > 0) | ~np.isfinite(depth) | skip[self.sampler.sample(class_map)]
-        out[bad] = np.nan
-        return self._within_range(out)
+        return out

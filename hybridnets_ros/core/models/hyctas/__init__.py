@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...postprocess import first_argmax
+from ...postprocess import first_argmax, max_softmax
 from ...preprocess import normalisation_tables, normalise_into
 from ...weights import load_checkpoint as _load_checkpoint
 from .network import NUM_CLASSES, HyCTAS, load_architecture
@@ -177,7 +177,7 @@ def _upsampled_argmax(logits: torch.Tensor, crop: CropInfo,
     factor_h, factor_w = input_h // h, input_w // w
     if (factor_h * h, factor_w * w) != (input_h, input_w) or factor_h & (factor_h - 1):
         scores = _upsample_valid_region(logits, crop)[0]
-        return first_argmax(scores.numpy()), _max_softmax(scores) if confidence else None
+        return first_argmax(scores.numpy()), max_softmax(scores.numpy()) if confidence else None
     rows = min(h, max(0, math.floor((valid_h - 0.5) / factor_h - 0.5)) + 2)
     cols = min(w, max(0, math.floor((valid_w - 0.5) / factor_w - 0.5)) + 2)
     train_ids = np.empty((valid_h, valid_w), np.uint8)
@@ -192,16 +192,8 @@ def _upsampled_argmax(logits: torch.Tensor, crop: CropInfo,
         scores = band[0, :, skip:skip + stop - start, :valid_w]
         train_ids[start:stop] = first_argmax(scores.numpy())
         if confidence:
-            scored[start:stop] = _max_softmax(scores)
+            scored[start:stop] = max_softmax(scores.numpy())
     return train_ids, scored
-
-
-def _max_softmax(scores: torch.Tensor) -> np.ndarray:
-    """uint8 [H, W] highest softmax probability (0-255) of [C, H, W] logits (the network is
-    trained with a softmax cross-entropy): exp(l_max - logsumexp(l)), torch's vectorised
-    exp over the many classes."""
-    probability = torch.exp(scores.amax(0) - torch.logsumexp(scores, 0))
-    return probability.mul_(255.0).round_().to(torch.uint8).numpy()
 
 
 def postprocess(logits: torch.Tensor | np.ndarray, crop: CropInfo,

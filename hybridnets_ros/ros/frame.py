@@ -257,7 +257,7 @@ class FrameProcessor:
                                                 config.track_max_distance)
         self._depth_projector: tuple[BevProjector, DepthProjector] | None = None
         self._sampler: Sampler | None = None
-        self._ground_points: tuple[BevProjector, GroundPoints] | None = None
+        self._ground_points: tuple[tuple, GroundPoints] | None = None  # (its key, it)
 
     def wanted(self, names=None) -> frozenset[str]:
         """The outputs to build of ``names`` (None: every enabled one), detections always."""

@@ -138,10 +138,11 @@ def test_every_network_gives_label_confidence_and_points_aligned(model, frame, r
     config = NodeConfig.from_mapping({"model": model, "backend": "torch",
                                       "allow_random_weights": True, "camera_resolution": [],
                                       "semantic_output_scale": 0.25})
-    # eager torch: no engine to build for one frame; HybridNets' calibrated random weights
-    # are the session's
-    module = request.getfixturevalue("random_model") if model == "hybridnets" else None
-    processor = FrameProcessor(build_pipeline(config, model=module, optimize=False), config)
+    # HybridNets: the session's pipeline (its engine for this input size is shared); the
+    # others in eager torch: no engine to build for one frame
+    pipeline = (request.getfixturevalue("random_pipeline") if model == "hybridnets"
+                else build_pipeline(config, optimize=False))
+    processor = FrameProcessor(pipeline, config)
     processor.set_camera_info(camera_info_from_model(camera, "camera_optical_frame"))
     wanted = ("segmentation_label", "segmentation_confidence", "segmentation_points")
     outcome = processor.process(msg, wanted)

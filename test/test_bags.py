@@ -30,9 +30,10 @@ distortion_coefficients: {rows: 1, cols: 5, data: [0.0, 0.0, 0.0, 0.0, 0.0]}
 # The model's description (VisionInfo, LabelInfo): once per bag, as the node latches it.
 MODEL_TOPICS = {"/vision_info", "/segmentation/label_info"}
 OUTPUT_TOPICS = {"/detections", "/drivable/mask", "/lane/mask", "/segmentation/label",
-                 "/segmentation/color", "/overlay"}
+                 "/segmentation/confidence", "/segmentation/color", "/overlay"}
 # Written when the bag has a CameraInfo.
-CAMERA_TOPICS = {"/drivable/grid", "/lane/grid", "/detections_3d", "/detections_3d/markers"}
+CAMERA_TOPICS = {"/drivable/grid", "/lane/grid", "/detections_3d", "/detections_3d/markers",
+                 "/segmentation/points"}
 
 
 def run(*args) -> int:
@@ -99,6 +100,13 @@ def test_round_trip(tmp_path, sample_images, random_weights, infer_npz, camera_y
                        else [out_msg.header])
             assert all((h.stamp.sec, h.stamp.nanosec) ==
                        (in_msg.header.stamp.sec, in_msg.header.stamp.nanosec) for h in headers)
+    if with_info:  # Nav2's semantic layer pairs these by stamp: one size per frame
+        for label, confidence, cloud in zip(*(
+                (m for _, m in outputs[f"/segmentation/{name}"])
+                for name in ("label", "confidence", "points"))):
+            assert ((label.width, label.height) == (confidence.width, confidence.height)
+                    == (cloud.width, cloud.height) == (1280, 720))
+            assert label.header.stamp == confidence.header.stamp == cloud.header.stamp
     if compressed:
         return  # JPEG frames differ from the files infer read; the raw cases compare below
     for path, (_, det) in zip(sorted(sample_images), outputs["/detections"]):

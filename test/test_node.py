@@ -16,11 +16,12 @@ from hybridnets_ros.core.synthetic import default_camera
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
-from sensor_msgs.msg import CompressedImage  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField  # noqa: E402
 from nav_msgs.msg import OccupancyGrid  # noqa: E402
 from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,  # noqa: E402
                        QoSReliabilityPolicy)
-from vision_msgs.msg import VisionInfo  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from vision_msgs.msg import LabelInfo, VisionInfo  # noqa: E402
 import rclpy  # noqa: E402
 import yaml  # noqa: E402
 
@@ -172,6 +173,67 @@ def test_late_transient_local_subscriber_gets_grids_and_class_names(node, probe)
     assert rg.stamp_ns(got["drivable/grid"].header) == stamp
     assert yaml.safe_load(got["vision_info"].database_location)["segmentation/label"] == {
         0: "background", 1: "road", 2: "lane"}
+
+
+def test_semantic_layer_contract_for_a_late_subscriber(node, probe):
+    """What Nav2's semantic_segmentation_layer assumes (docs/nav2.md), as it subscribes:
+    LabelInfo reliable and transient-local, there before any frame; label, confidence and
+    the organized cloud with sensor-data QoS, one size, mono8 rows without padding, x, y, z
+    float32, the same stamp; the cloud in ground_frame, its points on the road plane."""
+    client = probe.create_client(SetParameters, "/hybridnets_node/set_parameters")
+
+    def set_scale(value: float) -> bool:
+        value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+        request = SetParameters.Request(parameters=[Parameter(name="semantic_output_scale",
+                                                              value=value)])
+        return call(probe, client, request).results[0].successful
+
+    assert set_scale(0.3125)  # 1280x720 -> 400x225, Nav2's suggested size
+    arrivals: list[tuple[str, object]] = []
+    late = rg.Node("semantic_layer_stand_in")
+    latched = QoSProfile(reliability=QoSReliabilityPolicy.RELIABLE, depth=5,
+                         history=QoSHistoryPolicy.KEEP_LAST,
+                         durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+    late.create_subscription(LabelInfo, "segmentation/label_info",
+                             lambda msg: arrivals.append(("label_info", msg)), latched)
+    for topic, msg_type in (("segmentation/label", Image), ("segmentation/confidence", Image),
+                            ("segmentation/points", PointCloud2)):
+        late.create_subscription(msg_type, topic, lambda msg, t=topic: arrivals.append((t, msg)),
+                                 qos_profile_sensor_data)
+    executor, thread = rg.spin_in_background(late)
+    frame = np.full((720, 1280, 3), 90, np.uint8)
+    frame[400:] = 40
+    try:
+        assert rg.wait_for(lambda: arrivals, 10), "LabelInfo is not latched"
+        for _ in range(10):  # until the best-effort subscriptions are matched
+            stamp = next_stamp()
+            send(probe, frame, stamp)
+            if rg.wait_for(lambda: len({t for t, m in list(arrivals)[1:]
+                                        if rg.stamp_ns(m.header) == stamp}) == 3, 5):
+                break
+        else:
+            pytest.fail(f"no frame reached the late subscriber: {node.log()}")
+    finally:
+        assert set_scale(1.0)
+        rg.close_spinning(late, executor, thread)
+    name, info = arrivals[0]
+    assert name == "label_info" and [c.class_name for c in info.class_map] == list(
+        adapter("hybridnets").seg_classes)
+    got = {t: m for t, m in arrivals[1:] if rg.stamp_ns(m.header) == stamp}
+    label, confidence, cloud = (got[t] for t in ("segmentation/label", "segmentation/confidence",
+                                                  "segmentation/points"))
+    for image in (label, confidence):
+        assert (image.encoding, image.width, image.height, image.step) == ("mono8", 400, 225, 400)
+        assert len(image.data) == 400 * 225 and image.header.frame_id == "camera_optical_frame"
+    assert (cloud.width, cloud.height, cloud.point_step, cloud.row_step) == (400, 225, 12, 4800)
+    assert [(f.name, f.offset, f.datatype, f.count) for f in cloud.fields] == [
+        (n, 4 * i, PointField.FLOAT32, 1) for i, n in enumerate("xyz")]
+    assert cloud.header.frame_id == "base_footprint" and not cloud.is_dense
+    points = np.frombuffer(cloud.data, np.float32).reshape(225, 400, 3)
+    finite = np.isfinite(points).all(-1)
+    assert finite[-1].all() and not finite[0].any()  # ground below, sky above the horizon
+    assert np.abs(points[finite][:, 2]).max() < 1e-3
+    assert np.frombuffer(label.data, np.uint8).max() < 3
 
 
 def test_burst_keeps_the_latest_and_counts_drops(node, probe):

@@ -40,6 +40,9 @@ class Result:
     drivable_mask: np.ndarray | None = None
     lane_mask: np.ndarray | None = None
     batch_size: int = 1           # frames that went through the network together
+    # uint8 [h0, w0]: the network's probability of each pixel's seg_mask class, 0-255; only
+    # when the post-processing was asked for it (segmentation/confidence has subscribers).
+    confidence: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,11 @@ class Postprocessor(Protocol):
     """A network's post-processing, made once per pipeline (it may cache per input size)."""
 
     def __call__(self, outputs: Sequence, index: int, context: Any,
-                 image_hw: tuple[int, int], settings: DetectionSettings) -> Result:
+                 image_hw: tuple[int, int], settings: DetectionSettings,
+                 confidence: bool = False) -> Result:
         """The Result of frame ``index`` of the batch ``outputs`` (in ``output_names``
-        order), pre-processed with ``context``, of an image of ``image_hw``."""
+        order), pre-processed with ``context``, of an image of ``image_hw``; with
+        ``confidence``, its Result.confidence from the network's own scores."""
 
 
 class BenchPath(NamedTuple):

@@ -177,6 +177,18 @@ def segmentation_labels(segmentation, letterbox: Letterbox, on_device: bool | No
     return cv2.resize(first_argmax(seg), (w0, h0), interpolation=cv2.INTER_NEAREST)
 
 
+def segmentation_confidence(segmentation, letterbox: Letterbox) -> np.ndarray:
+    """[S,H,W] softmax logits -> uint8 [h0,w0] probability of segmentation_labels' class:
+    the highest softmax probability at the logits' resolution, resized as the labels are
+    (nearest), so each pixel's value belongs to its label (on the host: only for
+    subscribers)."""
+    crop_h, crop_w = letterbox.crop_margins()
+    h0, w0 = letterbox.source_hw
+    seg = host_array(segmentation)
+    seg = seg[:, crop_h:seg.shape[1] - crop_h, crop_w:seg.shape[2] - crop_w]
+    return cv2.resize(max_softmax(seg), (w0, h0), interpolation=cv2.INTER_NEAREST)
+
+
 def first_argmax(scores: np.ndarray) -> np.ndarray:
     """uint8 [H, W] index of the highest of [S, H, W] scores, the first on ties (as
     argmax): a running "strictly greater" in OpenCV's vectorised operations, several
@@ -191,6 +203,26 @@ def first_argmax(scores: np.ndarray) -> np.ndarray:
         if k + 1 < len(scores):
             best = cv2.max(best, scores[k])  # a new array: ``scores`` is never written
     return labels
+
+
+def max_softmax(scores: np.ndarray) -> np.ndarray:
+    """uint8 [H, W] probability (0-255) of the highest of [S, H, W] float32 logits under
+    their softmax: 1 / sum_k exp(l_k - l_max), plane by plane in OpenCV (its exp is
+    several times faster than numpy's or torch's here)."""
+    top = scores[0].copy()
+    for plane in scores[1:]:
+        cv2.max(top, plane, dst=top)
+    total = np.zeros_like(top)
+    shifted = np.empty_like(top)
+    for plane in scores:
+        cv2.exp(cv2.subtract(plane, top, dst=shifted), dst=shifted)
+        cv2.add(total, shifted, dst=total)
+    return probability_u8(cv2.divide(1.0, total, dst=total))
+
+
+def probability_u8(probability: np.ndarray) -> np.ndarray:
+    """uint8 of probabilities in [0, 1] scaled to 0-255 (rounded; cv2 saturates)."""
+    return cv2.convertScaleAbs(probability, alpha=255.0)
 
 
 @lru_cache(maxsize=16)

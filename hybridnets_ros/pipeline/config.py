@@ -133,8 +133,13 @@ class _Settings:
                                "min/max_obstacle_height band (config/nav2_costmap.yaml)",
                                runtime=True, range_=(-10.0, 10.0))
     max_range: float = _setting(80.0, "detections_3d: farthest ground-contact point (horizontal "
-                                "distance from the camera, metres) that gives a 3D detection",
+                                "distance from the camera, metres) that gives a 3D detection; "
+                                "segmentation/points: farthest point (NaN beyond)",
                                 runtime=True, range_=(1.0, 1000.0))
+    semantic_output_scale: float = _setting(
+        1.0, "size of segmentation/label, /confidence and /points relative to the image (Nav2's "
+        "semantic segmentation layer: about 400x200, 0.3125 of 1280x720); they stay "
+        "pixel-aligned", runtime=True, range_=(0.01, 1.0))
     tracking: bool = _setting(True, "give detections track ids (Detection2D/Detection3D id) "
                               "that stay the same for the same object across frames",
                               runtime=True)

@@ -69,8 +69,10 @@ class Pipeline:
         """The network input size for images of ``image_hw`` (what engines are built for)."""
         return tuple(self.preprocessor.input_hw(tuple(image_hw)))
 
-    def __call__(self, bgr: np.ndarray, settings: DetectionSettings | None = None) -> Result:
-        """Raises InputError for an image size the network is not run on."""
+    def __call__(self, bgr: np.ndarray, settings: DetectionSettings | None = None,
+                 confidence: bool = False) -> Result:
+        """Raises InputError for an image size the network is not run on. ``confidence``:
+        fill Result.confidence (costs post-processing time: only for subscribers)."""
         refuse_degenerate(bgr)
         t0 = time.perf_counter()
         tensor, context = self.preprocessor(bgr)
@@ -79,14 +81,14 @@ class Pipeline:
         raw = self.backend.infer(tensor)
         self._synchronize()
         t2 = time.perf_counter()
-        result = self.postprocess(raw, context, 0, bgr.shape[:2], settings)
+        result = self.postprocess(raw, context, 0, bgr.shape[:2], settings, confidence)
         t3 = time.perf_counter()
         result.timings_ms = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3,
                              "postprocess": (t3 - t2) * 1e3}
         return result
 
-    def run_batch(self, bgrs: Sequence[np.ndarray],
-                  settings: DetectionSettings | None = None) -> list[Result]:
+    def run_batch(self, bgrs: Sequence[np.ndarray], settings: DetectionSettings | None = None,
+                  confidence: bool = False) -> list[Result]:
         """Results of several frames, in order. Frames with the same network input size go
         through the backend ``batch_size`` at a time in one call (pre-processed into a batch
         buffer allocated once). Fewer left over: on CUDA they run as a full batch with
@@ -96,7 +98,8 @@ class Pipeline:
         results: list[Result | None] = [None] * len(bgrs)
         for chunk, batch in self._plan([bgr.shape[:2] for bgr in bgrs]):
             frames = [bgrs[i] for i in chunk]
-            done = self._batch(frames, settings) if batch > 1 else [self(frames[0], settings)]
+            done = (self._batch(frames, settings, confidence) if batch > 1
+                    else [self(frames[0], settings, confidence)])
             for i, result in zip(chunk, done):
                 results[i] = result
         return results
@@ -127,8 +130,8 @@ class Pipeline:
                     plan += [([i], 1) for i in chunk]
         return plan
 
-    def _batch(self, bgrs: Sequence[np.ndarray],
-               settings: DetectionSettings | None) -> list[Result]:
+    def _batch(self, bgrs: Sequence[np.ndarray], settings: DetectionSettings | None,
+               confidence: bool = False) -> list[Result]:
         """Up to ``batch_size`` frames of one network input size through one backend call
         of batch ``batch_size`` (slots beyond the frames keep old data; nobody reads them)."""
         t0 = time.perf_counter()
@@ -147,7 +150,7 @@ class Pipeline:
         results = []
         for i, (bgr, context) in enumerate(zip(bgrs, contexts)):
             started = time.perf_counter()
-            result = self.postprocess(raw, context, i, bgr.shape[:2], settings)
+            result = self.postprocess(raw, context, i, bgr.shape[:2], settings, confidence)
             result.batch_size = len(bgrs)
             # Per frame: its share of pre-processing, the whole network call it waited for.
             result.timings_ms = {"preprocess": (t1 - t0) * 1e3 / len(bgrs),
@@ -167,9 +170,10 @@ class Pipeline:
         return self._batches[key]
 
     def postprocess(self, raw, context, index: int = 0, image_hw: tuple[int, int] | None = None,
-                    settings: DetectionSettings | None = None) -> Result:
+                    settings: DetectionSettings | None = None, confidence: bool = False) -> Result:
         """The Result of frame ``index`` of the batch ``raw`` (the network's outputs),
         pre-processed with ``context``; ``image_hw`` defaults to the context's source size."""
         if image_hw is None:
             image_hw = context.source_hw
-        return self._postprocess(raw, index, context, tuple(image_hw), settings or self.settings)
+        return self._postprocess(raw, index, context, tuple(image_hw), settings or self.settings,
+                                 confidence=confidence)

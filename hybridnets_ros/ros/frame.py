@@ -24,13 +24,15 @@ from ..core.bev import BevProjector, GridSpec
 from ..core.depth_grid import DepthProjector
 from ..core.camera import CalibrationError, CameraModel
 from ..core.objects3d import LENGTH_PRIOR_BY_NAME, box_estimates, ground_positions
+from ..core.semantic_cloud import GroundPoints, Sampler
 from ..core.tracking import Tracker, TrackerSettings
 from ..pipeline.config import NodeConfig
 from ..pipeline.engines import EngineBuild, EngineBuilds
 from ..core.sources import InputError
 from ..pipeline.pipeline import Pipeline, Result, refuse_degenerate
 from .conversions import ImageConversionError, to_bgr
-from .outputs import ALWAYS, BY_NAME, OUTPUTS, FrameProducts, ModelProducts, enabled_outputs
+from .outputs import (ALWAYS, BY_NAME, NEEDS_CONFIDENCE, NO_GRIDS_NEEDED, OUTPUTS, FrameProducts,
+                      ModelProducts, enabled_outputs)
 
 # (R_ground_optical, t) of the image's frame in the ground frame, or None
 TransformLookup = Callable[[str, Header], "tuple[np.ndarray, np.ndarray] | None"]
@@ -254,6 +256,13 @@ class FrameProcessor:
         self.tracker.settings = TrackerSettings(config.track_max_missed, config.track_min_iou,
                                                 config.track_max_distance)
         self._depth_projector: tuple[BevProjector, DepthProjector] | None = None
+        self._sampler: Sampler | None = None
+        self._ground_points: tuple[tuple, GroundPoints] | None = None  # (its key, it)
+
+    def wanted(self, names=None) -> frozenset[str]:
+        """The outputs to build of ``names`` (None: every enabled one), detections always."""
+        return frozenset((self.enabled if names is None else self.enabled & set(names))
+                         | (ALWAYS & self.enabled))
 
     def process(self, msg, wanted=None, header: Header | None = None,
                 emit: Callable[[str, object], None] | None = None) -> FrameOutcome:
@@ -268,13 +277,13 @@ class FrameProcessor:
                 outcome: FrameOutcome, conversion_ms: float) -> None:
         """3D, grids and the wanted messages of one frame whose network result is in."""
         header = request.header or request.msg.header
-        wanted = (self.enabled if request.wanted is None
-                  else self.enabled & set(request.wanted)) | (ALWAYS & self.enabled)
+        wanted = self.wanted(request.wanted)
         emit = request.emit
         products = FrameProducts(header, bgr, result, self.network, self.surfaces,
                                  self.config.ground_frame, self.config.points_z,
                                  points_decimation=self.config.points_decimation,
-                                 shown_markers=self.shown_markers)
+                                 shown_markers=self.shown_markers,
+                                 sampler=self._sampler_for(bgr.shape[:2]))
         t2 = time.perf_counter()
         geometric = {name for name in wanted if BY_NAME[name].needs_grids}
         wants_objects = any(BY_NAME[name].needs_camera for name in wanted)
@@ -298,23 +307,31 @@ class FrameProcessor:
                     stamp=_seconds(header))
                 if result.depth_m is not None:
                     products.depth_projector = self._depth_projector_for(products.projector)
-                if geometric - {"points"}:  # the depth cloud alone needs no grid
+                if geometric - NO_GRIDS_NEEDED:  # the clouds alone need no grid
                     products.grids = products.surfaces.grids(result, products.projector,
                                                              products.depth_projector)
             except GridUnavailable as exc:
                 self._no_grids(outcome, exc)
         t4 = time.perf_counter()
+        if "segmentation_points" in wanted and products.projector is not None:
+            products.ground_points = self._ground_points_for(products.projector)
+        t5 = time.perf_counter()
+        cloud_ms = 0.0  # segmentation/points' message, its own stage with its lookup
         for row in OUTPUTS:
             if (row.name in wanted and (products.projector is not None or not row.needs_grids)
                     and (products.camera is not None or not row.needs_camera)):
+                started = time.perf_counter()
                 outcome.messages[row.name] = message = row.build(products)
+                if row.name == "segmentation_points":
+                    cloud_ms = (time.perf_counter() - started) * 1e3
                 if emit is not None:
                     emit(row.name, message)
-        t5 = time.perf_counter()
+        t6 = time.perf_counter()
         outcome.products = products
         outcome.timings_ms = dict(conversion=conversion_ms, **result.timings_ms,
                                   objects=(t3 - t2) * 1e3, grids=(t4 - t3) * 1e3,
-                                  messages=(t5 - t4) * 1e3)
+                                  semantic=(t5 - t4) * 1e3 + cloud_ms,
+                                  messages=(t6 - t5) * 1e3 - cloud_ms)
 
     def _no_grids(self, outcome: FrameOutcome, problem: GridUnavailable) -> None:
         outcome.no_grids = problem
@@ -327,6 +344,24 @@ class FrameProcessor:
         if self._depth_projector is None or self._depth_projector[0] is not projector:
             self._depth_projector = (projector, DepthProjector(projector.camera, projector.grid))
         return self._depth_projector[1]
+
+    def _sampler_for(self, image_hw) -> Sampler | None:
+        """The semantic_output_scale sampling of images of ``image_hw`` (None: scale 1)."""
+        scale = self.config.semantic_output_scale
+        if scale == 1.0:
+            return None
+        if (self._sampler is None or self._sampler.image_hw != tuple(image_hw)
+                or self._sampler.scale != scale):
+            self._sampler = Sampler(image_hw, scale)
+        return self._sampler
+
+    def _ground_points_for(self, projector: BevProjector) -> GroundPoints:
+        """segmentation/points' lookup for this projector's camera (built with it, so a
+        streamed calibration rebuilds it no more often), the scale and max_range."""
+        key = (projector, self.config.semantic_output_scale, self.config.max_range)
+        if self._ground_points is None or self._ground_points[0] != key:
+            self._ground_points = (key, GroundPoints(projector.camera, *key[1:]))
+        return self._ground_points[1]
 
     def _objects(self, products: FrameProducts, wants_3d: bool) -> None:
         """Ground contacts (with a camera model), track ids and, for the 3D outputs, box
@@ -411,8 +446,11 @@ def process_batch(requests: list[FrameRequest],
     if ready:
         # One pipeline and one configuration's thresholds for every camera.
         processor = ready[0][0].processor
+        # The confidence costs post-processing time: computed when any camera wants it.
+        confidence = any(NEEDS_CONFIDENCE & request.processor.wanted(request.wanted)
+                         for request, *_ in ready)
         results = processor.pipeline.run_batch([bgr for _, _, bgr, _ in ready],
-                                               processor.detection_settings)
+                                               processor.detection_settings, confidence)
         for (request, outcome, bgr, conversion_ms), result in zip(ready, results):
             request.processor._finish(request, bgr, result, outcome, conversion_ms)
     return outcomes

@@ -297,6 +297,16 @@ def labelled_cloud(header: Header, cloud: np.ndarray) -> PointCloud2:
     return _with_payload(msg, cloud.view(np.uint8))
 
 
+def organized_cloud(header: Header, points: np.ndarray) -> PointCloud2:
+    """Organized cloud of float32 x, y, z points [H, W, 3], NaN where a pixel has none
+    (so not dense): point (u, v) belongs to pixel (u, v) of an image of the same size."""
+    points = np.ascontiguousarray(points, np.float32)
+    height, width = points.shape[:2]
+    msg = PointCloud2(header=header, height=height, width=width, fields=_XYZ_FIELDS,
+                      is_bigendian=False, point_step=12, row_step=12 * width, is_dense=False)
+    return _with_payload(msg, points)
+
+
 def point_cloud(header: Header, points: np.ndarray) -> PointCloud2:
     """Unorganised cloud of float32 x, y, z points."""
     points = np.ascontiguousarray(points, np.float32)

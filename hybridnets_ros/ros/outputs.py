@@ -26,6 +26,7 @@ from ..core.bev import OCCUPIED, BevProjector, drivable_boundary
 from ..core.camera import CameraModel
 from ..core.depth_grid import DepthProjector
 from ..core.objects3d import BoxEstimates, GroundContacts
+from ..core.semantic_cloud import GroundPoints, Sampler
 from ..core.registry import DEFAULT_MODEL, adapter
 from ..core.visualize import draw_result
 from ..pipeline.pipeline import Result
@@ -63,6 +64,8 @@ class FrameProducts:
     track_ids: np.ndarray | None = None                # [N] per detection; None: tracking off
     velocities: np.ndarray | None = None               # [N,2] m/s in ground_frame, NaN: unknown
     boxes_3d: BoxEstimates | None = None               # with camera, when a 3D output is wanted
+    sampler: Sampler | None = None                     # semantic_output_scale (None: scale 1)
+    ground_points: GroundPoints | None = None          # segmentation/points' lookup, when wanted
     # (namespace, id) of the markers viewers hold, owned by the frame processor; the markers
     # builder replaces them with what it draws, so that the next frame deletes what is gone.
     shown_markers: set[tuple[str, int]] = field(default_factory=set)
@@ -128,6 +131,23 @@ def _object_markers(p: FrameProducts) -> MarkerArray:
     return msg
 
 
+def _semantic_image(p: FrameProducts, image: np.ndarray) -> Image:
+    """A per-pixel map at semantic_output_scale as mono8 (label, confidence)."""
+    return messages.image(p.header, image if p.sampler is None else p.sampler.sample(image),
+                          "mono8")
+
+
+def _semantic_points(p: FrameProducts) -> PointCloud2:
+    """segmentation/points: with metric depth the pixels' depth along their rays, else the
+    rays' ground-plane points (core.semantic_cloud)."""
+    if p.result.depth_m is None:
+        points = p.ground_points.on_ground()
+    else:
+        points = p.ground_points.at_depth(p.result.depth_m, p.result.seg_mask,
+                                          p.surfaces.no_surface)
+    return messages.organized_cloud(p.ground_header, points)
+
+
 def _overlay(p: FrameProducts) -> Image:
     ranges = None if p.contacts is None else p.contacts.ranges
     picture = draw_result(p.bgr, p.result, p.network, track_ids=p.track_ids, ranges=ranges)
@@ -155,8 +175,13 @@ OUTPUTS: tuple[Output, ...] = (
     # As Isaac ROS segmentation and Autoware publish: one label image (class ids) and its
     # colour rendering.
     Output("segmentation_label", "segmentation/label", Image,
-           lambda p: messages.image(p.header, p.result.seg_mask, "mono8"),
-           requires=frozenset({SEMANTIC})),
+           lambda p: _semantic_image(p, p.result.seg_mask), requires=frozenset({SEMANTIC})),
+    # Nav2's semantic segmentation layer (docs/nav2.md): the label's class probability and
+    # a 3D point per label pixel, both aligned with the label at semantic_output_scale.
+    Output("segmentation_confidence", "segmentation/confidence", Image,
+           lambda p: _semantic_image(p, p.result.confidence), requires=frozenset({SEMANTIC})),
+    Output("segmentation_points", "segmentation/points", PointCloud2, _semantic_points,
+           needs_grids=True, requires=frozenset({SEMANTIC})),
     Output("segmentation_color", "segmentation/color", Image,
            lambda p: messages.colour_image(p.header, p.result.seg_mask,
                                            p.network.seg_colors_rgb),
@@ -192,6 +217,10 @@ OUTPUTS: tuple[Output, ...] = (
     Output("overlay", "overlay", Image, _overlay, viewer_only=True),
 )
 BY_NAME = {o.name: o for o in OUTPUTS}
+# Rows that need the camera's lookup (needs_grids) but not the grids themselves.
+NO_GRIDS_NEEDED = frozenset({"points", "segmentation_points"})
+# Outputs that need the network's per-pixel confidence (Result.confidence).
+NEEDS_CONFIDENCE = frozenset({"segmentation_confidence"})
 # Published for every processed frame, even when empty: the sign of life downstream.
 ALWAYS = frozenset({"detections"})
 # The latched per-frame outputs (the grids): the node builds them for every frame it

@@ -67,7 +67,7 @@ SYNTHETIC_FRAMES = 8  # distinct synthetic frames rendered, then cycled
 STAGES = {"conversion": "image conversion", "preprocess": "pre-processing",
           "network": "network", "postprocess": "post-processing",
           "objects": "3D and tracks", "grids": "bird's-eye grids",
-          "messages": "message build"}
+          "semantic": "segmentation points", "messages": "message build"}
 TORCH_VARIANTS = {"torch-eager": (("optimize", False),), "torch-cudagraph": (("cuda_graph", True),)}
 
 

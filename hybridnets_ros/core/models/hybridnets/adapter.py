@@ -11,7 +11,7 @@ import torch
 from ...adapter import DETECTIONS, LANE, SEMANTIC, BenchPath, DetectionSettings, ModelAdapter, Result
 from ...anchors import generate_anchors
 from ...lru import ShapeLru
-from ...postprocess import as_tensor, detect, segmentation_labels
+from ...postprocess import as_tensor, detect, segmentation_confidence, segmentation_labels
 from ...preprocess import Letterbox, Preprocessor
 from ...spec import BDD100K, SEG_LANE, SEG_ROAD
 from ...surfaces import MaskSurfaces
@@ -30,7 +30,7 @@ class HybridNetsPostprocessor:
         self._anchors: dict[tuple, torch.Tensor] = ShapeLru()
 
     def __call__(self, outputs, index: int, letterbox: Letterbox, image_hw,
-                 settings: DetectionSettings) -> Result:
+                 settings: DetectionSettings, confidence: bool = False) -> Result:
         regression = as_tensor(outputs[0])[index]
         key = (letterbox.input_hw, regression.device)
         if key not in self._anchors:
@@ -40,8 +40,10 @@ class HybridNetsPostprocessor:
                             settings.conf_threshold, settings.iou_threshold,
                             settings.max_detections, self.on_device)
         seg_mask = segmentation_labels(outputs[2][index], letterbox, self.on_device)
+        # The segmentation head's classes are exclusive (trained with a softmax).
+        scores = segmentation_confidence(outputs[2][index], letterbox) if confidence else None
         return Result(detections, seg_mask, drivable_mask=seg_mask == SEG_ROAD,
-                      lane_mask=seg_mask == SEG_LANE)
+                      lane_mask=seg_mask == SEG_LANE, confidence=scores)
 
 
 class HybridNetsAdapter(ModelAdapter):

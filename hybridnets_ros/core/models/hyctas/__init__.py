@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...postprocess import first_argmax
+from ...postprocess import first_argmax, max_softmax
 from ...preprocess import normalisation_tables, normalise_into
 from ...weights import load_checkpoint as _load_checkpoint
 from .network import NUM_CLASSES, HyCTAS, load_architecture
@@ -163,20 +163,25 @@ def _upsample_valid_region(logits: torch.Tensor, crop: CropInfo) -> torch.Tensor
 BAND_ROWS = 8
 
 
-def _upsampled_argmax(logits: torch.Tensor, crop: CropInfo) -> np.ndarray:
+def _upsampled_argmax(logits: torch.Tensor, crop: CropInfo,
+                      confidence: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """uint8 [valid_h, valid_w] first-index argmax over the classes of the upsampled valid
     region (_upsample_valid_region), by OpenCV (``first_argmax``: torch's argmax over the
     class dimension was most of the time, docs/benchmarks.md), in bands of output rows. With a power-of-two row
     factor a band upsampled alone, with one logit row of margin on each side, samples the
     same positions with the same weights (every coordinate is exact in binary): the same
-    values as upsampling everything, without the whole upsampled tensor in memory."""
+    values as upsampling everything, without the whole upsampled tensor in memory. With
+    ``confidence`` also the uint8 softmax probability (0-255) of that class over the same
+    upsampled logits (None without)."""
     (h, w), (input_h, input_w), (valid_h, valid_w) = logits.shape[-2:], crop.input_hw, crop.valid_hw
     factor_h, factor_w = input_h // h, input_w // w
     if (factor_h * h, factor_w * w) != (input_h, input_w) or factor_h & (factor_h - 1):
-        return first_argmax(_upsample_valid_region(logits, crop)[0].numpy())
+        scores = _upsample_valid_region(logits, crop)[0]
+        return first_argmax(scores.numpy()), max_softmax(scores.numpy()) if confidence else None
     rows = min(h, max(0, math.floor((valid_h - 0.5) / factor_h - 0.5)) + 2)
     cols = min(w, max(0, math.floor((valid_w - 0.5) / factor_w - 0.5)) + 2)
     train_ids = np.empty((valid_h, valid_w), np.uint8)
+    scored = np.empty((valid_h, valid_w), np.uint8) if confidence else None
     for top in range(0, -(-valid_h // factor_h), BAND_ROWS):
         first, last = max(top - 1, 0), min(top + BAND_ROWS + 1, rows)
         band = F.interpolate(logits[..., first:last, :cols],
@@ -184,9 +189,11 @@ def _upsampled_argmax(logits: torch.Tensor, crop: CropInfo) -> np.ndarray:
                              mode="bilinear", align_corners=False)
         start, stop = top * factor_h, min((top + BAND_ROWS) * factor_h, valid_h)
         skip = (top - first) * factor_h
-        train_ids[start:stop] = first_argmax(
-            band[0, :, skip:skip + stop - start, :valid_w].numpy())
-    return train_ids
+        scores = band[0, :, skip:skip + stop - start, :valid_w]
+        train_ids[start:stop] = first_argmax(scores.numpy())
+        if confidence:
+            scored[start:stop] = max_softmax(scores.numpy())
+    return train_ids, scored
 
 
 def postprocess(logits: torch.Tensor | np.ndarray, crop: CropInfo,
@@ -197,12 +204,22 @@ def postprocess(logits: torch.Tensor | np.ndarray, crop: CropInfo,
     classes (of the logits: the reference's softmax first changes no pixel on the golden cases),
     crop to the image. A frame the reference path scaled down is scaled back (nearest).
     """
+    return labels_and_confidence(logits, crop, image_hw, confidence=False)[0]
+
+
+def labels_and_confidence(logits: torch.Tensor | np.ndarray, crop: CropInfo,
+                          image_hw: tuple[int, int],
+                          confidence: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """``postprocess``'s train ids and, with ``confidence``, the uint8 [H,W] softmax
+    probability (0-255) of each pixel's class (None without)."""
     logits = torch.as_tensor(logits)
     if logits.ndim != 4 or logits.shape[:2] != (1, NUM_CLASSES):
         raise ValueError(f"expected logits [1,{NUM_CLASSES},h,w], got {tuple(logits.shape)}")
     with torch.inference_mode():
-        train_ids = _upsampled_argmax(logits.float().cpu(), crop)
+        train_ids, scores = _upsampled_argmax(logits.float().cpu(), crop, confidence)
     image_hw = tuple(int(v) for v in image_hw)
     if train_ids.shape != image_hw:
         train_ids = cv2.resize(train_ids, image_hw[::-1], interpolation=cv2.INTER_NEAREST)
-    return train_ids
+        if scores is not None:
+            scores = cv2.resize(scores, image_hw[::-1], interpolation=cv2.INTER_NEAREST)
+    return train_ids, scores

@@ -10,7 +10,7 @@ import torch
 from ...adapter import SEMANTIC, BenchPath, ModelAdapter, Result, Setting
 from ...postprocess import Detections
 from . import ARCHITECTURES, CLASS_COLORS_RGB, CLASS_NAMES, MEAN_RGB, STD_RGB, STRIDE, REFERENCE_HW
-from . import build_network, postprocess, preprocess
+from . import build_network, labels_and_confidence, preprocess
 from .network import HyCTAS
 
 PATHS = ("reference", "native")
@@ -29,11 +29,13 @@ class HyctasPreprocessor:
         return tuple(-(-side // STRIDE) * STRIDE for side in image_hw)
 
 
-def hyctas_postprocess(outputs, index: int, crop, image_hw, _settings) -> Result:
+def hyctas_postprocess(outputs, index: int, crop, image_hw, _settings,
+                       confidence: bool = False) -> Result:
     logits = outputs[0][index:index + 1]
     if isinstance(logits, torch.Tensor):
         logits = logits.cpu()
-    return Result(Detections.empty(), postprocess(logits, crop, image_hw))
+    train_ids, scores = labels_and_confidence(logits, crop, image_hw, confidence)
+    return Result(Detections.empty(), train_ids, confidence=scores)
 
 
 class HyctasAdapter(ModelAdapter):

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from ...postprocess import first_argmax
+from ...postprocess import first_argmax, max_softmax
 from ...preprocess import normalise_into
 from ...weights import load_checkpoint as _load_checkpoint
 from .network import NUM_CLASSES, HydraNet
@@ -77,12 +77,14 @@ def preprocess(bgr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
 
 def postprocess(seg_logits: np.ndarray | torch.Tensor, depth: np.ndarray | torch.Tensor,
-                image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+                image_hw: tuple[int, int], confidence: bool = False) -> tuple[np.ndarray, ...]:
     """Network outputs of one image -> (``seg_mask`` uint8 [H, W], ``depth_m`` float32 [H, W]).
 
     As the original: bicubic resize (OpenCV ``INTER_CUBIC``) of all logits to the image
     size, then argmax (the first class wins a tie); bicubic resize of the depth, then abs.
     ``seg_logits`` is [1, C, h, w] or [C, h, w]; ``depth`` is [1, 1, h, w], [1, h, w] or [h, w].
+    With ``confidence`` a third array: uint8 [H, W] softmax probability (0-255) of each
+    pixel's class over the resized logits (the segmentation head is a softmax classifier).
     """
     logits, depth_map = _as_float32(seg_logits), _as_float32(depth)
     if logits.ndim == 4 and logits.shape[0] == 1:
@@ -103,7 +105,7 @@ def postprocess(seg_logits: np.ndarray | torch.Tensor, depth: np.ndarray | torch
     seg_mask = first_argmax(planes)
     depth_m = np.abs(cv2.resize(depth_map.reshape(logits.shape[1:]), (width, height),
                                 interpolation=cv2.INTER_CUBIC))
-    return seg_mask, depth_m
+    return (seg_mask, depth_m, max_softmax(planes)) if confidence else (seg_mask, depth_m)
 
 
 def _as_float32(array: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -32,10 +32,12 @@ class HydraPreprocessor:
         return self._scaled_hw(image_hw) if self.input_scale != 1.0 else tuple(image_hw)
 
 
-def hydra_postprocess(outputs, index: int, _context, image_hw, _settings) -> Result:
-    seg_mask, depth_m = postprocess(outputs[0][index:index + 1], outputs[1][index:index + 1],
-                                    image_hw)
-    return Result(Detections.empty(), seg_mask, depth_m=depth_m)
+def hydra_postprocess(outputs, index: int, _context, image_hw, _settings,
+                      confidence: bool = False) -> Result:
+    seg_mask, depth_m, *scores = postprocess(outputs[0][index:index + 1],
+                                             outputs[1][index:index + 1], image_hw, confidence)
+    return Result(Detections.empty(), seg_mask, depth_m=depth_m,
+                  confidence=scores[0] if scores else None)
 
 
 class HydraAdapter(ModelAdapter):

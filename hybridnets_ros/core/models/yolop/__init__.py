@@ -169,6 +169,12 @@ def scale_coords(boxes: torch.Tensor, lb: Letterbox) -> torch.Tensor:
 
 def masks(drivable, lane, lb: Letterbox) -> tuple[np.ndarray, np.ndarray]:
     """The two [1, 2, H, W] probability maps -> (drivable, lane) uint8 0/1 masks [h0, w0]."""
+    return masks_of(probabilities(drivable, lane, lb))
+
+
+def probabilities(drivable, lane, lb: Letterbox) -> np.ndarray:
+    """The two [1, 2, H, W] probability maps -> float32 [h0, w0, 4] at the image's size
+    (drivable's two channels, then lane's)."""
     probs = torch.cat((as_tensor(drivable), as_tensor(lane)), dim=1)
     if probs.ndim != 4 or probs.shape[:2] != (1, 4) or tuple(probs.shape[2:]) != lb.input_hw:
         raise ValueError(f"expected two [1, 2, {lb.input_hw[0]}, {lb.input_hw[1]}] maps, got "
@@ -180,7 +186,21 @@ def masks(drivable, lane, lb: Letterbox) -> tuple[np.ndarray, np.ndarray]:
     # factor reaches the image size (same scale), and fits where it does not. OpenCV's
     # bilinear resize is PyTorch's align_corners=False one up to float rounding, and faster.
     h0, w0 = lb.source_hw
-    probs = cv2.resize(np.ascontiguousarray(probs.transpose(1, 2, 0)), (w0, h0),
-                       interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(np.ascontiguousarray(probs.transpose(1, 2, 0)), (w0, h0),
+                      interpolation=cv2.INTER_LINEAR)
+
+
+def masks_of(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(drivable, lane) uint8 0/1 masks of ``probabilities``' maps: each head's foreground
+    channel above its background one."""
     return ((probs[..., 1] > probs[..., 0]).view(np.uint8),
             (probs[..., 3] > probs[..., 2]).view(np.uint8))
+
+
+def label_confidence(probs: np.ndarray, drivable: np.ndarray, lane: np.ndarray) -> np.ndarray:
+    """uint8 [h0, w0] probability (0-255) of each pixel's label from ``probabilities``'
+    [h0, w0, 4] sigmoid outputs: each head's channel is a probability of its own (a
+    sigmoid, not a softmax over the pair), so a lane pixel takes the lane head's lane
+    channel, a road pixel the drivable head's road channel, the rest its background one."""
+    chosen = np.where(lane, probs[..., 3], np.where(drivable, probs[..., 1], probs[..., 0]))
+    return cv2.convertScaleAbs(chosen, alpha=255.0)

@@ -8,7 +8,7 @@ from ...adapter import DETECTIONS, LANE, SEMANTIC, DetectionSettings, ModelAdapt
 from ...preprocess import Letterbox
 from ...surfaces import MaskSurfaces
 from . import (CLASS_NAMES, MEAN, OUTPUT_NAMES, RELEASED_WEIGHTS_NAME, STD, Preprocessor,
-               build_network, detect, masks)
+               build_network, detect, label_confidence, masks_of, probabilities)
 from .network import MAX_STRIDE, YOLOP
 
 # segmentation/label values: a lane line on the road is labelled lane. Road is 1, so the
@@ -18,14 +18,16 @@ _LANE = np.uint8(SEG_CLASSES.index("lane"))
 
 
 def yolop_postprocess(outputs, index: int, letterbox: Letterbox, image_hw,
-                      settings: DetectionSettings) -> Result:
+                      settings: DetectionSettings, confidence: bool = False) -> Result:
     frame = slice(index, index + 1)
     detections = detect(outputs[0][frame], letterbox, settings.conf_threshold,
                         settings.iou_threshold, settings.max_detections)
-    drivable, lane = (mask.view(bool) for mask in masks(outputs[1][frame], outputs[2][frame],
-                                                          letterbox))
+    probs = probabilities(outputs[1][frame], outputs[2][frame], letterbox)
+    drivable, lane = (mask.view(bool) for mask in masks_of(probs))
     seg_mask = np.where(lane, _LANE, drivable.view(np.uint8))
-    return Result(detections, seg_mask, drivable_mask=drivable, lane_mask=lane)
+    scores = label_confidence(probs, drivable, lane) if confidence else None
+    return Result(detections, seg_mask, drivable_mask=drivable, lane_mask=lane,
+                  confidence=scores)
 
 
 class YolopAdapter(ModelAdapter):

@@ -117,7 +117,8 @@ class ModelAdapter(ABC):
     tint_background: bool = True                # overlay: tint class 0 too (False: leave it)
     weights_name: str = ""                      # the released checkpoint's file name
     weights_source: str = ""                    # where it comes from (for error messages)
-    downloadable: bool = False                  # `hybridnets download-weights` fetches it
+    weights_url: str = ""                       # its public address: download-weights fetches it
+    weights_sha256: str = ""                    # the published file's SHA-256, where known
     checkpoint_label: str = ""                  # how a mismatch names what it expected
     input_name: str = "image"
     onnx_revision: int = 1                      # raise when the exported graph changes
@@ -129,6 +130,36 @@ class ModelAdapter(ABC):
     torch2trt_converts: bool = False            # torch2trt has converters for all its layers
     batches_cameras: bool = False               # several cameras' frames share one call
     processing_on_device: bool = False          # pre/post-processing can run on CUDA
+
+    # ------------------------------------------------------------------- weights
+    @property
+    def downloadable(self) -> bool:
+        """`hybridnets download-weights --model` can fetch the checkpoint."""
+        return bool(self.weights_url)
+
+    def cached_weights(self) -> Path:
+        """Where the released checkpoint is looked for and downloaded to."""
+        from .weights import cache_dir
+        return cache_dir() / self.weights_name
+
+    def download_weights(self, dest: str | Path, url: str = "", progress: bool = True,
+                         timeout: float = 30.0) -> Path:
+        """The released checkpoint (or the one at ``url``) saved at ``dest``, accepted only
+        if it loads strictly into this network; WeightsError otherwise."""
+        from .download import download
+        from .weights import WeightsError
+
+        if not (url or self.weights_url):
+            raise WeightsError(f"{self.name} has no public checkpoint address: put "
+                               f"{self.weights_name} from {self.weights_source} at {dest}")
+        # The published file is what weights_sha256 describes; another address may differ.
+        return download(url or self.weights_url, dest, self._check_download,
+                        sha256="" if url else self.weights_sha256, progress=progress,
+                        timeout=timeout)
+
+    def _check_download(self, path: Path) -> None:
+        options = {s.name: s.default for s in self.settings}
+        self.load_network(path, **options)
 
     # ------------------------------------------------------------------ settings
     def options(self, config) -> dict[str, Any]:

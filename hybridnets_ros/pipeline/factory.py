@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 
 from ..backends import create_backend
-from ..core.weights import cache_dir
 from .config import ConfigError, NodeConfig
 from .pipeline import Pipeline
 
@@ -23,14 +22,15 @@ def resolve_weights(config: NodeConfig) -> Path | None:
     if config.weights:
         return Path(config.weights)
     network = config.network
-    cached = cache_dir() / network.weights_name
+    cached = network.cached_weights()
     if cached.is_file():
         return cached
     if config.allow_random_weights:
         return None
-    get = (f"run `hybridnets download-weights` (saves to {cached})" if network.downloadable
-           else f"put {network.weights_name} from {network.weights_source} at {cached} "
-                "(`hybridnets download-weights` only knows the networks it can fetch)")
+    get = (f"run `hybridnets download-weights --model {network.name}` (saves to {cached})"
+           if network.downloadable else
+           f"put {network.weights_name} from {network.weights_source} at {cached} "
+           "(it has no public address `hybridnets download-weights` could fetch)")
     raise ConfigError(f"no {network.name} weights: give a checkpoint (parameter 'weights', "
                       f"option --weights), {get}, or allow random weights for a pipeline check "
                       "with meaningless outputs (allow_random_weights:=true, option "

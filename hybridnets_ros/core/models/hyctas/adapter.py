@@ -50,8 +50,7 @@ class HyctasAdapter(ModelAdapter):
                         "bicycle")
     no_surface_classes = ("sky",)
     weights_name = "hyctas_s.pth"
-    weights_source = ("the HyCTAS authors' release (weights/README.md; it cannot be downloaded "
-                      "by this package)")
+    weights_source = "the HyCTAS authors' release (weights/README.md)"
     output_names = ("logits",)
     settings = (
         Setting("hyctas_path", "reference", "hyctas: reference (pad to 1024x2048, the published "

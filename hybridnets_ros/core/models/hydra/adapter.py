@@ -51,8 +51,11 @@ class HydraAdapter(ModelAdapter):
     obstacle_classes = ("building", "sidewalk", "vegetation", "car")
     no_surface_classes = ("sky",)
     weights_name = RELEASED_WEIGHTS_NAME
-    weights_source = ("the authors' release of DrSleep/multi-task-refinenet (weights/README.md; "
-                      "it cannot be downloaded by this package)")
+    weights_source = ("weights/ExpKITTI_joint.ckpt of the authors' repository "
+                      "DrSleep/multi-task-refinenet")
+    # The file their ExpKITTI_joint notebook loads, committed in the repository.
+    weights_url = ("https://github.com/DrSleep/multi-task-refinenet/raw/master/weights/"
+                   "ExpKITTI_joint.ckpt")
     output_names = OUTPUT_NAMES
     onnx_revision = 2  # 2: an identity pool before each chained residual pooling
     settings = (Setting("input_scale", 1.0, "hydra: run the network on the image scaled by this "

@@ -41,8 +41,9 @@ class YolopAdapter(ModelAdapter):
     obstacle_classes = ("background",)
     tint_background = False
     weights_name = RELEASED_WEIGHTS_NAME
-    weights_source = ("weights/End-to-end.pth of the authors' repository hustvl/YOLOP "
-                      "(weights/README.md; it cannot be downloaded by this package)")
+    weights_source = "weights/End-to-end.pth of the authors' repository hustvl/YOLOP"
+    # The file their hubconf.py loads, committed in the repository (not a release asset).
+    weights_url = "https://github.com/hustvl/YOLOP/raw/main/weights/End-to-end.pth"
     checkpoint_label = "YOLOP"
     output_names = OUTPUT_NAMES
     input_multiple = MAX_STRIDE

@@ -26,7 +26,7 @@ from hybridnets_ros.pipeline.pipeline import Pipeline
 from hybridnets_ros.ros import messages, params
 from hybridnets_ros.ros.camera_info import camera_info_from_model
 from hybridnets_ros.ros.diagnostics import engine_values
-from hybridnets_ros.ros.frame import FrameProcessor
+from hybridnets_ros.ros.frame import FrameProcessor, GridProblem
 from hybridnets_ros.ros.surround import SurroundStage
 
 CAMERA = default_camera(640, 360)
@@ -173,7 +173,7 @@ def test_a_camera_that_sees_no_ground_gets_no_grids_or_3d(processor, frame_msg):
     sky = (0.0, 0.0, 1.5, 0.0, -0.8, 0.0)  # pitched 46 deg up: the whole image is sky
     processor.update_config(NodeConfig(input_size=256, camera_pose=sky))
     outcome = processor.process(frame_msg)
-    assert outcome.no_grids.reason == "impossible camera pose"
+    assert outcome.no_grids.reason is GridProblem.IMPOSSIBLE_POSE
     assert "no part of the image sees the ground" in str(outcome.no_grids)
     assert "detections" in outcome.messages
     assert not {"detections_3d", "drivable_grid"} & set(outcome.messages)
@@ -187,7 +187,7 @@ def test_an_impossible_pose_from_tf_is_refused(processor, frame_msg, roll, z, pr
     processor.transform_lookup = lambda frame, header: optical_transform((0, 0, z, roll, 0, 0))
     processor.update_config(NodeConfig(input_size=256, camera_pose=()))
     outcome = processor.process(frame_msg)
-    assert outcome.no_grids.reason == "impossible camera pose"
+    assert outcome.no_grids.reason is GridProblem.IMPOSSIBLE_POSE
     assert "from TF" in str(outcome.no_grids) and problem in str(outcome.no_grids)
     assert "detections_3d" not in outcome.messages
 

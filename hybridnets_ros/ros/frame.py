@@ -10,6 +10,7 @@ counts in diagnostics, replay summarises); nobody else converts, projects or bui
 """
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,11 +44,24 @@ REBUILD_FRAMES = 30
 REBUILD_PERIOD_S = 1.0
 
 
-class GridUnavailable(Exception):
-    """No grids for this frame. ``reason`` is a short category; ``bad_input`` tells a
-    message that is wrong (counted as a rejection) from state not there yet (said once)."""
+class GridProblem(enum.Enum):
+    """Why a frame has no grids; the value is how logs and /diagnostics name it."""
 
-    def __init__(self, reason: str, detail: str, bad_input: bool = False):
+    NO_CAMERA_INFO = "no camera_info"
+    INVALID_CAMERA_INFO = "invalid camera_info"
+    CAMERA_INFO_SIZE = "camera_info size mismatch"
+    IMPOSSIBLE_POSE = "impossible camera pose"
+    NO_POSE = "no pose"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class GridUnavailable(Exception):
+    """No grids for this frame, and the ``reason``; ``bad_input`` tells a message that is
+    wrong (counted as a rejection) from state not there yet (said once)."""
+
+    def __init__(self, reason: GridProblem, detail: str, bad_input: bool = False):
         super().__init__(detail)
         self.reason = reason
         self.bad_input = bad_input
@@ -79,7 +93,7 @@ def invalid_camera_info(exc: Exception) -> GridUnavailable:
     """The rejection of a CameraInfo that camera_model_from_info refused."""
     field = getattr(exc, "field", None)
     detail = f"camera_info.{field}: {exc}" if field else f"cannot use camera_info: {exc}"
-    return GridUnavailable("invalid camera_info", detail, bad_input=True)
+    return GridUnavailable(GridProblem.INVALID_CAMERA_INFO, detail, bad_input=True)
 
 
 def calibration_values(info: CameraInfo) -> tuple:
@@ -125,7 +139,7 @@ class ProjectorCache:
         try:
             projector = BevProjector(camera, grid)
         except (ValueError, cv2.error) as exc:
-            raise GridUnavailable("invalid camera_info", f"cannot use camera_info: {exc}",
+            raise GridUnavailable(GridProblem.INVALID_CAMERA_INFO, f"cannot use camera_info: {exc}",
                                   bad_input=True) from None
         self.projector, self._key = projector, key
         self._built_stamp, self._frames_since_build = stamp, 0
@@ -143,9 +157,9 @@ class ProjectorCache:
                transform=None) -> CameraModel:
         """The camera model of ``info`` and the pose; raises GridUnavailable."""
         if info is None:
-            raise GridUnavailable("no camera_info", "no CameraInfo received yet")
+            raise GridUnavailable(GridProblem.NO_CAMERA_INFO, "no CameraInfo received yet")
         if (info.height, info.width) != tuple(image_hw):
-            raise GridUnavailable("camera_info size mismatch",
+            raise GridUnavailable(GridProblem.CAMERA_INFO_SIZE,
                                   f"camera_info is {info.width}x{info.height} but the image is "
                                   f"{image_hw[1]}x{image_hw[0]}", bad_input=True)
         # Settings and the image size act at once; streamed values may change every frame.
@@ -165,7 +179,7 @@ class ProjectorCache:
             self._pose_problem = problem and (f"impossible camera pose {source} in "
                                               f"{config.ground_frame}: {problem}")
         if self._pose_problem:
-            raise GridUnavailable("impossible camera pose", self._pose_problem)
+            raise GridUnavailable(GridProblem.IMPOSSIBLE_POSE, self._pose_problem)
         return self._camera
 
 
@@ -287,7 +301,7 @@ class FrameProcessor:
                                                      transform)
         except GridUnavailable as exc:
             # An impossible pose is news even when only the fused grids use this camera.
-            if geometric or wants_objects or exc.reason == "impossible camera pose":
+            if geometric or wants_objects or exc.reason is GridProblem.IMPOSSIBLE_POSE:
                 self._no_grids(outcome, exc)
         self._objects(products, wants_objects)
         t3 = time.perf_counter()
@@ -359,7 +373,7 @@ class FrameProcessor:
         if self.transform_lookup is not None:
             transform = self.transform_lookup(self.config.ground_frame, header)
         if transform is None:
-            raise GridUnavailable("no pose", f"camera_pose is empty and no TF from "
+            raise GridUnavailable(GridProblem.NO_POSE, f"camera_pose is empty and no TF from "
                                   f"'{self.config.ground_frame}' to '{header.frame_id}' is "
                                   "available")
         return transform

@@ -40,7 +40,7 @@ def _need(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def random_model():
     """The network with seeded random weights, built once per session."""
-    from hybridnets_ros.core.weights import build_model
+    from hybridnets_ros.core.models.hybridnets.weights import build_model
     return build_model(random_weights=True)
 
 
@@ -100,7 +100,7 @@ def demo_images() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def golden_model(golden_weights):
-    from hybridnets_ros.core.weights import build_model
+    from hybridnets_ros.core.models.hybridnets.weights import build_model
     return build_model(golden_weights)
 
 

@@ -65,7 +65,7 @@ def weights() -> str:
         return str(golden)
     import torch
 
-    from hybridnets_ros.core.weights import build_model
+    from hybridnets_ros.core.models.hybridnets.weights import build_model
     path = _work() / "random.pth"
     torch.save(build_model(random_weights=True).state_dict(), path)
     return str(path)

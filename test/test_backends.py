@@ -26,7 +26,7 @@ from hybridnets_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from hybridnets_ros.backends.torch_backend import TorchBackend
 from hybridnets_ros.backends.engine_cache import EngineCache, EngineKey, weights_digest
 from hybridnets_ros.backends.onnx_export import cached_onnx
-from hybridnets_ros.core.preprocess import Preprocessor
+from hybridnets_ros.core.models.hybridnets.preprocess import Preprocessor
 from hybridnets_ros.core.registry import adapter
 
 OUTPUTS = ("regression", "classification", "segmentation")

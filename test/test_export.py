@@ -8,13 +8,13 @@ import onnxruntime as ort
 import pytest
 
 from conftest import match_detections, rel_l2
-from hybridnets_ros.core.anchors import generate_anchors
+from hybridnets_ros.core.models.hybridnets.anchors import generate_anchors
 from hybridnets_ros.backends import create_backend
 from hybridnets_ros.cli import main
 from hybridnets_ros.backends.engine_cache import weights_digest
 from hybridnets_ros.backends.onnx_export import OPSET, cached_onnx
 from hybridnets_ros.pipeline.pipeline import Pipeline
-from hybridnets_ros.core.spec import BDD100K
+from hybridnets_ros.core.models.hybridnets.spec import BDD100K
 
 pytestmark = pytest.mark.slow  # ONNX exports of the whole network
 

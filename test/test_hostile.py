@@ -18,8 +18,9 @@ import torch
 
 from hybridnets_ros.backends import create_backend
 from hybridnets_ros.backends.base import ENGINES_KEPT
-from hybridnets_ros.core.postprocess import CANDIDATES_PER_DETECTION, detect
-from hybridnets_ros.core.preprocess import Letterbox
+from hybridnets_ros.core.postprocess import CANDIDATES_PER_DETECTION
+from hybridnets_ros.core.models.hybridnets.postprocess import detect
+from hybridnets_ros.core.models.hybridnets.preprocess import letterbox as letterbox_of
 from hybridnets_ros.core.sources import InputError
 from hybridnets_ros.ros.conversions import ImageConversionError, compressed_to_bgr, image_to_bgr
 from sensor_msgs.msg import CompressedImage, Image
@@ -129,7 +130,7 @@ def test_max_detections_caps_nms_and_is_exact_when_reached():
     anchors = torch.cat([anchors_xy, anchors_xy + 20 + 40 * torch.rand(n, 2, generator=rng)], 1)
     regression = 0.1 * torch.randn(n, 4, generator=rng)
     classification = torch.rand(n, 1, generator=rng)
-    letterbox = Letterbox.compute((384, 640), 640, 128)
+    letterbox = letterbox_of((384, 640), 640, 128)
     full = detect(regression, classification, anchors, letterbox, 0.0, 0.3, max_detections=n)
     for k in (1, 10, 100):
         capped = detect(regression, classification, anchors, letterbox, 0.0, 0.3, max_detections=k)
@@ -471,7 +472,7 @@ def test_the_cap_says_once_how_many_detections_it_dropped(caplog, monkeypatch):
     anchors_xy = torch.rand(n, 2, generator=rng) * torch.tensor([384.0, 640.0])
     anchors = torch.cat([anchors_xy, anchors_xy + 10], 1)
     regression, classification = torch.zeros(n, 4), torch.rand(n, 1, generator=rng)
-    letterbox = Letterbox.compute((384, 640), 640, 128)
+    letterbox = letterbox_of((384, 640), 640, 128)
     assert len(detect(regression, classification, anchors, letterbox, 0.0, 0.3, n)) > 100
     assert not [r for r in caplog.records if "max_detections" in r.getMessage()]
     for _ in range(3):

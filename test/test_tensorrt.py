@@ -22,7 +22,7 @@ from conftest import rel_l2, small_network_onnx
 from hybridnets_ros.backends import BackendUnavailable, create_backend
 from hybridnets_ros.backends.onnx_export import cached_onnx
 from hybridnets_ros.core.registry import adapter
-from hybridnets_ros.core.preprocess import Letterbox
+from hybridnets_ros.core.models.hybridnets.preprocess import letterbox
 
 # Engines of the whole network through the stand-ins: `make test` runs them, the fast loop
 # (-m "not slow") does not.
@@ -32,7 +32,7 @@ HYBRIDNETS = adapter("hybridnets")
 INPUT_NAME, OUTPUT_NAMES = HYBRIDNETS.input_name, HYBRIDNETS.output_names
 
 INPUT_SIZE = 256
-HW = Letterbox.compute((720, 1280), INPUT_SIZE, 128).input_hw
+HW = letterbox((720, 1280), INPUT_SIZE, 128).input_hw
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +209,7 @@ def calib_folder(sample_images):
 def test_int8_engine_from_the_qdq_model(golden_model, calib_folder, monkeypatch, version,
                                         typed, flags):
     from hybridnets_ros.backends.quantize import calibration_frames
-    from hybridnets_ros.core.preprocess import Preprocessor
+    from hybridnets_ros.core.models.hybridnets.preprocess import Preprocessor
     standins.install(monkeypatch, version)
     backend = tensorrt(golden_model, precision="int8", calib=str(calib_folder),
                        source_hw=(720, 1280))

@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from hybridnets_ros.core.models.hybridnets import HybridNets
-from hybridnets_ros.core.weights import (WeightsError, build_model, download_weights, load_into,
-                                    read_state_dict)
+from hybridnets_ros.core.models.hybridnets.weights import CHECKPOINT_LABEL, build_model
+from hybridnets_ros.core.registry import adapter
+from hybridnets_ros.core.weights import WeightsError, load_into, read_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def test_key_mismatches_are_listed(random_state):
     state["extra.weight"] = torch.zeros(1)
     state["classifier.header.pointwise_conv.conv.bias"] = torch.zeros(90)  # a 10-class head
     with pytest.raises(WeightsError) as info:
-        load_into(HybridNets(), state, "other.pth")
+        load_into(HybridNets(), state, "other.pth", CHECKPOINT_LABEL)
     message = str(info.value)
     assert "other.pth is not a HybridNets-D3 checkpoint" in message
     assert "1 missing keys: encoder._conv_stem.weight" in message
@@ -48,7 +49,7 @@ def test_key_mismatches_are_listed(random_state):
 
 def test_many_missing_keys_are_summarised():
     with pytest.raises(WeightsError, match=r"1502 missing keys: .*\(1497 more\)"):
-        load_into(HybridNets(), {}, "empty dict")
+        load_into(HybridNets(), {}, "empty dict", CHECKPOINT_LABEL)
 
 
 def test_wrapped_state_dict_loads(tmp_path, random_state):
@@ -65,20 +66,3 @@ def test_random_weights_are_deterministic(random_model):
                for k, v in again.state_dict().items())
     with pytest.raises(WeightsError, match="no weights"):
         build_model()
-
-
-def test_download_is_verified_and_atomic(tmp_path, random_weights):
-    dest = tmp_path / "cache" / "hybridnets.pth"
-    assert download_weights(dest, url=random_weights.as_uri(), progress=False) == dest
-    assert dest.read_bytes() == random_weights.read_bytes()
-
-    broken = tmp_path / "broken.pth"
-    broken.write_bytes(random_weights.read_bytes()[:1000])
-    dest2 = tmp_path / "cache2" / "hybridnets.pth"
-    with pytest.raises(WeightsError, match="cannot read"):
-        download_weights(dest2, url=broken.as_uri(), progress=False)
-    assert list(dest2.parent.iterdir()) == []  # nothing partial left behind
-
-    with pytest.raises(WeightsError, match="cannot download"):
-        download_weights(dest2, url=(tmp_path / "absent.pth").as_uri(), progress=False)
-    assert list(dest2.parent.iterdir()) == []

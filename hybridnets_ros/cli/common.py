@@ -37,7 +37,8 @@ def add_setting_options(p: argparse.ArgumentParser, *names: str,
     for name in names:
         meta, kind = fields[name].metadata, FIELD_TYPES[name]
         default = (defaults or {}).get(name, fields[name].default)
-        text = meta["description"] + (f" (default {default})" if default != "" else "")
+        shown = default != "" and kind is not bool
+        text = meta["description"] + (f" (default {default})" if shown else "")
         text = text.replace("%", "%%")  # argparse formats help with %
         if kind is bool:
             p.add_argument(meta["option"], dest=name, action="store_true", default=None,

@@ -10,7 +10,8 @@ from ..backends.onnx_export import MAX_REL_L2, OPSET, cached_onnx, compare_with_
 from ..backends.quantize import cached_int8_onnx, calibration_frames
 from ..core.synthetic import SyntheticRoad, default_camera
 from ..pipeline.factory import load_model
-from .common import USER_ERRORS, CliError, add_family_options, config_from_options
+from .common import (USER_ERRORS, CliError, add_family_options, add_setting_options,
+                     config_from_options)
 
 
 def add_parser(sub) -> None:
@@ -19,19 +20,16 @@ def add_parser(sub) -> None:
                                    "--size, checked against PyTorch) or a TensorRT / torch2trt "
                                    "engine, built into the cache the runtime loads from.")
     add_family_options(p)
-    p.add_argument("--weights", metavar="PATH", help="checkpoint (default: the downloaded one)")
-    p.add_argument("--random-weights", action="store_true", default=None,
-                   help="random weights (for testing)")
+    add_setting_options(p, "weights", "allow_random_weights", "input_size", "int8_calibration",
+                        "device", defaults={"device": "cuda"})
+    p.set_defaults(device="cuda")  # engines are built on a GPU
     p.add_argument("--format", default="onnx", choices=("onnx", "engine", "torch2trt"),
                    help="onnx, engine (TensorRT from the ONNX export) or torch2trt (default onnx)")
-    p.add_argument("--size", type=int, help="letterbox target size (default 640)")
     p.add_argument("--camera", default="1280x720", metavar="WxH",
                    help="camera resolution; with --size it fixes the input shape (default 1280x720)")
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="fp16 engine (engine formats)")
     precision.add_argument("--int8", action="store_true", help="INT8, calibrated on --calib DIR")
-    p.add_argument("--calib", metavar="DIR", help="INT8 calibration images")
-    p.add_argument("--device", default="cuda", help="GPU for engine formats (default cuda)")
     p.add_argument("--output", metavar="PATH",
                    help="also copy the result here (default for onnx: MODEL_HxW.onnx)")
     p.set_defaults(func=run)
@@ -48,7 +46,7 @@ def parse_camera(text: str) -> list[int]:
 
 def run(args) -> int:
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
-    if args.int8 and not args.calib:
+    if args.int8 and not args.int8_calibration:
         raise CliError("--int8 needs --calib DIR: a folder of frames like the camera's")
     if args.format == "onnx" and precision == "fp16":
         raise CliError("--fp16 is for engines (--format engine/torch2trt); ONNX is exported "

@@ -10,8 +10,9 @@ it can fill and how its grids are made. Nothing else names a network (docs/model
 from __future__ import annotations
 
 import collections
+import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -53,22 +54,6 @@ class DetectionSettings:
     @classmethod
     def of(cls, config) -> DetectionSettings:
         return cls(config.conf_threshold, config.iou_threshold, config.max_detections)
-
-
-@dataclass(frozen=True)
-class Setting:
-    """A setting a network adds to the configuration (a node parameter and, with
-    ``option``, a command-line option). Its checks beyond range and choices are the
-    adapter's :meth:`ModelAdapter.setting_problems`."""
-
-    name: str
-    default: Any
-    description: str
-    range: tuple[float, float] | None = None
-    choices: tuple[str, ...] | None = None
-    runtime: bool = False
-    option: str | None = None     # e.g. "--input-scale"
-    metavar: str | None = None
 
 
 class Preprocessor(Protocol):
@@ -125,7 +110,10 @@ class ModelAdapter(ABC):
     output_names: tuple[str, ...] = ()          # raw outputs, in forward()'s order
     input_multiple: int = 1                     # network input sides must be multiples of it
     uses_input_size: bool = False               # its pre-processing resizes to input_size
-    settings: tuple[Setting, ...] = ()          # the settings it adds
+    # The settings it adds: a frozen dataclass of core.settings fields in its folder, a base
+    # of the configuration (core.registry.ModelSettings); checks beyond range and choices
+    # are setting_problems'.
+    settings_type: type | None = None
     int8_calibration: bool = False              # its pre-processing calibrates int8 engines
     torch2trt_converts: bool = False            # torch2trt has converters for all its layers
     batches_cameras: bool = False               # several cameras' frames share one call
@@ -162,6 +150,11 @@ class ModelAdapter(ABC):
         self.load_network(path, **options)
 
     # ------------------------------------------------------------------ settings
+    @property
+    def settings(self) -> tuple[dataclasses.Field, ...]:
+        """The fields of ``settings_type`` (none without one)."""
+        return dataclasses.fields(self.settings_type) if self.settings_type else ()
+
     def options(self, config) -> dict[str, Any]:
         """The values of the settings this network adds, from a configuration."""
         return {s.name: getattr(config, s.name) for s in self.settings}
@@ -256,12 +249,3 @@ def _output_tuple(name: str, fields: tuple[str, ...]) -> type:
     if key not in _OUTPUT_TUPLES:
         _OUTPUT_TUPLES[key] = collections.namedtuple(f"{name.capitalize()}Outputs", fields)
     return _OUTPUT_TUPLES[key]
-
-
-def settings_of(adapters: Mapping[str, ModelAdapter]) -> tuple[Setting, ...]:
-    """Every adapter's settings, each once (two networks may share one by name)."""
-    seen: dict[str, Setting] = {}
-    for adapter in adapters.values():
-        for setting in adapter.settings:
-            seen.setdefault(setting.name, setting)
-    return tuple(seen.values())

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..backends import create_backend
+from ..core.adapter import DetectionSettings
 from .config import ConfigError, NodeConfig
 from .pipeline import Pipeline
 
@@ -68,8 +69,8 @@ def build_pipeline(config: NodeConfig, model: torch.nn.Module | None = None,
                              input_size=config.input_size, source_hw=config.source_hw,
                              calib=config.int8_calibration or None,
                              max_engines=config.max_engines, **backend_options)
-    pipeline = Pipeline(backend, config.input_size, config.conf_threshold, config.iou_threshold,
-                        max_detections=config.max_detections, options=config.network_options())
+    pipeline = Pipeline(backend, config.input_size, DetectionSettings.of(config),
+                        options=config.network_options())
     if len(config.cameras) > 1 and backend.batching and network.batches_cameras:
         pipeline.batch_size = len(config.cameras)  # one frame per camera per batch
     if config.source_hw:

@@ -262,7 +262,7 @@ class FrameProcessor:
         next frame. Each setting reaches its user here, as a whole object (the node calls
         this from another thread than the frames')."""
         self.config = config
-        self.detection_settings = DetectionSettings.of(config)
+        self.pipeline.settings = DetectionSettings.of(config)  # the pipeline holds them
         self.enabled = enabled_outputs(config)
         self.surfaces = self.network.surfaces(config)
         self.tracker.settings = TrackerSettings(config.track_max_missed, config.track_min_iou,
@@ -423,10 +423,9 @@ def process_batch(requests: list[FrameRequest],
             ready[index][1].engine_build = build
         ready = [ready[index] for index in run]
     if ready:
-        # One pipeline and one configuration's thresholds for every camera.
+        # One pipeline, with its thresholds, for every camera.
         processor = ready[0][0].processor
-        results = processor.pipeline.run_batch([bgr for _, _, bgr, _ in ready],
-                                               processor.detection_settings)
+        results = processor.pipeline.run_batch([bgr for _, _, bgr, _ in ready])
         for (request, outcome, bgr, conversion_ms), result in zip(ready, results):
             request.processor._finish(request, bgr, result, outcome, conversion_ms)
     return outcomes

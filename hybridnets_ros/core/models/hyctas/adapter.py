@@ -2,18 +2,33 @@
 padded input (or the faster native one) and its class map cropped to the image."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ...adapter import SEMANTIC, BenchPath, ModelAdapter, Result, Setting
+from ...adapter import SEMANTIC, BenchPath, ModelAdapter, Result
 from ...postprocess import Detections
+from ...settings import setting
 from . import ARCHITECTURES, CLASS_COLORS_RGB, CLASS_NAMES, MEAN_RGB, STD_RGB, STRIDE, REFERENCE_HW
 from . import build_network, postprocess, preprocess
 from .network import HyCTAS
 
 PATHS = ("reference", "native")
+
+
+@dataclass(frozen=True)
+class HyctasSettings:
+    """The settings HyCTAS adds to the configuration."""
+
+    hyctas_path: str = setting("reference", "hyctas: reference (pad to 1024x2048, the published "
+                               "evaluation, exact) or native (pad to a multiple of 16 only, "
+                               "about 2x faster, differs)", choices=PATHS, configure=True,
+                               option="--hyctas-path")
+    hyctas_arch: str = setting("S", "hyctas: architecture S, M, L or the path of an "
+                               "architecture JSON file", configure=True, option="--hyctas-arch",
+                               metavar="S|M|L|JSON")
 
 
 class HyctasPreprocessor:
@@ -52,13 +67,7 @@ class HyctasAdapter(ModelAdapter):
     weights_name = "hyctas_s.pth"
     weights_source = "the HyCTAS authors' release (weights/README.md)"
     output_names = ("logits",)
-    settings = (
-        Setting("hyctas_path", "reference", "hyctas: reference (pad to 1024x2048, the published "
-                "evaluation, exact) or native (pad to a multiple of 16 only, about 2x faster, "
-                "differs)", choices=PATHS, option="--hyctas-path"),
-        Setting("hyctas_arch", "S", "hyctas: architecture S, M, L or the path of an "
-                "architecture JSON file", option="--hyctas-arch", metavar="S|M|L|JSON"),
-    )
+    settings_type = HyctasSettings
 
     def setting_problems(self, config) -> list[str]:
         arch = config.hyctas_arch

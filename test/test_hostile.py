@@ -465,7 +465,7 @@ def test_careless_command_lines(tmp_path, random_weights, random_model, sample_i
 
 
 def test_the_cap_says_once_how_many_detections_it_dropped(caplog, monkeypatch):
-    from hybridnets_ros.core import postprocess
+    from hybridnets_ros.core.models.hybridnets import postprocess
     monkeypatch.setattr(postprocess._report_cap, "done", False)
     rng = torch.Generator().manual_seed(1)
     n = 2000

@@ -34,8 +34,8 @@ def test_every_backend_takes_one_spec():
         assert parameters == ["self", "spec"], f"{name}: {parameters}"
 
 
-def test_adapters_declare_what_the_rest_reads(random_model):
-    assert adapter_of(random_model) is adapter("hybridnets")
+def test_adapters_declare_what_the_rest_reads(hybridnets_module):
+    assert adapter_of(hybridnets_module) is adapter("hybridnets")
     with pytest.raises(TypeError, match="none of this package's networks"):
         adapter_of(object())
     with pytest.raises(ValueError, match="unknown model 'nope'"):

@@ -24,8 +24,8 @@ def frames():
 
 @pytest.mark.slow  # traces or exports the network for batch sizes 1 and 3
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_batched_equals_one_at_a_time(random_model, frames, backend):
-    pipeline = Pipeline(create_backend(backend, random_model), input_size=SIZE)
+def test_batched_equals_one_at_a_time(hybridnets_module, frames, backend):
+    pipeline = Pipeline(create_backend(backend, hybridnets_module), input_size=SIZE)
     assert pipeline.backend.batching
     pipeline.batch_size = 3  # three cameras
     if backend != "torch":  # the grouping by input size is the backend's business: once

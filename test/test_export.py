@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow  # ONNX exports of the whole network
 OUTPUTS = ("regression", "classification", "segmentation")
 
 
-def test_onnx_is_valid_static_and_described(random_onnx, random_model):
+def test_onnx_is_valid_static_and_described(random_onnx, hybridnets_module):
     proto = onnx.load(str(random_onnx))
     onnx.checker.check_model(proto, full_check=True)
     assert proto.opset_import[0].version >= 17 and OPSET >= 17
@@ -31,7 +31,7 @@ def test_onnx_is_valid_static_and_described(random_onnx, random_model):
     assert [o.name for o in proto.graph.output] == list(OUTPUTS)
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["input_hw"] == "384,640" and meta["class_names"] == "car"
-    assert meta["weights_sha256"] == weights_digest(random_model)
+    assert meta["weights_sha256"] == weights_digest(hybridnets_module)
 
 
 def test_onnxruntime_matches_golden_outputs(golden_onnx, golden_case):
@@ -50,9 +50,9 @@ def test_same_results_through_shared_postprocessing(golden_onnx, golden_model, g
     assert (result.seg_mask == golden_case["seg_mask"]).mean() >= 0.999
 
 
-def test_export_is_cached_per_weights_and_shape(random_onnx, random_model):
+def test_export_is_cached_per_weights_and_shape(random_onnx, hybridnets_module):
     mtime = random_onnx.stat().st_mtime_ns
-    assert cached_onnx(random_model, (384, 640)) == random_onnx
+    assert cached_onnx(hybridnets_module, (384, 640)) == random_onnx
     assert random_onnx.stat().st_mtime_ns == mtime  # loaded, not exported again
 
 

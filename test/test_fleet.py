@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import ros_graph  # noqa: F401  (isolated DDS environment; rclpy message types)
-from conftest import REPO
+from conftest import REPO, read_bag
 from hybridnets_ros.cli import main
 from hybridnets_ros.core.camera import optical_transform
 from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
@@ -51,15 +51,6 @@ PARAMS = """/**:
     allow_random_weights: true
     conf_threshold: 0.1
 """
-
-
-def read_bag(path) -> dict[str, list]:
-    """{topic: [(bag timestamp, message)]}."""
-    out = {}
-    with BagReader(path) as reader:
-        for topic, _, timestamp, msg in reader.messages({t.name for t in reader.topics()}):
-            out.setdefault(topic, []).append((timestamp, msg))
-    return out
 
 
 def road(count: int, camera=None) -> list[np.ndarray]:

@@ -100,9 +100,9 @@ def test_a_raw_image_over_the_limit_is_refused_without_touching_its_pixels():
 
 
 @pytest.mark.parametrize("hw", [(1, 1), (1, 65535), (31, 640), (100, 801)])
-def test_degenerate_shapes_never_reach_the_backend(random_model, hw):
+def test_degenerate_shapes_never_reach_the_backend(hybridnets_module, hw):
     from hybridnets_ros.pipeline.pipeline import Pipeline
-    backend = create_backend("torch", random_model, optimize=False)
+    backend = create_backend("torch", hybridnets_module, optimize=False)
     pipeline = Pipeline(backend)
     with pytest.raises(InputError, match="unsupported image size") as info:
         pipeline(np.zeros((*hw, 3), np.uint8))
@@ -110,8 +110,8 @@ def test_degenerate_shapes_never_reach_the_backend(random_model, hw):
     assert len(backend.engines) == 0
 
 
-def test_engines_per_shape_are_bounded(random_model):
-    backend = create_backend("torch", random_model, optimize=False)
+def test_engines_per_shape_are_bounded(hybridnets_module):
+    backend = create_backend("torch", hybridnets_module, optimize=False)
     shapes = [(128, 640), (256, 640), (384, 640), (512, 640), (640, 640)]
     for hw in shapes:
         backend.prepare(hw)
@@ -399,7 +399,7 @@ def test_lifecycle_churn_rapid_requests_and_ctrl_c(tmp_path, random_weights):
 # ----------------------------------------------------------- command line and bags (slow)
 
 @pytest.mark.slow
-def test_careless_command_lines(tmp_path, random_weights, random_model, sample_images, capsys):
+def test_careless_command_lines(tmp_path, random_weights, hybridnets_module, sample_images, capsys):
     from hybridnets_ros.cli import main
     from hybridnets_ros.tools.bags import BagReader
 
@@ -429,7 +429,7 @@ def test_careless_command_lines(tmp_path, random_weights, random_model, sample_i
     # a checkpoint of NaN weights is refused
     nan_weights = tmp_path / "nan.pth"
     torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
-                for k, v in random_model.state_dict().items()}, nan_weights)
+                for k, v in hybridnets_module.state_dict().items()}, nan_weights)
     assert run("infer", sample_images[0], "--output", out, "--weights", nan_weights,
                "--backend", "torch") == 2
     assert "NaN or Inf" in capsys.readouterr().err

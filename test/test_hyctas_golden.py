@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DEMO_IMAGES, GOLDEN, _need, export_and_run_onnx
+from conftest import DEMO_IMAGES, GOLDEN, _need, export_and_run_onnx, load_npz
 from hybridnets_ros.core.models import hyctas
 from hybridnets_ros.core.models.hyctas import network
 
@@ -21,8 +21,7 @@ KEY_LISTS = {"S": "checkpoint_keys.json", "M": "checkpoint_keys_m.json",
 
 
 def _case(name: str) -> dict[str, np.ndarray]:
-    with np.load(_need(HYCTAS / f"{name}.npz")) as data:
-        return {k: data[k] for k in data.files}
+    return load_npz(HYCTAS / f"{name}.npz")
 
 
 def _check_against_case(logits: np.ndarray, crop: hyctas.CropInfo, case: dict) -> None:

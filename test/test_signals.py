@@ -57,8 +57,8 @@ class GatedBuilds:
         return self._prepare(*args)
 
 
-def test_a_new_size_is_built_beside_the_sizes_that_run(random_model):
-    backend = create_backend("torch", random_model, optimize=False)
+def test_a_new_size_is_built_beside_the_sizes_that_run(hybridnets_module):
+    backend = create_backend("torch", hybridnets_module, optimize=False)
     pipeline = Pipeline(backend, input_size=256)
     pipeline(SMALL)  # its engine exists from here on
     gated = GatedBuilds(backend)
@@ -124,10 +124,10 @@ def test_a_configure_while_a_background_build_exports_waits_for_it(tmp_path):
     assert running.backend.has_engine(build.shape)
 
 
-def test_max_engines_bounds_the_engines_and_an_evicted_one_is_freed(random_model):
+def test_max_engines_bounds_the_engines_and_an_evicted_one_is_freed(hybridnets_module):
     config = NodeConfig(backend="torch", device="cpu", input_size=256, camera_resolution=(),
                         max_engines=1)
-    pipeline = build_pipeline(config, model=random_model, optimize=False)
+    pipeline = build_pipeline(config, model=hybridnets_module, optimize=False)
     pipeline(SMALL)
     engines = pipeline.backend.engines
     freed = weakref.ref(next(iter(engines.values()))[0])  # the engine's input buffer
@@ -156,8 +156,8 @@ def test_impossible_poses_are_refused_as_settings(pose, problem):
 
 
 @pytest.fixture
-def processor(random_model):
-    pipeline = Pipeline(create_backend("torch", random_model, optimize=False), input_size=256)
+def processor(hybridnets_module):
+    pipeline = Pipeline(create_backend("torch", hybridnets_module, optimize=False), input_size=256)
     processor = FrameProcessor(pipeline, NodeConfig(input_size=256))
     processor.camera_info = camera_info_from_model(CAMERA, "camera_optical_frame")
     return processor

@@ -60,9 +60,9 @@ def test_wrapped_state_dict_loads(tmp_path, random_state):
 
 
 @pytest.mark.slow  # builds the random network twice
-def test_random_weights_are_deterministic(random_model):
+def test_random_weights_are_deterministic(hybridnets_module):
     again = build_model(random_weights=True)  # the session's model was built the same way
-    assert all(torch.equal(random_model.state_dict()[k], v)
+    assert all(torch.equal(hybridnets_module.state_dict()[k], v)
                for k, v in again.state_dict().items())
     with pytest.raises(WeightsError, match="no weights"):
         build_model()

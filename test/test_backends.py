@@ -321,7 +321,7 @@ def test_exports_from_two_threads_at_once_both_succeed(tmp_path, caplog):
     def export(index, hw):
         start.wait()
         try:
-            paths[index] = cached_onnx(net, hw, cache=cache, network=adapter("hybridnets"))
+            paths[index] = cached_onnx(net, hw, cache=cache, adapter=adapter("hybridnets"))
         except Exception as exc:  # noqa: BLE001  (what the test reports)
             errors.append(f"{type(exc).__name__}: {exc}")
 

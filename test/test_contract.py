@@ -66,7 +66,7 @@ def test_every_backend_model_and_precision_through_build_pipeline(
         return
     assert precision in claimed_precisions(backend)
     assert pipeline.backend.name == backend and pipeline.backend.precision == precision
-    assert pipeline.backend.network is ADAPTERS[model] and type(pipeline) is Pipeline
+    assert pipeline.backend.adapter is ADAPTERS[model] and type(pipeline) is Pipeline
 
 
 @pytest.mark.slow  # builds the camera's engine at configure, as the node does

@@ -43,7 +43,7 @@ def test_the_registry_serves_it(toy):
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_it_runs_through_the_pipeline(toy, image, backend):
     module = toy.load_network(None)
-    pipeline = Pipeline(create_backend(backend, module, network=toy))
+    pipeline = Pipeline(create_backend(backend, module, adapter=toy))
     result = pipeline(image)
     red = image[..., 2] > 127  # BGR: red is the last channel
     assert result.seg_mask.shape == image.shape[:2]

@@ -428,7 +428,7 @@ def test_the_driver_reads_no_part_of_the_bags_done(pipeline, archive, tmp_path):
     root, _ = archive
     out = tmp_path / "out"
     config, network = pipeline
-    schema = frame_schema(network.network.detection_classes)
+    schema = frame_schema(network.adapter.detection_classes)
     rows = 20_000
     table = pa.table({f.name: pa.nulls(rows, f.type) if f.name == "rejected" else
                       pa.array(np.zeros(rows), f.type) if f.type != pa.string() else

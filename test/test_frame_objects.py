@@ -36,7 +36,7 @@ class ScriptedDetections:
 
     def __init__(self, pipeline):
         self.pipeline = pipeline
-        self.network = pipeline.network
+        self.adapter = pipeline.adapter
         self.script: list[Detections] = []
 
     def __call__(self, bgr, settings=None):

@@ -84,7 +84,7 @@ def test_a_failed_build_is_retried_after_a_back_off_and_its_error_shown_until_th
     first frame after the back-off builds the engine (issue 31: it was never tried again)."""
     blocked = tmp_path / "engines"
     blocked.write_text("a file where the cache folder goes")
-    backend = create_backend("onnxruntime", TinyNet(), network=adapter("hybridnets"),
+    backend = create_backend("onnxruntime", TinyNet(), adapter=adapter("hybridnets"),
                              cache=EngineCache(blocked))
     builds = EngineBuilds(Pipeline(backend, input_size=128))
     frame = np.zeros((96, 128, 3), np.uint8)

@@ -98,7 +98,7 @@ def choose_auto(device: str, precision: str, model: str | None = None,
 
 
 def create_backend(name: str, model: torch.nn.Module, device: str = "cpu",
-                   precision: str = "fp32", network: ModelAdapter | None = None,
+                   precision: str = "fp32", adapter: ModelAdapter | None = None,
                    **options) -> Backend:
     """A backend by name: ``auto`` or one of BACKENDS, on ``device`` ("cpu", "cuda[:N]").
 
@@ -115,10 +115,10 @@ def create_backend(name: str, model: torch.nn.Module, device: str = "cpu",
     unknown = set(options) - set(OPTIONS)
     if unknown:
         raise TypeError(f"unknown backend option(s): {', '.join(sorted(unknown))}")
-    network = network or adapter_of(model)
+    adapter = adapter or adapter_of(model)
     if name == "auto":
-        name, why = choose_auto(device, precision, network.name, measured_size(
-            network, options.get("input_size", BackendSpec.input_size)))
+        name, why = choose_auto(device, precision, adapter.name, measured_size(
+            adapter, options.get("input_size", BackendSpec.input_size)))
         log.info("backend auto: picked %s (%s) on %s: %s", name, precision, device, why)
     elif name not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {name!r}; choose from auto, "
@@ -129,10 +129,10 @@ def create_backend(name: str, model: torch.nn.Module, device: str = "cpu",
         raise BackendUnavailable(f"backend {name!r} cannot run on {device}: missing "
                                  f"{'; '.join(lacking)}; available on {device}: "
                                  f"{', '.join(available_backends(device)) or 'none'}")
-    if name == "torch2trt" and not network.torch2trt_converts:
-        raise BackendUnavailable(f"{name} has no converters for every layer of {network.name} "
+    if name == "torch2trt" and not adapter.torch2trt_converts:
+        raise BackendUnavailable(f"{name} has no converters for every layer of {adapter.name} "
                                  "here; run it with torch, onnxruntime, openvino or tensorrt")
-    spec = BackendSpec(model, network, device, precision, **options)
+    spec = BackendSpec(model, adapter, device, precision, **options)
     return backend_class(name)(spec)
 
 

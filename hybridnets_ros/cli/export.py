@@ -61,17 +61,17 @@ def run(args) -> int:
 
 def export(config, fmt: str, output: str | None) -> int:
     """Writes what ``fmt`` asks for and prints what was written and where."""
-    source_hw, network = config.source_hw, config.network
-    preprocessor = network.preprocessor(config.input_size, **config.network_options())
+    source_hw, adapter = config.source_hw, config.adapter
+    preprocessor = adapter.preprocessor(config.input_size, **config.network_options())
     input_hw = preprocessor.input_hw(source_hw)
     model, _ = load_model(config)
     digest = weights_digest(model)
     shape = (f"input 1x3x{input_hw[0]}x{input_hw[1]} for a {source_hw[1]}x{source_hw[0]} camera"
-             + (f" at --size {config.input_size}" if network.uses_input_size else ""))
+             + (f" at --size {config.input_size}" if adapter.uses_input_size else ""))
     if fmt != "onnx":
         backend = create_backend("tensorrt" if fmt == "engine" else "torch2trt", model,
                                  device=config.device, precision=config.precision,
-                                 network=network, calib=config.int8_calibration or None,
+                                 adapter=adapter, calib=config.int8_calibration or None,
                                  source_hw=source_hw, input_size=config.input_size,
                                  digest=digest)
         path = backend.engine_path(input_hw)
@@ -83,16 +83,16 @@ def export(config, fmt: str, output: str | None) -> int:
 
     cache = EngineCache()
     if config.precision == "int8":
-        if not network.int8_calibration:
-            raise CliError(f"int8 calibration is not available for {network.name} here")
+        if not adapter.int8_calibration:
+            raise CliError(f"int8 calibration is not available for {adapter.name} here")
         frames = calibration_frames(config.int8_calibration, source_hw, preprocessor)
-        path = cached_int8_onnx(model, input_hw, digest, frames, cache, network)
+        path = cached_int8_onnx(model, input_hw, digest, frames, cache, adapter)
     else:
-        path = cached_onnx(model, input_hw, digest, cache, network)
-    out = Path(output or (f"{network.name}_{input_hw[0]}x{input_hw[1]}"
+        path = cached_onnx(model, input_hw, digest, cache, adapter)
+    out = Path(output or (f"{adapter.name}_{input_hw[0]}x{input_hw[1]}"
                           f"{'_int8' if config.precision == 'int8' else ''}.onnx"))
     shutil.copyfile(path, out)
-    extras = network.export_extras(out, input_hw)
+    extras = adapter.export_extras(out, input_hw)
     print(f"wrote {out} ({config.precision}, opset {OPSET}, {shape})"
           + "".join(f"; also {p}" for p in extras))
     if config.precision != "fp32":

@@ -229,13 +229,13 @@ class CommonSettings:
         return GridSpec(self.grid_resolution, *self.grid_x_range, *self.grid_y_range)
 
     @property
-    def network(self) -> ModelAdapter:
+    def adapter(self) -> ModelAdapter:
         """The model adapter (core.registry) of ``model``."""
         return ADAPTERS[self.model]
 
     def network_options(self) -> dict:
         """The values of the settings the network adds (its build and pre-processing)."""
-        return self.network.options(self)
+        return self.adapter.options(self)
 
     @property
     def fused_grid(self) -> GridSpec:
@@ -350,16 +350,16 @@ def problems(config) -> list[str]:
 def model_problems(config) -> list[str]:
     """Class lists that name classes the model does not have; what the model's adapter
     finds wrong with its own settings."""
-    network = ADAPTERS.get(config.model)
-    if network is None:
+    adapter = ADAPTERS.get(config.model)
+    if adapter is None:
         return []
     errors = []
     for name in CLASS_LISTS:
-        unknown = [c for c in getattr(config, name) if c not in network.seg_classes]
+        unknown = [c for c in getattr(config, name) if c not in adapter.seg_classes]
         if unknown:
             errors.append(f"{name}: {config.model} has no class {', '.join(map(repr, unknown))} "
-                          f"(its classes: {', '.join(network.seg_classes)})")
-    return errors + network.setting_problems(config)
+                          f"(its classes: {', '.join(adapter.seg_classes)})")
+    return errors + adapter.setting_problems(config)
 
 
 def camera_problems(config) -> list[str]:

@@ -22,17 +22,17 @@ def resolve_weights(config: NodeConfig) -> Path | None:
     weights, which only ``allow_random_weights`` permits (else ConfigError)."""
     if config.weights:
         return Path(config.weights)
-    network = config.network
-    cached = network.cached_weights()
+    adapter = config.adapter
+    cached = adapter.cached_weights()
     if cached.is_file():
         return cached
     if config.allow_random_weights:
         return None
-    get = (f"run `hybridnets download-weights --model {network.name}` (saves to {cached})"
-           if network.downloadable else
-           f"put {network.weights_name} from {network.weights_source} at {cached} "
+    get = (f"run `hybridnets download-weights --model {adapter.name}` (saves to {cached})"
+           if adapter.downloadable else
+           f"put {adapter.weights_name} from {adapter.weights_source} at {cached} "
            "(it has no public address `hybridnets download-weights` could fetch)")
-    raise ConfigError(f"no {network.name} weights: give a checkpoint (parameter 'weights', "
+    raise ConfigError(f"no {adapter.name} weights: give a checkpoint (parameter 'weights', "
                       f"option --weights), {get}, or allow random weights for a pipeline check "
                       "with meaningless outputs (allow_random_weights:=true, option "
                       "--random-weights)")
@@ -49,7 +49,7 @@ def load_model(config: NodeConfig) -> tuple[torch.nn.Module, Path | None]:
     weights = resolve_weights(config)
     if weights is None:
         log.warning("RANDOM WEIGHTS: %s outputs are meaningless", config.model)
-    return config.network.load_network(weights, **config.network_options()), weights
+    return config.adapter.load_network(weights, **config.network_options()), weights
 
 
 def build_pipeline(config: NodeConfig, model: torch.nn.Module | None = None,
@@ -63,15 +63,15 @@ def build_pipeline(config: NodeConfig, model: torch.nn.Module | None = None,
     if model is None:
         model, path = load_model(config)
         weights = str(path) if path else "random weights"
-    network = config.network
+    adapter = config.adapter
     backend = create_backend(config.backend, model, device=resolve_device(config.device),
-                             precision=config.precision, network=network,
+                             precision=config.precision, adapter=adapter,
                              input_size=config.input_size, source_hw=config.source_hw,
                              calib=config.int8_calibration or None,
                              max_engines=config.max_engines, **backend_options)
     pipeline = Pipeline(backend, config.input_size, DetectionSettings.of(config),
                         options=config.network_options())
-    if len(config.cameras) > 1 and backend.batching and network.batches_cameras:
+    if len(config.cameras) > 1 and backend.batching and adapter.batches_cameras:
         pipeline.batch_size = len(config.cameras)  # one frame per camera per batch
     if config.source_hw:
         input_hw = pipeline.network_input_hw(config.source_hw)

@@ -46,17 +46,17 @@ class Pipeline:
         """``settings``: the detection thresholds, the one copy the node changes at run
         time; ``options``: the settings the network adds (ModelAdapter.settings)."""
         self.backend = backend
-        self.network: ModelAdapter = backend.network
+        self.adapter: ModelAdapter = backend.adapter
         self.options = dict(options or {})
         # Default when the backend runs on CUDA and the network can: one upload of the raw
         # frame, pre- and post-processing on the device, only results come back.
         on_device = (backend.device.startswith("cuda") if processing_on_device is None
                      else processing_on_device)
-        self.processing_on_device = on_device and self.network.processing_on_device
+        self.processing_on_device = on_device and self.adapter.processing_on_device
         self.input_size = input_size
-        self.preprocessor = self.network.preprocessor(input_size, backend.device,
+        self.preprocessor = self.adapter.preprocessor(input_size, backend.device,
                                                     self.processing_on_device, **self.options)
-        self._postprocess = self.network.postprocessor(self.processing_on_device, **self.options)
+        self._postprocess = self.adapter.postprocessor(self.processing_on_device, **self.options)
         self.settings = settings
         self._batches: dict[tuple[int, int, int], np.ndarray | torch.Tensor] = ShapeLru()
         # The batch size run_batch uses (several cameras: their number). Only batches of 1

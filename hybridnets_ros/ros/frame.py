@@ -223,8 +223,8 @@ class FrameProcessor:
         self.tracker = Tracker(config.track_max_missed, config.track_min_iou,
                                config.track_max_distance)
         self.shown_markers: set[tuple[str, int]] = set()  # what RViz holds of the markers
-        self.network = pipeline.network
-        names = self.network.detection_classes
+        self.adapter = pipeline.adapter
+        names = self.adapter.detection_classes
         self.length_prior = {i: LENGTH_PRIOR_BY_NAME[n] for i, n in enumerate(names)
                              if n in LENGTH_PRIOR_BY_NAME}
         self.update_config(config)
@@ -264,7 +264,7 @@ class FrameProcessor:
         self.config = config
         self.pipeline.settings = DetectionSettings.of(config)  # the pipeline holds them
         self.enabled = enabled_outputs(config)
-        self.surfaces = self.network.surfaces(config)
+        self.surfaces = self.adapter.surfaces(config)
         self.tracker.settings = TrackerSettings(config.track_max_missed, config.track_min_iou,
                                                 config.track_max_distance)
         self._depth_projector: tuple[BevProjector, DepthProjector] | None = None
@@ -285,7 +285,7 @@ class FrameProcessor:
         wanted = (self.enabled if request.wanted is None
                   else self.enabled & set(request.wanted)) | (ALWAYS & self.enabled)
         emit = request.emit
-        products = FrameProducts(header, bgr, result, self.network, self.surfaces,
+        products = FrameProducts(header, bgr, result, self.adapter, self.surfaces,
                                  self.config.ground_frame, self.config.points_z,
                                  points_decimation=self.config.points_decimation,
                                  shown_markers=self.shown_markers)
@@ -387,9 +387,9 @@ class FrameProcessor:
 
     def model_products(self, header: Header) -> ModelProducts:
         """What the model-description outputs (VisionInfo) are built from."""
-        network = self.network
-        return ModelProducts(header, network.method, network.detection_classes,
-                             network.seg_classes)
+        adapter = self.adapter
+        return ModelProducts(header, adapter.method, adapter.detection_classes,
+                             adapter.seg_classes)
 
 
 def _seconds(header: Header) -> float:

@@ -191,12 +191,12 @@ class HybridNetsNode(LifecycleNode):
         lookup = self._tf.lookup if self._tf else None
         # One model, a processor per camera; only the outputs the model produces exist as
         # topics (no depth without a depth network, ...).
-        outputs = supported(self.config.network)
+        outputs = supported(self.config.adapter)
         for index, camera in enumerate(self.cameras):
             camera.processor = FrameProcessor(pipeline, self._camera_config(index), lookup)
             camera.pubs = {o.name: self.create_lifecycle_publisher(o.msg_type, camera.topic(o.topic),
                                                                    o.qos) for o in outputs}
-        if self.multi and has_fused_grids(self.config.network):
+        if self.multi and has_fused_grids(self.config.adapter):
             self._fused_pubs = {name: self.create_lifecycle_publisher(FUSED_TYPE, topic, FUSED_QOS)
                                 for name, topic in FUSED_TOPICS.items()}
         self.get_logger().info(f"model ready: {self.config.model} on "

@@ -44,7 +44,7 @@ def random_module(model: str) -> torch.nn.Module:
     checkpoint (its settings at their defaults), built once per session."""
     from hybridnets_ros.core.registry import ADAPTERS
     adapter = ADAPTERS[model]
-    return adapter.load_network(None, **{f.name: f.default for f in adapter.settings})
+    return adapter.load_module(None, **{f.name: f.default for f in adapter.settings})
 
 
 @pytest.fixture(scope="session")

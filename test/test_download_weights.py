@@ -21,7 +21,7 @@ YOLOP = ADAPTERS["yolop"]
 def yolop_checkpoint(tmp_path_factory):
     """YOLOP's random weights in the released layout ({'state_dict': ...})."""
     path = tmp_path_factory.mktemp("yolop") / "End-to-end.pth"
-    torch.save({"state_dict": YOLOP.load_network(None).state_dict()}, path)
+    torch.save({"state_dict": YOLOP.load_module(None).state_dict()}, path)
     return path
 
 

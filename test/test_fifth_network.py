@@ -37,12 +37,12 @@ def image() -> np.ndarray:
 
 def test_the_registry_serves_it(toy):
     assert registry.adapter("toy") is toy
-    assert registry.adapter_of(toy.build_network()) is toy
+    assert registry.adapter_of(toy.build_module()) is toy
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_it_runs_through_the_pipeline(toy, image, backend):
-    module = toy.load_network(None)
+    module = toy.load_module(None)
     pipeline = Pipeline(create_backend(backend, module, adapter=toy))
     result = pipeline(image)
     red = image[..., 2] > 127  # BGR: red is the last channel

@@ -38,7 +38,7 @@ def checkpoint():
 
 @pytest.fixture(scope="module")
 def model(checkpoint):
-    return hydra.load_checkpoint(hydra.build_network(), checkpoint)
+    return hydra.load_checkpoint(hydra.build_module(), checkpoint)
 
 
 @pytest.fixture(scope="module", params=CASES)
@@ -84,7 +84,7 @@ def test_state_dict_layout_equals_released_checkpoint():
     expected = [(key, shape, dtype) for key, shape, dtype in
                 layout["entries_key_shape_dtype_in_order"]]
     ours = [(key, list(value.shape), str(value.dtype).removeprefix("torch."))
-            for key, value in hydra.build_network().state_dict().items()]
+            for key, value in hydra.build_module().state_dict().items()]
     assert ours == expected and len(ours) == layout["num_entries"] == 343
 
 
@@ -156,7 +156,7 @@ def test_checkpoint_variants_load(checkpoint, model, tmp_path):
     state = torch.load(checkpoint, weights_only=True)["state_dict"]
     bare = tmp_path / "bare.pth"
     torch.save({f"module.{key}": value for key, value in state.items()}, bare)
-    loaded = hydra.load_checkpoint(hydra.build_network(), bare).state_dict()
+    loaded = hydra.load_checkpoint(hydra.build_module(), bare).state_dict()
     assert all(torch.equal(loaded[key], value) for key, value in model.state_dict().items())
 
 
@@ -168,7 +168,7 @@ def test_wrong_checkpoint_is_rejected_clearly(checkpoint, tmp_path):
     wrong = tmp_path / "wrong.pth"
     torch.save({"state_dict": state}, wrong)
     with pytest.raises(ValueError) as error:
-        hydra.load_checkpoint(hydra.build_network(), wrong)
+        hydra.load_checkpoint(hydra.build_module(), wrong)
     message = str(error.value)
     assert "1 missing keys: conv3.weight" in message
     assert "1 unexpected keys: normal.weight" in message
@@ -182,14 +182,14 @@ def test_non_finite_checkpoint_is_rejected(checkpoint, tmp_path):
     bad = tmp_path / "nan.pth"
     torch.save({"state_dict": state}, bad)
     with pytest.raises(ValueError, match=r"2 non-finite .*layer1\.1\.running_var, depth\.bias"):
-        hydra.load_checkpoint(hydra.build_network(), bad)
+        hydra.load_checkpoint(hydra.build_module(), bad)
 
 
 def test_unreadable_checkpoint_is_rejected(tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read .* as a PyTorch checkpoint"):
-        hydra.load_checkpoint(hydra.build_network(), junk)
+        hydra.load_checkpoint(hydra.build_module(), junk)
 
 
 def test_onnx_export_is_static_opset_17(onnx_outputs):

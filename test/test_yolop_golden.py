@@ -36,7 +36,7 @@ def checkpoint():
 
 @pytest.fixture(scope="module")
 def model(checkpoint):
-    return yolop.load_checkpoint(yolop.build_network(), checkpoint)
+    return yolop.load_checkpoint(yolop.build_module(), checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_state_dict_layout_equals_released_checkpoint():
     lines = _need(YOLOP_DIR / "state_dict_keys.txt").read_text().splitlines()
     expected = [(key, [int(s) for s in shape.strip("[]").split(",") if s.strip()])
                 for key, shape in (line.split("\t") for line in lines)]
-    ours = [(key, list(value.shape)) for key, value in yolop.build_network().state_dict().items()]
+    ours = [(key, list(value.shape)) for key, value in yolop.build_module().state_dict().items()]
     assert ours == expected and len(ours) == 542
 
 
@@ -207,7 +207,7 @@ def test_flops_are_the_originals(input_hw, gflops):
     """The README's cost (FlopCounterMode: 2 x MACs of the convolutions, whole forward)."""
     counter = FlopCounterMode(display=False)
     with torch.inference_mode(), counter:
-        yolop.build_network()(torch.zeros(1, 3, *input_hw))
+        yolop.build_module()(torch.zeros(1, 3, *input_hw))
     assert counter.get_total_flops() / 1e9 == pytest.approx(gflops, abs=0.005)
 
 
@@ -219,7 +219,7 @@ def test_wrong_checkpoint_is_rejected_clearly(checkpoint, tmp_path):
     wrong = tmp_path / "wrong.pth"
     torch.save({"state_dict": state}, wrong)
     with pytest.raises(ValueError) as error:
-        yolop.load_checkpoint(yolop.build_network(), wrong)
+        yolop.load_checkpoint(yolop.build_module(), wrong)
     message = str(error.value)
     assert "1 missing keys: model.24.anchor_grid" in message
     assert "1 unexpected keys: model.43.conv.weight" in message

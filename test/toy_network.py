@@ -64,7 +64,7 @@ class ToyAdapter(ModelAdapter):
     weights_source = "test/toy_network.py (random weights only)"
     output_names = ("logits",)
 
-    def build_network(self, **_) -> ToyNet:
+    def build_module(self, **_) -> ToyNet:
         return ToyNet().eval()
 
     def preprocessor(self, input_size: int, device: str = "cpu", on_device: bool = False,

@@ -91,7 +91,7 @@ class ModelAdapter(ABC):
     name: str                                   # the `model` setting's value
     method: str                                 # VisionInfo.method: the network and its data
     summary: str                                # a few words for the `model` setting's help
-    network_type: type[torch.nn.Module]         # the module class build_network returns
+    network_type: type[torch.nn.Module]         # the module class build_module returns
     detection_classes: tuple[str, ...] = ()     # empty: no detections
     seg_classes: tuple[str, ...] = ()           # segmentation/label values 0, 1, ...
     seg_colors_rgb: tuple[tuple[int, int, int], ...] = ()
@@ -147,7 +147,7 @@ class ModelAdapter(ABC):
 
     def _check_download(self, path: Path) -> None:
         options = {s.name: s.default for s in self.settings}
-        self.load_network(path, **options)
+        self.load_module(path, **options)
 
     # ------------------------------------------------------------------ settings
     @property
@@ -165,17 +165,17 @@ class ModelAdapter(ABC):
 
     # ------------------------------------------------------------------- network
     @abstractmethod
-    def build_network(self, **options) -> torch.nn.Module:
+    def build_module(self, **options) -> torch.nn.Module:
         """The network with random weights (same in every process), eval mode."""
 
-    def load_network(self, weights: str | Path | None, **options) -> torch.nn.Module:
+    def load_module(self, weights: str | Path | None, **options) -> torch.nn.Module:
         """The network in eval mode with ``weights`` (strict load; WeightsError naming
         what does not fit), or random weights when None."""
         from .weights import load_checkpoint
 
         with torch.random.fork_rng():  # random weights are the same in every process
             torch.manual_seed(0)
-            model = self.build_network(**options)
+            model = self.build_module(**options)
         if weights is not None:
             load_checkpoint(model, weights, self.checkpoint_label or self.name)
         return model.eval().requires_grad_(False)

@@ -49,7 +49,7 @@ def load_model(config: NodeConfig) -> tuple[torch.nn.Module, Path | None]:
     weights = resolve_weights(config)
     if weights is None:
         log.warning("RANDOM WEIGHTS: %s outputs are meaningless", config.model)
-    return config.adapter.load_network(weights, **config.network_options()), weights
+    return config.adapter.load_module(weights, **config.network_options()), weights
 
 
 def build_pipeline(config: NodeConfig, model: torch.nn.Module | None = None,

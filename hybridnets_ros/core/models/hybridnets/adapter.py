@@ -72,10 +72,10 @@ class HybridNetsAdapter(ModelAdapter):
     batches_cameras = True
     processing_on_device = True
 
-    def build_network(self, **_) -> HybridNets:
+    def build_module(self, **_) -> HybridNets:
         return HybridNets(BDD100K.network)
 
-    def load_network(self, weights: str | Path | None, **_) -> HybridNets:
+    def load_module(self, weights: str | Path | None, **_) -> HybridNets:
         # Its random weights are calibrated on the synthetic road (weights.random_init).
         return build_model(weights, random_weights=weights is None)
 

@@ -12,7 +12,7 @@ from ...adapter import SEMANTIC, BenchPath, ModelAdapter, Result
 from ...postprocess import Detections
 from ...settings import setting
 from . import ARCHITECTURES, CLASS_COLORS_RGB, CLASS_NAMES, MEAN_RGB, STD_RGB, STRIDE, REFERENCE_HW
-from . import build_network, postprocess, preprocess
+from . import build_module, postprocess, preprocess
 from .network import HyCTAS
 
 PATHS = ("reference", "native")
@@ -75,8 +75,8 @@ class HyctasAdapter(ModelAdapter):
             return [f"hyctas_arch must be S, M, L or an architecture JSON file, got {arch!r}"]
         return []
 
-    def build_network(self, hyctas_arch: str = "S", **_) -> HyCTAS:
-        return build_network(hyctas_arch)
+    def build_module(self, hyctas_arch: str = "S", **_) -> HyCTAS:
+        return build_module(hyctas_arch)
 
     def onnx_metadata(self) -> dict[str, str]:
         return {**super().onnx_metadata(), "mean_rgb": ",".join(map(str, MEAN_RGB)),

@@ -11,7 +11,7 @@ from ...adapter import DEPTH, SEMANTIC, BenchPath, ModelAdapter, Result
 from ...postprocess import Detections
 from ...settings import setting
 from . import CLASS_COLORS_RGB, CLASS_NAMES, OUTPUT_NAMES, RELEASED_WEIGHTS_NAME, MEAN_RGB, STD_RGB
-from . import build_network, postprocess, preprocess
+from . import build_module, postprocess, preprocess
 from .network import HydraNet
 
 
@@ -73,8 +73,8 @@ class HydraAdapter(ModelAdapter):
     onnx_revision = 2  # 2: an identity pool before each chained residual pooling
     settings_type = HydraSettings
 
-    def build_network(self, **_) -> HydraNet:
-        return build_network()
+    def build_module(self, **_) -> HydraNet:
+        return build_module()
 
     def onnx_metadata(self) -> dict[str, str]:
         return {**super().onnx_metadata(), "mean_rgb": ",".join(map(str, MEAN_RGB)),

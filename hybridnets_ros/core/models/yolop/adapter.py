@@ -8,7 +8,7 @@ from ...adapter import DETECTIONS, LANE, SEMANTIC, DetectionSettings, ModelAdapt
 from ...preprocess import Letterbox
 from ...surfaces import MaskSurfaces
 from . import (CLASS_NAMES, MEAN, OUTPUT_NAMES, RELEASED_WEIGHTS_NAME, STD, Preprocessor,
-               build_network, detect, masks)
+               build_module, detect, masks)
 from .network import MAX_STRIDE, YOLOP
 
 # segmentation/label values: a lane line on the road is labelled lane. Road is 1, so the
@@ -50,8 +50,8 @@ class YolopAdapter(ModelAdapter):
     uses_input_size = True
     batches_cameras = True
 
-    def build_network(self, **_) -> YOLOP:
-        return build_network()
+    def build_module(self, **_) -> YOLOP:
+        return build_module()
 
     def onnx_metadata(self) -> dict[str, str]:
         # The input planes are B, G, R: mean[0] and std[0] belong to blue.

@@ -254,7 +254,6 @@ class CommonSettings:
         return (self.camera_resolution[1], self.camera_resolution[0]) if self.camera_resolution else None
 
 
-
 @dataclass(frozen=True)
 class NodeConfig(ModelSettings, CommonSettings):
     """Every setting of hybridnets_node: the common ones (CommonSettings), then those the

@@ -64,15 +64,17 @@ def random_weights(hybridnets_module, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def random_pipeline(hybridnets_module):
     from hybridnets_ros.backends import create_backend
+    from hybridnets_ros.core.registry import adapter
     from hybridnets_ros.pipeline.pipeline import Pipeline
-    return Pipeline(create_backend("torch", hybridnets_module))
+    return Pipeline(create_backend("torch", hybridnets_module, adapter("hybridnets")))
 
 
 @pytest.fixture(scope="session")
 def random_onnx(hybridnets_module, session_cache) -> Path:
     """``hybridnets_module``'s ONNX export for a 1280x720 camera's 384x640 input (exported once)."""
     from hybridnets_ros.backends.onnx_export import cached_onnx
-    return cached_onnx(hybridnets_module, (384, 640))
+    from hybridnets_ros.core.registry import adapter
+    return cached_onnx(hybridnets_module, adapter("hybridnets"), (384, 640))
 
 
 @pytest.fixture(scope="session")
@@ -115,8 +117,9 @@ def golden_model(golden_weights):
 @pytest.fixture(scope="session")
 def golden_pipeline(golden_model):
     from hybridnets_ros.backends import create_backend
+    from hybridnets_ros.core.registry import adapter
     from hybridnets_ros.pipeline.pipeline import Pipeline
-    return Pipeline(create_backend("torch", golden_model))
+    return Pipeline(create_backend("torch", golden_model, adapter("hybridnets")))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -133,7 +136,8 @@ def session_cache(tmp_path_factory) -> Path:
 def golden_onnx(golden_model, session_cache) -> Path:
     """The golden model's ONNX export for the golden case's 384x640 input (exported once)."""
     from hybridnets_ros.backends.onnx_export import cached_onnx
-    return cached_onnx(golden_model, (384, 640))
+    from hybridnets_ros.core.registry import adapter
+    return cached_onnx(golden_model, adapter("hybridnets"), (384, 640))
 
 
 def export_and_run_onnx(model: torch.nn.Module, x: np.ndarray, path: Path,

@@ -37,13 +37,13 @@ def image() -> np.ndarray:
 
 def test_the_registry_serves_it(toy):
     assert registry.adapter("toy") is toy
-    assert registry.adapter_of(toy.build_module()) is toy
+    assert toy.cached_weights().name == "toy.pth" and not toy.downloadable
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_it_runs_through_the_pipeline(toy, image, backend):
     module = toy.load_module(None)
-    pipeline = Pipeline(create_backend(backend, module, adapter=toy))
+    pipeline = Pipeline(create_backend(backend, module, toy))
     result = pipeline(image)
     red = image[..., 2] > 127  # BGR: red is the last channel
     assert result.seg_mask.shape == image.shape[:2]

@@ -57,8 +57,9 @@ def cars(centres, camera=CAMERA) -> Detections:
 @pytest.fixture(scope="module")
 def small_pipeline(hybridnets_module):
     from hybridnets_ros.backends import create_backend
+    from hybridnets_ros.core.registry import adapter
     from hybridnets_ros.pipeline.pipeline import Pipeline
-    return Pipeline(create_backend("torch", hybridnets_module), input_size=128)
+    return Pipeline(create_backend("torch", hybridnets_module, adapter("hybridnets")), input_size=128)
 
 
 @pytest.fixture(scope="module")

@@ -112,7 +112,8 @@ def test_whole_on_device_on_cpu_equals_host_path(golden_pipeline, golden_case):
 @requires_cuda
 def test_on_device_on_cuda(golden_model, golden_case):
     from hybridnets_ros.backends import create_backend
-    pipeline = Pipeline(create_backend("torch", golden_model, device="cuda"))
+    from hybridnets_ros.core.registry import adapter
+    pipeline = Pipeline(create_backend("torch", golden_model, adapter("hybridnets"), device="cuda"))
     assert pipeline.processing_on_device
     tensor, _ = pipeline.preprocessor(golden_case["input_bgr"])
     assert tensor.is_cuda

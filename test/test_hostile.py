@@ -17,6 +17,8 @@ import pytest
 import torch
 
 from hybridnets_ros.backends import create_backend
+
+from hybridnets_ros.core.registry import adapter
 from hybridnets_ros.backends.base import ENGINES_KEPT
 from hybridnets_ros.core.postprocess import CANDIDATES_PER_DETECTION
 from hybridnets_ros.core.models.hybridnets.postprocess import detect
@@ -24,6 +26,8 @@ from hybridnets_ros.core.models.hybridnets.preprocess import letterbox as letter
 from hybridnets_ros.core.sources import InputError
 from hybridnets_ros.ros.conversions import ImageConversionError, compressed_to_bgr, image_to_bgr
 from sensor_msgs.msg import CompressedImage, Image
+
+HYBRIDNETS = adapter("hybridnets")
 
 
 def png_declaring(width: int, height: int, rows: int | None = None) -> bytes:
@@ -102,7 +106,7 @@ def test_a_raw_image_over_the_limit_is_refused_without_touching_its_pixels():
 @pytest.mark.parametrize("hw", [(1, 1), (1, 65535), (31, 640), (100, 801)])
 def test_degenerate_shapes_never_reach_the_backend(hybridnets_module, hw):
     from hybridnets_ros.pipeline.pipeline import Pipeline
-    backend = create_backend("torch", hybridnets_module, optimize=False)
+    backend = create_backend("torch", hybridnets_module, HYBRIDNETS, optimize=False)
     pipeline = Pipeline(backend)
     with pytest.raises(InputError, match="unsupported image size") as info:
         pipeline(np.zeros((*hw, 3), np.uint8))
@@ -111,7 +115,7 @@ def test_degenerate_shapes_never_reach_the_backend(hybridnets_module, hw):
 
 
 def test_engines_per_shape_are_bounded(hybridnets_module):
-    backend = create_backend("torch", hybridnets_module, optimize=False)
+    backend = create_backend("torch", hybridnets_module, HYBRIDNETS, optimize=False)
     shapes = [(128, 640), (256, 640), (384, 640), (512, 640), (640, 640)]
     for hw in shapes:
         backend.prepare(hw)

@@ -51,7 +51,7 @@ def torch_outputs(model, inputs):
 
 @pytest.mark.slow  # exports the golden network to ONNX
 def test_fp32_matches_golden_outputs_and_results(golden_model, golden_onnx, golden_case):
-    backend = create_backend("openvino", golden_model)
+    backend = create_backend("openvino", golden_model, adapter("hybridnets"))
     for name, value in zip(OUTPUTS, outputs_of(backend, golden_case["input_tensor"])):
         assert rel_l2(value, golden_case[name]) < 1e-4, name
     result = Pipeline(backend)(golden_case["input_bgr"])

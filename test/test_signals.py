@@ -29,6 +29,8 @@ from hybridnets_ros.ros.diagnostics import engine_values
 from hybridnets_ros.ros.frame import FrameProcessor, GridProblem
 from hybridnets_ros.ros.surround import SurroundStage
 
+HYBRIDNETS = adapter("hybridnets")
+
 CAMERA = default_camera(640, 360)
 SMALL = np.zeros((96, 128, 3), np.uint8)     # network input 256x256 at input_size 256
 TALL = np.zeros((256, 128, 3), np.uint8)     # another network input
@@ -58,7 +60,7 @@ class GatedBuilds:
 
 
 def test_a_new_size_is_built_beside_the_sizes_that_run(hybridnets_module):
-    backend = create_backend("torch", hybridnets_module, optimize=False)
+    backend = create_backend("torch", hybridnets_module, HYBRIDNETS, optimize=False)
     pipeline = Pipeline(backend, input_size=256)
     pipeline(SMALL)  # its engine exists from here on
     gated = GatedBuilds(backend)
@@ -84,7 +86,7 @@ def test_a_failed_build_is_retried_after_a_back_off_and_its_error_shown_until_th
     first frame after the back-off builds the engine (issue 31: it was never tried again)."""
     blocked = tmp_path / "engines"
     blocked.write_text("a file where the cache folder goes")
-    backend = create_backend("onnxruntime", TinyNet(), adapter=adapter("hybridnets"),
+    backend = create_backend("onnxruntime", TinyNet(), adapter=HYBRIDNETS,
                              cache=EngineCache(blocked))
     builds = EngineBuilds(Pipeline(backend, input_size=128))
     frame = np.zeros((96, 128, 3), np.uint8)
@@ -157,7 +159,7 @@ def test_impossible_poses_are_refused_as_settings(pose, problem):
 
 @pytest.fixture
 def processor(hybridnets_module):
-    pipeline = Pipeline(create_backend("torch", hybridnets_module, optimize=False), input_size=256)
+    pipeline = Pipeline(create_backend("torch", hybridnets_module, HYBRIDNETS, optimize=False), input_size=256)
     processor = FrameProcessor(pipeline, NodeConfig(input_size=256))
     processor.camera_info = camera_info_from_model(CAMERA, "camera_optical_frame")
     return processor

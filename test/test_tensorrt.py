@@ -50,13 +50,13 @@ def onnxruntime_outputs(path, inputs: np.ndarray) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def reference(hybridnets_module, frames, session_cache) -> list[np.ndarray]:
     """ONNX Runtime on the fp32 export, frame by frame."""
-    path = cached_onnx(hybridnets_module, HW)
+    path = cached_onnx(hybridnets_module, HYBRIDNETS, HW)
     per_frame = [onnxruntime_outputs(path, frames[i:i + 1]) for i in range(len(frames))]
     return [np.concatenate(outputs) for outputs in zip(*per_frame)]
 
 
 def tensorrt(model, precision="fp32", **options):
-    return create_backend("tensorrt", model, device="cuda", precision=precision,
+    return create_backend("tensorrt", model, HYBRIDNETS, device="cuda", precision=precision,
                           input_size=INPUT_SIZE, **options)
 
 
@@ -150,7 +150,7 @@ def test_stale_and_unloadable_engines_are_rebuilt(hybridnets_module, frames, ref
 def golden_reference(golden_model, frames, session_cache) -> list[np.ndarray]:
     """ONNX Runtime on the golden network's fp32 export: fp16 needs a network whose
     activations fit in half precision (the seeded random one's reach 1e6)."""
-    return onnxruntime_outputs(cached_onnx(golden_model, HW), frames[:1])
+    return onnxruntime_outputs(cached_onnx(golden_model, HYBRIDNETS, HW), frames[:1])
 
 
 @pytest.mark.parametrize("version", standins.GENERATIONS)
@@ -217,7 +217,7 @@ def test_int8_engine_from_the_qdq_model(golden_model, calib_folder, monkeypatch,
     frame = calibration_frames(calib_folder, (720, 1280), Preprocessor(INPUT_SIZE))[0]  # a camera frame
     raw = backend.infer(frame)
     assert plan_of(backend) == {"version": version, "strongly_typed": typed, "builder_flags": flags}
-    expected = onnxruntime_outputs(cached_onnx(golden_model, HW), frame)
+    expected = onnxruntime_outputs(cached_onnx(golden_model, HYBRIDNETS, HW), frame)
     for name, got, want in zip(OUTPUT_NAMES, as_numpy(raw), expected):
         assert got.dtype == np.float32 and not np.array_equal(got, want), f"{name}: not int8"
         # Measured with this stand-in (ONNX Runtime running the Q/DQ model): classification
@@ -280,7 +280,7 @@ def test_stand_in_keeps_the_rules_of_each_generation(tmp_path, monkeypatch):
 # --- torch2trt ---------------------------------------------------------------------------
 
 def torch2trt(model, precision="fp32", **options):
-    return create_backend("torch2trt", model, device="cuda", precision=precision,
+    return create_backend("torch2trt", model, HYBRIDNETS, device="cuda", precision=precision,
                           input_size=INPUT_SIZE, **options)
 
 

@@ -54,7 +54,6 @@ class ToyAdapter(ModelAdapter):
     name = "toy"
     method = "toy: red pixels (a test network)"
     summary = "red pixels"
-    network_type = ToyNet
     seg_classes = CLASS_NAMES
     seg_colors_rgb = ((0, 0, 0), (255, 0, 0))
     products = frozenset({SEMANTIC})

@@ -21,7 +21,6 @@ import torch
 from .build_lock import exclusive
 from .engine_cache import EngineCache, EngineKey, weights_digest
 from ..core.adapter import ModelAdapter
-from ..core.registry import adapter_of
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +40,9 @@ def _cpu_fp32(model: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(model).to("cpu", torch.float32).eval()
 
 
-def export_onnx(model: torch.nn.Module, path: str | Path, input_hw: tuple[int, int],
-                digest: str | None = None, adapter: ModelAdapter | None = None,
-                batch: int = 1) -> Path:
-    """Write ``model`` (of ``network``, by default found from its class) as ONNX for a
+def export_onnx(model: torch.nn.Module, adapter: ModelAdapter, path: str | Path,
+                input_hw: tuple[int, int], digest: str | None = None, batch: int = 1) -> Path:
+    """Write ``model`` (the module of ``adapter``'s network) as ONNX for a
     [batch,3,H,W] float32 input and check it with onnx.checker.
 
     The file's metadata records the input size, the input and output names, the network's
@@ -53,7 +51,6 @@ def export_onnx(model: torch.nn.Module, path: str | Path, input_hw: tuple[int, i
     """
     import onnx
 
-    adapter = adapter or adapter_of(model)
     path = Path(path)
     height, width = input_hw
     multiple = adapter.input_multiple
@@ -112,17 +109,16 @@ def onnx_key(input_hw: tuple[int, int], digest: str, adapter: ModelAdapter,
                      runtime=exporter_id() + revision, batch=batch)
 
 
-def cached_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: str | None = None,
-                cache: EngineCache | None = None, adapter: ModelAdapter | None = None,
+def cached_onnx(model: torch.nn.Module, adapter: ModelAdapter, input_hw: tuple[int, int],
+                digest: str | None = None, cache: EngineCache | None = None,
                 batch: int = 1) -> Path:
-    """The fp32 ONNX export of ``model`` (of ``network``, by default found from its class)
-    for ``input_hw`` (and a static ``batch``) from the cache, exported if absent."""
+    """The fp32 ONNX export of ``model`` (the module of ``adapter``'s network) for
+    ``input_hw`` (and a static ``batch``) from the cache, exported if absent."""
     cache = cache or EngineCache()
-    adapter = adapter or adapter_of(model)
     digest = digest or weights_digest(model)
     return cache.get_or_build(onnx_key(input_hw, digest, adapter, batch), ".onnx",
-                              lambda out: export_onnx(model, out, input_hw, digest=digest,
-                                                      adapter=adapter, batch=batch),
+                              lambda out: export_onnx(model, adapter, out, input_hw, digest=digest,
+                                                      batch=batch),
                               f"{adapter.name} ONNX export")
 
 
@@ -220,14 +216,13 @@ def convert_to_fp16(fp32_path: str | Path, out_path: str | Path,
     return Path(out_path)
 
 
-def cached_fp16_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: str | None = None,
-                     cache: EngineCache | None = None, adapter: ModelAdapter | None = None,
+def cached_fp16_onnx(model: torch.nn.Module, adapter: ModelAdapter, input_hw: tuple[int, int],
+                     digest: str | None = None, cache: EngineCache | None = None,
                      batch: int = 1) -> Path:
     """The fp16 conversion (:func:`convert_to_fp16`) of ``cached_onnx``'s file, from the cache."""
     cache = cache or EngineCache()
-    adapter = adapter or adapter_of(model)
     digest = digest or weights_digest(model)
-    fp32 = cached_onnx(model, input_hw, digest, cache, adapter, batch)
+    fp32 = cached_onnx(model, adapter, input_hw, digest, cache, batch)
     base = onnx_key(input_hw, digest, adapter, batch)
     key = EngineKey(base.kind, base.input_hw, "fp16", digest,
                     runtime=f"{base.runtime}; {fp16_rule_id()}", batch=batch)

@@ -84,10 +84,10 @@ class OnnxRuntimeBackend(CachedEngineBackend):
     def model_path(self, hw: tuple[int, int], batch: int = 1) -> Path:
         """The ONNX file run for input ``hw`` (exported/quantised into the cache if needed)."""
         if self.precision == "fp32":
-            return cached_onnx(self.model, hw, self.digest, self.cache, self.adapter, batch)
+            return cached_onnx(self.model, self.adapter, hw, self.digest, self.cache, batch)
         from .quantize import cached_int8_onnx
-        return cached_int8_onnx(self.model, hw, self.digest, self.calibration_frames(hw),
-                                self.cache, self.adapter)
+        return cached_int8_onnx(self.model, self.adapter, hw, self.digest,
+                                self.calibration_frames(hw), self.cache)
 
     def _session(self, shape: tuple[int, int, int]) -> _Session:
         """The session for a (batch, H, W) input."""

@@ -152,7 +152,7 @@ class OpenVINOBackend(CachedEngineBackend):
     def _source_model(self, hw: tuple[int, int], batch: int,
                       frames: list[np.ndarray] | None) -> object:
         """What to compile for ``hw``: the ONNX export's path, or the INT8 model."""
-        onnx_path = cached_onnx(self.model, hw, self.digest, self.cache, self.adapter, batch)
+        onnx_path = cached_onnx(self.model, self.adapter, hw, self.digest, self.cache, batch)
         if self.precision != "int8":
             return str(onnx_path)
         key = self._int8_key(hw, frames)

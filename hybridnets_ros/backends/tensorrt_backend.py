@@ -161,12 +161,12 @@ class TensorRTBackend(CachedEngineBackend):
         """The ONNX file the engine of ``key`` is built from (see the module doc)."""
         if self.precision == "int8":
             from .quantize import cached_tensorrt_int8_onnx
-            return cached_tensorrt_int8_onnx(self.model, key.input_hw, self.digest, frames,
-                                             self.cache, self.adapter)
+            return cached_tensorrt_int8_onnx(self.model, self.adapter, key.input_hw, self.digest,
+                                             frames, self.cache)
         if self.precision == "fp16" and strongly_typed(self.trt):
-            return cached_fp16_onnx(self.model, key.input_hw, self.digest, self.cache,
-                                    self.adapter, key.batch)
-        return cached_onnx(self.model, key.input_hw, self.digest, self.cache, self.adapter,
+            return cached_fp16_onnx(self.model, self.adapter, key.input_hw, self.digest,
+                                    self.cache, key.batch)
+        return cached_onnx(self.model, self.adapter, key.input_hw, self.digest, self.cache,
                            key.batch)
 
     def _build(self, key: EngineKey, out: Path, frames: list[np.ndarray] | None) -> None:

@@ -70,8 +70,8 @@ def export(config, fmt: str, output: str | None) -> int:
              + (f" at --size {config.input_size}" if adapter.uses_input_size else ""))
     if fmt != "onnx":
         backend = create_backend("tensorrt" if fmt == "engine" else "torch2trt", model,
-                                 device=config.device, precision=config.precision,
-                                 adapter=adapter, calib=config.int8_calibration or None,
+                                 adapter, device=config.device, precision=config.precision,
+                                 calib=config.int8_calibration or None,
                                  source_hw=source_hw, input_size=config.input_size,
                                  digest=digest)
         path = backend.engine_path(input_hw)
@@ -86,9 +86,9 @@ def export(config, fmt: str, output: str | None) -> int:
         if not adapter.int8_calibration:
             raise CliError(f"int8 calibration is not available for {adapter.name} here")
         frames = calibration_frames(config.int8_calibration, source_hw, preprocessor)
-        path = cached_int8_onnx(model, input_hw, digest, frames, cache, adapter)
+        path = cached_int8_onnx(model, adapter, input_hw, digest, frames, cache)
     else:
-        path = cached_onnx(model, input_hw, digest, cache, adapter)
+        path = cached_onnx(model, adapter, input_hw, digest, cache)
     out = Path(output or (f"{adapter.name}_{input_hw[0]}x{input_hw[1]}"
                           f"{'_int8' if config.precision == 'int8' else ''}.onnx"))
     shutil.copyfile(path, out)

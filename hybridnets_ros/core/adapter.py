@@ -91,7 +91,6 @@ class ModelAdapter(ABC):
     name: str                                   # the `model` setting's value
     method: str                                 # VisionInfo.method: the network and its data
     summary: str                                # a few words for the `model` setting's help
-    network_type: type[torch.nn.Module]         # the module class build_module returns
     detection_classes: tuple[str, ...] = ()     # empty: no detections
     seg_classes: tuple[str, ...] = ()           # segmentation/label values 0, 1, ...
     seg_colors_rgb: tuple[tuple[int, int, int], ...] = ()

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from .adapter import ModelAdapter
 from .models.hybridnets.adapter import HybridNetsAdapter
 from .models.hyctas.adapter import HyctasAdapter, HyctasSettings
@@ -32,15 +30,6 @@ def adapter(name: str) -> ModelAdapter:
         return ADAPTERS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(ADAPTERS)}") from None
-
-
-def adapter_of(model: torch.nn.Module) -> ModelAdapter:
-    """The adapter of a network module (by its class); TypeError for another module."""
-    for candidate in ADAPTERS.values():
-        if isinstance(model, candidate.network_type):
-            return candidate
-    raise TypeError(f"{type(model).__name__} is none of this package's networks "
-                    f"({', '.join(ADAPTERS)}): say which network's outputs it gives")
 
 
 @dataclass(frozen=True)

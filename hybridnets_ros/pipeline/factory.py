@@ -64,8 +64,8 @@ def build_pipeline(config: NodeConfig, model: torch.nn.Module | None = None,
         model, path = load_model(config)
         weights = str(path) if path else "random weights"
     adapter = config.adapter
-    backend = create_backend(config.backend, model, device=resolve_device(config.device),
-                             precision=config.precision, adapter=adapter,
+    backend = create_backend(config.backend, model, adapter,
+                             device=resolve_device(config.device), precision=config.precision,
                              input_size=config.input_size, source_hw=config.source_hw,
                              calib=config.int8_calibration or None,
                              max_engines=config.max_engines, **backend_options)

@@ -51,7 +51,6 @@ class HybridNetsAdapter(ModelAdapter):
     name = "hybridnets"
     method = "HybridNets (BDD100K)"
     summary = "cars, drivable area, lanes"
-    network_type = HybridNets
     detection_classes = BDD100K.class_names
     seg_classes = BDD100K.seg_class_names
     # The overlay's tints (background untouched), as RGB.

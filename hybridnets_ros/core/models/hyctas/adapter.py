@@ -55,7 +55,6 @@ class HyctasAdapter(ModelAdapter):
     name = "hyctas"
     method = "HyCTAS: real-time semantic segmentation (Cityscapes, 19 classes)"
     summary = "19 Cityscapes classes"
-    network_type = HyCTAS
     seg_classes = CLASS_NAMES
     seg_colors_rgb = CLASS_COLORS_RGB
     products = frozenset({SEMANTIC})

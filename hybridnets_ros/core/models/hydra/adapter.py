@@ -56,7 +56,6 @@ class HydraAdapter(ModelAdapter):
     method = ("Hydra: MobileNetV2 + Light-Weight RefineNet, joint segmentation and metric "
               "depth (KITTI, 6 classes)")
     summary = "6 KITTI classes + metric depth"
-    network_type = HydraNet
     seg_classes = CLASS_NAMES
     seg_colors_rgb = CLASS_COLORS_RGB
     products = frozenset({SEMANTIC, DEPTH})

@@ -32,7 +32,6 @@ class YolopAdapter(ModelAdapter):
     name = "yolop"
     method = "YOLOP (BDD100K)"
     summary = "cars, drivable area, lanes (YOLOP)"
-    network_type = YOLOP
     detection_classes = CLASS_NAMES
     seg_classes = SEG_CLASSES
     seg_colors_rgb = ((0, 0, 0), (75, 180, 60), (255, 215, 0))

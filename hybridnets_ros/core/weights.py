@@ -73,23 +73,24 @@ def _listing(keys: list[str]) -> str:
 
 
 def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike,
-                    network: str) -> torch.nn.Module:
+                    label: str) -> torch.nn.Module:
     """Strict load of a checkpoint file (see :func:`read_state_dict`; an optional
-    ``module.`` prefix stripped) into ``model`` of ``network``; returns it. Raises
-    WeightsError for an unreadable file, missing / unexpected / mis-shaped keys or NaN/Inf."""
+    ``module.`` prefix stripped) into ``model``, a module of the network errors call
+    ``label``; returns it. Raises WeightsError for an unreadable file, missing /
+    unexpected / mis-shaped keys or NaN/Inf."""
     state = {key.removeprefix("module."): value for key, value in read_state_dict(path).items()}
-    load_into(model, state, str(path), network)
+    load_into(model, state, str(path), label)
     return model
 
 
 def load_into(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
-              network: str) -> None:
+              label: str) -> None:
     """Strict load that reports missing, unexpected and mis-shaped keys instead of a trace;
     float16 values are cast to the model's dtype."""
     expected = model.state_dict()
     problems = key_mismatches(expected, state_dict)
     if problems:
-        raise WeightsError("\n  ".join([f"{source} is not a {network} checkpoint for this model "
+        raise WeightsError("\n  ".join([f"{source} is not a {label} checkpoint for this model "
                                         f"({len(state_dict)} entries, the model has "
                                         f"{len(expected)}; wrong architecture?):"] + problems))
     # NaN or Inf weights load fine and then give NaN outputs: no detections, masks of zeros.

@@ -110,8 +110,8 @@ def demo_images() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def golden_model(golden_weights):
-    from hybridnets_ros.core.models.hybridnets.weights import build_model
-    return build_model(golden_weights)
+    from hybridnets_ros.core.models.hybridnets.weights import load_module
+    return load_module(golden_weights)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from hybridnets_ros.core.models.hybridnets import HybridNets
-from hybridnets_ros.core.models.hybridnets.weights import CHECKPOINT_LABEL, build_model
+from hybridnets_ros.core.models.hybridnets.weights import CHECKPOINT_LABEL, load_module
 from hybridnets_ros.core.registry import adapter
 from hybridnets_ros.core.weights import WeightsError, load_into, read_state_dict
 
@@ -54,15 +54,15 @@ def test_many_missing_keys_are_summarised():
 
 def test_wrapped_state_dict_loads(tmp_path, random_state):
     torch.save({"model": random_state, "epoch": 10}, tmp_path / "ckpt.pth")
-    model = build_model(tmp_path / "ckpt.pth")
+    model = load_module(tmp_path / "ckpt.pth")
     assert torch.equal(model.state_dict()["segmentation_head.0.bias"],
                        random_state["segmentation_head.0.bias"])
 
 
 @pytest.mark.slow  # builds the random network twice
 def test_random_weights_are_deterministic(hybridnets_module):
-    again = build_model(random_weights=True)  # the session's model was built the same way
+    again = load_module(random_weights=True)  # the session's model was built the same way
     assert all(torch.equal(hybridnets_module.state_dict()[k], v)
                for k, v in again.state_dict().items())
     with pytest.raises(WeightsError, match="no weights"):
-        build_model()
+        load_module()

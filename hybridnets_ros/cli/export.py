@@ -9,7 +9,7 @@ from ..backends.engine_cache import EngineCache, weights_digest
 from ..backends.onnx_export import MAX_REL_L2, OPSET, cached_onnx, compare_with_torch
 from ..backends.quantize import cached_int8_onnx, calibration_frames
 from ..core.synthetic import SyntheticRoad, default_camera
-from ..pipeline.factory import load_model
+from ..pipeline.factory import load_module
 from .common import (USER_ERRORS, CliError, add_family_options, add_setting_options,
                      config_from_options)
 
@@ -64,7 +64,7 @@ def export(config, fmt: str, output: str | None) -> int:
     source_hw, adapter = config.source_hw, config.adapter
     preprocessor = adapter.preprocessor(config.input_size, **config.network_options())
     input_hw = preprocessor.input_hw(source_hw)
-    model, _ = load_model(config)
+    model, _ = load_module(config)
     digest = weights_digest(model)
     shape = (f"input 1x3x{input_hw[0]}x{input_hw[1]} for a {source_hw[1]}x{source_hw[0]} camera"
              + (f" at --size {config.input_size}" if adapter.uses_input_size else ""))

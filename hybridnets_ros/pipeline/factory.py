@@ -44,7 +44,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_model(config: NodeConfig) -> tuple[torch.nn.Module, Path | None]:
+def load_module(config: NodeConfig) -> tuple[torch.nn.Module, Path | None]:
     """The network with its weights, and the checkpoint path (None: random weights)."""
     weights = resolve_weights(config)
     if weights is None:
@@ -61,7 +61,7 @@ def build_pipeline(config: NodeConfig, model: torch.nn.Module | None = None,
     started = time.monotonic()
     weights = "given model"
     if model is None:
-        model, path = load_model(config)
+        model, path = load_module(config)
         weights = str(path) if path else "random weights"
     adapter = config.adapter
     backend = create_backend(config.backend, model, adapter,

@@ -49,7 +49,7 @@ from ..core.nms import box_iou
 from ..core.sources import expand_sources, read_image
 from ..core.synthetic import SyntheticRoad, default_camera
 from ..pipeline.config import NodeConfig
-from ..pipeline.factory import build_pipeline, load_model, resolve_device
+from ..pipeline.factory import build_pipeline, load_module, resolve_device
 from ..pipeline.pipeline import device_synchronizer
 from ..ros import messages
 from ..ros.camera_info import camera_info_from_model
@@ -444,7 +444,7 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
                     "build: pass --weights for representative numbers of those stages and for "
                     "fidelity)")
     if runnable:
-        model, weights = load_model(config.with_changes(allow_random_weights=True))
+        model, weights = load_module(config.with_changes(allow_random_weights=True))
         weights_note = str(weights) if weights else weights_note
     height, width = images[0].shape[:2]
     config = config.with_changes(device=device, camera_resolution=[width, height])

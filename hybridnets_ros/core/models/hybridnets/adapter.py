@@ -19,7 +19,8 @@ from .postprocess import detect, segmentation_labels
 from .preprocess import Preprocessor
 from .spec import BDD100K, SEG_LANE, SEG_ROAD
 from .torch_preprocess import TorchPreprocessor
-from .weights import CHECKPOINT_LABEL, RELEASE_URL, WEIGHTS_FILENAME, build_model
+from .weights import CHECKPOINT_LABEL, RELEASE_URL, WEIGHTS_FILENAME
+from .weights import load_module as load_hybridnets
 
 # The raw outputs for a batch: [B,N,4] box deltas, [B,N,C] scores, [B,S,H,W] logits.
 RawOutputs = namedtuple("RawOutputs", ("regression", "classification", "segmentation"))
@@ -76,7 +77,7 @@ class HybridNetsAdapter(ModelAdapter):
 
     def load_module(self, weights: str | Path | None, **_) -> HybridNets:
         # Its random weights are calibrated on the synthetic road (weights.random_init).
-        return build_model(weights, random_weights=weights is None)
+        return load_hybridnets(weights, random_weights=weights is None)
 
     def pack(self, outputs) -> RawOutputs:
         return RawOutputs(*outputs)

@@ -64,7 +64,7 @@ def random_init(model: HybridNets, seed: int = 0) -> None:
         bias += float(torch.logit(torch.tensor(0.3, dtype=torch.float64)) - kth_best.values)
 
 
-def build_model(weights: str | os.PathLike | None = None, random_weights: bool = False,
+def load_module(weights: str | os.PathLike | None = None, random_weights: bool = False,
                 spec: ModelSpec = BDD100K) -> HybridNets:
     """An eval-mode network with the given checkpoint, or random weights if asked."""
     model = HybridNets(spec.network)

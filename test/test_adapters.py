@@ -37,15 +37,15 @@ def test_every_backend_takes_one_spec():
 def test_adapters_declare_what_the_rest_reads():
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         adapter("nope")
-    for network in ADAPTERS.values():
-        assert isinstance(network, ModelAdapter)
-        assert network.output_names and network.seg_classes
-        assert len(network.seg_colors_rgb) == len(network.seg_classes), network.name
-        assert "semantic" in network.products
-        for setting in network.settings:  # each becomes a setting with its default
+    for registered in ADAPTERS.values():
+        assert isinstance(registered, ModelAdapter)
+        assert registered.output_names and registered.seg_classes
+        assert len(registered.seg_colors_rgb) == len(registered.seg_classes), registered.name
+        assert "semantic" in registered.products
+        for setting in registered.settings:  # each becomes a setting with its default
             assert getattr(NodeConfig(), setting.name) == setting.default
-        packed = network.pack(range(len(network.output_names)))
-        assert packed._fields == network.output_names
+        packed = registered.pack(range(len(registered.output_names)))
+        assert packed._fields == registered.output_names
 
 
 @pytest.mark.slow  # a whole frame through the network

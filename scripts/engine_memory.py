@@ -69,8 +69,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as cache:
         os.environ["HYBRIDNETS_CACHE"] = cache
-        from hybridnets_ros.core.weights import build_model
-        result = measure(args.backend, build_model(random_weights=True), args.max_engines)
+        from hybridnets_ros.core.models.hybridnets.weights import load_module
+        result = measure(args.backend, load_module(random_weights=True), args.max_engines)
     print(json.dumps(result), flush=True)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

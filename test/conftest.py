@@ -1,6 +1,7 @@
 """Shared fixtures. Reference data lives in ../shared beside the repository (also in CI)."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -37,36 +38,45 @@ def _need(path: Path) -> Path:
 
 # --- Seeded random weights: everything that is not a comparison with the reference. ---
 
-@pytest.fixture(scope="session")
-def random_model(session_cache):
-    """The network with seeded random weights, built once per session. The factory keeps them
-    in the session's cache, where the nodes and commands the tests start find them instead of
-    calibrating them again (seconds each)."""
+@functools.cache
+def random_module(model: str) -> torch.nn.Module:
+    """Network ``model``'s module with the seeded random weights it has without a checkpoint
+    (its settings at their defaults), built once per session. The factory keeps them in the
+    session's cache (``session_cache``), where the nodes and commands the tests start find
+    them instead of setting them up again (HybridNets: seconds of calibration each)."""
     from hybridnets_ros.pipeline.config import NodeConfig
-    from hybridnets_ros.pipeline.factory import load_model
-    return load_model(NodeConfig(allow_random_weights=True))[0]
+    from hybridnets_ros.pipeline.factory import load_module
+    return load_module(NodeConfig(model=model, allow_random_weights=True))[0]
 
 
 @pytest.fixture(scope="session")
-def random_weights(random_model, tmp_path_factory) -> Path:
-    """``random_model`` saved as a checkpoint file in the released key layout."""
+def hybridnets_module(session_cache) -> torch.nn.Module:
+    """HybridNets with seeded random weights: the golden data and the anchors are its."""
+    return random_module("hybridnets")
+
+
+@pytest.fixture(scope="session")
+def random_weights(hybridnets_module, tmp_path_factory) -> Path:
+    """``hybridnets_module`` saved as a checkpoint file in the released key layout."""
     path = tmp_path_factory.mktemp("weights") / "hybridnets_random.pth"
-    torch.save(random_model.state_dict(), path)
+    torch.save(hybridnets_module.state_dict(), path)
     return path
 
 
 @pytest.fixture(scope="session")
-def random_pipeline(random_model):
+def random_pipeline(hybridnets_module):
     from hybridnets_ros.backends import create_backend
+    from hybridnets_ros.core.registry import adapter
     from hybridnets_ros.pipeline.pipeline import Pipeline
-    return Pipeline(create_backend("torch", random_model))
+    return Pipeline(create_backend("torch", hybridnets_module, adapter("hybridnets")))
 
 
 @pytest.fixture(scope="session")
-def random_onnx(random_model, session_cache) -> Path:
-    """``random_model``'s ONNX export for a 1280x720 camera's 384x640 input (exported once)."""
+def random_onnx(hybridnets_module, session_cache) -> Path:
+    """``hybridnets_module``'s ONNX export for a 1280x720 camera's 384x640 input (exported once)."""
     from hybridnets_ros.backends.onnx_export import cached_onnx
-    return cached_onnx(random_model, (384, 640))
+    from hybridnets_ros.core.registry import adapter
+    return cached_onnx(hybridnets_module, adapter("hybridnets"), (384, 640))
 
 
 @pytest.fixture(scope="session")
@@ -92,8 +102,7 @@ def golden_weights() -> Path:
 
 @pytest.fixture(scope="session")
 def golden_case() -> dict[str, np.ndarray]:
-    with np.load(_need(GOLDEN / "case_shared.npz")) as data:
-        return {k: data[k] for k in data.files}
+    return load_npz(GOLDEN / "case_shared.npz")
 
 
 @pytest.fixture(scope="session")
@@ -103,15 +112,16 @@ def demo_images() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def golden_model(golden_weights):
-    from hybridnets_ros.core.weights import build_model
-    return build_model(golden_weights)
+    from hybridnets_ros.core.models.hybridnets.weights import load_module
+    return load_module(golden_weights)
 
 
 @pytest.fixture(scope="session")
 def golden_pipeline(golden_model):
     from hybridnets_ros.backends import create_backend
+    from hybridnets_ros.core.registry import adapter
     from hybridnets_ros.pipeline.pipeline import Pipeline
-    return Pipeline(create_backend("torch", golden_model))
+    return Pipeline(create_backend("torch", golden_model, adapter("hybridnets")))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -128,7 +138,8 @@ def session_cache(tmp_path_factory) -> Path:
 def golden_onnx(golden_model, session_cache) -> Path:
     """The golden model's ONNX export for the golden case's 384x640 input (exported once)."""
     from hybridnets_ros.backends.onnx_export import cached_onnx
-    return cached_onnx(golden_model, (384, 640))
+    from hybridnets_ros.core.registry import adapter
+    return cached_onnx(golden_model, adapter("hybridnets"), (384, 640))
 
 
 def export_and_run_onnx(model: torch.nn.Module, x: np.ndarray, path: Path,
@@ -150,6 +161,37 @@ def export_and_run_onnx(model: torch.nn.Module, x: np.ndarray, path: Path,
     options.intra_op_num_threads = 2
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return onnx.load(str(path)), session.run(list(output_names), {"image": x})
+
+
+def assert_static_onnx(proto, input_shape: tuple[int, ...], output_names) -> None:
+    """An export as the golden tests expect it: valid, opset 17, the static input shape,
+    the outputs by name."""
+    import onnx
+
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.opset_import[0].version == 17
+    (image,) = proto.graph.input
+    assert [d.dim_value for d in image.type.tensor_type.shape.dim] == list(input_shape)
+    assert [output.name for output in proto.graph.output] == list(output_names)
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a reference .npz file (skips, or fails in CI, when it is missing)."""
+    with np.load(_need(path)) as data:
+        return {key: data[key] for key in data.files}
+
+
+def read_bag(path, intact: bool = True) -> dict[str, list]:
+    """{topic: [(bag timestamp, message)]} of a whole bag; ``intact``: it must read without
+    damage."""
+    from hybridnets_ros.tools.bags import BagReader
+
+    out = {}
+    with BagReader(path) as reader:
+        for topic, _, timestamp, msg in reader.messages({t.name for t in reader.topics()}):
+            out.setdefault(topic, []).append((timestamp, msg))
+        assert not intact or reader.damage == []
+    return out
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
@@ -185,7 +227,7 @@ requires_torch2trt = pytest.mark.skipif(
 
 
 @pytest.fixture
-def isolated_cache(tmp_path, monkeypatch, session_cache, random_model) -> Path:
+def isolated_cache(tmp_path, monkeypatch, session_cache, hybridnets_module) -> Path:
     """A weights cache without checkpoints, so no downloaded one leaks into a test; it shares
     the session's random weights (keyed by the code, no checkpoint)."""
     cache = tmp_path / "cache"

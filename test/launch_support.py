@@ -65,9 +65,9 @@ def weights() -> str:
         return str(golden)
     import torch
 
-    from hybridnets_ros.core.weights import build_model
+    from hybridnets_ros.core.models.hybridnets.weights import load_module
     path = _work() / "random.pth"
-    torch.save(build_model(random_weights=True).state_dict(), path)
+    torch.save(load_module(random_weights=True).state_dict(), path)
     return str(path)
 
 

@@ -320,6 +320,27 @@ def init_rclpy():
         rclpy.init(domain_id=DOMAIN_ID)
 
 
+def serve_node(log_dir: Path, params: dict):
+    """A module fixture's node (``yield from`` it): started with ``params``, stopped cleanly
+    at the end (its log in the failure)."""
+    init_rclpy()
+    process = NodeProcess(log_dir / "node.log", params)
+    yield process
+    assert process.stop() == 0, process.log()
+
+
+def publish_rounds(send_round, condition, timeout: float, what: str,
+                   period: float = 0.3) -> None:
+    """``send_round()`` (one frame per camera) every ``period`` s until ``condition()``
+    holds; fails naming ``what`` after ``timeout`` s (the node drops frames that wait, so
+    a fixed number sent proves nothing)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {timeout} s"
+        send_round()
+        time.sleep(period)
+
+
 def camera_parameters(poses: dict[str, tuple[float, ...]]) -> dict[str, str]:
     """The ``cameras`` and ``camera_poses`` node parameters of ``poses`` (camera name ->
     x, y, z, roll, pitch, yaw), in order."""

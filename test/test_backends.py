@@ -26,8 +26,10 @@ from hybridnets_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from hybridnets_ros.backends.torch_backend import TorchBackend
 from hybridnets_ros.backends.engine_cache import EngineCache, EngineKey, weights_digest
 from hybridnets_ros.backends.onnx_export import cached_onnx
-from hybridnets_ros.core.preprocess import Preprocessor
+from hybridnets_ros.core.models.hybridnets.preprocess import Preprocessor
 from hybridnets_ros.core.registry import adapter
+
+HYBRIDNETS = adapter("hybridnets")
 
 OUTPUTS = ("regression", "classification", "segmentation")
 
@@ -42,8 +44,8 @@ def outputs_of(backend, inputs):
 @pytest.mark.slow  # exports the golden network to ONNX
 def test_torch_and_onnxruntime_agree_on_the_golden_case(golden_model, golden_onnx, golden_case):
     x = golden_case["input_tensor"]
-    ort_out = outputs_of(create_backend("onnxruntime", golden_model), x)
-    eager_out = outputs_of(create_backend("torch", golden_model, optimize=False), x)
+    ort_out = outputs_of(create_backend("onnxruntime", golden_model, HYBRIDNETS), x)
+    eager_out = outputs_of(create_backend("torch", golden_model, HYBRIDNETS, optimize=False), x)
     for name, a, b in zip(OUTPUTS, ort_out, eager_out):
         assert rel_l2(a, golden_case[name]) < 1e-4 and rel_l2(b, golden_case[name]) < 1e-4
         assert rel_l2(a, b) < 1e-4, name
@@ -51,24 +53,24 @@ def test_torch_and_onnxruntime_agree_on_the_golden_case(golden_model, golden_onn
 
 @pytest.mark.slow  # exports the golden network to ONNX
 def test_onnxruntime_reuses_its_output_buffers(golden_model, golden_onnx, golden_case):
-    backend = create_backend("onnxruntime", golden_model)
+    backend = create_backend("onnxruntime", golden_model, HYBRIDNETS)
     first = backend.infer(golden_case["input_tensor"])
     second = backend.infer(torch.from_numpy(golden_case["input_tensor"]))  # CPU tensor too
     assert all(getattr(first, k) is getattr(second, k) for k in OUTPUTS)
 
 
 @pytest.mark.slow  # traces the network
-def test_torch_backend_leaves_the_callers_model_alone(random_model):
-    before = {k: v.clone() for k, v in list(random_model.state_dict().items())[:5]}
-    create_backend("torch", random_model).prepare((128, 128))
-    param = next(random_model.parameters())
+def test_torch_backend_leaves_the_callers_model_alone(hybridnets_module):
+    before = {k: v.clone() for k, v in list(hybridnets_module.state_dict().items())[:5]}
+    create_backend("torch", hybridnets_module, HYBRIDNETS).prepare((128, 128))
+    param = next(hybridnets_module.parameters())
     assert param.dtype == torch.float32 and param.is_contiguous()
-    assert all(torch.equal(random_model.state_dict()[k], v) for k, v in before.items())
+    assert all(torch.equal(hybridnets_module.state_dict()[k], v) for k, v in before.items())
 
 
 # --- auto and errors -------------------------------------------------------------------
 
-def test_auto_follows_the_rule_until_bench_has_measured_this_cpu(random_model, monkeypatch,
+def test_auto_follows_the_rule_until_bench_has_measured_this_cpu(hybridnets_module, monkeypatch,
                                                                   tmp_path, caplog):
     pytest.importorskip("openvino", reason="the rule chooses between onnxruntime and openvino")
     from hybridnets_ros.backends import engine_choice
@@ -76,7 +78,7 @@ def test_auto_follows_the_rule_until_bench_has_measured_this_cpu(random_model, m
     monkeypatch.setenv("HYBRIDNETS_CACHE", str(tmp_path))
     ruled = "openvino" if cpu_flags() & {"avx512f", "amx_tile"} else "onnxruntime"
     with caplog.at_level(logging.INFO, "hybridnets_ros.backends.registry"):
-        backend = create_backend("auto", random_model)  # compiles nothing until the first frame
+        backend = create_backend("auto", hybridnets_module, HYBRIDNETS)  # compiles nothing until the first frame
     assert backend.name == ruled and backend.precision == "fp32"
     assert f"picked {ruled}" in caplog.text and "no measurement yet" in caplog.text
     # bench's measurement of this CPU: the other engine was faster
@@ -84,7 +86,7 @@ def test_auto_follows_the_rule_until_bench_has_measured_this_cpu(random_model, m
     engine_choice.record_measurement("hybridnets", {ruled: 250.0, other: 200.0, "torch": 400.0}, 640)
     caplog.clear()
     with caplog.at_level(logging.INFO, "hybridnets_ros.backends.registry"):
-        assert create_backend("auto", random_model).name == other
+        assert create_backend("auto", hybridnets_module, HYBRIDNETS).name == other
     assert f"picked {other}" in caplog.text and f"{other} 200 ms, {ruled} 250 ms" in caplog.text
     # ... for that network only, and for these engine versions only
     assert engine_choice.measured_choice("hydra", ["onnxruntime", "openvino"]) is None
@@ -95,16 +97,16 @@ def test_auto_follows_the_rule_until_bench_has_measured_this_cpu(random_model, m
     assert engine_choice.measured_choice("hybridnets", ["onnxruntime", "openvino"], 640)
     # ... and at that letterbox size only (the order can flip with it)
     assert engine_choice.measured_choice("hybridnets", ["onnxruntime", "openvino"], 448) is None
-    assert create_backend("auto", random_model, input_size=448).name == ruled
+    assert create_backend("auto", hybridnets_module, HYBRIDNETS, input_size=448).name == ruled
     monkeypatch.setattr(engine_choice, "machine_key", lambda: "another CPU | openvino 99")
-    assert create_backend("auto", random_model).name == ruled
+    assert create_backend("auto", hybridnets_module, HYBRIDNETS).name == ruled
     assert available_backends("cpu") == ["torch", "onnxruntime", "openvino"]
 
 
-def test_auto_picks_onnxruntime_on_cpu_without_openvino(random_model, monkeypatch, caplog):
+def test_auto_picks_onnxruntime_on_cpu_without_openvino(hybridnets_module, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if it were not installed
     with caplog.at_level(logging.INFO, "hybridnets_ros.backends.registry"):
-        backend = create_backend("auto", random_model)
+        backend = create_backend("auto", hybridnets_module, HYBRIDNETS)
     assert isinstance(backend, OnnxRuntimeBackend) and backend.precision == "fp32"
     assert "picked onnxruntime" in caplog.text
     assert "openvino not used: missing Python module 'openvino'" in caplog.text
@@ -115,17 +117,17 @@ def test_auto_picks_onnxruntime_on_cpu_without_openvino(random_model, monkeypatc
 # the export it runs from. Modules blocked in sys.modules, as if they were not installed.
 @pytest.mark.parametrize("blocked, lacking", [(("onnxruntime", "openvino"), "onnxruntime"),
                                               (("onnx", "openvino"), "onnx")])
-def test_auto_falls_back_to_torch_without_onnxruntime_or_onnx(random_model, monkeypatch, caplog,
+def test_auto_falls_back_to_torch_without_onnxruntime_or_onnx(hybridnets_module, monkeypatch, caplog,
                                                               blocked, lacking):
     for module in blocked:
         monkeypatch.setitem(sys.modules, module, None)
     with caplog.at_level(logging.INFO, "hybridnets_ros.backends.registry"):
-        backend = create_backend("auto", random_model)
+        backend = create_backend("auto", hybridnets_module, HYBRIDNETS)
     assert isinstance(backend, TorchBackend)
     assert f"missing Python module '{lacking}'" in caplog.text
     with pytest.raises(BackendUnavailable, match=f"missing Python module '{lacking}'.*"
                                                  "available on cpu: torch$"):
-        create_backend("onnxruntime", random_model)
+        create_backend("onnxruntime", hybridnets_module, HYBRIDNETS)
 
 
 def test_every_backend_that_runs_the_onnx_export_needs_onnx(monkeypatch):
@@ -150,29 +152,29 @@ def test_every_backend_that_runs_the_onnx_export_needs_onnx(monkeypatch):
                                    "available here: torch, onnxruntime"]),
     ("torch", "cpu", "fp8", ["unknown precision 'fp8'"]),
 ])
-def test_unavailable_choices_say_what_is_missing(random_model, name, device, precision, expected):
+def test_unavailable_choices_say_what_is_missing(hybridnets_module, name, device, precision, expected):
     with pytest.raises(BackendUnavailable) as info:
-        create_backend(name, random_model, device=device, precision=precision)
+        create_backend(name, hybridnets_module, HYBRIDNETS, device=device, precision=precision)
     for text in expected:
         assert text in str(info.value)
 
 
-def test_cuda_graphs_need_cuda(random_model):
+def test_cuda_graphs_need_cuda(hybridnets_module):
     with pytest.raises(BackendUnavailable, match="CUDA graphs need a CUDA device"):
-        create_backend("torch", random_model, cuda_graph=True)
+        create_backend("torch", hybridnets_module, HYBRIDNETS, cuda_graph=True)
 
 
-def test_with_cuda_present_only_tensorrt_is_missing(random_model, monkeypatch):
+def test_with_cuda_present_only_tensorrt_is_missing(hybridnets_module, monkeypatch):
     # Fakes CUDA, which cannot exist here, to check the message a CUDA machine without
     # TensorRT / torch2trt gets.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(BackendUnavailable) as info:
-        create_backend("tensorrt", random_model, device="cuda")
+        create_backend("tensorrt", hybridnets_module, HYBRIDNETS, device="cuda")
     assert "missing Python module 'tensorrt'" in str(info.value)
     assert "CUDA device" not in str(info.value)
     assert "available on cuda: torch" in str(info.value)
     with pytest.raises(BackendUnavailable, match="missing Python module 'torch2trt'"):
-        create_backend("torch2trt", random_model, device="cuda")
+        create_backend("torch2trt", hybridnets_module, HYBRIDNETS, device="cuda")
 
 
 def test_old_tensorrt_is_refused(monkeypatch):
@@ -183,9 +185,9 @@ def test_old_tensorrt_is_refused(monkeypatch):
         import_tensorrt()
 
 
-def test_unknown_options_are_rejected(random_model):
+def test_unknown_options_are_rejected(hybridnets_module):
     with pytest.raises(TypeError, match="unknown backend option.*fp16_mode"):
-        create_backend("torch", random_model, fp16_mode=True)
+        create_backend("torch", hybridnets_module, HYBRIDNETS, fp16_mode=True)
 
 
 # --- engine cache ----------------------------------------------------------------------
@@ -321,7 +323,7 @@ def test_exports_from_two_threads_at_once_both_succeed(tmp_path, caplog):
     def export(index, hw):
         start.wait()
         try:
-            paths[index] = cached_onnx(net, hw, cache=cache, network=adapter("hybridnets"))
+            paths[index] = cached_onnx(net, HYBRIDNETS, hw, cache=cache)
         except Exception as exc:  # noqa: BLE001  (what the test reports)
             errors.append(f"{type(exc).__name__}: {exc}")
 
@@ -335,16 +337,16 @@ def test_exports_from_two_threads_at_once_both_succeed(tmp_path, caplog):
     assert paths[0] == paths[2] != paths[1]
     assert caplog.text.count("building hybridnets ONNX export") == 2, caplog.text
     inputs = np.random.default_rng(0).standard_normal((1, 3, 128, 256), dtype=np.float32)
-    backend = OnnxRuntimeBackend(registry.BackendSpec(net, adapter("hybridnets"), cache=cache))
+    backend = OnnxRuntimeBackend(registry.BackendSpec(net, HYBRIDNETS, cache=cache))
     with torch.inference_mode():
         reference = [t.numpy() for t in net(torch.from_numpy(inputs))]
     for ours, theirs in zip(outputs_of(backend, inputs), reference):
         assert rel_l2(ours, theirs) < 1e-5
 
 
-def test_weights_digest_follows_values_not_order(random_model):
-    state = random_model.state_dict()
-    digest = weights_digest(random_model)
+def test_weights_digest_follows_values_not_order(hybridnets_module):
+    state = hybridnets_module.state_dict()
+    digest = weights_digest(hybridnets_module)
     assert weights_digest(dict(reversed(list(state.items())))) == digest
     changed = dict(state)
     changed["segmentation_head.0.bias"] = state["segmentation_head.0.bias"] + 1e-6
@@ -448,7 +450,7 @@ def test_quantisation_uses_7_bit_weights_without_an_int8_dot_product(monkeypatch
 @requires_cuda
 @pytest.mark.parametrize("precision, cuda_graph", [("fp32", False), ("fp16", False), ("fp16", True)])
 def test_torch_on_cuda(golden_model, golden_case, precision, cuda_graph):
-    backend = create_backend("torch", golden_model, device="cuda", precision=precision,
+    backend = create_backend("torch", golden_model, HYBRIDNETS, device="cuda", precision=precision,
                              cuda_graph=cuda_graph)
     got = outputs_of(backend, torch.from_numpy(golden_case["input_tensor"]).cuda())
     limit = 1e-4 if precision == "fp32" else 5e-2
@@ -459,17 +461,17 @@ def test_torch_on_cuda(golden_model, golden_case, precision, cuda_graph):
 @requires_tensorrt
 @pytest.mark.parametrize("precision, limit", [("fp32", 1e-3), ("fp16", 5e-2)])
 def test_tensorrt_engine_matches_golden(golden_model, golden_case, precision, limit):
-    backend = create_backend("tensorrt", golden_model, device="cuda", precision=precision)
+    backend = create_backend("tensorrt", golden_model, HYBRIDNETS, device="cuda", precision=precision)
     got = outputs_of(backend, golden_case["input_tensor"])
     for name, value in zip(OUTPUTS, got):
         assert rel_l2(value, golden_case[name]) < limit, name
-    again = create_backend("tensorrt", golden_model, device="cuda", precision=precision)
+    again = create_backend("tensorrt", golden_model, HYBRIDNETS, device="cuda", precision=precision)
     assert again.engine_path((384, 640)) == backend.engine_path((384, 640))  # from the cache
 
 
 @requires_torch2trt
 def test_torch2trt_engine_matches_golden(golden_model, golden_case):
-    backend = create_backend("torch2trt", golden_model, device="cuda", precision="fp16")
+    backend = create_backend("torch2trt", golden_model, HYBRIDNETS, device="cuda", precision="fp16")
     got = outputs_of(backend, golden_case["input_tensor"])
     for name, value in zip(OUTPUTS, got):
         assert rel_l2(value, golden_case[name]) < 5e-2, name

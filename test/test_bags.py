@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import ros_graph  # noqa: F401  (isolated DDS environment; rclpy message types)
-from conftest import REPO, check_humble_metadata, match_detections
+from conftest import REPO, check_humble_metadata, match_detections, read_bag
 from hybridnets_ros.cli import main
-from hybridnets_ros.tools.bags import BagReader, typestore
+from hybridnets_ros.tools.bags import typestore
 from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
 
 pytestmark = pytest.mark.slow  # CLI runs of make-bag and replay, a replay subprocess
@@ -38,17 +38,6 @@ CAMERA_TOPICS = {"/drivable/grid", "/lane/grid", "/detections_3d", "/detections_
 
 def run(*args) -> int:
     return main([str(a) for a in args])
-
-
-def read_bag(path):
-    """{topic: [(bag timestamp, message)]}."""
-    out = {}
-    with BagReader(path) as reader:
-        names = {t.name for t in reader.topics()}
-        for topic, _, timestamp, msg in reader.messages(names):
-            out.setdefault(topic, []).append((timestamp, msg))
-        assert reader.damage == []
-    return out
 
 
 @pytest.fixture(scope="module")

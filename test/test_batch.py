@@ -3,9 +3,12 @@ import pytest
 
 from conftest import match_detections
 from hybridnets_ros.backends import create_backend
+from hybridnets_ros.core.registry import adapter
 from hybridnets_ros.backends.engine_cache import EngineKey
 from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
 from hybridnets_ros.pipeline.pipeline import Pipeline
+
+HYBRIDNETS = adapter("hybridnets")
 
 SIZE = 256  # a small network input keeps the traces and exports quick
 
@@ -24,8 +27,8 @@ def frames():
 
 @pytest.mark.slow  # traces or exports the network for batch sizes 1 and 3
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_batched_equals_one_at_a_time(random_model, frames, backend):
-    pipeline = Pipeline(create_backend(backend, random_model), input_size=SIZE)
+def test_batched_equals_one_at_a_time(hybridnets_module, frames, backend):
+    pipeline = Pipeline(create_backend(backend, hybridnets_module, HYBRIDNETS), input_size=SIZE)
     assert pipeline.backend.batching
     pipeline.batch_size = 3  # three cameras
     if backend != "torch":  # the grouping by input size is the backend's business: once

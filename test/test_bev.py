@@ -6,7 +6,7 @@ import pytest
 
 from hybridnets_ros.core.bev import UNSEEN, BevProjector, GridSpec, drivable_boundary
 from hybridnets_ros.core.camera import CameraModel
-from hybridnets_ros.core.spec import SEG_LANE, SEG_ROAD
+from hybridnets_ros.core.models.hybridnets.spec import SEG_LANE, SEG_ROAD
 from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
 
 GRID = GridSpec()  # 0.1 m, 0..40 m forward, +-10 m lateral

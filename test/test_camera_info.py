@@ -15,7 +15,7 @@ from hybridnets_ros.core.depth_grid import DepthProjector
 from hybridnets_ros.core.objects3d import ground_positions
 from hybridnets_ros.pipeline.config import NodeConfig
 from hybridnets_ros.ros.camera_info import camera_info_from_model, camera_info_from_yaml
-from hybridnets_ros.ros.frame import (REBUILD_FRAMES, FrameProcessor, ProjectorCache,
+from hybridnets_ros.ros.frame import (REBUILD_FRAMES, FrameProcessor, GridProblem, ProjectorCache,
                                       camera_model_from_info)
 from hybridnets_ros.tools.replay import camera_info_of
 
@@ -186,7 +186,7 @@ def test_a_calibration_no_lens_has_is_refused_naming_the_field(processor, field,
     for _ in range(2):  # a driver re-sends it: refused each time (counted once per message)
         problem = processor.set_camera_info(camera_info(model, K, D))
         assert problem is not None and problem.bad_input, field
-        assert problem.reason == "invalid camera_info"
+        assert problem.reason is GridProblem.INVALID_CAMERA_INFO
         assert str(problem).startswith(says), str(problem)
         assert processor.camera_info_problem == str(problem)  # what /diagnostics shows
     assert processor.set_camera_info(camera_info("plumb_bob", PINHOLE_K, [0.0] * 5)) is None

@@ -11,7 +11,7 @@ from conftest import REPO, check_humble_metadata
 from hybridnets_ros.core.bev import BevProjector, GridSpec
 from hybridnets_ros.core.camera import CameraModel
 from hybridnets_ros.core.postprocess import Detections
-from hybridnets_ros.core.spec import BDD100K
+from hybridnets_ros.core.models.hybridnets.spec import BDD100K
 from hybridnets_ros.core.synthetic import default_camera
 from hybridnets_ros.pipeline.config import NodeConfig
 from hybridnets_ros.pipeline.pipeline import Result

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import standins
+from conftest import random_module
 from hybridnets_ros.backends import BackendUnavailable, registry
 from hybridnets_ros.core.registry import ADAPTERS
 from hybridnets_ros.pipeline.config import NodeConfig
@@ -38,7 +39,7 @@ def needs_cuda(backend: str) -> bool:
 @pytest.fixture(scope="module")
 def networks():
     """Each network with random weights, built once."""
-    return {name: network.load_network(None) for name, network in ADAPTERS.items()}
+    return {name: random_module(name) for name in ADAPTERS}
 
 
 @pytest.mark.parametrize("precision", registry.PRECISIONS)
@@ -65,7 +66,7 @@ def test_every_backend_model_and_precision_through_build_pipeline(
         return
     assert precision in claimed_precisions(backend)
     assert pipeline.backend.name == backend and pipeline.backend.precision == precision
-    assert pipeline.backend.network is ADAPTERS[model] and type(pipeline) is Pipeline
+    assert pipeline.backend.adapter is ADAPTERS[model] and type(pipeline) is Pipeline
 
 
 @pytest.mark.slow  # builds the camera's engine at configure, as the node does

@@ -8,20 +8,21 @@ import onnxruntime as ort
 import pytest
 
 from conftest import match_detections, rel_l2
-from hybridnets_ros.core.anchors import generate_anchors
+from hybridnets_ros.core.models.hybridnets.anchors import generate_anchors
 from hybridnets_ros.backends import create_backend
+from hybridnets_ros.core.registry import adapter
 from hybridnets_ros.cli import main
 from hybridnets_ros.backends.engine_cache import weights_digest
 from hybridnets_ros.backends.onnx_export import OPSET, cached_onnx
 from hybridnets_ros.pipeline.pipeline import Pipeline
-from hybridnets_ros.core.spec import BDD100K
+from hybridnets_ros.core.models.hybridnets.spec import BDD100K
 
 pytestmark = pytest.mark.slow  # ONNX exports of the whole network
 
 OUTPUTS = ("regression", "classification", "segmentation")
 
 
-def test_onnx_is_valid_static_and_described(random_onnx, random_model):
+def test_onnx_is_valid_static_and_described(random_onnx, hybridnets_module):
     proto = onnx.load(str(random_onnx))
     onnx.checker.check_model(proto, full_check=True)
     assert proto.opset_import[0].version >= 17 and OPSET >= 17
@@ -31,7 +32,7 @@ def test_onnx_is_valid_static_and_described(random_onnx, random_model):
     assert [o.name for o in proto.graph.output] == list(OUTPUTS)
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["input_hw"] == "384,640" and meta["class_names"] == "car"
-    assert meta["weights_sha256"] == weights_digest(random_model)
+    assert meta["weights_sha256"] == weights_digest(hybridnets_module)
 
 
 def test_onnxruntime_matches_golden_outputs(golden_onnx, golden_case):
@@ -42,7 +43,7 @@ def test_onnxruntime_matches_golden_outputs(golden_onnx, golden_case):
 
 
 def test_same_results_through_shared_postprocessing(golden_onnx, golden_model, golden_case):
-    pipeline = Pipeline(create_backend("onnxruntime", golden_model))
+    pipeline = Pipeline(create_backend("onnxruntime", golden_model, adapter("hybridnets")))
     result = pipeline(golden_case["input_bgr"])
     d = result.detections
     match_detections(d.boxes, d.scores, d.classes, golden_case["det_boxes_xyxy"],
@@ -50,9 +51,9 @@ def test_same_results_through_shared_postprocessing(golden_onnx, golden_model, g
     assert (result.seg_mask == golden_case["seg_mask"]).mean() >= 0.999
 
 
-def test_export_is_cached_per_weights_and_shape(random_onnx, random_model):
+def test_export_is_cached_per_weights_and_shape(random_onnx, hybridnets_module):
     mtime = random_onnx.stat().st_mtime_ns
-    assert cached_onnx(random_model, (384, 640)) == random_onnx
+    assert cached_onnx(hybridnets_module, adapter("hybridnets"), (384, 640)) == random_onnx
     assert random_onnx.stat().st_mtime_ns == mtime  # loaded, not exported again
 
 
@@ -100,7 +101,7 @@ def test_hydra_export_keeps_onnxruntime_blocked_layout(tmp_path, monkeypatch):
     from hybridnets_ros.core.models.hydra import network
     torch.manual_seed(0)
     model = network.HydraNet().eval()
-    path = export_onnx(model, tmp_path / "hydra.onnx", (96, 160))
+    path = export_onnx(model, adapter("hydra"), tmp_path / "hydra.onnx", (96, 160))
     kernels = [{a.name: list(a.ints) for a in n.attribute}["kernel_shape"]
                for n in onnx.load(str(path)).graph.node if n.op_type == "MaxPool"]
     assert kernels.count([1, 1]) == 4 and kernels.count([5, 5]) == 16
@@ -119,6 +120,6 @@ def test_hydra_export_keeps_onnxruntime_blocked_layout(tmp_path, monkeypatch):
             m.setattr(torch.onnx, "is_in_onnx_export", lambda: False)
             return plain(self, x)
     monkeypatch.setattr(network.ChainedResidualPooling, "forward", without_identity)
-    before = export_onnx(model, tmp_path / "hydra_plain.onnx", (96, 160))
+    before = export_onnx(model, adapter("hydra"), tmp_path / "hydra_plain.onnx", (96, 160))
     # at 96x160: 6 against 22
     assert 2 * _onnxruntime_reorders(path, tmp_path) < _onnxruntime_reorders(before, tmp_path)

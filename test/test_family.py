@@ -154,8 +154,10 @@ def test_settings_name_bad_classes_and_missing_weights(monkeypatch, tmp_path):
     surfaces = HYCTAS.surfaces(NodeConfig.from_mapping({"model": "hyctas"}))
     np.testing.assert_array_equal(surfaces.values, defaults)  # empty settings: the defaults
     monkeypatch.setenv("HYBRIDNETS_CACHE", str(tmp_path))
-    with pytest.raises(ConfigError, match="ExpKITTI_joint.ckpt.*download-weights` only knows"):
+    with pytest.raises(ConfigError, match="download-weights --model hydra"):
         resolve_weights(NodeConfig.from_mapping({"model": "hydra"}))
+    with pytest.raises(ConfigError, match="hyctas_s.pth from .* no public address"):
+        resolve_weights(NodeConfig.from_mapping({"model": "hyctas"}))
     (tmp_path / "ExpKITTI_joint.ckpt").write_bytes(b"not a checkpoint")
     assert resolve_weights(NodeConfig.from_mapping({"model": "hydra"})) == tmp_path / "ExpKITTI_joint.ckpt"
     from hybridnets_ros.core.weights import WeightsError

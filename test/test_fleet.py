@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import ros_graph  # noqa: F401  (isolated DDS environment; rclpy message types)
-from conftest import REPO
+from conftest import REPO, read_bag
 from hybridnets_ros.cli import main
 from hybridnets_ros.core.camera import optical_transform
 from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
@@ -51,15 +51,6 @@ PARAMS = """/**:
     allow_random_weights: true
     conf_threshold: 0.1
 """
-
-
-def read_bag(path) -> dict[str, list]:
-    """{topic: [(bag timestamp, message)]}."""
-    out = {}
-    with BagReader(path) as reader:
-        for topic, _, timestamp, msg in reader.messages({t.name for t in reader.topics()}):
-            out.setdefault(topic, []).append((timestamp, msg))
-    return out
 
 
 def road(count: int, camera=None) -> list[np.ndarray]:
@@ -437,7 +428,7 @@ def test_the_driver_reads_no_part_of_the_bags_done(pipeline, archive, tmp_path):
     root, _ = archive
     out = tmp_path / "out"
     config, network = pipeline
-    schema = frame_schema(network.network.detection_classes)
+    schema = frame_schema(network.adapter.detection_classes)
     rows = 20_000
     table = pa.table({f.name: pa.nulls(rows, f.type) if f.name == "rejected" else
                       pa.array(np.zeros(rows), f.type) if f.type != pa.string() else

@@ -14,7 +14,7 @@ from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
 from hybridnets_ros.pipeline.config import NodeConfig
 from hybridnets_ros.ros import messages
 from hybridnets_ros.ros.camera_info import camera_info_from_model
-from hybridnets_ros.ros.frame import FrameProcessor
+from hybridnets_ros.ros.frame import FrameProcessor, GridProblem
 from hybridnets_ros.ros.outputs import ALWAYS, OUTPUTS, planner_outputs
 
 CAMERA = default_camera()
@@ -69,7 +69,7 @@ def test_bad_calibration_turns_only_the_grids_and_3d_off(processor, frame_msg, d
                                        p=info.p, distortion_model="plumb_bob")
     outcome = processor.process(frame_msg)
     assert outcome.no_grids is not None and outcome.no_grids.bad_input
-    assert outcome.no_grids.reason == "invalid camera_info"
+    assert outcome.no_grids.reason is GridProblem.INVALID_CAMERA_INFO
     assert set(outcome.messages) == {o.name for o in OUTPUTS if o.per_frame and not o.needs_grids
                                      and not o.needs_camera and o.enabled_by is None
                                      and o.requires <= HYBRIDNETS.products}
@@ -86,7 +86,7 @@ def test_a_refused_calibration_is_named_and_detections_go_on(processor, frame_ms
                   distortion_model=info.distortion_model)
     assert processor.set_camera_info(CameraInfo(**{**values, **change})) is not None
     outcome = processor.process(frame_msg)
-    assert outcome.no_grids.reason == "invalid camera_info" and outcome.no_grids.bad_input
+    assert outcome.no_grids.reason is GridProblem.INVALID_CAMERA_INFO and outcome.no_grids.bad_input
     assert str(outcome.no_grids).startswith(f"camera_info.{field}: "), str(outcome.no_grids)
     assert {"detections", "drivable_mask", "lane_mask"} <= set(outcome.messages)
     assert not {o.name for o in OUTPUTS if o.needs_grids or o.needs_camera} & set(outcome.messages)
@@ -95,10 +95,10 @@ def test_a_refused_calibration_is_named_and_detections_go_on(processor, frame_ms
 def test_missing_pose_and_calibration_are_told_apart_from_bad_input(processor, frame_msg):
     processor.update_config(NodeConfig().with_changes(camera_pose=[]))
     outcome = processor.process(frame_msg)
-    assert outcome.no_grids.reason == "no pose" and not outcome.no_grids.bad_input
+    assert outcome.no_grids.reason is GridProblem.NO_POSE and not outcome.no_grids.bad_input
     processor.update_config(NodeConfig())
     processor.camera_info = None
-    assert processor.process(frame_msg).no_grids.reason == "no camera_info"
+    assert processor.process(frame_msg).no_grids.reason is GridProblem.NO_CAMERA_INFO
 
 
 def test_unusable_images_are_rejected_with_a_reason(processor):

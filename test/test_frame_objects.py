@@ -18,7 +18,7 @@ from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
 from hybridnets_ros.pipeline.config import NodeConfig
 from hybridnets_ros.ros import messages
 from hybridnets_ros.ros.camera_info import camera_info_from_model
-from hybridnets_ros.ros.frame import FrameProcessor
+from hybridnets_ros.ros.frame import FrameProcessor, GridProblem
 from hybridnets_ros.tools.bags import BagReader
 from hybridnets_ros.tools.make_bag import make_bag
 from hybridnets_ros.tools.replay import replay
@@ -36,7 +36,7 @@ class ScriptedDetections:
 
     def __init__(self, pipeline):
         self.pipeline = pipeline
-        self.network = pipeline.network
+        self.adapter = pipeline.adapter
         self.script: list[Detections] = []
 
     def __call__(self, bgr, settings=None):
@@ -55,10 +55,11 @@ def cars(centres, camera=CAMERA) -> Detections:
 
 
 @pytest.fixture(scope="module")
-def small_pipeline(random_model):
+def small_pipeline(hybridnets_module):
     from hybridnets_ros.backends import create_backend
+    from hybridnets_ros.core.registry import adapter
     from hybridnets_ros.pipeline.pipeline import Pipeline
-    return Pipeline(create_backend("torch", random_model), input_size=128)
+    return Pipeline(create_backend("torch", hybridnets_module, adapter("hybridnets")), input_size=128)
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +207,7 @@ def test_without_a_camera_ids_come_from_overlap_and_3d_is_not_built(detector, ro
     processor = make_processor(detector)
     processor.camera_info = None
     outcomes = run(processor, detector, road_bgr, [PLACED[:3]] * 3)
-    assert outcomes[0].no_grids.reason == "no camera_info"
+    assert outcomes[0].no_grids.reason is GridProblem.NO_CAMERA_INFO
     assert all(ids_2d(o) == ids_2d(outcomes[0]) and ids_2d(o)[0] for o in outcomes)
     assert not {"detections_3d", "detections_3d_markers"} & set(outcomes[0].messages)
 

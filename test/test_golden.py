@@ -4,9 +4,9 @@ import numpy as np
 import torch
 
 from conftest import match_detections, rel_l2
-from hybridnets_ros.core.anchors import generate_anchors
+from hybridnets_ros.core.models.hybridnets.anchors import generate_anchors
 from hybridnets_ros.core.models.hybridnets.adapter import RawOutputs
-from hybridnets_ros.core.spec import BDD100K
+from hybridnets_ros.core.models.hybridnets.spec import BDD100K
 
 
 def test_state_dict_layout_matches_released_checkpoint(golden_model):

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from conftest import match_detections, requires_cuda
-from hybridnets_ros.core.torch_preprocess import TorchPreprocessor, area_weights
+from hybridnets_ros.core.models.hybridnets.torch_preprocess import TorchPreprocessor, area_weights
 from hybridnets_ros.pipeline.pipeline import Pipeline
-from hybridnets_ros.core.postprocess import detect, resize_nearest, segmentation_labels
-from hybridnets_ros.core.preprocess import Letterbox, Preprocessor
+from hybridnets_ros.core.postprocess import resize_nearest
+from hybridnets_ros.core.models.hybridnets.postprocess import detect, segmentation_labels
+from hybridnets_ros.core.models.hybridnets.preprocess import Preprocessor, letterbox as letterbox_of
 
 GREY_LEVEL = 1 / 255 / min(0.229, 0.224, 0.225)  # one input grey level, normalised
 
@@ -81,9 +82,9 @@ def test_class_map_on_device_equals_host(golden_case, golden_pipeline):
 def test_detections_selected_on_device_equal_host(golden_case):
     """The candidate selection a GPU runs (torch, where the outputs are) and the host's
     (numpy) give the same detections; only the selection differs, NMS is the host's."""
-    from hybridnets_ros.core.anchors import generate_anchors
-    from hybridnets_ros.core.spec import BDD100K
-    letterbox = Letterbox.compute((720, 1280), 640, BDD100K.max_stride)
+    from hybridnets_ros.core.models.hybridnets.anchors import generate_anchors
+    from hybridnets_ros.core.models.hybridnets.spec import BDD100K
+    letterbox = letterbox_of((720, 1280), 640, BDD100K.max_stride)
     anchors = generate_anchors(letterbox.input_hw, BDD100K).copy()  # the cached one is read-only
     regression, classification = (golden_case[k][0] for k in ("regression", "classification"))
     for conf, cap in ((0.25, 100), (0.05, 3)):  # the second cuts the candidates to 90
@@ -111,7 +112,8 @@ def test_whole_on_device_on_cpu_equals_host_path(golden_pipeline, golden_case):
 @requires_cuda
 def test_on_device_on_cuda(golden_model, golden_case):
     from hybridnets_ros.backends import create_backend
-    pipeline = Pipeline(create_backend("torch", golden_model, device="cuda"))
+    from hybridnets_ros.core.registry import adapter
+    pipeline = Pipeline(create_backend("torch", golden_model, adapter("hybridnets"), device="cuda"))
     assert pipeline.processing_on_device
     tensor, _ = pipeline.preprocessor(golden_case["input_bgr"])
     assert tensor.is_cuda

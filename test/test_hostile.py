@@ -17,12 +17,17 @@ import pytest
 import torch
 
 from hybridnets_ros.backends import create_backend
+
+from hybridnets_ros.core.registry import adapter
 from hybridnets_ros.backends.base import ENGINES_KEPT
-from hybridnets_ros.core.postprocess import CANDIDATES_PER_DETECTION, detect
-from hybridnets_ros.core.preprocess import Letterbox
+from hybridnets_ros.core.postprocess import CANDIDATES_PER_DETECTION
+from hybridnets_ros.core.models.hybridnets.postprocess import detect
+from hybridnets_ros.core.models.hybridnets.preprocess import letterbox as letterbox_of
 from hybridnets_ros.core.sources import InputError
 from hybridnets_ros.ros.conversions import ImageConversionError, compressed_to_bgr, image_to_bgr
 from sensor_msgs.msg import CompressedImage, Image
+
+HYBRIDNETS = adapter("hybridnets")
 
 
 def png_declaring(width: int, height: int, rows: int | None = None) -> bytes:
@@ -99,9 +104,9 @@ def test_a_raw_image_over_the_limit_is_refused_without_touching_its_pixels():
 
 
 @pytest.mark.parametrize("hw", [(1, 1), (1, 65535), (31, 640), (100, 801)])
-def test_degenerate_shapes_never_reach_the_backend(random_model, hw):
+def test_degenerate_shapes_never_reach_the_backend(hybridnets_module, hw):
     from hybridnets_ros.pipeline.pipeline import Pipeline
-    backend = create_backend("torch", random_model, optimize=False)
+    backend = create_backend("torch", hybridnets_module, HYBRIDNETS, optimize=False)
     pipeline = Pipeline(backend)
     with pytest.raises(InputError, match="unsupported image size") as info:
         pipeline(np.zeros((*hw, 3), np.uint8))
@@ -109,8 +114,8 @@ def test_degenerate_shapes_never_reach_the_backend(random_model, hw):
     assert len(backend.engines) == 0
 
 
-def test_engines_per_shape_are_bounded(random_model):
-    backend = create_backend("torch", random_model, optimize=False)
+def test_engines_per_shape_are_bounded(hybridnets_module):
+    backend = create_backend("torch", hybridnets_module, HYBRIDNETS, optimize=False)
     shapes = [(128, 640), (256, 640), (384, 640), (512, 640), (640, 640)]
     for hw in shapes:
         backend.prepare(hw)
@@ -129,7 +134,7 @@ def test_max_detections_caps_nms_and_is_exact_when_reached():
     anchors = torch.cat([anchors_xy, anchors_xy + 20 + 40 * torch.rand(n, 2, generator=rng)], 1)
     regression = 0.1 * torch.randn(n, 4, generator=rng)
     classification = torch.rand(n, 1, generator=rng)
-    letterbox = Letterbox.compute((384, 640), 640, 128)
+    letterbox = letterbox_of((384, 640), 640, 128)
     full = detect(regression, classification, anchors, letterbox, 0.0, 0.3, max_detections=n)
     for k in (1, 10, 100):
         capped = detect(regression, classification, anchors, letterbox, 0.0, 0.3, max_detections=k)
@@ -398,7 +403,7 @@ def test_lifecycle_churn_rapid_requests_and_ctrl_c(tmp_path, random_weights):
 # ----------------------------------------------------------- command line and bags (slow)
 
 @pytest.mark.slow
-def test_careless_command_lines(tmp_path, random_weights, random_model, sample_images, capsys):
+def test_careless_command_lines(tmp_path, random_weights, hybridnets_module, sample_images, capsys):
     from hybridnets_ros.cli import main
     from hybridnets_ros.tools.bags import BagReader
 
@@ -428,7 +433,7 @@ def test_careless_command_lines(tmp_path, random_weights, random_model, sample_i
     # a checkpoint of NaN weights is refused
     nan_weights = tmp_path / "nan.pth"
     torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
-                for k, v in random_model.state_dict().items()}, nan_weights)
+                for k, v in hybridnets_module.state_dict().items()}, nan_weights)
     assert run("infer", sample_images[0], "--output", out, "--weights", nan_weights,
                "--backend", "torch") == 2
     assert "NaN or Inf" in capsys.readouterr().err
@@ -464,14 +469,14 @@ def test_careless_command_lines(tmp_path, random_weights, random_model, sample_i
 
 
 def test_the_cap_says_once_how_many_detections_it_dropped(caplog, monkeypatch):
-    from hybridnets_ros.core import postprocess
+    from hybridnets_ros.core.models.hybridnets import postprocess
     monkeypatch.setattr(postprocess._report_cap, "done", False)
     rng = torch.Generator().manual_seed(1)
     n = 2000
     anchors_xy = torch.rand(n, 2, generator=rng) * torch.tensor([384.0, 640.0])
     anchors = torch.cat([anchors_xy, anchors_xy + 10], 1)
     regression, classification = torch.zeros(n, 4), torch.rand(n, 1, generator=rng)
-    letterbox = Letterbox.compute((384, 640), 640, 128)
+    letterbox = letterbox_of((384, 640), 640, 128)
     assert len(detect(regression, classification, anchors, letterbox, 0.0, 0.3, n)) > 100
     assert not [r for r in caplog.records if "max_detections" in r.getMessage()]
     for _ in range(3):

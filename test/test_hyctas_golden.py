@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DEMO_IMAGES, GOLDEN, _need, export_and_run_onnx
+from conftest import DEMO_IMAGES, GOLDEN, _need, export_and_run_onnx, load_npz
 from hybridnets_ros.core.models import hyctas
 from hybridnets_ros.core.models.hyctas import network
 
@@ -21,8 +21,7 @@ KEY_LISTS = {"S": "checkpoint_keys.json", "M": "checkpoint_keys_m.json",
 
 
 def _case(name: str) -> dict[str, np.ndarray]:
-    with np.load(_need(HYCTAS / f"{name}.npz")) as data:
-        return {k: data[k] for k in data.files}
+    return load_npz(HYCTAS / f"{name}.npz")
 
 
 def _check_against_case(logits: np.ndarray, crop: hyctas.CropInfo, case: dict) -> None:
@@ -46,7 +45,7 @@ def image_1() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def s_model() -> torch.nn.Module:
-    return hyctas.load_checkpoint(hyctas.build_network("S"),
+    return hyctas.load_checkpoint(hyctas.build_module("S"),
                                   _need(HYCTAS / "hyctas_s_cityscapes_random_seed0.pth"))
 
 
@@ -82,7 +81,7 @@ def test_shipped_architectures_are_the_reference_files():
 def test_state_dict_layout_matches_reference(arch):
     reference = json.loads(_need(HYCTAS / KEY_LISTS[arch]).read_text())
     entries = reference["entries_key_shape_dtype_in_order"]
-    state = hyctas.build_network(arch).state_dict()
+    state = hyctas.build_module(arch).state_dict()
     assert [(k, list(v.shape)) for k, v in state.items()] == [(e[0], e[1]) for e in entries]
     # HRTNet_L: branches share cells; a shared cell is one module under several names.
     shared = [(e[0], e[3]["same_tensor_as"]) for e in entries if len(e) > 3]
@@ -101,7 +100,7 @@ def test_checkpoint_loads_exactly_in_float32(s_model):
 
 
 def test_wrong_checkpoint_is_rejected_with_the_differences():
-    model = hyctas.build_network("S")
+    model = hyctas.build_module("S")
     with pytest.raises(ValueError, match="wrong architecture") as error:
         hyctas.load_checkpoint(model, _need(HYCTAS / "hyctas_m_cityscapes_random_seed0.pth"))
     message = str(error.value)
@@ -116,27 +115,27 @@ def test_checkpoint_forms_and_non_finite_weights(tmp_path):
     arch_file = tmp_path / "tiny.json"
     arch_file.write_text(json.dumps(_tiny_architectures()[0]))
     torch.manual_seed(0)
-    source = hyctas.build_network(arch_file)
+    source = hyctas.build_module(arch_file)
     bare = {f"module.{k}": v.half() if v.is_floating_point() else v
             for k, v in source.state_dict().items()}
     torch.save(bare, tmp_path / "bare.pth")
-    loaded = hyctas.load_checkpoint(hyctas.build_network(arch_file), tmp_path / "bare.pth")
+    loaded = hyctas.load_checkpoint(hyctas.build_module(arch_file), tmp_path / "bare.pth")
     for key, value in loaded.state_dict().items():
         assert torch.equal(value, bare[f"module.{key}"].to(value.dtype)), key
 
     bare["module.sem_head.predictor.bias"][3] = float("nan")
     torch.save({"state_dict": bare}, tmp_path / "nan.pth")
     with pytest.raises(ValueError, match="NaN or Inf: sem_head.predictor.bias"):
-        hyctas.load_checkpoint(hyctas.build_network(arch_file), tmp_path / "nan.pth")
+        hyctas.load_checkpoint(hyctas.build_module(arch_file), tmp_path / "nan.pth")
     with pytest.raises(ValueError, match="unknown architecture"):
-        hyctas.build_network("XL")
+        hyctas.build_module("XL")
 
 
 @pytest.mark.parametrize("arch", _tiny_architectures(), ids=["three-branches", "one-branch"])
 def test_every_primitive_builds_and_runs(arch, tmp_path):
     arch_file = tmp_path / "arch.json"
     arch_file.write_text(json.dumps(arch))
-    model = hyctas.build_network(arch_file)
+    model = hyctas.build_module(arch_file)
     for module in model.modules():  # gamma starts at 0, which would bypass the attention
         if isinstance(module, network.PositionAttention):
             torch.nn.init.ones_(module.gamma)
@@ -153,7 +152,7 @@ def test_architecture_file_is_checked(tmp_path):
     bad = {**_tiny_architectures()[1], "downs": [[0, 1, 0, 0]]}
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(ValueError, match="branch 0"):
-        hyctas.build_network(tmp_path / "bad.json")
+        hyctas.build_module(tmp_path / "bad.json")
 
 
 def test_blocked_attention_is_the_unscaled_softmax_attention(monkeypatch):
@@ -255,7 +254,7 @@ def test_s_native_crop_case(s_model, image_1):
 
 @pytest.mark.slow  # the M network at 1024x2048
 def test_m_reference_case(image_1):
-    model = hyctas.load_checkpoint(hyctas.build_network("M"),
+    model = hyctas.load_checkpoint(hyctas.build_module("M"),
                                    _need(HYCTAS / "hyctas_m_cityscapes_random_seed0.pth"))
     tensor, crop = hyctas.preprocess(image_1, "reference")
     _check_against_case(_run(model, tensor), crop, _case("case_m_1"))

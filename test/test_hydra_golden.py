@@ -6,11 +6,10 @@ import json
 from functools import cache
 
 import numpy as np
-import onnx
 import pytest
 import torch
 
-from conftest import GOLDEN, _need, export_and_run_onnx
+from conftest import GOLDEN, _need, assert_static_onnx, export_and_run_onnx, load_npz
 from hybridnets_ros.core.models import hydra
 
 HYDRA = GOLDEN / "hydra"
@@ -25,9 +24,7 @@ MIN_DEPTH_WITHIN_1CM = 0.9999
 
 @cache
 def load_case(name: str) -> tuple[dict[str, np.ndarray], dict]:
-    with np.load(_need(HYDRA / f"{name}.npz")) as data:
-        arrays = {key: data[key] for key in data.files}
-    return arrays, json.loads((HYDRA / f"{name}.json").read_text())
+    return load_npz(HYDRA / f"{name}.npz"), json.loads((HYDRA / f"{name}.json").read_text())
 
 
 def bgr_of(case: dict[str, np.ndarray]) -> np.ndarray:
@@ -41,7 +38,7 @@ def checkpoint():
 
 @pytest.fixture(scope="module")
 def model(checkpoint):
-    return hydra.load_checkpoint(hydra.build_network(), checkpoint)
+    return hydra.load_checkpoint(hydra.build_module(), checkpoint)
 
 
 @pytest.fixture(scope="module", params=CASES)
@@ -87,7 +84,7 @@ def test_state_dict_layout_equals_released_checkpoint():
     expected = [(key, shape, dtype) for key, shape, dtype in
                 layout["entries_key_shape_dtype_in_order"]]
     ours = [(key, list(value.shape), str(value.dtype).removeprefix("torch."))
-            for key, value in hydra.build_network().state_dict().items()]
+            for key, value in hydra.build_module().state_dict().items()]
     assert ours == expected and len(ours) == layout["num_entries"] == 343
 
 
@@ -159,7 +156,7 @@ def test_checkpoint_variants_load(checkpoint, model, tmp_path):
     state = torch.load(checkpoint, weights_only=True)["state_dict"]
     bare = tmp_path / "bare.pth"
     torch.save({f"module.{key}": value for key, value in state.items()}, bare)
-    loaded = hydra.load_checkpoint(hydra.build_network(), bare).state_dict()
+    loaded = hydra.load_checkpoint(hydra.build_module(), bare).state_dict()
     assert all(torch.equal(loaded[key], value) for key, value in model.state_dict().items())
 
 
@@ -171,7 +168,7 @@ def test_wrong_checkpoint_is_rejected_clearly(checkpoint, tmp_path):
     wrong = tmp_path / "wrong.pth"
     torch.save({"state_dict": state}, wrong)
     with pytest.raises(ValueError) as error:
-        hydra.load_checkpoint(hydra.build_network(), wrong)
+        hydra.load_checkpoint(hydra.build_module(), wrong)
     message = str(error.value)
     assert "1 missing keys: conv3.weight" in message
     assert "1 unexpected keys: normal.weight" in message
@@ -185,24 +182,20 @@ def test_non_finite_checkpoint_is_rejected(checkpoint, tmp_path):
     bad = tmp_path / "nan.pth"
     torch.save({"state_dict": state}, bad)
     with pytest.raises(ValueError, match=r"2 non-finite .*layer1\.1\.running_var, depth\.bias"):
-        hydra.load_checkpoint(hydra.build_network(), bad)
+        hydra.load_checkpoint(hydra.build_module(), bad)
 
 
 def test_unreadable_checkpoint_is_rejected(tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read .* as a PyTorch checkpoint"):
-        hydra.load_checkpoint(hydra.build_network(), junk)
+        hydra.load_checkpoint(hydra.build_module(), junk)
 
 
 def test_onnx_export_is_static_opset_17(onnx_outputs):
     proto, _ = onnx_outputs
-    onnx.checker.check_model(proto, full_check=True)
-    assert proto.opset_import[0].version == 17
-    (image,) = proto.graph.input
     height, width = load_case(ONNX_CASE)[0]["input_hw"]
-    assert [d.dim_value for d in image.type.tensor_type.shape.dim] == [1, 3, height, width]
-    assert [output.name for output in proto.graph.output] == list(hydra.OUTPUT_NAMES)
+    assert_static_onnx(proto, (1, 3, height, width), hydra.OUTPUT_NAMES)
 
 
 def test_onnxruntime_matches_golden(onnx_outputs):

@@ -4,11 +4,15 @@ Layers, lowest first: core -> backends -> pipeline -> ros -> tools -> cli. A mod
 import its own layer and the layers below it, never one above; only ros, tools and cli
 may import rclpy or ROS message packages; and no group of modules imports each other in a
 loop (function-level imports included: a lazy import is still a dependency).
+
+One network = one folder: only ``core/models/<name>/`` and ``core/registry.py`` import a
+model folder or name a network; the rest reads the adapter.
 """
 from __future__ import annotations
 
 import ast
 import graphlib
+import re
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "hybridnets_ros"
@@ -98,3 +102,100 @@ def test_no_import_cycle():
         raise AssertionError(f"import cycle: {' -> '.join(exc.args[1])}") from None
     assert len(order) == len(graph)
 
+
+
+# --- One network = one folder: nothing else imports or names a network. ---
+
+MODELS_DIR = PACKAGE_DIR / "core" / "models"
+NETWORKS = tuple(sorted(p.name for p in MODELS_DIR.iterdir() if (p / "adapter.py").is_file()))
+# The one module besides the folders that may: it lists them.
+REGISTRY = "hybridnets_ros.core.registry"
+# "hybridnets" also names the product: the package, its node (and the node's class) and the
+# command. Only these identifiers may contain it; in strings, lowercase "hybridnets" is the
+# command, node or params file, so there the network's own spelling and its checkpoint's
+# file name count, as does any network name compared with or used as a dict key.
+PRODUCT_NAMES = {"hybridnets_ros", "hybridnets_node", "HybridNetsNode"}
+NETWORK_TEXT = re.compile(r"(?i:yolop|hydra|hyctas)|HybridNets|hybridnets\.pth")
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """ids of the docstring nodes (documentation may name the networks)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                found.add(id(body[0].value))
+    return found
+
+
+def _identifiers(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            yield node, node.id
+        elif isinstance(node, ast.Attribute):
+            yield node, node.attr
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            yield node, node.name
+        elif isinstance(node, ast.arg):
+            yield node, node.arg
+        elif isinstance(node, ast.keyword) and node.arg:
+            yield node, node.arg
+        elif isinstance(node, ast.alias) and node.asname:
+            yield node, node.asname
+
+
+def network_mentions(path: Path, networks=NETWORKS) -> list[str]:
+    """Where ``path`` imports a model folder or names a network, one line each."""
+    tree = ast.parse(path.read_text(), str(path))
+    where = path.relative_to(PACKAGE_DIR.parent)
+    found = [f"{where}: imports {m}" for m in sorted(imports_of(path))
+             if m.startswith("hybridnets_ros.core.models")]
+    for node, name in _identifiers(tree):
+        if name not in PRODUCT_NAMES and any(n in name.lower() for n in networks):
+            found.append(f"{where}:{node.lineno} identifier {name}")
+    docs = _docstrings(tree)
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                and id(node) not in docs and NETWORK_TEXT.search(node.value)):
+            found.append(f"{where}:{node.lineno} string {node.value[:60]!r}")
+    found += [f"{where}:{node.lineno} branches on {node.value!r}"
+              for node in _branch_constants(tree)
+              if isinstance(node.value, str) and node.value.lower() in networks]
+    return found
+
+
+def _branch_constants(tree: ast.AST):
+    """Constants compared with or used as dict keys: how code branches on a value."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            yield from (n for n in (node.left, *node.comparators) if isinstance(n, ast.Constant))
+            for n in node.comparators:  # x in ("a", "b")
+                if isinstance(n, (ast.Tuple, ast.List, ast.Set)):
+                    yield from (e for e in n.elts if isinstance(e, ast.Constant))
+        elif isinstance(node, ast.Dict):
+            yield from (k for k in node.keys if isinstance(k, ast.Constant))
+
+
+def outside_the_model_folders(package_dir: Path = PACKAGE_DIR) -> list[Path]:
+    """Every module of the package but the model folders' and the registry."""
+    models = package_dir / "core" / "models"
+    return [p for p in sorted(package_dir.rglob("*.py"))
+            if models not in p.parents and module_name(p) != REGISTRY]
+
+
+def test_only_the_model_folders_and_the_registry_name_a_network():
+    assert set(NETWORKS) >= {"hybridnets", "yolop"}, NETWORKS  # the scan found the folders
+    found = [line for path in outside_the_model_folders() for line in network_mentions(path)]
+    assert not found, ("a network imported or named outside core/models/<name>/ and "
+                       "core/registry.py (use the adapter's properties):\n" + "\n".join(found))
+
+
+def test_a_model_folder_imports_no_other():
+    found = []
+    for network in NETWORKS:
+        own = f"hybridnets_ros.core.models.{network}"
+        for path in (MODELS_DIR / network).rglob("*.py"):
+            found += [f"{path.relative_to(PACKAGE_DIR)} imports {m}" for m in imports_of(path)
+                      if m.startswith("hybridnets_ros.core.models.") and not m.startswith(own)]
+    assert not found, "\n".join(found)

@@ -2,7 +2,6 @@
 fused surround grid, a silent camera not stalling the others, per-camera diagnostics."""
 import math
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -91,13 +90,10 @@ def frames():
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory, random_weights):
-    rg.init_rclpy()
-    process = rg.NodeProcess(tmp_path_factory.mktemp("multi") / "node.log", {
+    yield from rg.serve_node(tmp_path_factory.mktemp("multi"), {
         "weights": random_weights, "backend": "torch", "input_size": 320,
         "camera_resolution": f"[{WIDTH},{HEIGHT}]", **rg.camera_parameters(POSES),
         "fused_rate": 5.0})
-    yield process
-    assert process.stop() == 0, process.log()
 
 
 @pytest.fixture(scope="module")
@@ -111,16 +107,15 @@ def probe(node):
 def publish_until(probe, names, frames, processed: int, timeout: float = 90) -> None:
     """Publish every camera of ``names`` each round until each has ``processed`` more outputs."""
     start = {name: probe.count(name) for name in names}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(probe.count(name) - start[name] >= processed for name in names):
-            return
+
+    def send_round():
         _stamp[0] += 50_000_000
         for name in names:
             probe.send(name, frames[name], _stamp[0])
-        time.sleep(0.3)
-    pytest.fail(f"outputs per camera after {timeout} s: "
-                f"{ {n: probe.count(n) - start[n] for n in names} }")
+
+    rg.publish_rounds(send_round, lambda: all(probe.count(name) - start[name] >= processed
+                                              for name in names), timeout,
+                      f"{processed} more outputs for each of {', '.join(names)}")
 
 
 def test_each_camera_gets_its_own_outputs_and_the_fused_grid_sees_around(node, probe, frames):

@@ -41,11 +41,7 @@ def next_stamp() -> int:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory, random_weights):
-    rg.init_rclpy()
-    process = rg.NodeProcess(tmp_path_factory.mktemp("node") / "node.log",
-                             {"weights": random_weights})
-    yield process
-    assert process.stop() == 0, process.log()
+    yield from rg.serve_node(tmp_path_factory.mktemp("node"), {"weights": random_weights})
 
 
 @pytest.fixture(scope="module")

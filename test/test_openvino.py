@@ -51,7 +51,7 @@ def torch_outputs(model, inputs):
 
 @pytest.mark.slow  # exports the golden network to ONNX
 def test_fp32_matches_golden_outputs_and_results(golden_model, golden_onnx, golden_case):
-    backend = create_backend("openvino", golden_model)
+    backend = create_backend("openvino", golden_model, adapter("hybridnets"))
     for name, value in zip(OUTPUTS, outputs_of(backend, golden_case["input_tensor"])):
         assert rel_l2(value, golden_case[name]) < 1e-4, name
     result = Pipeline(backend)(golden_case["input_bgr"])
@@ -62,7 +62,7 @@ def test_fp32_matches_golden_outputs_and_results(golden_model, golden_onnx, gold
 
 
 def test_fp32_is_exact_and_reuses_its_output_buffers(tiny_net, tiny_input, tmp_path):
-    backend = create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, cache=EngineCache(tmp_path))
+    backend = create_backend("openvino", tiny_net, adapter=AS_HYBRIDNETS, cache=EngineCache(tmp_path))
     first = backend.infer(tiny_input)
     views = [getattr(first, name) for name in OUTPUTS]
     for name, ours, reference in zip(OUTPUTS, outputs_of(backend, torch.from_numpy(tiny_input)),
@@ -77,14 +77,14 @@ def test_fp32_is_exact_and_reuses_its_output_buffers(tiny_net, tiny_input, tmp_p
 
 def test_second_start_loads_the_compiled_model_from_the_cache(tiny_net, tiny_input, tmp_path):
     cache = EngineCache(tmp_path)
-    first = create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, cache=cache)
+    first = create_backend("openvino", tiny_net, adapter=AS_HYBRIDNETS, cache=cache)
     first.prepare(TINY_HW)
     blob = cache.path(first.compile_key(TINY_HW), ".blob")
     assert blob.parent == tmp_path and blob.name.startswith("openvino-fp32-128x128-")
     assert cache.lookup(first.compile_key(TINY_HW), ".blob") == blob  # sidecar and sha256
     assert not [p for p in tmp_path.iterdir() if p.is_dir()], "nothing outside the cache's files"
     built = blob.stat().st_mtime_ns
-    second = create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, cache=cache)
+    second = create_backend("openvino", tiny_net, adapter=AS_HYBRIDNETS, cache=cache)
     second.prepare(TINY_HW)
     assert blob.stat().st_mtime_ns == built  # imported, not compiled again
     for a, b in zip(outputs_of(first, tiny_input), outputs_of(second, tiny_input)):
@@ -103,14 +103,14 @@ def damage(path, seed: int = 1) -> None:
 def test_a_damaged_compiled_model_is_compiled_again_not_imported(tiny_net, tiny_input, tmp_path,
                                                                  caplog):
     cache = EngineCache(tmp_path)
-    create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, cache=cache).prepare(TINY_HW)
+    create_backend("openvino", tiny_net, adapter=AS_HYBRIDNETS, cache=cache).prepare(TINY_HW)
     # Wherever the compiled model went (before issue 31, OpenVINO's CACHE_DIR in a folder).
     blobs = [*tmp_path.glob("openvino-*.blob"), *tmp_path.glob("openvino-*/*.blob")]
     assert len(blobs) == 1, sorted(p.name for p in tmp_path.iterdir())
     damage(blobs[0])
     damaged = blobs[0].read_bytes()
     with caplog.at_level("WARNING"):
-        again = create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, cache=cache)
+        again = create_backend("openvino", tiny_net, adapter=AS_HYBRIDNETS, cache=cache)
         ours = outputs_of(again, tiny_input)
     assert f"not loading cached {blobs[0].name}: file changed since it was built (sha256 " \
         in caplog.text, caplog.text
@@ -124,7 +124,7 @@ def test_a_damaged_compiled_model_is_compiled_again_not_imported(tiny_net, tiny_
         cache.store(key, ".blob", lambda out: out.write_bytes(b"not a compiled model" * 100))
     caplog.clear()
     with caplog.at_level("WARNING"):
-        third = create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, cache=cache)
+        third = create_backend("openvino", tiny_net, adapter=AS_HYBRIDNETS, cache=cache)
         ours = outputs_of(third, tiny_input)
     assert f"openvino cannot import cached {blobs[0].name} (" in caplog.text, caplog.text
     assert "it will be compiled again" in caplog.text
@@ -134,8 +134,8 @@ def test_a_damaged_compiled_model_is_compiled_again_not_imported(tiny_net, tiny_
 
 
 def test_compiled_models_are_kept_apart_by_shape_precision_and_weights(tiny_net, tmp_path):
-    backend = create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, cache=EngineCache(tmp_path))
-    other = create_backend("openvino", TinyNet(seed=1), network=AS_HYBRIDNETS, cache=EngineCache(tmp_path))
+    backend = create_backend("openvino", tiny_net, adapter=AS_HYBRIDNETS, cache=EngineCache(tmp_path))
+    other = create_backend("openvino", TinyNet(seed=1), adapter=AS_HYBRIDNETS, cache=EngineCache(tmp_path))
     names = {backend.compile_key(TINY_HW).filename(".blob"),
              backend.compile_key((256, 128)).filename(".blob"),
              backend.compile_key(TINY_HW, batch=2).filename(".blob"),
@@ -152,14 +152,14 @@ def test_bf16_is_refused_where_the_cpu_lacks_it(tiny_net, monkeypatch):
     with pytest.raises(BackendUnavailable, match="openvino bf16 needs a CPU with native bf16 "
                                                  r"\(avx512_bf16 or amx_bf16.*has neither.*"
                                                  "use precision fp32"):
-        create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, precision="bf16")
+        create_backend("openvino", tiny_net, adapter=AS_HYBRIDNETS, precision="bf16")
 
 
 def test_bf16_runs_close_to_fp32_where_the_cpu_has_it(tiny_net, tiny_input, tmp_path):
     reason = openvino_backend.bf16_unsupported(openvino_backend.import_openvino().Core())
     if reason:
         pytest.skip(reason)
-    backend = create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, precision="bf16", cache=EngineCache(tmp_path))
+    backend = create_backend("openvino", tiny_net, adapter=AS_HYBRIDNETS, precision="bf16", cache=EngineCache(tmp_path))
     for name, ours, reference in zip(OUTPUTS, outputs_of(backend, tiny_input),
                                      torch_outputs(tiny_net, tiny_input)):
         assert 0 < rel_l2(ours, reference) < 2e-2, name  # bf16 keeps 8 bits of mantissa
@@ -173,14 +173,14 @@ def test_bf16_runs_close_to_fp32_where_the_cpu_has_it(tiny_net, tiny_input, tmp_
 ])
 def test_unavailable_choices_are_refused_with_a_reason(tiny_net, options, message):
     with pytest.raises(BackendUnavailable) as info:
-        create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, **options)
+        create_backend("openvino", tiny_net, adapter=AS_HYBRIDNETS, **options)
     assert message in str(info.value)
 
 
 def test_int8_without_nncf_points_to_onnxruntime(tiny_net, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "nncf", None)  # as if it were not installed
     with pytest.raises(BackendUnavailable, match="'nncf'.*or use onnxruntime int8"):
-        create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, precision="int8", calib=tmp_path)
+        create_backend("openvino", tiny_net, adapter=AS_HYBRIDNETS, precision="int8", calib=tmp_path)
 
 
 @pytest.mark.slow  # imports NNCF and calibrates
@@ -189,12 +189,12 @@ def test_int8_is_quantised_once_and_kept_in_the_cache(tiny_net, sample_images, t
     cache = EngineCache(tmp_path)
     options = {"precision": "int8", "calib": sample_images[0].parent, "cache": cache}
     hw = (384, 640)  # what 1280x720 frames give at --size 640
-    first = create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, **options)
+    first = create_backend("openvino", tiny_net, adapter=AS_HYBRIDNETS, **options)
     first.prepare(hw)
     (packed,) = tmp_path.glob("openvino-int8-int8-384x640-*.npz")
     assert cache.sidecar(packed).exists()
     built = packed.stat().st_mtime_ns
-    second = create_backend("openvino", tiny_net, network=AS_HYBRIDNETS, **options)
+    second = create_backend("openvino", tiny_net, adapter=AS_HYBRIDNETS, **options)
     inputs = np.random.default_rng(1).uniform(-2, 2, (1, 3, *hw)).astype(np.float32)
     ours = outputs_of(second, inputs)
     assert packed.stat().st_mtime_ns == built  # loaded, not quantised again

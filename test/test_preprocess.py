@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from hybridnets_ros.core.torch_preprocess import TorchPreprocessor
-from hybridnets_ros.core.postprocess import scale_boxes, segmentation_labels
-from hybridnets_ros.core.preprocess import PAD_VALUE, Letterbox, Preprocessor
+from hybridnets_ros.core.models.hybridnets.torch_preprocess import TorchPreprocessor
+from hybridnets_ros.core.models.hybridnets.postprocess import scale_boxes, segmentation_labels
+from hybridnets_ros.core.preprocess import PAD_VALUE
+from hybridnets_ros.core.models.hybridnets.preprocess import Preprocessor, letterbox
 
 SIZES = [(720, 1280), (1080, 1920), (480, 640), (1, 1), (1280, 720), (2000, 1), (37, 501),
          (384, 640), (100, 100)]
@@ -14,7 +15,7 @@ SIZES = [(720, 1280), (1080, 1920), (480, 640), (1, 1), (1280, 720), (2000, 1), 
 @pytest.mark.parametrize("hw", SIZES)
 @pytest.mark.parametrize("target", [640, 384, 512])
 def test_network_input_is_valid_for_any_size(hw, target):
-    lb = Letterbox.compute(hw, target, 128)
+    lb = letterbox(hw, target, 128)
     H, W = lb.input_hw
     assert H % 128 == 0 and W % 128 == 0
     h, w = lb.resized_hw
@@ -25,18 +26,18 @@ def test_network_input_is_valid_for_any_size(hw, target):
 
 
 def test_reference_geometry_where_the_reference_works():
-    lb = Letterbox.compute((720, 1280), 640, 128)
+    lb = letterbox((720, 1280), 640, 128)
     assert (lb.resized_hw, lb.input_hw, lb.pad_w, lb.pad_h, lb.top) == ((360, 640), (384, 640), 0, 12, 12)
-    lb = Letterbox.compute((1080, 1920), 640, 128)  # same aspect: same letterbox
+    lb = letterbox((1080, 1920), 640, 128)  # same aspect: same letterbox
     assert (lb.resized_hw, lb.input_hw, lb.pad_h) == ((360, 640), (384, 640), 12)
-    lb = Letterbox.compute((1280, 720), 640, 128)  # portrait
+    lb = letterbox((1280, 720), 640, 128)  # portrait
     assert (lb.resized_hw, lb.input_hw, lb.pad_w, lb.left) == ((640, 360), (640, 384), 12, 12)
 
 
 def test_padding_extends_to_128_where_the_reference_crashes():
-    lb = Letterbox.compute((480, 640), 640, 128)  # reference: 480 rows, not a multiple of 128
+    lb = letterbox((480, 640), 640, 128)  # reference: 480 rows, not a multiple of 128
     assert lb.input_hw == (512, 640) and lb.pad_h == 16
-    lb = Letterbox.compute((720, 1280), 384, 128)  # reference: 224 rows
+    lb = letterbox((720, 1280), 384, 128)  # reference: 224 rows
     assert lb.input_hw == (256, 384) and lb.resized_hw == (216, 384) and lb.pad_h == 20
 
 
@@ -57,7 +58,7 @@ def test_borders_and_content(hw):
 
 @pytest.mark.parametrize("hw", SIZES)
 def test_boxes_and_masks_map_back_to_the_source(hw):
-    lb = Letterbox.compute(hw, 640, 128)
+    lb = letterbox(hw, 640, 128)
     h, w = lb.resized_hw
     # The resized content's extent maps back to the source image: like the reference, both
     # axes are divided by h/h0 and then clipped to the image.

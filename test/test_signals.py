@@ -26,8 +26,10 @@ from hybridnets_ros.pipeline.pipeline import Pipeline
 from hybridnets_ros.ros import messages, params
 from hybridnets_ros.ros.camera_info import camera_info_from_model
 from hybridnets_ros.ros.diagnostics import engine_values
-from hybridnets_ros.ros.frame import FrameProcessor
+from hybridnets_ros.ros.frame import FrameProcessor, GridProblem
 from hybridnets_ros.ros.surround import SurroundStage
+
+HYBRIDNETS = adapter("hybridnets")
 
 CAMERA = default_camera(640, 360)
 SMALL = np.zeros((96, 128, 3), np.uint8)     # network input 256x256 at input_size 256
@@ -57,8 +59,8 @@ class GatedBuilds:
         return self._prepare(*args)
 
 
-def test_a_new_size_is_built_beside_the_sizes_that_run(random_model):
-    backend = create_backend("torch", random_model, optimize=False)
+def test_a_new_size_is_built_beside_the_sizes_that_run(hybridnets_module):
+    backend = create_backend("torch", hybridnets_module, HYBRIDNETS, optimize=False)
     pipeline = Pipeline(backend, input_size=256)
     pipeline(SMALL)  # its engine exists from here on
     gated = GatedBuilds(backend)
@@ -84,7 +86,7 @@ def test_a_failed_build_is_retried_after_a_back_off_and_its_error_shown_until_th
     first frame after the back-off builds the engine (issue 31: it was never tried again)."""
     blocked = tmp_path / "engines"
     blocked.write_text("a file where the cache folder goes")
-    backend = create_backend("onnxruntime", TinyNet(), network=adapter("hybridnets"),
+    backend = create_backend("onnxruntime", TinyNet(), adapter=HYBRIDNETS,
                              cache=EngineCache(blocked))
     builds = EngineBuilds(Pipeline(backend, input_size=128))
     frame = np.zeros((96, 128, 3), np.uint8)
@@ -124,10 +126,10 @@ def test_a_configure_while_a_background_build_exports_waits_for_it(tmp_path):
     assert running.backend.has_engine(build.shape)
 
 
-def test_max_engines_bounds_the_engines_and_an_evicted_one_is_freed(random_model):
+def test_max_engines_bounds_the_engines_and_an_evicted_one_is_freed(hybridnets_module):
     config = NodeConfig(backend="torch", device="cpu", input_size=256, camera_resolution=(),
                         max_engines=1)
-    pipeline = build_pipeline(config, model=random_model, optimize=False)
+    pipeline = build_pipeline(config, model=hybridnets_module, optimize=False)
     pipeline(SMALL)
     engines = pipeline.backend.engines
     freed = weakref.ref(next(iter(engines.values()))[0])  # the engine's input buffer
@@ -156,8 +158,8 @@ def test_impossible_poses_are_refused_as_settings(pose, problem):
 
 
 @pytest.fixture
-def processor(random_model):
-    pipeline = Pipeline(create_backend("torch", random_model, optimize=False), input_size=256)
+def processor(hybridnets_module):
+    pipeline = Pipeline(create_backend("torch", hybridnets_module, HYBRIDNETS, optimize=False), input_size=256)
     processor = FrameProcessor(pipeline, NodeConfig(input_size=256))
     processor.camera_info = camera_info_from_model(CAMERA, "camera_optical_frame")
     return processor
@@ -173,7 +175,7 @@ def test_a_camera_that_sees_no_ground_gets_no_grids_or_3d(processor, frame_msg):
     sky = (0.0, 0.0, 1.5, 0.0, -0.8, 0.0)  # pitched 46 deg up: the whole image is sky
     processor.update_config(NodeConfig(input_size=256, camera_pose=sky))
     outcome = processor.process(frame_msg)
-    assert outcome.no_grids.reason == "impossible camera pose"
+    assert outcome.no_grids.reason is GridProblem.IMPOSSIBLE_POSE
     assert "no part of the image sees the ground" in str(outcome.no_grids)
     assert "detections" in outcome.messages
     assert not {"detections_3d", "drivable_grid"} & set(outcome.messages)
@@ -187,7 +189,7 @@ def test_an_impossible_pose_from_tf_is_refused(processor, frame_msg, roll, z, pr
     processor.transform_lookup = lambda frame, header: optical_transform((0, 0, z, roll, 0, 0))
     processor.update_config(NodeConfig(input_size=256, camera_pose=()))
     outcome = processor.process(frame_msg)
-    assert outcome.no_grids.reason == "impossible camera pose"
+    assert outcome.no_grids.reason is GridProblem.IMPOSSIBLE_POSE
     assert "from TF" in str(outcome.no_grids) and problem in str(outcome.no_grids)
     assert "detections_3d" not in outcome.messages
 

@@ -122,13 +122,10 @@ def frames():
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory, random_weights):
-    rg.init_rclpy()
-    process = rg.NodeProcess(tmp_path_factory.mktemp("signals") / "node.log", {
+    yield from rg.serve_node(tmp_path_factory.mktemp("signals"), {
         "weights": random_weights, "backend": "torch", "input_size": 384,
         "camera_resolution": "[640,360]", **rg.camera_parameters(POSES),
         "fused_rate": 5.0, "diagnostics_period": 0.5})
-    yield process
-    assert process.stop() == 0, process.log()
 
 
 @pytest.fixture(scope="module")
@@ -140,13 +137,12 @@ def probe(node):
 
 
 def publish_until(probe, names, frames, condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} within {timeout} s"
+    def send_round():
         stamp = next_stamp()
         for name in names:
             probe.send(name, frames, stamp)
-        time.sleep(0.3)
+
+    rg.publish_rounds(send_round, condition, timeout, what)
 
 
 def test_a_new_size_builds_its_engine_while_the_other_camera_is_served(node, probe, frames):

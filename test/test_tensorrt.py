@@ -22,7 +22,7 @@ from conftest import rel_l2, small_network_onnx
 from hybridnets_ros.backends import BackendUnavailable, create_backend
 from hybridnets_ros.backends.onnx_export import cached_onnx
 from hybridnets_ros.core.registry import adapter
-from hybridnets_ros.core.preprocess import Letterbox
+from hybridnets_ros.core.models.hybridnets.preprocess import letterbox
 
 # Engines of the whole network through the stand-ins: `make test` runs them, the fast loop
 # (-m "not slow") does not.
@@ -32,7 +32,7 @@ HYBRIDNETS = adapter("hybridnets")
 INPUT_NAME, OUTPUT_NAMES = HYBRIDNETS.input_name, HYBRIDNETS.output_names
 
 INPUT_SIZE = 256
-HW = Letterbox.compute((720, 1280), INPUT_SIZE, 128).input_hw
+HW = letterbox((720, 1280), INPUT_SIZE, 128).input_hw
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +48,15 @@ def onnxruntime_outputs(path, inputs: np.ndarray) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def reference(random_model, frames, session_cache) -> list[np.ndarray]:
+def reference(hybridnets_module, frames, session_cache) -> list[np.ndarray]:
     """ONNX Runtime on the fp32 export, frame by frame."""
-    path = cached_onnx(random_model, HW)
+    path = cached_onnx(hybridnets_module, HYBRIDNETS, HW)
     per_frame = [onnxruntime_outputs(path, frames[i:i + 1]) for i in range(len(frames))]
     return [np.concatenate(outputs) for outputs in zip(*per_frame)]
 
 
 def tensorrt(model, precision="fp32", **options):
-    return create_backend("tensorrt", model, device="cuda", precision=precision,
+    return create_backend("tensorrt", model, HYBRIDNETS, device="cuda", precision=precision,
                           input_size=INPUT_SIZE, **options)
 
 
@@ -72,9 +72,9 @@ def as_numpy(raw) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("version", standins.GENERATIONS)
 def test_fp32_engine_built_cached_loaded_and_equal_to_onnxruntime(
-        random_model, frames, reference, monkeypatch, caplog, version):
+        hybridnets_module, frames, reference, monkeypatch, caplog, version):
     trt = standins.install(monkeypatch, version)
-    backend = tensorrt(random_model)
+    backend = tensorrt(hybridnets_module)
     raw = backend.infer(frames[:1])
     for name, got, expected in zip(OUTPUT_NAMES, as_numpy(raw), reference):
         assert got.dtype == np.float32 and got.shape == expected[:1].shape, name
@@ -89,17 +89,17 @@ def test_fp32_engine_built_cached_loaded_and_equal_to_onnxruntime(
 
     caplog.clear()
     with caplog.at_level(logging.INFO, "hybridnets_ros"):
-        again = tensorrt(random_model)
+        again = tensorrt(hybridnets_module)
         second = again.infer(torch.from_numpy(frames[:1]))
     assert "using cached tensorrt fp32 engine" in caplog.text and "building" not in caplog.text
     for got, expected in zip(as_numpy(second), reference):
         np.testing.assert_allclose(got, expected[:1], rtol=1e-5, atol=1e-5)
 
 
-def test_batch_n_binds_by_name_and_takes_tensors_without_copying(random_model, frames, reference,
+def test_batch_n_binds_by_name_and_takes_tensors_without_copying(hybridnets_module, frames, reference,
                                                                  monkeypatch):
     standins.install(monkeypatch)
-    backend = tensorrt(random_model)
+    backend = tensorrt(hybridnets_module)
     assert backend.batching
     backend.prepare(HW, batch=2)
     inputs = torch.from_numpy(frames)
@@ -121,13 +121,13 @@ def as_numpy_tensors(raw):
     return [getattr(raw, name) for name in OUTPUT_NAMES]
 
 
-def test_stale_and_unloadable_engines_are_rebuilt(random_model, frames, reference, monkeypatch,
+def test_stale_and_unloadable_engines_are_rebuilt(hybridnets_module, frames, reference, monkeypatch,
                                                   caplog):
     standins.install(monkeypatch, "10.3.0")
-    old = tensorrt(random_model).engine_path(HW)
+    old = tensorrt(hybridnets_module).engine_path(HW)
     monkeypatch.undo()
     standins.install(monkeypatch, "10.4.0")  # another TensorRT: another key, a new engine
-    backend = tensorrt(random_model)
+    backend = tensorrt(hybridnets_module)
     new = backend.engine_path(HW)
     assert new != old and old.exists() and plan_of(backend)["version"] == "10.4.0"
 
@@ -140,7 +140,7 @@ def test_stale_and_unloadable_engines_are_rebuilt(random_model, frames, referenc
     meta["sha256"] = file_digest(new)
     sidecar.write_text(json.dumps(meta))
     with caplog.at_level(logging.WARNING):
-        raw = tensorrt(random_model).infer(frames[:1])
+        raw = tensorrt(hybridnets_module).infer(frames[:1])
     assert "could not load" in caplog.text and "expecting library version 10.4.0" in caplog.text
     assert plan_of(backend)["version"] == "10.4.0"
     np.testing.assert_allclose(as_numpy(raw)[2], reference[2][:1], rtol=1e-5, atol=1e-5)
@@ -150,7 +150,7 @@ def test_stale_and_unloadable_engines_are_rebuilt(random_model, frames, referenc
 def golden_reference(golden_model, frames, session_cache) -> list[np.ndarray]:
     """ONNX Runtime on the golden network's fp32 export: fp16 needs a network whose
     activations fit in half precision (the seeded random one's reach 1e6)."""
-    return onnxruntime_outputs(cached_onnx(golden_model, HW), frames[:1])
+    return onnxruntime_outputs(cached_onnx(golden_model, HYBRIDNETS, HW), frames[:1])
 
 
 @pytest.mark.parametrize("version", standins.GENERATIONS)
@@ -188,10 +188,10 @@ def test_fp16_onnx_against_the_golden_case(golden_onnx, golden_case, tmp_path):
     assert agreement > 0.995
 
 
-def test_tensorrt_8_6_builds_weakly_typed_with_the_fp16_flag(random_model, frames, reference,
+def test_tensorrt_8_6_builds_weakly_typed_with_the_fp16_flag(hybridnets_module, frames, reference,
                                                              monkeypatch):
     standins.install(monkeypatch, "8.6.1")
-    backend = tensorrt(random_model, precision="fp16")
+    backend = tensorrt(hybridnets_module, precision="fp16")
     raw = backend.infer(frames[:1])
     assert plan_of(backend) == {"version": "8.6.1", "strongly_typed": False,
                                 "builder_flags": ["FP16"]}
@@ -209,7 +209,7 @@ def calib_folder(sample_images):
 def test_int8_engine_from_the_qdq_model(golden_model, calib_folder, monkeypatch, version,
                                         typed, flags):
     from hybridnets_ros.backends.quantize import calibration_frames
-    from hybridnets_ros.core.preprocess import Preprocessor
+    from hybridnets_ros.core.models.hybridnets.preprocess import Preprocessor
     standins.install(monkeypatch, version)
     backend = tensorrt(golden_model, precision="int8", calib=str(calib_folder),
                        source_hw=(720, 1280))
@@ -217,7 +217,7 @@ def test_int8_engine_from_the_qdq_model(golden_model, calib_folder, monkeypatch,
     frame = calibration_frames(calib_folder, (720, 1280), Preprocessor(INPUT_SIZE))[0]  # a camera frame
     raw = backend.infer(frame)
     assert plan_of(backend) == {"version": version, "strongly_typed": typed, "builder_flags": flags}
-    expected = onnxruntime_outputs(cached_onnx(golden_model, HW), frame)
+    expected = onnxruntime_outputs(cached_onnx(golden_model, HYBRIDNETS, HW), frame)
     for name, got, want in zip(OUTPUT_NAMES, as_numpy(raw), expected):
         assert got.dtype == np.float32 and not np.array_equal(got, want), f"{name}: not int8"
         # Measured with this stand-in (ONNX Runtime running the Q/DQ model): classification
@@ -244,7 +244,7 @@ def test_parser_takes_the_tensorrt_qdq_form_only(tmp_path, monkeypatch):
     assert parse(tensorrt_form) == (True, [])
 
 
-def test_parse_errors_are_reported(tmp_path, random_model, monkeypatch):
+def test_parse_errors_are_reported(tmp_path, hybridnets_module, monkeypatch):
     from hybridnets_ros.backends.tensorrt_backend import build_engine
     trt = standins.install(monkeypatch)
     broken = tmp_path / "broken.onnx"
@@ -280,15 +280,15 @@ def test_stand_in_keeps_the_rules_of_each_generation(tmp_path, monkeypatch):
 # --- torch2trt ---------------------------------------------------------------------------
 
 def torch2trt(model, precision="fp32", **options):
-    return create_backend("torch2trt", model, device="cuda", precision=precision,
+    return create_backend("torch2trt", model, HYBRIDNETS, device="cuda", precision=precision,
                           input_size=INPUT_SIZE, **options)
 
 
 @pytest.mark.slow  # torch2trt converts the whole network (~25 s); 10.x: the next test
-def test_torch2trt_fp32_equals_onnxruntime(random_model, frames, reference, monkeypatch):
+def test_torch2trt_fp32_equals_onnxruntime(hybridnets_module, frames, reference, monkeypatch):
     version = "11.1.0"
     standins.install(monkeypatch, version, torch2trt=True)
-    backend = torch2trt(random_model)
+    backend = torch2trt(hybridnets_module)
     raw = backend.infer(frames[:1])
     assert backend.runtime_id() == f"torch2trt 0.5.0, tensorrt {version}"
     for name, got, expected in zip(OUTPUT_NAMES, as_numpy(raw), reference):
@@ -297,19 +297,19 @@ def test_torch2trt_fp32_equals_onnxruntime(random_model, frames, reference, monk
 
 @pytest.mark.slow  # torch2trt converts the whole network twice (~45 s)
 def test_torch2trt_fp16_and_int8_use_its_builder_flags_on_tensorrt_10(
-        random_model, frames, calib_folder, monkeypatch):
+        hybridnets_module, frames, calib_folder, monkeypatch):
     standins.install(monkeypatch, "10.3.0", torch2trt=True)
-    assert plan_of(torch2trt(random_model, "fp16"))["builder_flags"] == ["FP16"]
-    int8 = torch2trt(random_model, "int8", calib=str(calib_folder), source_hw=(720, 1280))
+    assert plan_of(torch2trt(hybridnets_module, "fp16"))["builder_flags"] == ["FP16"]
+    int8 = torch2trt(hybridnets_module, "int8", calib=str(calib_folder), source_hw=(720, 1280))
     assert plan_of(int8) == {"version": "10.3.0", "strongly_typed": False,
                              "builder_flags": ["FP16", "INT8"]}
     assert int8.infer(frames[:1]).segmentation.shape == (1, 3, *HW)
 
 
-def test_torch2trt_on_tensorrt_11_is_fp32_only(random_model, monkeypatch):
+def test_torch2trt_on_tensorrt_11_is_fp32_only(hybridnets_module, monkeypatch):
     standins.install(monkeypatch, "11.1.0", torch2trt=True)
     with pytest.raises(BackendUnavailable, match="TensorRT 11.1.0 removed: use backend tensorrt"):
-        torch2trt(random_model, "fp16")
+        torch2trt(hybridnets_module, "fp16")
     # What torch2trt itself does there (the reason for the refusal above):
     import torch2trt as module
     with pytest.raises(AttributeError, match="FP16"):
@@ -329,13 +329,13 @@ def test_trtmodule_runs_what_torch2trt_built(monkeypatch):
 
 
 @pytest.mark.slow  # engines of batch 1 and 2 (~50 s in a fresh session)
-def test_on_device_pipeline_batches_through_tensorrt(random_model, sample_images, monkeypatch):
+def test_on_device_pipeline_batches_through_tensorrt(hybridnets_module, sample_images, monkeypatch):
     """The CUDA data path's whole chain on CPU tensors: TorchPreprocessor into the batch
     buffer, the engine binding that tensor directly, NMS and masks on the device."""
     import cv2
     from hybridnets_ros.pipeline.pipeline import Pipeline
     standins.install(monkeypatch)
-    pipeline = Pipeline(tensorrt(random_model), INPUT_SIZE, processing_on_device=True)
+    pipeline = Pipeline(tensorrt(hybridnets_module), INPUT_SIZE, processing_on_device=True)
     pipeline.batch_size = 2
     images = [cv2.imread(str(path)) for path in sample_images[:2]]
     batched = pipeline.run_batch(images)

@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from hybridnets_ros.core.models.hybridnets import HybridNets
-from hybridnets_ros.core.weights import (WeightsError, build_model, download_weights, load_into,
-                                    read_state_dict)
+from hybridnets_ros.core.models.hybridnets.weights import CHECKPOINT_LABEL, load_module
+from hybridnets_ros.core.registry import adapter
+from hybridnets_ros.core.weights import WeightsError, load_into, read_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def test_key_mismatches_are_listed(random_state):
     state["extra.weight"] = torch.zeros(1)
     state["classifier.header.pointwise_conv.conv.bias"] = torch.zeros(90)  # a 10-class head
     with pytest.raises(WeightsError) as info:
-        load_into(HybridNets(), state, "other.pth")
+        load_into(HybridNets(), state, "other.pth", CHECKPOINT_LABEL)
     message = str(info.value)
     assert "other.pth is not a HybridNets-D3 checkpoint" in message
     assert "1 missing keys: encoder._conv_stem.weight" in message
@@ -48,56 +49,39 @@ def test_key_mismatches_are_listed(random_state):
 
 def test_many_missing_keys_are_summarised():
     with pytest.raises(WeightsError, match=r"1502 missing keys: .*\(1497 more\)"):
-        load_into(HybridNets(), {}, "empty dict")
+        load_into(HybridNets(), {}, "empty dict", CHECKPOINT_LABEL)
 
 
 def test_wrapped_state_dict_loads(tmp_path, random_state):
     torch.save({"model": random_state, "epoch": 10}, tmp_path / "ckpt.pth")
-    model = build_model(tmp_path / "ckpt.pth")
+    model = load_module(tmp_path / "ckpt.pth")
     assert torch.equal(model.state_dict()["segmentation_head.0.bias"],
                        random_state["segmentation_head.0.bias"])
 
 
 @pytest.mark.slow  # builds the random network twice
-def test_random_weights_are_deterministic(random_model):
-    again = build_model(random_weights=True)  # the session's model was built the same way
-    assert all(torch.equal(random_model.state_dict()[k], v)
+def test_random_weights_are_deterministic(hybridnets_module):
+    again = load_module(random_weights=True)  # the session's model was built the same way
+    assert all(torch.equal(hybridnets_module.state_dict()[k], v)
                for k, v in again.state_dict().items())
     with pytest.raises(WeightsError, match="no weights"):
-        build_model()
-
-
-def test_download_is_verified_and_atomic(tmp_path, random_weights):
-    dest = tmp_path / "cache" / "hybridnets.pth"
-    assert download_weights(dest, url=random_weights.as_uri(), progress=False) == dest
-    assert dest.read_bytes() == random_weights.read_bytes()
-
-    broken = tmp_path / "broken.pth"
-    broken.write_bytes(random_weights.read_bytes()[:1000])
-    dest2 = tmp_path / "cache2" / "hybridnets.pth"
-    with pytest.raises(WeightsError, match="cannot read"):
-        download_weights(dest2, url=broken.as_uri(), progress=False)
-    assert list(dest2.parent.iterdir()) == []  # nothing partial left behind
-
-    with pytest.raises(WeightsError, match="cannot download"):
-        download_weights(dest2, url=(tmp_path / "absent.pth").as_uri(), progress=False)
-    assert list(dest2.parent.iterdir()) == []
+        load_module()
 
 
 def test_random_weights_are_kept_in_the_cache_and_rebuilt_when_damaged(tmp_path, monkeypatch, caplog):
     from hybridnets_ros.pipeline.config import NodeConfig
-    from hybridnets_ros.pipeline.factory import load_model
+    from hybridnets_ros.pipeline.factory import load_module as load_configured
 
     monkeypatch.setenv("HYBRIDNETS_CACHE", str(tmp_path))
     config = NodeConfig(model="yolop", allow_random_weights=True)
-    first, path = load_model(config)
+    first, path = load_configured(config)
     assert path is None
     [kept] = (tmp_path / "random").glob("yolop-*.pth")
-    again = load_model(config)[0]
+    again = load_configured(config)[0]
     for (key, a), b in zip(first.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), key
     kept.write_bytes(b"not a checkpoint")
-    rebuilt = load_model(config)[0]
+    rebuilt = load_configured(config)[0]
     assert "building them again" in caplog.text
     assert torch.equal(next(iter(rebuilt.state_dict().values())), next(iter(first.state_dict().values())))
     assert not list((tmp_path / "random").glob("*.part"))

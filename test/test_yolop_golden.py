@@ -6,12 +6,11 @@ from functools import cache
 
 import cv2
 import numpy as np
-import onnx
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from conftest import DEMO_IMAGES, GOLDEN, _need, export_and_run_onnx
+from conftest import DEMO_IMAGES, GOLDEN, _need, assert_static_onnx, export_and_run_onnx, load_npz
 from hybridnets_ros.core.models import yolop
 
 YOLOP_DIR = GOLDEN / "yolop"
@@ -27,8 +26,7 @@ SCORE_ATOL = 1e-5
 
 @cache
 def golden() -> dict[str, np.ndarray]:
-    with np.load(_need(YOLOP_DIR / "case_shared.npz")) as data:
-        return {key: data[key] for key in data.files}
+    return load_npz(YOLOP_DIR / "case_shared.npz")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +36,7 @@ def checkpoint():
 
 @pytest.fixture(scope="module")
 def model(checkpoint):
-    return yolop.load_checkpoint(yolop.build_network(), checkpoint)
+    return yolop.load_checkpoint(yolop.build_module(), checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +94,7 @@ def test_state_dict_layout_equals_released_checkpoint():
     lines = _need(YOLOP_DIR / "state_dict_keys.txt").read_text().splitlines()
     expected = [(key, [int(s) for s in shape.strip("[]").split(",") if s.strip()])
                 for key, shape in (line.split("\t") for line in lines)]
-    ours = [(key, list(value.shape)) for key, value in yolop.build_network().state_dict().items()]
+    ours = [(key, list(value.shape)) for key, value in yolop.build_module().state_dict().items()]
     assert ours == expected and len(ours) == 542
 
 
@@ -193,11 +191,7 @@ def test_masks_have_the_image_size_where_the_original_factor_does_not_fit():
 
 def test_onnx_export_is_static_opset_17(onnx_outputs):
     proto, _ = onnx_outputs
-    onnx.checker.check_model(proto, full_check=True)
-    assert proto.opset_import[0].version == 17
-    (image,) = proto.graph.input
-    assert [d.dim_value for d in image.type.tensor_type.shape.dim] == [1, 3, 384, 640]
-    assert [output.name for output in proto.graph.output] == list(yolop.OUTPUT_NAMES)
+    assert_static_onnx(proto, (1, 3, 384, 640), yolop.OUTPUT_NAMES)
     assert not {"Loop", "If", "Scan"} & {node.op_type for node in proto.graph.node}
 
 
@@ -213,7 +207,7 @@ def test_flops_are_the_originals(input_hw, gflops):
     """The README's cost (FlopCounterMode: 2 x MACs of the convolutions, whole forward)."""
     counter = FlopCounterMode(display=False)
     with torch.inference_mode(), counter:
-        yolop.build_network()(torch.zeros(1, 3, *input_hw))
+        yolop.build_module()(torch.zeros(1, 3, *input_hw))
     assert counter.get_total_flops() / 1e9 == pytest.approx(gflops, abs=0.005)
 
 
@@ -225,7 +219,7 @@ def test_wrong_checkpoint_is_rejected_clearly(checkpoint, tmp_path):
     wrong = tmp_path / "wrong.pth"
     torch.save({"state_dict": state}, wrong)
     with pytest.raises(ValueError) as error:
-        yolop.load_checkpoint(yolop.build_network(), wrong)
+        yolop.load_checkpoint(yolop.build_module(), wrong)
     message = str(error.value)
     assert "1 missing keys: model.24.anchor_grid" in message
     assert "1 unexpected keys: model.43.conv.weight" in message

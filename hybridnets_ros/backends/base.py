@@ -29,7 +29,7 @@ class BackendSpec:
     are ignored by it, so that ``auto`` works with any combination."""
 
     model: torch.nn.Module
-    network: ModelAdapter                # input/output names and order, cache name, int8
+    adapter: ModelAdapter                # input/output names and order, cache name, int8
     device: str = "cpu"
     precision: str = "fp32"
     calib: str | Path | None = None      # INT8 calibration image folder
@@ -46,7 +46,7 @@ class Backend(ABC):
     name: str = "?"
     device: str = "cpu"
     precision: str = "fp32"
-    network: ModelAdapter  # which network it runs: the names and order of its outputs
+    adapter: ModelAdapter  # which network it runs: the names and order of its outputs
     # True: ``infer`` takes a batch [B,3,H,W] of any B (a static-shape engine is built per
     # batch size used); False: B is 1 and callers run several frames one at a time.
     batching: bool = False
@@ -88,10 +88,10 @@ class CachedEngineBackend(Backend):
     def _init_engine(self, spec: BackendSpec) -> None:
         from .engine_cache import EngineCache, weights_digest
 
-        self.network = spec.network
-        if spec.precision == "int8" and not spec.network.int8_calibration:
+        self.adapter = spec.adapter
+        if spec.precision == "int8" and not spec.adapter.int8_calibration:
             raise BackendUnavailable(f"int8 calibration is not available for "
-                                     f"{spec.network.name} here; run it in fp32")
+                                     f"{spec.adapter.name} here; run it in fp32")
         if spec.precision == "int8" and spec.calib is None:
             raise BackendUnavailable(f"{self.name} int8 needs calibration images: pass a folder "
                                      "of frames like the camera's (--calib DIR)")
@@ -108,7 +108,7 @@ class CachedEngineBackend(Backend):
         """The INT8 calibration inputs for network input ``hw``, pre-processed as live frames
         of the camera (``source_hw``, else one assumed from ``hw``)."""
         from .quantize import assumed_camera, calibration_frames
-        preprocessor = self.network.preprocessor(self.input_size)
+        preprocessor = self.adapter.preprocessor(self.input_size)
         source_hw = self.source_hw or assumed_camera(hw, preprocessor.input_hw)
         frames = calibration_frames(self.calib, source_hw, preprocessor)
         if frames[0].shape[2:] != tuple(hw):

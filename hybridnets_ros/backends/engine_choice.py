@@ -51,10 +51,10 @@ def _load() -> dict:
         return {}
 
 
-def measured_size(network, input_size: int) -> int | None:
-    """The letterbox size a measurement of ``network`` (a ModelAdapter) at ``input_size`` is
+def measured_size(adapter, input_size: int) -> int | None:
+    """The letterbox size a measurement of ``adapter`` (a ModelAdapter) at ``input_size`` is
     kept under: None for a network whose input does not follow it (one record for all)."""
-    return input_size if network.uses_input_size else None
+    return input_size if adapter.uses_input_size else None
 
 
 def _size_key(size: int | None) -> str:

@@ -21,7 +21,6 @@ import torch
 from .build_lock import exclusive
 from .engine_cache import EngineCache, EngineKey, weights_digest
 from ..core.adapter import ModelAdapter
-from ..core.registry import adapter_of
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +40,9 @@ def _cpu_fp32(model: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(model).to("cpu", torch.float32).eval()
 
 
-def export_onnx(model: torch.nn.Module, path: str | Path, input_hw: tuple[int, int],
-                digest: str | None = None, network: ModelAdapter | None = None,
-                batch: int = 1) -> Path:
-    """Write ``model`` (of ``network``, by default found from its class) as ONNX for a
+def export_onnx(model: torch.nn.Module, adapter: ModelAdapter, path: str | Path,
+                input_hw: tuple[int, int], digest: str | None = None, batch: int = 1) -> Path:
+    """Write ``model`` (the module of ``adapter``'s network) as ONNX for a
     [batch,3,H,W] float32 input and check it with onnx.checker.
 
     The file's metadata records the input size, the input and output names, the network's
@@ -53,24 +51,23 @@ def export_onnx(model: torch.nn.Module, path: str | Path, input_hw: tuple[int, i
     """
     import onnx
 
-    network = network or adapter_of(model)
     path = Path(path)
     height, width = input_hw
-    multiple = network.input_multiple
+    multiple = adapter.input_multiple
     if height % multiple or width % multiple:
         raise ValueError(f"input {width}x{height}: both sides must be multiples of {multiple}")
     model = _cpu_fp32(model)
     dummy = torch.zeros(batch, 3, height, width)
     # The tracer warns that MaxPoolSame's padding becomes a constant: intended, the export
     # is for this shape only; the exporter's other warnings are about its own deprecation.
-    with exclusive(f"{network.name} ONNX export"), warnings.catch_warnings(), torch.no_grad():
+    with exclusive(f"{adapter.name} ONNX export"), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=OPSET,
-                          input_names=[network.input_name],
-                          output_names=list(network.output_names), do_constant_folding=True)
+                          input_names=[adapter.input_name],
+                          output_names=list(adapter.output_names), do_constant_folding=True)
     proto = onnx.load(str(path))
-    meta = {"input_hw": f"{height},{width}", "batch": str(batch), **network.onnx_metadata(),
-            "input_name": network.input_name, "output_names": ",".join(network.output_names),
+    meta = {"input_hw": f"{height},{width}", "batch": str(batch), **adapter.onnx_metadata(),
+            "input_name": adapter.input_name, "output_names": ",".join(adapter.output_names),
             "weights_sha256": digest or weights_digest(model), "exporter": exporter_id()}
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
@@ -103,27 +100,26 @@ def compare_with_torch(onnx_path: str | Path, model: torch.nn.Module,
             for name, a, r in zip(names, ours, reference)}
 
 
-def onnx_key(input_hw: tuple[int, int], digest: str, network: ModelAdapter,
+def onnx_key(input_hw: tuple[int, int], digest: str, adapter: ModelAdapter,
              batch: int = 1) -> EngineKey:
     # The weights digest tells networks apart; a network's graph revision, once raised,
     # tells its exports apart (the first revision adds nothing, so earlier files still hit).
-    revision = f" graph revision {network.onnx_revision}" if network.onnx_revision > 1 else ""
+    revision = f" graph revision {adapter.onnx_revision}" if adapter.onnx_revision > 1 else ""
     return EngineKey("onnx", tuple(input_hw), "fp32", digest,
                      runtime=exporter_id() + revision, batch=batch)
 
 
-def cached_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: str | None = None,
-                cache: EngineCache | None = None, network: ModelAdapter | None = None,
+def cached_onnx(model: torch.nn.Module, adapter: ModelAdapter, input_hw: tuple[int, int],
+                digest: str | None = None, cache: EngineCache | None = None,
                 batch: int = 1) -> Path:
-    """The fp32 ONNX export of ``model`` (of ``network``, by default found from its class)
-    for ``input_hw`` (and a static ``batch``) from the cache, exported if absent."""
+    """The fp32 ONNX export of ``model`` (the module of ``adapter``'s network) for
+    ``input_hw`` (and a static ``batch``) from the cache, exported if absent."""
     cache = cache or EngineCache()
-    network = network or adapter_of(model)
     digest = digest or weights_digest(model)
-    return cache.get_or_build(onnx_key(input_hw, digest, network, batch), ".onnx",
-                              lambda out: export_onnx(model, out, input_hw, digest=digest,
-                                                      network=network, batch=batch),
-                              f"{network.name} ONNX export")
+    return cache.get_or_build(onnx_key(input_hw, digest, adapter, batch), ".onnx",
+                              lambda out: export_onnx(model, adapter, out, input_hw, digest=digest,
+                                                      batch=batch),
+                              f"{adapter.name} ONNX export")
 
 
 # --- fp16 (TensorRT's strongly typed networks build in the types the ONNX file has) ---
@@ -220,16 +216,15 @@ def convert_to_fp16(fp32_path: str | Path, out_path: str | Path,
     return Path(out_path)
 
 
-def cached_fp16_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: str | None = None,
-                     cache: EngineCache | None = None, network: ModelAdapter | None = None,
+def cached_fp16_onnx(model: torch.nn.Module, adapter: ModelAdapter, input_hw: tuple[int, int],
+                     digest: str | None = None, cache: EngineCache | None = None,
                      batch: int = 1) -> Path:
     """The fp16 conversion (:func:`convert_to_fp16`) of ``cached_onnx``'s file, from the cache."""
     cache = cache or EngineCache()
-    network = network or adapter_of(model)
     digest = digest or weights_digest(model)
-    fp32 = cached_onnx(model, input_hw, digest, cache, network, batch)
-    base = onnx_key(input_hw, digest, network, batch)
+    fp32 = cached_onnx(model, adapter, input_hw, digest, cache, batch)
+    base = onnx_key(input_hw, digest, adapter, batch)
     key = EngineKey(base.kind, base.input_hw, "fp16", digest,
                     runtime=f"{base.runtime}; {fp16_rule_id()}", batch=batch)
     return cache.get_or_build(key, ".onnx", lambda out: convert_to_fp16(fp32, out),
-                              f"{network.name} fp16 ONNX")
+                              f"{adapter.name} fp16 ONNX")

@@ -84,10 +84,10 @@ class OnnxRuntimeBackend(CachedEngineBackend):
     def model_path(self, hw: tuple[int, int], batch: int = 1) -> Path:
         """The ONNX file run for input ``hw`` (exported/quantised into the cache if needed)."""
         if self.precision == "fp32":
-            return cached_onnx(self.model, hw, self.digest, self.cache, self.network, batch)
+            return cached_onnx(self.model, self.adapter, hw, self.digest, self.cache, batch)
         from .quantize import cached_int8_onnx
-        return cached_int8_onnx(self.model, hw, self.digest, self.calibration_frames(hw),
-                                self.cache, self.network)
+        return cached_int8_onnx(self.model, self.adapter, hw, self.digest,
+                                self.calibration_frames(hw), self.cache)
 
     def _session(self, shape: tuple[int, int, int]) -> _Session:
         """The session for a (batch, H, W) input."""
@@ -118,7 +118,7 @@ class OnnxRuntimeBackend(CachedEngineBackend):
                 binding.bind_output(meta.name, "cpu", 0, np.float32, out_shape, out.ctypes.data)
             outputs.append(out)
         names = [meta.name for meta in session.get_outputs()]
-        ordered = tuple(outputs[names.index(name)] for name in self.network.output_names)
+        ordered = tuple(outputs[names.index(name)] for name in self.adapter.output_names)
         self.engines[shape] = _Session(session, binding, ordered)
         log.info("onnxruntime: %s session for input %dx%dx%d ready in %.1f s (%s)",
                  self.precision, batch, hw[1], hw[0], time.monotonic() - started,
@@ -129,15 +129,15 @@ class OnnxRuntimeBackend(CachedEngineBackend):
         state = self._session((inputs.shape[0], *inputs.shape[2:]))
         if isinstance(inputs, torch.Tensor) and inputs.is_cuda:
             inputs = inputs.float().contiguous()
-            state.binding.bind_input(self.network.input_name, "cuda", inputs.device.index or 0, np.float32,
+            state.binding.bind_input(self.adapter.input_name, "cuda", inputs.device.index or 0, np.float32,
                                      tuple(inputs.shape), inputs.data_ptr())
         else:
             if isinstance(inputs, torch.Tensor):
                 inputs = inputs.numpy()
-            state.binding.bind_cpu_input(self.network.input_name,
+            state.binding.bind_cpu_input(self.adapter.input_name,
                                          np.ascontiguousarray(inputs, np.float32))
         state.session.run_with_iobinding(state.binding)
-        return self.network.pack(state.outputs)
+        return self.adapter.pack(state.outputs)
 
     def describe(self) -> str:
         providers = [p if isinstance(p, str) else p[0] for p in self.providers]

@@ -142,7 +142,7 @@ class OpenVINOBackend(CachedEngineBackend):
         ONNX export's key, or the INT8 model's and its calibration ``frames``), by which
         OpenVINO on which CPU, with which settings."""
         source = (self._int8_key(hw, frames) if self.precision == "int8"
-                  else onnx_key(hw, self.digest, self.network, batch))
+                  else onnx_key(hw, self.digest, self.adapter, batch))
         settings = ", ".join(f"{k} {v}" for k, v in self._config().items())
         return EngineKey("openvino", tuple(hw), self.precision, self.digest,
                          runtime=(f"openvino {self.ov.__version__} on {cpu_name()} ({settings}) "
@@ -152,7 +152,7 @@ class OpenVINOBackend(CachedEngineBackend):
     def _source_model(self, hw: tuple[int, int], batch: int,
                       frames: list[np.ndarray] | None) -> object:
         """What to compile for ``hw``: the ONNX export's path, or the INT8 model."""
-        onnx_path = cached_onnx(self.model, hw, self.digest, self.cache, self.network, batch)
+        onnx_path = cached_onnx(self.model, self.adapter, hw, self.digest, self.cache, batch)
         if self.precision != "int8":
             return str(onnx_path)
         key = self._int8_key(hw, frames)
@@ -183,7 +183,7 @@ class OpenVINOBackend(CachedEngineBackend):
                 path = self.cache.path(key, ".blob")
         request = compiled.create_infer_request()
         outputs = tuple(request.get_tensor(compiled.output(name))
-                        for name in self.network.output_names)
+                        for name in self.adapter.output_names)
         self.engines[shape] = _Compiled(request, outputs)
         log.info("openvino: %s model for input %dx%dx%d %s in %.1f s (%s)", self.precision,
                  batch, hw[1], hw[0], how, time.monotonic() - started, path)
@@ -209,9 +209,9 @@ class OpenVINOBackend(CachedEngineBackend):
         state = self._compiled_for((inputs.shape[0], *inputs.shape[2:]))
         if isinstance(inputs, torch.Tensor):
             inputs = inputs.numpy()
-        state.request.infer({self.network.input_name: np.ascontiguousarray(inputs, np.float32)},
+        state.request.infer({self.adapter.input_name: np.ascontiguousarray(inputs, np.float32)},
                             share_inputs=True, share_outputs=True)
-        return self.network.pack(tensor.data for tensor in state.outputs)
+        return self.adapter.pack(tensor.data for tensor in state.outputs)
 
     def describe(self) -> str:
         return (f"openvino {self.ov.__version__.split('-')[0]} {self.precision} on cpu, "

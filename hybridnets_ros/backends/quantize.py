@@ -130,15 +130,13 @@ def quantize_onnx(fp32_path: Path, out_path: Path, frames: list[np.ndarray],
     return out_path
 
 
-def cached_int8_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: str,
-                     frames: list[np.ndarray], cache: EngineCache | None = None,
-                     network: ModelAdapter | None = None) -> Path:
-    """The INT8 QDQ model for ``input_hw`` and these calibration frames, built if absent
-    (``network``: the model's adapter, by default found from its class)."""
-    from ..core.registry import adapter_of
+def cached_int8_onnx(model: torch.nn.Module, adapter: ModelAdapter, input_hw: tuple[int, int],
+                     digest: str, frames: list[np.ndarray],
+                     cache: EngineCache | None = None) -> Path:
+    """The INT8 QDQ model of ``model`` (the module of ``adapter``'s network) for
+    ``input_hw`` and these calibration frames, built if absent."""
     cache = cache or EngineCache()
-    network = network or adapter_of(model)
-    fp32 = cached_onnx(model, input_hw, digest, cache, network)
+    fp32 = cached_onnx(model, adapter, input_hw, digest, cache)
     from onnxruntime import __version__ as ort_version
     weights = "s8" if has_int8_dot_product() else "s7"
     key = EngineKey("onnx-int8", tuple(input_hw), "int8", digest,
@@ -146,24 +144,22 @@ def cached_int8_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: 
                     calibration=frames_digest(frames))
     return cache.get_or_build(key, ".onnx",
                               lambda out: quantize_onnx(fp32, out, frames, weights == "s7",
-                                                        input_name=network.input_name),
+                                                        input_name=adapter.input_name),
                               f"INT8 model ({len(frames)} calibration frames, ~30 s)")
 
 
-def cached_tensorrt_int8_onnx(model: torch.nn.Module, input_hw: tuple[int, int], digest: str,
-                              frames: list[np.ndarray], cache: EngineCache | None = None,
-                              network: ModelAdapter | None = None) -> Path:
+def cached_tensorrt_int8_onnx(model: torch.nn.Module, adapter: ModelAdapter,
+                              input_hw: tuple[int, int], digest: str,
+                              frames: list[np.ndarray], cache: EngineCache | None = None) -> Path:
     """The Q/DQ model TensorRT builds int8 engines from (``quantize_onnx(for_tensorrt=True)``),
     for ``input_hw`` and these calibration frames, built if absent."""
-    from ..core.registry import adapter_of
     cache = cache or EngineCache()
-    network = network or adapter_of(model)
-    fp32 = cached_onnx(model, input_hw, digest, cache, network)
+    fp32 = cached_onnx(model, adapter, input_hw, digest, cache)
     from onnxruntime import __version__ as ort_version
     key = EngineKey("onnx-int8-tensorrt", tuple(input_hw), "int8", digest,
                     runtime=f"onnxruntime {ort_version} qdq s8s8 symmetric minmax",
                     calibration=frames_digest(frames))
     return cache.get_or_build(key, ".onnx",
                               lambda out: quantize_onnx(fp32, out, frames, for_tensorrt=True,
-                                                        input_name=network.input_name),
+                                                        input_name=adapter.input_name),
                               f"TensorRT INT8 Q/DQ model ({len(frames)} calibration frames)")

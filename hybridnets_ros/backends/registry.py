@@ -1,6 +1,6 @@
 """Choosing and constructing a backend by name: the one entry point for the CLI and the node.
 
-``create_backend(name, model, device, precision)`` checks what the name needs before
+``create_backend(name, model, adapter, device, precision)`` checks what the name needs before
 importing anything heavy, so an unavailable choice fails at once with what is missing and
 what would work here; ``auto`` logs what it picked and why. Every backend class is built
 from one :class:`BackendSpec`.
@@ -14,7 +14,6 @@ import logging
 import torch
 
 from ..core.adapter import ModelAdapter
-from ..core.registry import adapter_of
 from .engine_choice import CANDIDATES, measured_choice, measured_size, rule_choice
 from .base import Backend, BackendSpec, BackendUnavailable
 
@@ -97,13 +96,12 @@ def choose_auto(device: str, precision: str, model: str | None = None,
     return "torch", f"onnxruntime not used ({reason})"
 
 
-def create_backend(name: str, model: torch.nn.Module, device: str = "cpu",
-                   precision: str = "fp32", network: ModelAdapter | None = None,
-                   **options) -> Backend:
+def create_backend(name: str, model: torch.nn.Module, adapter: ModelAdapter,
+                   device: str = "cpu", precision: str = "fp32", **options) -> Backend:
     """A backend by name: ``auto`` or one of BACKENDS, on ``device`` ("cpu", "cuda[:N]").
 
-    ``model`` is a network module; ``network`` its adapter (by default found from the
-    module's class): what its outputs are. ``options`` are BackendSpec's: ``calib`` (INT8
+    ``model`` is a network's torch module; ``adapter`` that network's adapter: what its
+    outputs are. ``options`` are BackendSpec's: ``calib`` (INT8
     calibration image folder), ``source_hw`` (camera resolution, for INT8 calibration),
     ``input_size``, ``cache`` (an EngineCache), ``digest`` (weights digest, if already
     known), and for torch ``optimize`` and ``cuda_graph``; each backend ignores those it
@@ -115,10 +113,9 @@ def create_backend(name: str, model: torch.nn.Module, device: str = "cpu",
     unknown = set(options) - set(OPTIONS)
     if unknown:
         raise TypeError(f"unknown backend option(s): {', '.join(sorted(unknown))}")
-    network = network or adapter_of(model)
     if name == "auto":
-        name, why = choose_auto(device, precision, network.name, measured_size(
-            network, options.get("input_size", BackendSpec.input_size)))
+        name, why = choose_auto(device, precision, adapter.name, measured_size(
+            adapter, options.get("input_size", BackendSpec.input_size)))
         log.info("backend auto: picked %s (%s) on %s: %s", name, precision, device, why)
     elif name not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {name!r}; choose from auto, "
@@ -129,10 +126,10 @@ def create_backend(name: str, model: torch.nn.Module, device: str = "cpu",
         raise BackendUnavailable(f"backend {name!r} cannot run on {device}: missing "
                                  f"{'; '.join(lacking)}; available on {device}: "
                                  f"{', '.join(available_backends(device)) or 'none'}")
-    if name == "torch2trt" and not network.torch2trt_converts:
-        raise BackendUnavailable(f"{name} has no converters for every layer of {network.name} "
+    if name == "torch2trt" and not adapter.torch2trt_converts:
+        raise BackendUnavailable(f"{name} has no converters for every layer of {adapter.name} "
                                  "here; run it with torch, onnxruntime, openvino or tensorrt")
-    spec = BackendSpec(model, network, device, precision, **options)
+    spec = BackendSpec(model, adapter, device, precision, **options)
     return backend_class(name)(spec)
 
 

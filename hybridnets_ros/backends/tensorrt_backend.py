@@ -161,12 +161,12 @@ class TensorRTBackend(CachedEngineBackend):
         """The ONNX file the engine of ``key`` is built from (see the module doc)."""
         if self.precision == "int8":
             from .quantize import cached_tensorrt_int8_onnx
-            return cached_tensorrt_int8_onnx(self.model, key.input_hw, self.digest, frames,
-                                             self.cache, self.network)
+            return cached_tensorrt_int8_onnx(self.model, self.adapter, key.input_hw, self.digest,
+                                             frames, self.cache)
         if self.precision == "fp16" and strongly_typed(self.trt):
-            return cached_fp16_onnx(self.model, key.input_hw, self.digest, self.cache,
-                                    self.network, key.batch)
-        return cached_onnx(self.model, key.input_hw, self.digest, self.cache, self.network,
+            return cached_fp16_onnx(self.model, self.adapter, key.input_hw, self.digest,
+                                    self.cache, key.batch)
+        return cached_onnx(self.model, self.adapter, key.input_hw, self.digest, self.cache,
                            key.batch)
 
     def _build(self, key: EngineKey, out: Path, frames: list[np.ndarray] | None) -> None:
@@ -198,17 +198,17 @@ class TensorRTBackend(CachedEngineBackend):
             if engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT:
                 context.set_input_shape(name, tensor_shape)
             context.set_tensor_address(name, buffers[name].data_ptr())
-        wanted = (self.network.input_name, *self.network.output_names)
+        wanted = (self.adapter.input_name, *self.adapter.output_names)
         if missing := [name for name in wanted if name not in buffers]:
             raise RuntimeError(f"{self.name}: the engine has no tensor {', '.join(missing)} "
                                f"(its tensors: {', '.join(buffers)})")
         self.engines[shape] = _State(engine, context, buffers,
-                                     tuple(buffers[name] for name in self.network.output_names))
+                                     tuple(buffers[name] for name in self.adapter.output_names))
         return self.engines[shape]
 
     def infer(self, inputs: Array) -> tuple:
         state = self._state((inputs.shape[0], *inputs.shape[2:]))
-        input_name = self.network.input_name
+        input_name = self.adapter.input_name
         image = state.buffers[input_name]
         if (isinstance(inputs, torch.Tensor) and inputs.device == image.device
                 and inputs.dtype == image.dtype and inputs.is_contiguous()):
@@ -221,7 +221,7 @@ class TensorRTBackend(CachedEngineBackend):
         if not state.context.execute_async_v3(self.buffers.stream()):
             raise RuntimeError(f"{self.name}: engine execution failed (see the TensorRT log)")
         self.buffers.synchronize()
-        return self.network.pack(state.outputs)
+        return self.adapter.pack(state.outputs)
 
     def describe(self) -> str:
         return f"{self.runtime_id()} {self.precision} on {self.device}"

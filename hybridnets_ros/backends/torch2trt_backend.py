@@ -67,8 +67,8 @@ class Torch2TRTBackend(TensorRTBackend):
                                               for f in frames]}
         with exclusive("torch2trt conversion"), torch.no_grad():  # it patches torch meanwhile
             converted = self.torch2trt.torch2trt(
-                model, [example], input_names=[self.network.input_name],
-                output_names=list(self.network.output_names),
+                model, [example], input_names=[self.adapter.input_name],
+                output_names=list(self.adapter.output_names),
                 fp16_mode=self.precision in ("fp16", "int8"),
                 max_workspace_size=WORKSPACE_BYTES, **options)
         out.write_bytes(bytes(converted.engine.serialize()))

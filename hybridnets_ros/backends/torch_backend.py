@@ -41,7 +41,7 @@ class TorchBackend(Backend):
         device, precision, optimize, cuda_graph = (spec.device, spec.precision, spec.optimize,
                                                    spec.cuda_graph)
         require_cuda(device, "device 'cuda'")
-        self.network = spec.network
+        self.adapter = spec.adapter
         if precision not in DTYPES:
             raise BackendUnavailable(f"torch runs fp32 or fp16, not {precision!r} (INT8: "
                                      "onnxruntime on CPU, tensorrt or torch2trt on CUDA)")
@@ -119,7 +119,7 @@ class TorchBackend(Backend):
         outputs = run()
         if buffer.is_cuda:  # finish here so the caller's timings and host reads are honest
             torch.cuda.synchronize(buffer.device)
-        return self.network.pack(outputs)
+        return self.adapter.pack(outputs)
 
     def _mode(self) -> str:
         mode = "frozen channels-last" if self.optimize else "eager"

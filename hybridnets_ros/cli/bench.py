@@ -7,7 +7,7 @@ import sys
 
 from ..tools.bench import TORCH_VARIANTS, Variant, bench
 from .common import (RANDOM_WEIGHTS_WARNING, USER_ERRORS, CliError, add_family_options,
-                     config_from_options)
+                     add_setting_options, config_from_options)
 
 GRAPH_ONLY = ("rates", "seconds", "no_search", "dds")
 
@@ -22,14 +22,13 @@ def add_parser(sub) -> None:
                    help="torch-eager, torch, torch-cudagraph, onnxruntime, openvino, tensorrt, torch2trt; "
                         "repeat or comma-separate (default: every one available)")
     add_family_options(p)
-    p.add_argument("--size", type=int, help="letterbox target size (default 640)")
     p.add_argument("--frames", type=int, default=30,
                    help="timed frames per backend (default 30; --graph: distinct frames played)")
     p.add_argument("--source", metavar="DIR",
                    help="folder of images, with --graph also a bag (default: synthetic frames)")
-    p.add_argument("--calib", metavar="DIR", help="INT8 calibration images (default: the source)")
-    p.add_argument("--weights", metavar="PATH", help="checkpoint (default: downloaded or random)")
-    p.add_argument("--device", help="auto, cpu or cuda[:N] (default cpu)")
+    add_setting_options(p, "input_size", "int8_calibration", "weights", "device", defaults={
+        "int8_calibration": "the source", "weights": "the downloaded one, else random",
+        "device": "cpu"})
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's, one per core)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--layers", action="store_true",
@@ -91,8 +90,8 @@ def run(args) -> int:
         raise CliError(str(exc)) from None
     config = config_from_options(args, device=args.device or "cpu")
     try:
-        return bench(config, variants or None, args.source, args.frames, args.calib, args.json,
-                     args.threads, args.layers)
+        return bench(config, variants or None, args.source, args.frames, args.int8_calibration,
+                     args.json, args.threads, args.layers)
     except (*USER_ERRORS, ValueError) as exc:
         raise CliError(str(exc)) from None
 

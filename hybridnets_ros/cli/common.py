@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from collections.abc import Mapping
 
 from ..backends import BackendUnavailable
 from ..backends.quantize import CalibrationError
-from ..core.registry import model_settings
-from ..core.weights import WeightsError, default_weights_path
-from ..pipeline.config import BACKEND_CHOICES, MODEL_CHOICES, PRECISIONS, ConfigError, NodeConfig
+from ..core.registry import ModelSettings
+from ..core.weights import WeightsError
+from ..pipeline.config import FIELD_TYPES, ConfigError, NodeConfig, settings
 from ..pipeline.factory import build_pipeline, resolve_weights
 from ..ros.resources import share_file
 # the commands import these from here
@@ -25,53 +27,38 @@ RANDOM_WEIGHTS_WARNING = (
 USER_ERRORS = (ConfigError, WeightsError, BackendUnavailable, CalibrationError)
 
 
-# option dest -> setting; options left at None keep the base configuration's value
-OPTION_SETTINGS = {"model": "model", "weights": "weights", "random_weights": "allow_random_weights",
-                   "size": "input_size", "conf": "conf_threshold", "iou": "iou_threshold",
-                   "device": "device", "backend": "backend", "precision": "precision",
-                   "calib": "int8_calibration", "max_detections": "max_detections",
-                   **{s.name: s.name for s in model_settings() if s.option}}
+def add_setting_options(p: argparse.ArgumentParser, *names: str,
+                        defaults: Mapping[str, str] | None = None) -> None:
+    """The command-line options of the settings ``names`` (the option their metadata names),
+    with the setting's description as help. An option left out keeps the base
+    configuration's value; ``defaults`` says what that is where it is not the setting's
+    default (e.g. a params file's)."""
+    fields = {f.name: f for f in settings()}
+    for name in names:
+        meta, kind = fields[name].metadata, FIELD_TYPES[name]
+        default = (defaults or {}).get(name, fields[name].default)
+        shown = default != "" and kind is not bool
+        text = meta["description"] + (f" (default {default})" if shown else "")
+        text = text.replace("%", "%%")  # argparse formats help with %
+        if kind is bool:
+            p.add_argument(meta["option"], dest=name, action="store_true", default=None,
+                           help=text)
+        else:
+            p.add_argument(meta["option"], dest=name, type=kind, choices=meta["choices"],
+                           metavar=meta["metavar"], help=text)
 
 
 def add_family_options(p: argparse.ArgumentParser) -> None:
-    """--model and the options of the settings the networks add (ModelAdapter.settings)."""
-    defaults = NodeConfig()
-    p.add_argument("--model", choices=MODEL_CHOICES,
-                   help=f"the network (default {defaults.model}; docs/models.md)")
-    for setting in model_settings():
-        if setting.option:
-            kind = str if isinstance(setting.default, str) else type(setting.default)
-            p.add_argument(setting.option, dest=setting.name, type=kind, choices=setting.choices,
-                           metavar=setting.metavar,
-                           help=f"{setting.description} (default {setting.default})")
-    p.add_argument("--max-detections", type=int, metavar="N",
-                   help=f"detections kept per image, best first (default "
-                        f"{defaults.max_detections}; a frame with more says so once per run)")
+    """--model, the options of the settings the networks add, and --max-detections."""
+    added = [f.name for f in dataclasses.fields(ModelSettings) if f.metadata["option"]]
+    add_setting_options(p, "model", *added, "max_detections")
 
 
 def add_model_options(p: argparse.ArgumentParser, thresholds: bool = True) -> None:
-    defaults = NodeConfig()
     add_family_options(p)
-    p.add_argument("--weights", metavar="PATH",
-                   help=f"checkpoint of the model (default: the cache's, e.g. "
-                        f"{default_weights_path()} if downloaded)")
-    p.add_argument("--random-weights", action="store_true", default=None,
-                   help="run with random weights when no checkpoint is found (meaningless outputs)")
-    p.add_argument("--size", type=int, help=f"letterbox target size (default {defaults.input_size})")
-    if thresholds:
-        p.add_argument("--conf", type=float,
-                       help=f"score threshold (default {defaults.conf_threshold})")
-        p.add_argument("--iou", type=float,
-                       help=f"NMS IoU threshold (default {defaults.iou_threshold})")
-    p.add_argument("--device", help="auto, cpu or cuda[:N] (default auto: cuda when available)")
-    p.add_argument("--backend", choices=BACKEND_CHOICES,
-                   help="inference engine (default auto: the best one available, logged)")
-    p.add_argument("--precision", choices=PRECISIONS,
-                   help="fp16: CUDA only; bf16: openvino on CPUs with AVX512-BF16/AMX; int8: "
-                        "onnxruntime or openvino (CPU), tensorrt, torch2trt, needs --calib "
-                        "(default fp32)")
-    p.add_argument("--calib", metavar="DIR",
-                   help="INT8 calibration images, frames like the camera's (6-32 are enough)")
+    add_setting_options(p, "weights", "allow_random_weights", "input_size",
+                        *(("conf_threshold", "iou_threshold") if thresholds else ()),
+                        "device", "backend", "precision", "int8_calibration")
 
 
 def add_bag_options(p: argparse.ArgumentParser, weights_note: str = "") -> None:
@@ -80,12 +67,9 @@ def add_bag_options(p: argparse.ArgumentParser, weights_note: str = "") -> None:
                    help="node parameters: thresholds, camera poses, grid (default "
                         "config/hybridnets.yaml)")
     add_family_options(p)
-    p.add_argument("--weights", metavar="PATH", help="checkpoint (default: the params file's, "
-                   f"else the downloaded one){weights_note}")
-    p.add_argument("--random-weights", action="store_true", default=None,
-                   help="run with random weights when no checkpoint is found (meaningless outputs)")
-    p.add_argument("--backend", help="inference engine (default: the params file's, auto)")
-    p.add_argument("--device", help="cpu or cuda[:N] (default: the params file's, auto)")
+    add_setting_options(p, "weights", "allow_random_weights", "backend", "device", defaults={
+        "weights": f"the params file's, else the cache's{weights_note}",
+        "backend": "the params file's", "device": "the params file's"})
 
 
 def bag_config(args: argparse.Namespace) -> NodeConfig:
@@ -102,8 +86,8 @@ def config_from_options(args: argparse.Namespace, base: NodeConfig | None = None
                         **fixed) -> NodeConfig:
     """``base`` (default: the defaults) with the options given on the command line and
     ``fixed`` settings; a bad value is a CliError naming it."""
-    changes = {setting: getattr(args, dest) for dest, setting in OPTION_SETTINGS.items()
-               if getattr(args, dest, None) is not None}
+    changes = {f.name: getattr(args, f.name) for f in settings()
+               if f.metadata["option"] and getattr(args, f.name, None) is not None}
     try:
         return NodeConfig.from_mapping({**changes, **fixed}, base=base, source="options")
     except ConfigError as exc:

@@ -6,7 +6,9 @@ import logging
 import sys
 from pathlib import Path
 
-from ..core.weights import WeightsError, default_weights_path, download_weights
+from ..core.adapter import ModelAdapter
+from ..core.registry import ADAPTERS, DEFAULT_MODEL
+from ..core.weights import WeightsError
 from .common import RANDOM_WEIGHTS_WARNING, CliError
 from .sources import frames_of, sources_or_fail
 
@@ -18,8 +20,13 @@ def add_parser(sub) -> None:
         "demo", help="run the ROS 2 graph on the built-in synthetic drive",
         description="A player publishes frames with their CameraInfo, hybridnets_node (its own "
                     "process) processes them and a recorder writes overlays, bird's-eye grids "
-                    "and a summary with rates and latencies. Uses the downloaded weights; tries "
-                    "to download them if missing and falls back to random weights when offline.")
+                    "and a summary with rates and latencies. Uses the model's downloaded "
+                    "weights; tries to download them if missing and falls back to random "
+                    "weights when offline or when the model has no public checkpoint.")
+    p.add_argument("--model", choices=tuple(ADAPTERS), default=DEFAULT_MODEL,
+                   help=f"the network (default {DEFAULT_MODEL}; docs/models.md)")
+    p.add_argument("--params-file", metavar="YAML",
+                   help="node parameters (default: the node's defaults for --model)")
     p.add_argument("--output", default="out/demo", help="output folder (default out/demo)")
     p.add_argument("--frames", type=int, default=8, help="number of frames (default 8)")
     p.add_argument("--rate", type=float, default=1.5, help="publish rate in Hz (default 1.5)")
@@ -30,14 +37,15 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def demo_weights() -> Path | None:
-    """Downloaded weights, else try to download them; None (random) when that fails."""
-    path = default_weights_path()
+def demo_weights(adapter: ModelAdapter) -> Path | None:
+    """The network's downloaded weights, else try to download them; None (random) when
+    that fails."""
+    path = adapter.cached_weights()
     if path.is_file():
         return path
     log.info("no weights at %s: trying to download them", path)
     try:
-        return download_weights(path, timeout=15.0)
+        return adapter.download_weights(path, timeout=15.0)
     except WeightsError as exc:
         log.warning("%s", exc)
         print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
@@ -73,10 +81,12 @@ def run(args) -> int:
         scene = SyntheticRoad(default_camera())
         frames = (scene.render(i / args.rate)[0] for i in range(args.frames))
         camera_info = camera_info_from_model(scene.camera, frame_id)
-    weights = demo_weights()
+    weights = demo_weights(ADAPTERS[args.model])
     output = Path(args.output)
+    params_file = Path(args.params_file) if args.params_file else None
     try:
-        summary = run_demo(frames, camera_info, output, weights, rate_hz=args.rate,
+        summary = run_demo(frames, camera_info, output, args.model, weights, params_file,
+                           rate_hz=args.rate,
                            log=lambda text: log.info("%s", text))
     except RuntimeError as exc:
         raise CliError(str(exc)) from None

@@ -9,8 +9,9 @@ from ..backends.engine_cache import EngineCache, weights_digest
 from ..backends.onnx_export import MAX_REL_L2, OPSET, cached_onnx, compare_with_torch
 from ..backends.quantize import cached_int8_onnx, calibration_frames
 from ..core.synthetic import SyntheticRoad, default_camera
-from ..pipeline.factory import load_model
-from .common import USER_ERRORS, CliError, add_family_options, config_from_options
+from ..pipeline.factory import load_module
+from .common import (USER_ERRORS, CliError, add_family_options, add_setting_options,
+                     config_from_options)
 
 
 def add_parser(sub) -> None:
@@ -19,19 +20,16 @@ def add_parser(sub) -> None:
                                    "--size, checked against PyTorch) or a TensorRT / torch2trt "
                                    "engine, built into the cache the runtime loads from.")
     add_family_options(p)
-    p.add_argument("--weights", metavar="PATH", help="checkpoint (default: the downloaded one)")
-    p.add_argument("--random-weights", action="store_true", default=None,
-                   help="random weights (for testing)")
+    add_setting_options(p, "weights", "allow_random_weights", "input_size", "int8_calibration",
+                        "device", defaults={"device": "cuda"})
+    p.set_defaults(device="cuda")  # engines are built on a GPU
     p.add_argument("--format", default="onnx", choices=("onnx", "engine", "torch2trt"),
                    help="onnx, engine (TensorRT from the ONNX export) or torch2trt (default onnx)")
-    p.add_argument("--size", type=int, help="letterbox target size (default 640)")
     p.add_argument("--camera", default="1280x720", metavar="WxH",
                    help="camera resolution; with --size it fixes the input shape (default 1280x720)")
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="fp16 engine (engine formats)")
     precision.add_argument("--int8", action="store_true", help="INT8, calibrated on --calib DIR")
-    p.add_argument("--calib", metavar="DIR", help="INT8 calibration images")
-    p.add_argument("--device", default="cuda", help="GPU for engine formats (default cuda)")
     p.add_argument("--output", metavar="PATH",
                    help="also copy the result here (default for onnx: MODEL_HxW.onnx)")
     p.set_defaults(func=run)
@@ -48,7 +46,7 @@ def parse_camera(text: str) -> list[int]:
 
 def run(args) -> int:
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
-    if args.int8 and not args.calib:
+    if args.int8 and not args.int8_calibration:
         raise CliError("--int8 needs --calib DIR: a folder of frames like the camera's")
     if args.format == "onnx" and precision == "fp16":
         raise CliError("--fp16 is for engines (--format engine/torch2trt); ONNX is exported "
@@ -63,17 +61,17 @@ def run(args) -> int:
 
 def export(config, fmt: str, output: str | None) -> int:
     """Writes what ``fmt`` asks for and prints what was written and where."""
-    source_hw, network = config.source_hw, config.network
-    preprocessor = network.preprocessor(config.input_size, **config.network_options())
+    source_hw, adapter = config.source_hw, config.adapter
+    preprocessor = adapter.preprocessor(config.input_size, **config.network_options())
     input_hw = preprocessor.input_hw(source_hw)
-    model, _ = load_model(config)
+    model, _ = load_module(config)
     digest = weights_digest(model)
     shape = (f"input 1x3x{input_hw[0]}x{input_hw[1]} for a {source_hw[1]}x{source_hw[0]} camera"
-             + (f" at --size {config.input_size}" if network.uses_input_size else ""))
+             + (f" at --size {config.input_size}" if adapter.uses_input_size else ""))
     if fmt != "onnx":
         backend = create_backend("tensorrt" if fmt == "engine" else "torch2trt", model,
-                                 device=config.device, precision=config.precision,
-                                 network=network, calib=config.int8_calibration or None,
+                                 adapter, device=config.device, precision=config.precision,
+                                 calib=config.int8_calibration or None,
                                  source_hw=source_hw, input_size=config.input_size,
                                  digest=digest)
         path = backend.engine_path(input_hw)
@@ -85,16 +83,16 @@ def export(config, fmt: str, output: str | None) -> int:
 
     cache = EngineCache()
     if config.precision == "int8":
-        if not network.int8_calibration:
-            raise CliError(f"int8 calibration is not available for {network.name} here")
+        if not adapter.int8_calibration:
+            raise CliError(f"int8 calibration is not available for {adapter.name} here")
         frames = calibration_frames(config.int8_calibration, source_hw, preprocessor)
-        path = cached_int8_onnx(model, input_hw, digest, frames, cache, network)
+        path = cached_int8_onnx(model, adapter, input_hw, digest, frames, cache)
     else:
-        path = cached_onnx(model, input_hw, digest, cache, network)
-    out = Path(output or (f"{network.name}_{input_hw[0]}x{input_hw[1]}"
+        path = cached_onnx(model, adapter, input_hw, digest, cache)
+    out = Path(output or (f"{adapter.name}_{input_hw[0]}x{input_hw[1]}"
                           f"{'_int8' if config.precision == 'int8' else ''}.onnx"))
     shutil.copyfile(path, out)
-    extras = network.export_extras(out, input_hw)
+    extras = adapter.export_extras(out, input_hw)
     print(f"wrote {out} ({config.precision}, opset {OPSET}, {shape})"
           + "".join(f"; also {p}" for p in extras))
     if config.precision != "fp32":

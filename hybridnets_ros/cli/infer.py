@@ -55,12 +55,12 @@ def save_npz(path: Path, result) -> None:
                         seg_mask=result.seg_mask.astype(np.uint8), **extra)
 
 
-def overlay(image: np.ndarray, result, network) -> np.ndarray:
+def overlay(image: np.ndarray, result, adapter) -> np.ndarray:
     """The annotated picture in the network's style (core.visualize.draw_result), beside a
     depth picture when the network has depth."""
     from ..core.visualize import depth_picture, draw_result
 
-    out = draw_result(image, result, network)
+    out = draw_result(image, result, adapter)
     return out if result.depth_m is None else np.hstack([out, depth_picture(result.depth_m)])
 
 
@@ -92,7 +92,7 @@ def process_sources(pipeline, sources, output: Path, save: bool) -> tuple[_Stats
     names = _Outputs(output)
     stats, failures = _Stats(), []
     total = sum(count_frames(s) for s in sources)
-    network = pipeline.network
+    adapter = pipeline.adapter
     with tqdm(total=total, unit="frame", disable=total <= 1, file=sys.stderr) as bar:
         for source in sources:
             try:
@@ -101,7 +101,7 @@ def process_sources(pipeline, sources, output: Path, save: bool) -> tuple[_Stats
                     result = _run(pipeline, image, str(source.path))
                     stem = names.stem(source.path.stem)
                     written = output / f"{stem}.jpg"
-                    if not cv2.imwrite(str(written), overlay(image, result, network)):
+                    if not cv2.imwrite(str(written), overlay(image, result, adapter)):
                         raise InputError(f"{source.path}: cannot write {written}")
                     if save:
                         save_npz(output / f"{stem}.npz", result)
@@ -113,7 +113,7 @@ def process_sources(pipeline, sources, output: Path, save: bool) -> tuple[_Stats
                 writer = None
                 for index, frame in enumerate(reader):
                     result = _run(pipeline, frame, f"{source.path} (frame {index})")
-                    picture = overlay(frame, result, network)
+                    picture = overlay(frame, result, adapter)
                     if writer is None:
                         writer = cv2.VideoWriter(str(output / f"{stem}.mp4"),
                                                  cv2.VideoWriter_fourcc(*"mp4v"), reader.fps,

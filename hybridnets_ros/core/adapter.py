@@ -10,8 +10,9 @@ it can fill and how its grids are made. Nothing else names a network (docs/model
 from __future__ import annotations
 
 import collections
+import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -58,22 +59,6 @@ class DetectionSettings:
         return cls(config.conf_threshold, config.iou_threshold, config.max_detections)
 
 
-@dataclass(frozen=True)
-class Setting:
-    """A setting a network adds to the configuration (a node parameter and, with
-    ``option``, a command-line option). Its checks beyond range and choices are the
-    adapter's :meth:`ModelAdapter.setting_problems`."""
-
-    name: str
-    default: Any
-    description: str
-    range: tuple[float, float] | None = None
-    choices: tuple[str, ...] | None = None
-    runtime: bool = False
-    option: str | None = None     # e.g. "--input-scale"
-    metavar: str | None = None
-
-
 class Preprocessor(Protocol):
     """A network's pre-processing, made once per pipeline (it may keep buffers)."""
 
@@ -111,7 +96,6 @@ class ModelAdapter(ABC):
     name: str                                   # the `model` setting's value
     method: str                                 # VisionInfo.method: the network and its data
     summary: str                                # a few words for the `model` setting's help
-    network_type: type[torch.nn.Module]         # the module class build_network returns
     detection_classes: tuple[str, ...] = ()     # empty: no detections
     seg_classes: tuple[str, ...] = ()           # segmentation/label values 0, 1, ...
     seg_colors_rgb: tuple[tuple[int, int, int], ...] = ()
@@ -122,20 +106,59 @@ class ModelAdapter(ABC):
     tint_background: bool = True                # overlay: tint class 0 too (False: leave it)
     weights_name: str = ""                      # the released checkpoint's file name
     weights_source: str = ""                    # where it comes from (for error messages)
-    downloadable: bool = False                  # `hybridnets download-weights` fetches it
+    weights_url: str = ""                       # its public address: download-weights fetches it
+    weights_sha256: str = ""                    # the published file's SHA-256, where known
     checkpoint_label: str = ""                  # how a mismatch names what it expected
     input_name: str = "image"
     onnx_revision: int = 1                      # raise when the exported graph changes
     output_names: tuple[str, ...] = ()          # raw outputs, in forward()'s order
     input_multiple: int = 1                     # network input sides must be multiples of it
     uses_input_size: bool = False               # its pre-processing resizes to input_size
-    settings: tuple[Setting, ...] = ()          # the settings it adds
+    # The settings it adds: a frozen dataclass of core.settings fields in its folder, a base
+    # of the configuration (core.registry.ModelSettings); checks beyond range and choices
+    # are setting_problems'.
+    settings_type: type | None = None
     int8_calibration: bool = False              # its pre-processing calibrates int8 engines
     torch2trt_converts: bool = False            # torch2trt has converters for all its layers
     batches_cameras: bool = False               # several cameras' frames share one call
     processing_on_device: bool = False          # pre/post-processing can run on CUDA
 
+    # ------------------------------------------------------------------- weights
+    @property
+    def downloadable(self) -> bool:
+        """`hybridnets download-weights --model` can fetch the checkpoint."""
+        return bool(self.weights_url)
+
+    def cached_weights(self) -> Path:
+        """Where the released checkpoint is looked for and downloaded to."""
+        from .weights import cache_dir
+        return cache_dir() / self.weights_name
+
+    def download_weights(self, dest: str | Path, url: str = "", progress: bool = True,
+                         timeout: float = 30.0) -> Path:
+        """The released checkpoint (or the one at ``url``) saved at ``dest``, accepted only
+        if it loads strictly into this network; WeightsError otherwise."""
+        from .download import download
+        from .weights import WeightsError
+
+        if not (url or self.weights_url):
+            raise WeightsError(f"{self.name} has no public checkpoint address: put "
+                               f"{self.weights_name} from {self.weights_source} at {dest}")
+        # The published file is what weights_sha256 describes; another address may differ.
+        return download(url or self.weights_url, dest, self._check_download,
+                        sha256="" if url else self.weights_sha256, progress=progress,
+                        timeout=timeout)
+
+    def _check_download(self, path: Path) -> None:
+        options = {s.name: s.default for s in self.settings}
+        self.load_module(path, **options)
+
     # ------------------------------------------------------------------ settings
+    @property
+    def settings(self) -> tuple[dataclasses.Field, ...]:
+        """The fields of ``settings_type`` (none without one)."""
+        return dataclasses.fields(self.settings_type) if self.settings_type else ()
+
     def options(self, config) -> dict[str, Any]:
         """The values of the settings this network adds, from a configuration."""
         return {s.name: getattr(config, s.name) for s in self.settings}
@@ -146,17 +169,17 @@ class ModelAdapter(ABC):
 
     # ------------------------------------------------------------------- network
     @abstractmethod
-    def build_network(self, **options) -> torch.nn.Module:
+    def build_module(self, **options) -> torch.nn.Module:
         """The network with random weights (same in every process), eval mode."""
 
-    def load_network(self, weights: str | Path | None, **options) -> torch.nn.Module:
+    def load_module(self, weights: str | Path | None, **options) -> torch.nn.Module:
         """The network in eval mode with ``weights`` (strict load; WeightsError naming
         what does not fit), or random weights when None."""
         from .weights import load_checkpoint
 
         with torch.random.fork_rng():  # random weights are the same in every process
             torch.manual_seed(0)
-            model = self.build_network(**options)
+            model = self.build_module(**options)
         if weights is not None:
             load_checkpoint(model, weights, self.checkpoint_label or self.name)
         return model.eval().requires_grad_(False)
@@ -230,12 +253,3 @@ def _output_tuple(name: str, fields: tuple[str, ...]) -> type:
     if key not in _OUTPUT_TUPLES:
         _OUTPUT_TUPLES[key] = collections.namedtuple(f"{name.capitalize()}Outputs", fields)
     return _OUTPUT_TUPLES[key]
-
-
-def settings_of(adapters: Mapping[str, ModelAdapter]) -> tuple[Setting, ...]:
-    """Every adapter's settings, each once (two networks may share one by name)."""
-    seen: dict[str, Setting] = {}
-    for adapter in adapters.values():
-        for setting in adapter.settings:
-            seen.setdefault(setting.name, setting)
-    return tuple(seen.values())

@@ -1,16 +1,17 @@
 """The networks this package runs: model name -> adapter. The one list that names them.
 
 Adding a network: its folder ``core/models/<name>/`` with an ``adapter.py`` (see
-core.adapter and docs/models.md), and one line here.
+core.adapter and docs/models.md), and one line here (a network that adds settings: its
+settings class among ModelSettings' bases too).
 """
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
 
-from .adapter import ModelAdapter, Setting, settings_of
+from .adapter import ModelAdapter
 from .models.hybridnets.adapter import HybridNetsAdapter
-from .models.hyctas.adapter import HyctasAdapter
-from .models.hydra.adapter import HydraAdapter
+from .models.hyctas.adapter import HyctasAdapter, HyctasSettings
+from .models.hydra.adapter import HydraAdapter, HydraSettings
 from .models.yolop.adapter import YolopAdapter
 
 # The first is the default of the `model` setting.
@@ -31,15 +32,8 @@ def adapter(name: str) -> ModelAdapter:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(ADAPTERS)}") from None
 
 
-def adapter_of(model: torch.nn.Module) -> ModelAdapter:
-    """The adapter of a network module (by its class); TypeError for another module."""
-    for candidate in ADAPTERS.values():
-        if isinstance(model, candidate.network_type):
-            return candidate
-    raise TypeError(f"{type(model).__name__} is none of this package's networks "
-                    f"({', '.join(ADAPTERS)}): say which network's outputs it gives")
-
-
-def model_settings() -> tuple[Setting, ...]:
-    """The settings the networks add to the configuration."""
-    return settings_of(ADAPTERS)
+@dataclass(frozen=True)
+class ModelSettings(HyctasSettings, HydraSettings):
+    """The settings the networks add (each adapter's ``settings_type``, declared in its
+    folder): a base of the configuration, pipeline.config.NodeConfig. Fields come in
+    reverse order of the bases."""

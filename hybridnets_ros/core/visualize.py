@@ -30,13 +30,13 @@ def colorize(class_map: np.ndarray, colors: tuple[tuple[int, int, int], ...],
     return cv2.merge(planes, dst=out)
 
 
-def draw_result(bgr: np.ndarray, result, network, track_ids: np.ndarray | None = None,
+def draw_result(bgr: np.ndarray, result, adapter, track_ids: np.ndarray | None = None,
                 ranges: np.ndarray | None = None) -> np.ndarray:
     """The debug overlay of a network's Result (core.adapter) in its style: its classes in
     its colours (class 0 too where ``network.tint_background``), its detections' boxes."""
-    colors_bgr = tuple(c[::-1] for c in network.seg_colors_rgb)
-    return draw_overlay(bgr, result.seg_mask, result.detections, network.detection_classes,
-                        colors_bgr, network.tint_background, track_ids, ranges)
+    colors_bgr = tuple(c[::-1] for c in adapter.seg_colors_rgb)
+    return draw_overlay(bgr, result.seg_mask, result.detections, adapter.detection_classes,
+                        colors_bgr, adapter.tint_background, track_ids, ranges)
 
 
 def draw_overlay(bgr: np.ndarray, seg_mask: np.ndarray, detections: Detections,

@@ -1,9 +1,11 @@
 """The node's configuration: one typed object, one table of settings, validated in one place.
 
-Every setting of hybridnets_node is a field of :class:`NodeConfig`; its metadata (the
-description, whether it may change at run time, its range or choices) is the parameter
-table that the ROS layer declares from. The settings a network adds come from its model
-adapter (``ModelAdapter.settings``, core.registry) and join the common ones here. The node,
+Every setting of hybridnets_node is a field of :class:`NodeConfig`, a plain frozen
+dataclass; its metadata (core.settings: the description, whether it may change at run
+time, its range or choices, its command-line option) is the one table that the ROS
+parameters, the commands' options and docs/parameters.md are made from. The settings a
+network adds are declared in its folder and join through core.registry.ModelSettings. The
+node,
 ``hybridnets replay`` and the other commands build a NodeConfig from parameters, a params
 file or command-line options, and :func:`problems` is the only place that decides whether
 values are acceptable (the adapters' checks and the grid extents included). No ROS types
@@ -15,17 +17,17 @@ import dataclasses
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..backends.registry import BACKENDS, PRECISIONS
-from ..core.adapter import ModelAdapter
+from ..core.adapter import DetectionSettings, ModelAdapter
 from ..core.bev import GridSpec
 from ..core.camera import optical_transform, pose_problem
 from ..core.lru import ENGINES_KEPT
-from ..core.postprocess import MAX_DETECTIONS
-from ..core.registry import ADAPTERS, DEFAULT_MODEL, model_settings
+from ..core.registry import ADAPTERS, DEFAULT_MODEL, ModelSettings
+from ..core.settings import field_types, item_type, setting
 from ..core.sources import MAX_IMAGE_PIXELS
 from .stats import RECENT_S
 
@@ -38,150 +40,148 @@ CLASS_LISTS = ("drivable_classes", "obstacle_classes")
 MAX_GRID_CELLS = 4_000_000
 # A camera name becomes a namespace of topics: ROS name tokens separated by '/'.
 CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*")
-# List settings of strings (the other list settings hold numbers).
-STRING_LISTS = frozenset({"cameras", *CLASS_LISTS})
 
 
 class ConfigError(ValueError):
     """One or more settings are unacceptable; the message names each one and why."""
 
 
-def _setting(default, description: str, *, runtime: bool = False, configure: bool = False,
-             range_=None, choices=None, step: int | None = None):
-    """``runtime``: may change at any time; ``configure``: what configure builds from (the
-    model, its engine), so it may change only while the node is unconfigured."""
-    meta = {"description": description, "runtime": runtime, "configure": configure,
-            "range": range_, "choices": choices, "step": step}
-    if isinstance(default, (list, tuple)):
-        return field(default=tuple(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
 @dataclass(frozen=True)
-class _Settings:
+class CommonSettings:
     """The settings every network shares; NodeConfig adds those of the networks."""
 
-    model: str = _setting(DEFAULT_MODEL, "the network: " + ", ".join(
+    model: str = setting(DEFAULT_MODEL, "the network: " + ", ".join(
         f"{a.name} ({a.summary})" for a in ADAPTERS.values()), choices=MODEL_CHOICES,
-        configure=True)
-    weights: str = _setting("", "checkpoint of the model; empty: the cache's (" + ", ".join(
-        a.weights_name + (" from `hybridnets download-weights`" if a.downloadable else "")
-        for a in ADAPTERS.values()) + ")", configure=True)
-    allow_random_weights: bool = _setting(False, "without a checkpoint, run with random "
-                                          "weights (meaningless outputs, for pipeline checks) "
-                                          "instead of failing", configure=True)
-    backend: str = _setting("auto", "inference engine", choices=BACKEND_CHOICES, configure=True)
-    device: str = _setting("auto", "cpu, cuda or cuda:N; auto picks cuda when available",
-                           configure=True)
-    precision: str = _setting("fp32", "fp32, fp16 (CUDA), bf16 (openvino, CPUs with "
-                              "AVX512-BF16/AMX) or int8 (onnxruntime/openvino/tensorrt, "
-                              "calibrated)", choices=PRECISIONS, configure=True)
-    int8_calibration: str = _setting("", "folder of frames like the camera's, to calibrate "
-                                     "precision int8 (cached afterwards)", configure=True)
-    camera_resolution: tuple[int, ...] = _setting(
+        configure=True, option="--model")
+    weights: str = setting("", "checkpoint of the model; empty: the model's file in the cache ("
+                           + ", ".join(a.weights_name for a in ADAPTERS.values())
+                           + "; `hybridnets download-weights --model M` fetches those of "
+                           + ", ".join(a.name for a in ADAPTERS.values() if a.downloadable)
+                           + ")", configure=True, option="--weights", metavar="PATH")
+    allow_random_weights: bool = setting(False, "without a checkpoint, run with random "
+                                         "weights (meaningless outputs, for pipeline checks) "
+                                         "instead of failing", configure=True,
+                                         option="--random-weights")
+    backend: str = setting("auto", "inference engine; auto: the best one available (logged)",
+                           choices=BACKEND_CHOICES, configure=True, option="--backend")
+    device: str = setting("auto", "cpu, cuda or cuda:N; auto picks cuda when available",
+                          configure=True, option="--device")
+    precision: str = setting("fp32", "fp32, fp16 (CUDA), bf16 (openvino, CPUs with "
+                             "AVX512-BF16/AMX) or int8 (onnxruntime/openvino/tensorrt, "
+                             "calibrated)", choices=PRECISIONS, configure=True,
+                             option="--precision")
+    int8_calibration: str = setting("", "folder of frames like the camera's, to calibrate "
+                                    "precision int8 (cached afterwards; 6-32 are enough)",
+                                    configure=True, option="--calib", metavar="DIR")
+    camera_resolution: tuple[int, ...] = setting(
         (1280, 720), "[width, height] of the camera: the engine for it is built when the node "
         "is configured, not at the first frame (empty: at the first frame)", configure=True)
-    max_engines: int = _setting(ENGINES_KEPT, "static-shape engines kept in memory, one per "
-                                "network input size and batch (least recently used dropped "
-                                "first; docs/benchmarks.md: what one costs per backend)",
-                                configure=True, range_=(1, 64))
-    input_size: int = _setting(640, "letterbox target size (longer image side at the "
-                               "network input)", range_=(128, 2048), step=32, configure=True)
-    conf_threshold: float = _setting(0.25, "detection score threshold", runtime=True,
-                                     range_=(0.0, 1.0))
-    iou_threshold: float = _setting(0.3, "NMS IoU threshold", runtime=True, range_=(0.0, 1.0))
-    drivable_classes: tuple[str, ...] = _setting(
+    max_engines: int = setting(ENGINES_KEPT, "static-shape engines kept in memory, one per "
+                               "network input size and batch (least recently used dropped "
+                               "first; docs/benchmarks.md: what one costs per backend)",
+                               configure=True, range_=(1, 64))
+    input_size: int = setting(640, "letterbox target size (longer image side at the "
+                              "network input)", range_=(128, 2048), step=32, configure=True,
+                              option="--size", metavar="N")
+    conf_threshold: float = setting(DetectionSettings.conf_threshold, "detection score "
+                                    "threshold", runtime=True, range_=(0.0, 1.0), option="--conf",
+                                    metavar="S")
+    iou_threshold: float = setting(DetectionSettings.iou_threshold, "NMS IoU threshold",
+                                   runtime=True, range_=(0.0, 1.0), option="--iou",
+                                   metavar="T")
+    drivable_classes: tuple[str, ...] = setting(
         (), "networks with class-based grids: classes free in drivable/grid (empty: the "
         "model's default, road)", runtime=True)
-    obstacle_classes: tuple[str, ...] = _setting(
+    obstacle_classes: tuple[str, ...] = setting(
         (), "networks with class-based grids: classes occupied in drivable/grid (empty: the "
         "model's default, docs/models.md)", runtime=True)
-    obstacle_height: float = _setting(0.3, "networks with depth: depth points higher than this "
-                                      "above the ground (m) are obstacles; drivable-class "
-                                      "points within this of the ground are free",
-                                      runtime=True, range_=(0.02, 5.0))
-    points_decimation: int = _setting(4, "networks with depth: every n-th pixel in both "
-                                      "directions goes into the points cloud", runtime=True,
-                                      range_=(1, 64))
-    max_detections: int = _setting(MAX_DETECTIONS, "most detections per frame, highest scores "
-                                   "first; NMS sees only the best-scoring candidates (30 per "
-                                   "detection), so a low conf_threshold cannot stall a frame",
-                                   runtime=True, range_=(1, 10_000))
-    max_image_pixels: int = _setting(MAX_IMAGE_PIXELS, "largest image (width x height) "
-                                     "processed; larger ones are refused, compressed ones from "
-                                     "their header before decoding", runtime=True,
-                                     range_=(32 * 32, 2**30))
-    ground_frame: str = _setting("base_footprint", "frame of the grids and 3D detections; its "
-                                 "z = 0 is the road (REP-105's base_footprint, not base_link)")
-    camera_pose: tuple[float, ...] = _setting(
+    obstacle_height: float = setting(0.3, "networks with depth: depth points higher than this "
+                                     "above the ground (m) are obstacles; drivable-class "
+                                     "points within this of the ground are free",
+                                     runtime=True, range_=(0.02, 5.0))
+    points_decimation: int = setting(4, "networks with depth: every n-th pixel in both "
+                                     "directions goes into the points cloud", runtime=True,
+                                     range_=(1, 64))
+    max_detections: int = setting(DetectionSettings.max_detections, "most detections per "
+                                  "frame, highest scores first; NMS sees only the best-scoring "
+                                  "candidates (30 per detection), so a low conf_threshold "
+                                  "cannot stall a frame", runtime=True, range_=(1, 10_000),
+                                  option="--max-detections", metavar="N")
+    max_image_pixels: int = setting(MAX_IMAGE_PIXELS, "largest image (width x height) "
+                                    "processed; larger ones are refused, compressed ones from "
+                                    "their header before decoding", runtime=True,
+                                    range_=(32 * 32, 2**30))
+    ground_frame: str = setting("base_footprint", "frame of the grids and 3D detections; its "
+                                "z = 0 is the road (REP-105's base_footprint, not base_link)")
+    camera_pose: tuple[float, ...] = setting(
         (0.0, 0.0, 1.5, 0.0, 0.0, 0.0), "[x, y, z, roll, pitch, yaw] of the camera body frame "
         "(x forward, y left, z up) in ground_frame, metres and radians, positive pitch looks "
         "down; empty: look it up with TF (if tf2_ros is available)", runtime=True)
-    rectified: bool = _setting(False, "input images are rectified: use CameraInfo P and no "
-                               "distortion instead of K and D", runtime=True)
-    grid_resolution: float = _setting(0.10, "occupancy grid cell size in metres", runtime=True,
-                                      range_=(0.01, 5.0))
-    grid_x_range: tuple[float, ...] = _setting((0.0, 40.0), "[min, max] forward extent of the "
-                                               "grids in metres", runtime=True)
-    grid_y_range: tuple[float, ...] = _setting((-10.0, 10.0), "[min, max] lateral extent (left "
-                                               "positive) in metres", runtime=True)
-    publish_points: bool = _setting(False, "also publish drivable/points and lane/points "
-                                    "(PointCloud2 of lane cells and the non-drivable boundary)",
-                                    runtime=True)
-    points_z: float = _setting(0.5, "height in metres of the drivable/points and lane/points "
-                               "points in ground_frame: inside a Nav2 obstacle layer's "
-                               "min/max_obstacle_height band (config/nav2_costmap.yaml)",
-                               runtime=True, range_=(-10.0, 10.0))
-    max_range: float = _setting(80.0, "detections_3d: farthest ground-contact point (horizontal "
-                                "distance from the camera, metres) that gives a 3D detection; "
-                                "segmentation/points: farthest point (NaN beyond)",
-                                runtime=True, range_=(1.0, 1000.0))
-    semantic_output_scale: float = _setting(
+    rectified: bool = setting(False, "input images are rectified: use CameraInfo P and no "
+                              "distortion instead of K and D", runtime=True)
+    grid_resolution: float = setting(0.10, "occupancy grid cell size in metres", runtime=True,
+                                     range_=(0.01, 5.0))
+    grid_x_range: tuple[float, ...] = setting((0.0, 40.0), "[min, max] forward extent of the "
+                                              "grids in metres", runtime=True)
+    grid_y_range: tuple[float, ...] = setting((-10.0, 10.0), "[min, max] lateral extent (left "
+                                              "positive) in metres", runtime=True)
+    publish_points: bool = setting(False, "also publish drivable/points and lane/points "
+                                   "(PointCloud2 of lane cells and the non-drivable boundary)",
+                                   runtime=True)
+    points_z: float = setting(0.5, "height in metres of the drivable/points and lane/points "
+                              "points in ground_frame: inside a Nav2 obstacle layer's "
+                              "min/max_obstacle_height band (config/nav2_costmap.yaml)",
+                              runtime=True, range_=(-10.0, 10.0))
+    max_range: float = setting(80.0, "detections_3d: farthest ground-contact point (horizontal "
+                               "distance from the camera, metres) that gives a 3D detection; "
+                               "segmentation/points: farthest point (NaN beyond)",
+                               runtime=True, range_=(1.0, 1000.0))
+    semantic_output_scale: float = setting(
         1.0, "size of segmentation/label, /confidence and /points relative to the image (Nav2's "
         "semantic segmentation layer: about 400x200, 0.3125 of 1280x720); they stay "
         "pixel-aligned", runtime=True, range_=(0.01, 1.0))
-    tracking: bool = _setting(True, "give detections track ids (Detection2D/Detection3D id) "
-                              "that stay the same for the same object across frames",
-                              runtime=True)
-    track_max_missed: int = _setting(5, "frames a track survives without a matching detection "
-                                     "before it ends", runtime=True, range_=(0, 1000))
-    track_min_iou: float = _setting(0.1, "least overlap (IoU) of a track's predicted box with a "
-                                    "detection for them to match", runtime=True,
-                                    range_=(0.0, 1.0))
-    track_max_distance: float = _setting(3.0, "farthest ground distance (metres) between a "
-                                         "track's predicted position and a detection for them "
-                                         "to match (with CameraInfo and pose)", runtime=True,
-                                         range_=(0.01, 100.0))
-    use_compressed: bool = _setting(False, "subscribe to image/compressed (jpeg/png) instead "
-                                    "of image", configure=True)
-    reliable_qos: bool = _setting(False, "subscribe with reliable QoS instead of the "
-                                  "sensor-data profile (best effort, keep last 1)", configure=True)
-    camera_info_sync: str = _setting(
+    tracking: bool = setting(True, "give detections track ids (Detection2D/Detection3D id) "
+                             "that stay the same for the same object across frames",
+                             runtime=True)
+    track_max_missed: int = setting(5, "frames a track survives without a matching detection "
+                                    "before it ends", runtime=True, range_=(0, 1000))
+    track_min_iou: float = setting(0.1, "least overlap (IoU) of a track's predicted box with a "
+                                   "detection for them to match", runtime=True,
+                                   range_=(0.0, 1.0))
+    track_max_distance: float = setting(3.0, "farthest ground distance (metres) between a "
+                                        "track's predicted position and a detection for them "
+                                        "to match (with CameraInfo and pose)", runtime=True,
+                                        range_=(0.01, 100.0))
+    use_compressed: bool = setting(False, "subscribe to image/compressed (jpeg/png) instead "
+                                   "of image", configure=True)
+    reliable_qos: bool = setting(False, "subscribe with reliable QoS instead of the "
+                                 "sensor-data profile (best effort, keep last 1)", configure=True)
+    camera_info_sync: str = setting(
         "latest", "latest: each image with the newest CameraInfo; exact: each image with the "
         "CameraInfo of its stamp, as image_transport's CameraSubscriber (images without one are "
         "not processed); replay takes a bag's CameraInfo in its order either way",
         choices=("latest", "exact"), configure=True)
-    autostart: bool = _setting(True, "configure and activate the lifecycle node by itself")
-    diagnostics_period: float = _setting(1.0, "seconds between /diagnostics messages",
-                                         range_=(0.1, 60.0))
-    diagnostics_window: float = _setting(RECENT_S, "seconds over which /diagnostics judges "
-                                         "rejected messages, failed frames and frame times: "
-                                         "a WARN for them ends this long after they do",
-                                         range_=(1.0, 600.0))
+    autostart: bool = setting(True, "configure and activate the lifecycle node by itself")
+    diagnostics_period: float = setting(1.0, "seconds between /diagnostics messages",
+                                        range_=(0.1, 60.0))
+    diagnostics_window: float = setting(RECENT_S, "seconds over which /diagnostics judges "
+                                        "rejected messages, failed frames and frame times: "
+                                        "a WARN for them ends this long after they do",
+                                        range_=(1.0, 600.0))
     # Several cameras served by one node and one model (docs/multi_camera.md).
-    cameras: tuple[str, ...] = _setting(
+    cameras: tuple[str, ...] = setting(
         (), "camera names: each subscribes <name>/image (or <name>/image/compressed) and "
         "<name>/camera_info and publishes its outputs under <name>/, all through one model; "
         "empty: one camera on image and camera_info")
-    camera_poses: tuple[float, ...] = _setting(
+    camera_poses: tuple[float, ...] = setting(
         (), "6 numbers per camera of cameras, in its order, each as camera_pose; empty: TF "
         "from ground_frame to each image's frame id", runtime=True)
-    fused_x_range: tuple[float, ...] = _setting((-30.0, 30.0), "[min, max] forward extent of "
-                                                "the fused surround grids in metres")
-    fused_y_range: tuple[float, ...] = _setting((-30.0, 30.0), "[min, max] lateral extent of "
-                                                "the fused surround grids in metres")
-    fused_rate: float = _setting(10.0, "Hz of fused/drivable/grid and fused/lane/grid "
-                                 "(published only while subscribed)", range_=(0.1, 100.0))
+    fused_x_range: tuple[float, ...] = setting((-30.0, 30.0), "[min, max] forward extent of "
+                                               "the fused surround grids in metres")
+    fused_y_range: tuple[float, ...] = setting((-30.0, 30.0), "[min, max] lateral extent of "
+                                               "the fused surround grids in metres")
+    fused_rate: float = setting(10.0, "Hz of fused/drivable/grid and fused/lane/grid "
+                                "(published only while subscribed)", range_=(0.1, 100.0))
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -234,13 +234,13 @@ class _Settings:
         return GridSpec(self.grid_resolution, *self.grid_x_range, *self.grid_y_range)
 
     @property
-    def network(self) -> ModelAdapter:
+    def adapter(self) -> ModelAdapter:
         """The model adapter (core.registry) of ``model``."""
         return ADAPTERS[self.model]
 
     def network_options(self) -> dict:
         """The values of the settings the network adds (its build and pre-processing)."""
-        return self.network.options(self)
+        return self.adapter.options(self)
 
     @property
     def fused_grid(self) -> GridSpec:
@@ -259,19 +259,10 @@ class _Settings:
         return (self.camera_resolution[1], self.camera_resolution[0]) if self.camera_resolution else None
 
 
-
-def _network_field(setting) -> tuple[str, type, dataclasses.Field]:
-    kind = tuple if isinstance(setting.default, (list, tuple)) else type(setting.default)
-    # A network's fixed settings shape the model it builds: configure-time ones.
-    return setting.name, kind, _setting(setting.default, setting.description,
-                                        runtime=setting.runtime, configure=not setting.runtime,
-                                        range_=setting.range, choices=setting.choices)
-
-
-NodeConfig = dataclasses.make_dataclass(
-    "NodeConfig", [_network_field(s) for s in model_settings()], bases=(_Settings,),
-    frozen=True, namespace={"__module__": __name__, "__doc__": (
-        "Every setting of hybridnets_node: the common ones and those the networks add.")})
+@dataclass(frozen=True)
+class NodeConfig(ModelSettings, CommonSettings):
+    """Every setting of hybridnets_node: the common ones (CommonSettings), then those the
+    networks add (ModelSettings, declared in their folders)."""
 
 
 def settings() -> tuple[dataclasses.Field, ...]:
@@ -279,9 +270,14 @@ def settings() -> tuple[dataclasses.Field, ...]:
     return dataclasses.fields(NodeConfig)
 
 
+# Each setting's declared type: ``tuple[str, ...]`` for a list of strings.
+FIELD_TYPES = field_types(NodeConfig)
+
+
 def _coerce(name: str, value: Any, current: Any) -> Any:
     """``value`` as the setting's type (int for a float is fine; a YAML string like
     '1.0e308' is a number), or ValueError naming the setting."""
+    item = item_type(FIELD_TYPES[name])
     def number(v, kind):
         if isinstance(v, bool):
             raise ValueError
@@ -307,15 +303,14 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
                 return ()
             if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
                 raise ValueError
-            if name in STRING_LISTS:
+            if item is str:
                 if not all(isinstance(v, str) for v in value):
                     raise ValueError
                 return tuple(value)
-            kind = int if name == "camera_resolution" else float
-            return tuple(number(v, kind) for v in value)
+            return tuple(number(v, item) for v in value)
     except (TypeError, ValueError, OverflowError):
         kind = (type(current).__name__ if not isinstance(current, tuple) else
-                "list of strings" if name in STRING_LISTS else "list of numbers")
+                "list of strings" if item is str else "list of numbers")
         raise ValueError(f"{name} must be a {kind}, got {value!r}") from None
     raise ValueError(f"{name}: unsupported value {value!r}")
 
@@ -359,16 +354,16 @@ def problems(config) -> list[str]:
 def model_problems(config) -> list[str]:
     """Class lists that name classes the model does not have; what the model's adapter
     finds wrong with its own settings."""
-    network = ADAPTERS.get(config.model)
-    if network is None:
+    adapter = ADAPTERS.get(config.model)
+    if adapter is None:
         return []
     errors = []
     for name in CLASS_LISTS:
-        unknown = [c for c in getattr(config, name) if c not in network.seg_classes]
+        unknown = [c for c in getattr(config, name) if c not in adapter.seg_classes]
         if unknown:
             errors.append(f"{name}: {config.model} has no class {', '.join(map(repr, unknown))} "
-                          f"(its classes: {', '.join(network.seg_classes)})")
-    return errors + network.setting_problems(config)
+                          f"(its classes: {', '.join(adapter.seg_classes)})")
+    return errors + adapter.setting_problems(config)
 
 
 def camera_problems(config) -> list[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..backends import create_backend
+from ..core.adapter import DetectionSettings
 from ..core.weights import cache_dir
 from .config import ConfigError, NodeConfig
 from .pipeline import Pipeline
@@ -25,16 +26,17 @@ def resolve_weights(config: NodeConfig) -> Path | None:
     weights, which only ``allow_random_weights`` permits (else ConfigError)."""
     if config.weights:
         return Path(config.weights)
-    network = config.network
-    cached = cache_dir() / network.weights_name
+    adapter = config.adapter
+    cached = adapter.cached_weights()
     if cached.is_file():
         return cached
     if config.allow_random_weights:
         return None
-    get = (f"run `hybridnets download-weights` (saves to {cached})" if network.downloadable
-           else f"put {network.weights_name} from {network.weights_source} at {cached} "
-                "(`hybridnets download-weights` only knows the networks it can fetch)")
-    raise ConfigError(f"no {network.name} weights: give a checkpoint (parameter 'weights', "
+    get = (f"run `hybridnets download-weights --model {adapter.name}` (saves to {cached})"
+           if adapter.downloadable else
+           f"put {adapter.weights_name} from {adapter.weights_source} at {cached} "
+           "(it has no public address `hybridnets download-weights` could fetch)")
+    raise ConfigError(f"no {adapter.name} weights: give a checkpoint (parameter 'weights', "
                       f"option --weights), {get}, or allow random weights for a pipeline check "
                       "with meaningless outputs (allow_random_weights:=true, option "
                       "--random-weights)")
@@ -46,13 +48,13 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_model(config: NodeConfig) -> tuple[torch.nn.Module, Path | None]:
+def load_module(config: NodeConfig) -> tuple[torch.nn.Module, Path | None]:
     """The network with its weights, and the checkpoint path (None: random weights)."""
     weights = resolve_weights(config)
     if weights is None:
         log.warning("RANDOM WEIGHTS: %s outputs are meaningless", config.model)
         return _random_module(config), None
-    return config.network.load_network(weights, **config.network_options()), weights
+    return config.adapter.load_module(weights, **config.network_options()), weights
 
 
 _CORE = Path(__file__).resolve().parents[1] / "core"
@@ -67,17 +69,17 @@ def _random_module(config: NodeConfig) -> torch.nn.Module:
     the network's source and torch's version, so a code change builds afresh; it is written
     under a temporary name and renamed, so concurrent processes never read half a file.
     """
-    adapter, options = config.network, config.network_options()
+    adapter, options = config.adapter, config.network_options()
     digest = hashlib.sha256(f"{config.model} {sorted(options.items())} {torch.__version__}".encode())
     for source in sorted(_CORE.rglob("*.py")):
         digest.update(source.read_bytes())
     path = cache_dir() / "random" / f"{config.model}-{digest.hexdigest()[:16]}.pth"
     if path.is_file():
         try:
-            return adapter.load_network(path, **options)
+            return adapter.load_module(path, **options)
         except Exception as exc:  # a damaged file: rebuild it
             log.warning("random weights in %s unusable (%s): building them again", path, exc)
-    module = adapter.load_network(None, **options)
+    module = adapter.load_module(None, **options)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, part = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
@@ -98,17 +100,17 @@ def build_pipeline(config: NodeConfig, model: torch.nn.Module | None = None,
     started = time.monotonic()
     weights = "given model"
     if model is None:
-        model, path = load_model(config)
+        model, path = load_module(config)
         weights = str(path) if path else "random weights"
-    network = config.network
-    backend = create_backend(config.backend, model, device=resolve_device(config.device),
-                             precision=config.precision, network=network,
+    adapter = config.adapter
+    backend = create_backend(config.backend, model, adapter,
+                             device=resolve_device(config.device), precision=config.precision,
                              input_size=config.input_size, source_hw=config.source_hw,
                              calib=config.int8_calibration or None,
                              max_engines=config.max_engines, **backend_options)
-    pipeline = Pipeline(backend, config.input_size, config.conf_threshold, config.iou_threshold,
-                        max_detections=config.max_detections, options=config.network_options())
-    if len(config.cameras) > 1 and backend.batching and network.batches_cameras:
+    pipeline = Pipeline(backend, config.input_size, DetectionSettings.of(config),
+                        options=config.network_options())
+    if len(config.cameras) > 1 and backend.batching and adapter.batches_cameras:
         pipeline.batch_size = len(config.cameras)  # one frame per camera per batch
     if config.source_hw:
         input_hw = pipeline.network_input_hw(config.source_hw)

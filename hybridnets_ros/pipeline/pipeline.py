@@ -19,7 +19,6 @@ import torch
 from ..backends import Backend
 from ..core.adapter import DetectionSettings, ModelAdapter, Result
 from ..core.lru import ShapeLru
-from ..core.postprocess import MAX_DETECTIONS
 from ..core.sources import InputError, degenerate_shape
 
 __all__ = ["Pipeline", "Result", "device_synchronizer", "refuse_degenerate"]
@@ -41,24 +40,24 @@ def refuse_degenerate(bgr: np.ndarray) -> None:
 
 
 class Pipeline:
-    def __init__(self, backend: Backend, input_size: int = 640, conf_threshold: float = 0.25,
-                 iou_threshold: float = 0.3, processing_on_device: bool | None = None,
-                 max_detections: int = MAX_DETECTIONS, options: dict | None = None):
-        """``options``: the settings the network adds (ModelAdapter.settings)."""
+    def __init__(self, backend: Backend, input_size: int = 640,
+                 settings: DetectionSettings = DetectionSettings(),
+                 processing_on_device: bool | None = None, options: dict | None = None):
+        """``settings``: the detection thresholds, the one copy the node changes at run
+        time; ``options``: the settings the network adds (ModelAdapter.settings)."""
         self.backend = backend
-        self.network: ModelAdapter = backend.network
+        self.adapter: ModelAdapter = backend.adapter
         self.options = dict(options or {})
         # Default when the backend runs on CUDA and the network can: one upload of the raw
         # frame, pre- and post-processing on the device, only results come back.
         on_device = (backend.device.startswith("cuda") if processing_on_device is None
                      else processing_on_device)
-        self.processing_on_device = on_device and self.network.processing_on_device
+        self.processing_on_device = on_device and self.adapter.processing_on_device
         self.input_size = input_size
-        self.preprocessor = self.network.preprocessor(input_size, backend.device,
+        self.preprocessor = self.adapter.preprocessor(input_size, backend.device,
                                                     self.processing_on_device, **self.options)
-        self._postprocess = self.network.postprocessor(self.processing_on_device, **self.options)
-        self.settings = DetectionSettings(float(conf_threshold), float(iou_threshold),
-                                          int(max_detections))
+        self._postprocess = self.adapter.postprocessor(self.processing_on_device, **self.options)
+        self.settings = settings
         self._batches: dict[tuple[int, int, int], np.ndarray | torch.Tensor] = ShapeLru()
         # The batch size run_batch uses (several cameras: their number). Only batches of 1
         # and of this size run, so a static-shape engine exists for two sizes, not for each.

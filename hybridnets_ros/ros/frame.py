@@ -10,6 +10,7 @@ counts in diagnostics, replay summarises); nobody else converts, projects or bui
 """
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,11 +46,24 @@ REBUILD_FRAMES = 30
 REBUILD_PERIOD_S = 1.0
 
 
-class GridUnavailable(Exception):
-    """No grids for this frame. ``reason`` is a short category; ``bad_input`` tells a
-    message that is wrong (counted as a rejection) from state not there yet (said once)."""
+class GridProblem(enum.Enum):
+    """Why a frame has no grids; the value is how logs and /diagnostics name it."""
 
-    def __init__(self, reason: str, detail: str, bad_input: bool = False):
+    NO_CAMERA_INFO = "no camera_info"
+    INVALID_CAMERA_INFO = "invalid camera_info"
+    CAMERA_INFO_SIZE = "camera_info size mismatch"
+    IMPOSSIBLE_POSE = "impossible camera pose"
+    NO_POSE = "no pose"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class GridUnavailable(Exception):
+    """No grids for this frame, and the ``reason``; ``bad_input`` tells a message that is
+    wrong (counted as a rejection) from state not there yet (said once)."""
+
+    def __init__(self, reason: GridProblem, detail: str, bad_input: bool = False):
         super().__init__(detail)
         self.reason = reason
         self.bad_input = bad_input
@@ -81,7 +95,7 @@ def invalid_camera_info(exc: Exception) -> GridUnavailable:
     """The rejection of a CameraInfo that camera_model_from_info refused."""
     field = getattr(exc, "field", None)
     detail = f"camera_info.{field}: {exc}" if field else f"cannot use camera_info: {exc}"
-    return GridUnavailable("invalid camera_info", detail, bad_input=True)
+    return GridUnavailable(GridProblem.INVALID_CAMERA_INFO, detail, bad_input=True)
 
 
 def calibration_values(info: CameraInfo) -> tuple:
@@ -127,7 +141,7 @@ class ProjectorCache:
         try:
             projector = BevProjector(camera, grid)
         except (ValueError, cv2.error) as exc:
-            raise GridUnavailable("invalid camera_info", f"cannot use camera_info: {exc}",
+            raise GridUnavailable(GridProblem.INVALID_CAMERA_INFO, f"cannot use camera_info: {exc}",
                                   bad_input=True) from None
         self.projector, self._key = projector, key
         self._built_stamp, self._frames_since_build = stamp, 0
@@ -145,9 +159,9 @@ class ProjectorCache:
                transform=None) -> CameraModel:
         """The camera model of ``info`` and the pose; raises GridUnavailable."""
         if info is None:
-            raise GridUnavailable("no camera_info", "no CameraInfo received yet")
+            raise GridUnavailable(GridProblem.NO_CAMERA_INFO, "no CameraInfo received yet")
         if (info.height, info.width) != tuple(image_hw):
-            raise GridUnavailable("camera_info size mismatch",
+            raise GridUnavailable(GridProblem.CAMERA_INFO_SIZE,
                                   f"camera_info is {info.width}x{info.height} but the image is "
                                   f"{image_hw[1]}x{image_hw[0]}", bad_input=True)
         # Settings and the image size act at once; streamed values may change every frame.
@@ -167,7 +181,7 @@ class ProjectorCache:
             self._pose_problem = problem and (f"impossible camera pose {source} in "
                                               f"{config.ground_frame}: {problem}")
         if self._pose_problem:
-            raise GridUnavailable("impossible camera pose", self._pose_problem)
+            raise GridUnavailable(GridProblem.IMPOSSIBLE_POSE, self._pose_problem)
         return self._camera
 
 
@@ -211,8 +225,8 @@ class FrameProcessor:
         self.tracker = Tracker(config.track_max_missed, config.track_min_iou,
                                config.track_max_distance)
         self.shown_markers: set[tuple[str, int]] = set()  # what RViz holds of the markers
-        self.network = pipeline.network
-        names = self.network.detection_classes
+        self.adapter = pipeline.adapter
+        names = self.adapter.detection_classes
         self.length_prior = {i: LENGTH_PRIOR_BY_NAME[n] for i, n in enumerate(names)
                              if n in LENGTH_PRIOR_BY_NAME}
         self.update_config(config)
@@ -250,9 +264,9 @@ class FrameProcessor:
         next frame. Each setting reaches its user here, as a whole object (the node calls
         this from another thread than the frames')."""
         self.config = config
-        self.detection_settings = DetectionSettings.of(config)
+        self.pipeline.settings = DetectionSettings.of(config)  # the pipeline holds them
         self.enabled = enabled_outputs(config)
-        self.surfaces = self.network.surfaces(config)
+        self.surfaces = self.adapter.surfaces(config)
         self.tracker.settings = TrackerSettings(config.track_max_missed, config.track_min_iou,
                                                 config.track_max_distance)
         self._depth_projector: tuple[BevProjector, DepthProjector] | None = None
@@ -279,7 +293,7 @@ class FrameProcessor:
         header = request.header or request.msg.header
         wanted = self.wanted(request.wanted)
         emit = request.emit
-        products = FrameProducts(header, bgr, result, self.network, self.surfaces,
+        products = FrameProducts(header, bgr, result, self.adapter, self.surfaces,
                                  self.config.ground_frame, self.config.points_z,
                                  points_decimation=self.config.points_decimation,
                                  shown_markers=self.shown_markers,
@@ -296,7 +310,7 @@ class FrameProcessor:
                                                      transform)
         except GridUnavailable as exc:
             # An impossible pose is news even when only the fused grids use this camera.
-            if geometric or wants_objects or exc.reason == "impossible camera pose":
+            if geometric or wants_objects or exc.reason is GridProblem.IMPOSSIBLE_POSE:
                 self._no_grids(outcome, exc)
         self._objects(products, wants_objects)
         t3 = time.perf_counter()
@@ -394,7 +408,7 @@ class FrameProcessor:
         if self.transform_lookup is not None:
             transform = self.transform_lookup(self.config.ground_frame, header)
         if transform is None:
-            raise GridUnavailable("no pose", f"camera_pose is empty and no TF from "
+            raise GridUnavailable(GridProblem.NO_POSE, f"camera_pose is empty and no TF from "
                                   f"'{self.config.ground_frame}' to '{header.frame_id}' is "
                                   "available")
         return transform
@@ -408,9 +422,9 @@ class FrameProcessor:
 
     def model_products(self, header: Header) -> ModelProducts:
         """What the model-description outputs (VisionInfo) are built from."""
-        network = self.network
-        return ModelProducts(header, network.method, network.detection_classes,
-                             network.seg_classes)
+        adapter = self.adapter
+        return ModelProducts(header, adapter.method, adapter.detection_classes,
+                             adapter.seg_classes)
 
 
 def _seconds(header: Header) -> float:
@@ -444,13 +458,13 @@ def process_batch(requests: list[FrameRequest],
             ready[index][1].engine_build = build
         ready = [ready[index] for index in run]
     if ready:
-        # One pipeline and one configuration's thresholds for every camera.
+        # One pipeline, with its thresholds, for every camera.
         processor = ready[0][0].processor
         # The confidence costs post-processing time: computed when any camera wants it.
         confidence = any(NEEDS_CONFIDENCE & request.processor.wanted(request.wanted)
                          for request, *_ in ready)
         results = processor.pipeline.run_batch([bgr for _, _, bgr, _ in ready],
-                                               processor.detection_settings, confidence)
+                                               confidence=confidence)
         for (request, outcome, bgr, conversion_ms), result in zip(ready, results):
             request.processor._finish(request, bgr, result, outcome, conversion_ms)
     return outcomes

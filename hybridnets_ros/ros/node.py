@@ -54,7 +54,8 @@ from .log_dir import configure_log_dir
 from .shutdown import BoundedShutdown, process_shutdown
 from ..pipeline.factory import build_pipeline
 from .diagnostics import NodeHealth, diagnostic_array
-from .frame import REBUILD_FRAMES, REBUILD_PERIOD_S, FrameProcessor, FrameRequest, process_batch
+from .frame import (REBUILD_FRAMES, REBUILD_PERIOD_S, FrameProcessor, FrameRequest, GridProblem,
+                    process_batch)
 from .messages import stamp_ns
 from .outputs import KEPT_FOR_LATE_JOINERS, model_outputs, supported
 from .pairing import exact_pairs
@@ -190,12 +191,12 @@ class HybridNetsNode(LifecycleNode):
         lookup = self._tf.lookup if self._tf else None
         # One model, a processor per camera; only the outputs the model produces exist as
         # topics (no depth without a depth network, ...).
-        outputs = supported(self.config.network)
+        outputs = supported(self.config.adapter)
         for index, camera in enumerate(self.cameras):
             camera.processor = FrameProcessor(pipeline, self._camera_config(index), lookup)
             camera.pubs = {o.name: self.create_lifecycle_publisher(o.msg_type, camera.topic(o.topic),
                                                                    o.qos) for o in outputs}
-        if self.multi and has_fused_grids(self.config.network):
+        if self.multi and has_fused_grids(self.config.adapter):
             self._fused_pubs = {name: self.create_lifecycle_publisher(FUSED_TYPE, topic, FUSED_QOS)
                                 for name, topic in FUSED_TOPICS.items()}
         self.get_logger().info(f"model ready: {self.config.model} on "
@@ -335,7 +336,7 @@ class HybridNetsNode(LifecycleNode):
     def _camera_info_callback(self, camera: Camera):
         def on_camera_info(msg: CameraInfo) -> None:
             if camera.processor is not None and (problem := camera.processor.set_camera_info(msg)):
-                self._reject(camera, problem.reason, f"{problem}: grids skipped")
+                self._reject(camera, problem.reason.value, f"{problem}: grids skipped")
         return on_camera_info
 
     def _on_set_parameters(self, changes) -> SetParametersResult:
@@ -387,7 +388,7 @@ class HybridNetsNode(LifecycleNode):
                 continue
             if frame.camera_info is not None and (
                     problem := camera.processor.set_camera_info(frame.camera_info)):
-                self._reject(camera, problem.reason, f"{problem}: grids skipped")
+                self._reject(camera, problem.reason.value, f"{problem}: grids skipped")
             wanted |= KEPT_FOR_LATE_JOINERS & camera.processor.enabled
             publish_s[index] = 0.0
             requests.append(FrameRequest(camera.processor, frame.msg, wanted,
@@ -459,18 +460,18 @@ class HybridNetsNode(LifecycleNode):
                     self.get_logger().info(camera.says(built))
         elif problem.bad_input:
             if not problem.repeated:  # counted once per message, not once per frame
-                self._reject(camera, problem.reason, f"{problem}: grids skipped")
-        elif problem.reason == "impossible camera pose":
+                self._reject(camera, problem.reason.value, f"{problem}: grids skipped")
+        elif problem.reason is GridProblem.IMPOSSIBLE_POSE:
             camera.stats.count_problem("frames_impossible_pose")
             self.say_once(camera.name + str(problem), camera.says(
                 f"{problem}: grids and 3D detections are not published until the pose is "
                 "fixed"), "error")
-        elif problem.reason == "no camera_info":
+        elif problem.reason is GridProblem.NO_CAMERA_INFO:
             self.say_once(camera.name + "no_camera_info", camera.says(
                 f"no CameraInfo received on '{camera.topic('camera_info')}' yet: occupancy "
                 "grids and 3D detections are not published until one arrives"), "info")
         else:
-            self.say_once(camera.name + problem.reason,
+            self.say_once(camera.name + problem.reason.value,
                           camera.says(f"{problem}: grids and 3D detections are not published"))
 
     # ------------------------------------------------------------- fused grids

@@ -26,8 +26,8 @@ from ..core.bev import OCCUPIED, BevProjector, drivable_boundary
 from ..core.camera import CameraModel
 from ..core.depth_grid import DepthProjector
 from ..core.objects3d import BoxEstimates, GroundContacts
+from ..core import registry
 from ..core.semantic_cloud import GroundPoints, Sampler
-from ..core.registry import DEFAULT_MODEL, adapter
 from ..core.visualize import draw_result
 from ..pipeline.pipeline import Result
 from . import messages
@@ -51,7 +51,7 @@ class FrameProducts:
     header: Header                      # the input image's header
     bgr: np.ndarray
     result: Result
-    network: ModelAdapter               # classes, palette, overlay style
+    adapter: ModelAdapter               # classes, palette, overlay style
     surfaces: Surfaces                  # the drivable mask and grids (core.surfaces)
     ground_frame: str
     points_z: float = 0.0                              # height of the point-cloud points
@@ -76,7 +76,7 @@ class FrameProducts:
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return self.network.detection_classes
+        return self.adapter.detection_classes
 
 
 @dataclass
@@ -150,7 +150,7 @@ def _semantic_points(p: FrameProducts) -> PointCloud2:
 
 def _overlay(p: FrameProducts) -> Image:
     ranges = None if p.contacts is None else p.contacts.ranges
-    picture = draw_result(p.bgr, p.result, p.network, track_ids=p.track_ids, ranges=ranges)
+    picture = draw_result(p.bgr, p.result, p.adapter, track_ids=p.track_ids, ranges=ranges)
     return messages.image(p.header, picture, "bgr8")
 
 
@@ -184,7 +184,7 @@ OUTPUTS: tuple[Output, ...] = (
            needs_grids=True, requires=frozenset({SEMANTIC})),
     Output("segmentation_color", "segmentation/color", Image,
            lambda p: messages.colour_image(p.header, p.result.seg_mask,
-                                           p.network.seg_colors_rgb),
+                                           p.adapter.seg_colors_rgb),
            requires=frozenset({SEMANTIC})),
     Output("vision_info", "vision_info", VisionInfo, _vision_info, qos=LATCHED_QOS,
            per_frame=False),
@@ -230,22 +230,22 @@ KEPT_FOR_LATE_JOINERS = frozenset(o.name for o in OUTPUTS if o.per_frame
                                   and o.qos.durability == QoSDurabilityPolicy.TRANSIENT_LOCAL)
 
 
-def supported(network: ModelAdapter) -> tuple[Output, ...]:
+def supported(adapter: ModelAdapter) -> tuple[Output, ...]:
     """The rows a network can fill (ModelAdapter.products)."""
-    return tuple(o for o in OUTPUTS if o.requires <= network.products)
+    return tuple(o for o in OUTPUTS if o.requires <= adapter.products)
 
 
 def enabled_outputs(config) -> frozenset[str]:
     """Names of the per-frame outputs ``config`` switches on (those with no switch always
     are) that its model produces."""
-    return frozenset(o.name for o in supported(config.network) if o.per_frame
+    return frozenset(o.name for o in supported(config.adapter) if o.per_frame
                      and (o.enabled_by is None or getattr(config, o.enabled_by)))
 
 
-def planner_outputs(network: ModelAdapter | None = None) -> frozenset[str]:
-    """What a deployed node with ``network`` (default: the default model) typically
+def planner_outputs(adapter: ModelAdapter | None = None) -> frozenset[str]:
+    """What a deployed node with ``adapter`` (default: the default model's) typically
     publishes per frame: no debug pictures, no opt-ins."""
-    return frozenset(o.name for o in supported(network or adapter(DEFAULT_MODEL))
+    return frozenset(o.name for o in supported(adapter or registry.adapter(registry.DEFAULT_MODEL))
                      if o.per_frame and o.enabled_by is None and not o.viewer_only)
 
 

@@ -12,13 +12,12 @@ from typing import Any
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.parameter import Parameter
 
-from ..pipeline.config import NodeConfig, settings
+from ..core.settings import item_type
+from ..pipeline.config import FIELD_TYPES, NodeConfig, settings
 
-# Empty-array defaults need their type spelt out for rclpy.
-_ARRAY_TYPES = {"camera_resolution": Parameter.Type.INTEGER_ARRAY,
-                "drivable_classes": Parameter.Type.STRING_ARRAY,
-                "obstacle_classes": Parameter.Type.STRING_ARRAY,
-                "cameras": Parameter.Type.STRING_ARRAY}
+# Empty-array defaults need their type spelt out for rclpy: from the setting's item type.
+_ARRAY_TYPES = {str: Parameter.Type.STRING_ARRAY, int: Parameter.Type.INTEGER_ARRAY,
+                float: Parameter.Type.DOUBLE_ARRAY}
 
 
 def descriptor(setting) -> ParameterDescriptor:
@@ -43,8 +42,9 @@ def declare_all(node) -> None:
         if isinstance(default, tuple):
             default = list(default)
             if not default:
-                node.declare_parameter(setting.name, _ARRAY_TYPES.get(
-                    setting.name, Parameter.Type.DOUBLE_ARRAY), descriptor(setting))
+                node.declare_parameter(setting.name,
+                                       _ARRAY_TYPES[item_type(FIELD_TYPES[setting.name])],
+                                       descriptor(setting))
                 continue
         node.declare_parameter(setting.name, default, descriptor(setting))
 

@@ -28,8 +28,8 @@ FUSED_TOPICS = {"drivable": "fused/drivable/grid", "lane": "fused/lane/grid"}
 FUSED_TYPE, FUSED_QOS = OccupancyGrid, LATCHED_QOS
 
 
-def has_fused_grids(network: ModelAdapter) -> bool:
-    return LANE in network.products
+def has_fused_grids(adapter: ModelAdapter) -> bool:
+    return LANE in adapter.products
 
 
 @dataclass

@@ -50,7 +50,7 @@ from ..core.nms import box_iou
 from ..core.sources import expand_sources, read_image
 from ..core.synthetic import SyntheticRoad, default_camera
 from ..pipeline.config import NodeConfig
-from ..pipeline.factory import build_pipeline, load_model, resolve_device
+from ..pipeline.factory import build_pipeline, load_module, resolve_device
 from ..pipeline.pipeline import device_synchronizer
 from ..ros import messages
 from ..ros.camera_info import camera_info_from_model
@@ -100,13 +100,13 @@ def path_variants(variants: list[Variant], config: NodeConfig) -> list[Variant]:
     """Each variant on every path the network compares (ModelAdapter.bench_paths) that
     runs it, the exact one first; a network with one path keeps the variants as they are."""
     return [replace(v, label=v.label + path.suffix, settings=tuple(path.settings.items()))
-            for path in config.network.bench_paths(config) for v in variants
+            for path in config.adapter.bench_paths(config) for v in variants
             if path.backends is None or v.label in path.backends]
 
 
 def default_variants(device: str, config: NodeConfig) -> list[Variant]:
     """Every configuration of the network worth comparing on ``device`` that runs here."""
-    variants = [Variant.parse(v) for v in config.network.bench_backends(device)]
+    variants = [Variant.parse(v) for v in config.adapter.bench_backends(device)]
     return [v for v in variants if not missing(v.backend, device)
             and not (v.label == "openvino:bf16" and openvino_bf16_unsupported())]
 
@@ -248,7 +248,7 @@ class PreparedVariant:
         self.processor.set_camera_info(camera_info_from_model(default_camera(width, height),
                                                               "camera_optical_frame"))
         self.inputs = inputs
-        self.wanted = planner_outputs(config.network)
+        self.wanted = planner_outputs(config.adapter)
         for i in range(WARMUP_FRAMES):
             self.processor.process(self.inputs[i % len(self.inputs)], self.wanted)
         self.setup_s = time.monotonic() - started
@@ -462,7 +462,7 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
                     "build: pass --weights for representative numbers of those stages and for "
                     "fidelity)")
     if runnable:
-        model, weights = load_model(config.with_changes(allow_random_weights=True))
+        model, weights = load_module(config.with_changes(allow_random_weights=True))
         weights_note = str(weights) if weights else weights_note
     height, width = images[0].shape[:2]
     config = config.with_changes(device=device, camera_resolution=[width, height])
@@ -487,7 +487,7 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
            "backends": {v.label: backends[v.label] for v in variants}}
     m = doc["machine"]
     print(f"hybridnets bench: model {config.model}, {frames} frames from {source_text}"
-          + (f", --size {config.input_size}" if config.network.uses_input_size else ""))
+          + (f", --size {config.input_size}" if config.adapter.uses_input_size else ""))
     print(f"weights: {weights_note}")
     limits = f"; capped by {' '.join(m['isa_limits'])}" if m["isa_limits"] else ""
     print(f"machine: {m['cpu']} ({', '.join(m['cpu_flags']) or 'no flags read'}{limits}), "
@@ -505,7 +505,7 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
         timings = {name: backends[f"{name}:fp32"]["network_ms"] for name in engine_choice.CANDIDATES
                    if "network_ms" in backends.get(f"{name}:fp32", {})}
         doc["auto"] = record_auto_choice(
-            config.model, timings, engine_choice.measured_size(config.network, config.input_size))
+            config.model, timings, engine_choice.measured_size(config.adapter, config.input_size))
         print(f"\n{doc['auto']['summary']}")
     if layers and device == "cpu":
         doc["layers"] = layer_profiles(runnable, backends, model, ceiling)

@@ -591,8 +591,8 @@ def bench_graph(config, base, variants: list[tuple[str, str]], graph_input: Inpu
     from ..ros.outputs import planner_outputs, supported
     from .bench import machine_info
 
-    planner = planner_outputs(config.network)
-    topics = [o.topic for o in supported(config.network) if o.name in planner]
+    planner = planner_outputs(config.adapter)
+    topics = [o.topic for o in supported(config.adapter) if o.name in planner]
     sizes = {f.shape[1::-1] for f in graph_input.frames}  # (width, height)
     changes = {f.name: getattr(config, f.name) for f in settings()
                if getattr(config, f.name) != getattr(base, f.name)}

@@ -18,12 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from ..ros.dds import configure_dds
-from ..ros.resources import share_file
 
 
-def node_command(weights: Path | None) -> list[str]:
-    args = [sys.executable, "-m", "hybridnets_ros.ros.node", "--ros-args",
-            "--params-file", str(share_file("config/hybridnets.yaml"))]
+def node_command(model: str, weights: Path | None, params_file: Path | None = None) -> list[str]:
+    """The node with ``model`` and its ``weights`` (None: random); the other parameters from
+    ``params_file``, else the node's defaults (no other network's file)."""
+    args = [sys.executable, "-m", "hybridnets_ros.ros.node", "--ros-args"]
+    if params_file is not None:
+        args += ["--params-file", str(params_file)]
+    args += ["-p", f"model:={model}"]
     if weights is None:
         args += ["-p", "allow_random_weights:=true"]
     else:
@@ -34,7 +37,7 @@ def node_command(weights: Path | None) -> list[str]:
 class _Graph:
     """The node as its own process, with the player and the recorder in this one."""
 
-    def __init__(self, weights: Path | None, camera_info, output: Path, log=print):
+    def __init__(self, command: list[str], camera_info, output: Path, log=print):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
 
@@ -44,7 +47,7 @@ class _Graph:
         for level, message in configure_dds():  # the node process inherits it
             if level == "warning":
                 log(message)
-        self.node = subprocess.Popen(node_command(weights), env=os.environ.copy())
+        self.node = subprocess.Popen(command, env=os.environ.copy())
         rclpy.init()
         self.player = FramePlayer(camera_info=camera_info)
         self.recorder = OutputRecorder(output)
@@ -130,11 +133,13 @@ class _Graph:
         }
 
 
-def run_demo(frames: Iterator[np.ndarray], camera_info, output: Path, weights: Path | None,
-             rate_hz: float = 2.0, startup_timeout: float = 120.0, log=print) -> dict:
-    """Runs the graph; returns the summary (also written to output/summary.json)."""
+def run_demo(frames: Iterator[np.ndarray], camera_info, output: Path, model: str,
+             weights: Path | None, params_file: Path | None = None, rate_hz: float = 2.0,
+             startup_timeout: float = 120.0, log=print) -> dict:
+    """Runs the graph with ``model``; returns the summary (also written to
+    output/summary.json)."""
     output.mkdir(parents=True, exist_ok=True)
-    graph = _Graph(weights, camera_info, output, log)
+    graph = _Graph(node_command(model, weights, params_file), camera_info, output, log)
     try:
         log("waiting for hybridnets_node to load the model and subscribe ...")
         frames = iter(frames)
@@ -146,6 +151,6 @@ def run_demo(frames: Iterator[np.ndarray], camera_info, output: Path, weights: P
         log(f"published {len(graph.player.published)} frames; got the last results")
     finally:
         graph.stop()
-    summary = graph.summary(rate_hz, weights)
+    summary = {"model": model, **graph.summary(rate_hz, weights)}
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -410,7 +410,7 @@ def resolve_outputs(spec: Iterable[str], config: NodeConfig) -> frozenset[str] |
     chosen: set[str] = set()
     for item in spec:
         if item == "bags":
-            chosen |= planner_outputs(config.network) & enabled
+            chosen |= planner_outputs(config.adapter) & enabled
         elif item == "all":
             chosen |= enabled
         elif item != "index":
@@ -572,7 +572,7 @@ class BagWorker:
                 progress: Callable[[int], None] | None, started: float) -> None:
         """The range into ``work``, then (holding its lease) moved into place."""
         outputs = resolve_outputs(piece.outputs, self.config)
-        classes = self.pipeline.network.detection_classes
+        classes = self.pipeline.adapter.detection_classes
         index = IndexParts(piece.key, piece.source, classes, piece.index * TRACK_ID_STRIDE)
         name = f"{_stem(piece.key)}_{piece.index}"
 

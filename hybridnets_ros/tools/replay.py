@@ -322,7 +322,7 @@ def replay(in_bag: Path, out_bag: Path | None, pipeline, config: NodeConfig, *,
             read |= {t.name for t in topics if t.name != TF_STATIC_TOPIC}
         bar = progress_factory(summary.images_indexed) if progress_factory else None
         fused = _FusedGrids(config, prefix) if out_bag is not None and len(replays) > 1 \
-            and has_fused_grids(pipeline.network) and (outputs is None or outputs & {
+            and has_fused_grids(pipeline.adapter) and (outputs is None or outputs & {
                 "drivable_grid", "lane_grid"}) else None
         with _writer(out_bag, storage, custom_data) as bag:
             out = _Output(bag, video, reader.rate_hz(cameras[0].image) or 10.0, outputs,

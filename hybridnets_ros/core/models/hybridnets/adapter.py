@@ -9,14 +9,18 @@ import numpy as np
 import torch
 
 from ...adapter import DETECTIONS, LANE, SEMANTIC, BenchPath, DetectionSettings, ModelAdapter, Result
-from ...anchors import generate_anchors
 from ...lru import ShapeLru
-from ...postprocess import as_tensor, detect, segmentation_confidence, segmentation_labels
-from ...preprocess import Letterbox, Preprocessor
-from ...spec import BDD100K, SEG_LANE, SEG_ROAD
+from ...postprocess import as_tensor
+from ...preprocess import Letterbox
 from ...surfaces import MaskSurfaces
-from ...torch_preprocess import TorchPreprocessor
+from .anchors import generate_anchors
 from .hybridnets import HybridNets
+from .postprocess import detect, segmentation_confidence, segmentation_labels
+from .preprocess import Preprocessor
+from .spec import BDD100K, SEG_LANE, SEG_ROAD
+from .torch_preprocess import TorchPreprocessor
+from .weights import CHECKPOINT_LABEL, RELEASE_URL, WEIGHTS_FILENAME
+from .weights import load_module as load_hybridnets
 
 # The raw outputs for a batch: [B,N,4] box deltas, [B,N,C] scores, [B,S,H,W] logits.
 RawOutputs = namedtuple("RawOutputs", ("regression", "classification", "segmentation"))
@@ -50,7 +54,6 @@ class HybridNetsAdapter(ModelAdapter):
     name = "hybridnets"
     method = "HybridNets (BDD100K)"
     summary = "cars, drivable area, lanes"
-    network_type = HybridNets
     detection_classes = BDD100K.class_names
     seg_classes = BDD100K.seg_class_names
     # The overlay's tints (background untouched), as RGB.
@@ -59,10 +62,10 @@ class HybridNetsAdapter(ModelAdapter):
     drivable_classes = ("road", "lane")
     obstacle_classes = ("background",)
     tint_background = False
-    weights_name = "hybridnets.pth"
-    weights_source = "`hybridnets download-weights` (the original project's GitHub release v1.0)"
-    downloadable = True
-    checkpoint_label = "HybridNets-D3"
+    weights_name = WEIGHTS_FILENAME
+    weights_source = "the original project's GitHub release v1.0 (datvuthanh/HybridNets)"
+    weights_url = RELEASE_URL
+    checkpoint_label = CHECKPOINT_LABEL
     output_names = RawOutputs._fields
     input_multiple = BDD100K.max_stride
     uses_input_size = True
@@ -71,13 +74,12 @@ class HybridNetsAdapter(ModelAdapter):
     batches_cameras = True
     processing_on_device = True
 
-    def build_network(self, **_) -> HybridNets:
+    def build_module(self, **_) -> HybridNets:
         return HybridNets(BDD100K.network)
 
-    def load_network(self, weights: str | Path | None, **_) -> HybridNets:
-        # Its random weights are calibrated on the synthetic road (core.weights.random_init).
-        from ...weights import build_model
-        return build_model(weights, random_weights=weights is None)
+    def load_module(self, weights: str | Path | None, **_) -> HybridNets:
+        # Its random weights are calibrated on the synthetic road (weights.random_init).
+        return load_hybridnets(weights, random_weights=weights is None)
 
     def pack(self, outputs) -> RawOutputs:
         return RawOutputs(*outputs)

@@ -1,7 +1,7 @@
 """HyCTAS real-time semantic segmentation (Cityscapes, 19 train-id classes): network, weights,
 pre- and post-processing. Pure PyTorch/NumPy/OpenCV: no ROS, no network access.
 
-    model = load_checkpoint(build_network("S"), "hyctas_s.pth")
+    model = load_checkpoint(build_module("S"), "hyctas_s.pth")
     tensor, crop = preprocess(bgr)                       # [1,3,1024,2048], the evaluation path
     with torch.inference_mode():
         logits = model(torch.from_numpy(tensor))         # [1,19,256,512], stride 4
@@ -43,7 +43,7 @@ from .network import NUM_CLASSES, HyCTAS, load_architecture
 
 __all__ = [
     "ARCHITECTURES", "ARCH_DIR", "CLASS_COLORS_RGB", "CLASS_NAMES", "MEAN_RGB", "NUM_CLASSES",
-    "PAD_RGB", "REFERENCE_HW", "STD_RGB", "STRIDE", "CropInfo", "HyCTAS", "build_network",
+    "PAD_RGB", "REFERENCE_HW", "STD_RGB", "STRIDE", "CropInfo", "HyCTAS", "build_module",
     "load_checkpoint", "postprocess", "preprocess",
 ]
 
@@ -90,7 +90,7 @@ class CropInfo:
     valid_hw: tuple[int, int]
 
 
-def build_network(arch: str | Path = "S") -> HyCTAS:
+def build_module(arch: str | Path = "S") -> HyCTAS:
     """A randomly initialised network in eval mode from "S", "M", "L" or an architecture JSON."""
     if isinstance(arch, str) and arch in ARCHITECTURES:
         path = ARCH_DIR / ARCHITECTURES[arch]

@@ -2,18 +2,33 @@
 padded input (or the faster native one) and its class map cropped to the image."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ...adapter import SEMANTIC, BenchPath, ModelAdapter, Result, Setting
+from ...adapter import SEMANTIC, BenchPath, ModelAdapter, Result
 from ...postprocess import Detections
+from ...settings import setting
 from . import ARCHITECTURES, CLASS_COLORS_RGB, CLASS_NAMES, MEAN_RGB, STD_RGB, STRIDE, REFERENCE_HW
-from . import build_network, labels_and_confidence, preprocess
+from . import build_module, labels_and_confidence, preprocess
 from .network import HyCTAS
 
 PATHS = ("reference", "native")
+
+
+@dataclass(frozen=True)
+class HyctasSettings:
+    """The settings HyCTAS adds to the configuration."""
+
+    hyctas_path: str = setting("reference", "hyctas: reference (pad to 1024x2048, the published "
+                               "evaluation, exact) or native (pad to a multiple of 16 only, "
+                               "about 2x faster, differs)", choices=PATHS, configure=True,
+                               option="--hyctas-path")
+    hyctas_arch: str = setting("S", "hyctas: architecture S, M, L or the path of an "
+                               "architecture JSON file", configure=True, option="--hyctas-arch",
+                               metavar="S|M|L|JSON")
 
 
 class HyctasPreprocessor:
@@ -42,7 +57,6 @@ class HyctasAdapter(ModelAdapter):
     name = "hyctas"
     method = "HyCTAS: real-time semantic segmentation (Cityscapes, 19 classes)"
     summary = "19 Cityscapes classes"
-    network_type = HyCTAS
     seg_classes = CLASS_NAMES
     seg_colors_rgb = CLASS_COLORS_RGB
     products = frozenset({SEMANTIC})
@@ -52,16 +66,9 @@ class HyctasAdapter(ModelAdapter):
                         "bicycle")
     no_surface_classes = ("sky",)
     weights_name = "hyctas_s.pth"
-    weights_source = ("the HyCTAS authors' release (weights/README.md; it cannot be downloaded "
-                      "by this package)")
+    weights_source = "the HyCTAS authors' release (weights/README.md)"
     output_names = ("logits",)
-    settings = (
-        Setting("hyctas_path", "reference", "hyctas: reference (pad to 1024x2048, the published "
-                "evaluation, exact) or native (pad to a multiple of 16 only, about 2x faster, "
-                "differs)", choices=PATHS, option="--hyctas-path"),
-        Setting("hyctas_arch", "S", "hyctas: architecture S, M, L or the path of an "
-                "architecture JSON file", option="--hyctas-arch", metavar="S|M|L|JSON"),
-    )
+    settings_type = HyctasSettings
 
     def setting_problems(self, config) -> list[str]:
         arch = config.hyctas_arch
@@ -69,8 +76,8 @@ class HyctasAdapter(ModelAdapter):
             return [f"hyctas_arch must be S, M, L or an architecture JSON file, got {arch!r}"]
         return []
 
-    def build_network(self, hyctas_arch: str = "S", **_) -> HyCTAS:
-        return build_network(hyctas_arch)
+    def build_module(self, hyctas_arch: str = "S", **_) -> HyCTAS:
+        return build_module(hyctas_arch)
 
     def onnx_metadata(self) -> dict[str, str]:
         return {**super().onnx_metadata(), "mean_rgb": ",".join(map(str, MEAN_RGB)),

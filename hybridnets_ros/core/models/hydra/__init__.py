@@ -3,7 +3,7 @@
 The network (``network.HydraNet``) and the original notebook's pre- and post-processing
 (DrSleep/multi-task-refinenet ``ExpKITTI_joint.ipynb``), reproduced exactly:
 
-    model = load_checkpoint(build_network(), "ExpKITTI_joint.ckpt")
+    model = load_checkpoint(build_module(), "ExpKITTI_joint.ckpt")
     x = preprocess(bgr)                                   # float32 [1, 3, H, W], no resize
     with torch.inference_mode():
         segm_logits, depth = model(torch.from_numpy(x))   # [1, 6, h, w], [1, 1, h, w]
@@ -25,7 +25,7 @@ from ...weights import load_checkpoint as _load_checkpoint
 from .network import NUM_CLASSES, HydraNet
 
 __all__ = ["CLASS_NAMES", "CLASS_COLORS_RGB", "RELEASED_WEIGHTS_NAME", "MEAN_RGB", "STD_RGB",
-           "OUTPUT_NAMES", "HydraNet", "build_network", "load_checkpoint", "network_output_hw",
+           "OUTPUT_NAMES", "HydraNet", "build_module", "load_checkpoint", "network_output_hw",
            "preprocess", "postprocess"]
 
 CLASS_NAMES: tuple[str, ...] = ("sky", "building", "road", "sidewalk", "vegetation", "car")
@@ -45,7 +45,7 @@ _NORMALISED_RGB = ((np.arange(256)[None, :] * (1. / 255) - np.array(MEAN_RGB)[:,
                    / np.array(STD_RGB)[:, None]).astype(np.float32)  # [3, 256]
 
 
-def build_network() -> HydraNet:
+def build_module() -> HydraNet:
     """The 6-class network with random weights, in eval mode."""
     return HydraNet(NUM_CLASSES).eval()
 

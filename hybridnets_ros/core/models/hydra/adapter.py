@@ -2,14 +2,27 @@
 optionally of an area-downscaled image, and its outputs resized to the image."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
-from ...adapter import DEPTH, SEMANTIC, BenchPath, ModelAdapter, Result, Setting
+from ...adapter import DEPTH, SEMANTIC, BenchPath, ModelAdapter, Result
 from ...postprocess import Detections
+from ...settings import setting
 from . import CLASS_COLORS_RGB, CLASS_NAMES, OUTPUT_NAMES, RELEASED_WEIGHTS_NAME, MEAN_RGB, STD_RGB
-from . import build_network, postprocess, preprocess
+from . import build_module, postprocess, preprocess
 from .network import HydraNet
+
+
+@dataclass(frozen=True)
+class HydraSettings:
+    """The setting Hydra adds to the configuration."""
+
+    input_scale: float = setting(1.0, "hydra: run the network on the image scaled by this "
+                                 "(outputs still at full size); 1.0 is the exact original, 0.5 "
+                                 "about 4x faster", range_=(0.1, 1.0), configure=True,
+                                 option="--input-scale", metavar="S")
 
 
 class HydraPreprocessor:
@@ -45,7 +58,6 @@ class HydraAdapter(ModelAdapter):
     method = ("Hydra: MobileNetV2 + Light-Weight RefineNet, joint segmentation and metric "
               "depth (KITTI, 6 classes)")
     summary = "6 KITTI classes + metric depth"
-    network_type = HydraNet
     seg_classes = CLASS_NAMES
     seg_colors_rgb = CLASS_COLORS_RGB
     products = frozenset({SEMANTIC, DEPTH})
@@ -53,16 +65,17 @@ class HydraAdapter(ModelAdapter):
     obstacle_classes = ("building", "sidewalk", "vegetation", "car")
     no_surface_classes = ("sky",)
     weights_name = RELEASED_WEIGHTS_NAME
-    weights_source = ("the authors' release of DrSleep/multi-task-refinenet (weights/README.md; "
-                      "it cannot be downloaded by this package)")
+    weights_source = ("weights/ExpKITTI_joint.ckpt of the authors' repository "
+                      "DrSleep/multi-task-refinenet")
+    # The file their ExpKITTI_joint notebook loads, committed in the repository.
+    weights_url = ("https://github.com/DrSleep/multi-task-refinenet/raw/master/weights/"
+                   "ExpKITTI_joint.ckpt")
     output_names = OUTPUT_NAMES
     onnx_revision = 2  # 2: an identity pool before each chained residual pooling
-    settings = (Setting("input_scale", 1.0, "hydra: run the network on the image scaled by this "
-                        "(outputs still at full size); 1.0 is the exact original, 0.5 about 4x "
-                        "faster", range=(0.1, 1.0), option="--input-scale", metavar="S"),)
+    settings_type = HydraSettings
 
-    def build_network(self, **_) -> HydraNet:
-        return build_network()
+    def build_module(self, **_) -> HydraNet:
+        return build_module()
 
     def onnx_metadata(self) -> dict[str, str]:
         return {**super().onnx_metadata(), "mean_rgb": ",".join(map(str, MEAN_RGB)),

@@ -3,7 +3,7 @@
 The network (``network.YOLOP``) and the original ``tools/demo.py`` pre- and post-processing,
 reproduced exactly where the original works:
 
-    model = load_checkpoint(build_network(), "End-to-end.pth")
+    model = load_checkpoint(build_module(), "End-to-end.pth")
     x, letterbox = preprocess(bgr, 640)                 # float32 [1, 3, 384, 640] for 720p
     with torch.inference_mode():
         det, drivable, lane = model(torch.from_numpy(x))
@@ -45,7 +45,7 @@ from ...weights import load_checkpoint as _load_checkpoint
 from .network import MAX_STRIDE, YOLOP
 
 __all__ = ["CLASS_NAMES", "MAX_DETECTIONS", "MEAN", "OUTPUT_NAMES", "RELEASED_WEIGHTS_NAME",
-           "STD", "YOLOP", "Preprocessor", "build_network", "detect", "letterbox", "load_checkpoint", "masks",
+           "STD", "YOLOP", "Preprocessor", "build_module", "detect", "letterbox", "load_checkpoint", "masks",
            "preprocess"]
 
 CLASS_NAMES: tuple[str, ...] = ("car",)
@@ -60,7 +60,7 @@ MAX_NMS = 30000       # the original's cap on the boxes NMS sees
 _NORMALISED = normalisation_tables(MEAN, STD)
 
 
-def build_network() -> YOLOP:
+def build_module() -> YOLOP:
     """The network with PyTorch's default initialisation, in eval mode."""
     return YOLOP().eval()
 

@@ -8,7 +8,7 @@ from ...adapter import DETECTIONS, LANE, SEMANTIC, DetectionSettings, ModelAdapt
 from ...preprocess import Letterbox
 from ...surfaces import MaskSurfaces
 from . import (CLASS_NAMES, MEAN, OUTPUT_NAMES, RELEASED_WEIGHTS_NAME, STD, Preprocessor,
-               build_network, detect, label_confidence, masks_of, probabilities)
+               build_module, detect, label_confidence, masks_of, probabilities)
 from .network import MAX_STRIDE, YOLOP
 
 # segmentation/label values: a lane line on the road is labelled lane. Road is 1, so the
@@ -34,7 +34,6 @@ class YolopAdapter(ModelAdapter):
     name = "yolop"
     method = "YOLOP (BDD100K)"
     summary = "cars, drivable area, lanes (YOLOP)"
-    network_type = YOLOP
     detection_classes = CLASS_NAMES
     seg_classes = SEG_CLASSES
     seg_colors_rgb = ((0, 0, 0), (75, 180, 60), (255, 215, 0))
@@ -43,16 +42,17 @@ class YolopAdapter(ModelAdapter):
     obstacle_classes = ("background",)
     tint_background = False
     weights_name = RELEASED_WEIGHTS_NAME
-    weights_source = ("weights/End-to-end.pth of the authors' repository hustvl/YOLOP "
-                      "(weights/README.md; it cannot be downloaded by this package)")
+    weights_source = "weights/End-to-end.pth of the authors' repository hustvl/YOLOP"
+    # The file their hubconf.py loads, committed in the repository (not a release asset).
+    weights_url = "https://github.com/hustvl/YOLOP/raw/main/weights/End-to-end.pth"
     checkpoint_label = "YOLOP"
     output_names = OUTPUT_NAMES
     input_multiple = MAX_STRIDE
     uses_input_size = True
     batches_cameras = True
 
-    def build_network(self, **_) -> YOLOP:
-        return build_network()
+    def build_module(self, **_) -> YOLOP:
+        return build_module()
 
     def onnx_metadata(self) -> dict[str, str]:
         # The input planes are B, G, R: mean[0] and std[0] belong to blue.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .models.hybridnets import NetworkConfig
+from .hybridnets import NetworkConfig
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Pre-processing in torch: the same letterbox and normalisation as :mod:`preprocess`,
+"""HybridNets' pre-processing in torch: the letterbox and normalisation of :mod:`.preprocess`,
 written with torch ops so it runs where the network runs (the GPU data path on CUDA).
 
 One upload of the raw uint8 frame (through a pinned staging buffer on CUDA), then resize,
@@ -24,7 +24,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .preprocess import PAD_VALUE, Letterbox
+from ...preprocess import PAD_VALUE, Letterbox
+from .preprocess import letterbox
 from .spec import BDD100K, ModelSpec
 
 
@@ -77,12 +78,11 @@ class TorchPreprocessor:
 
     def input_hw(self, source_hw: tuple[int, int]) -> tuple[int, int]:
         """The network input size for images of ``source_hw`` (no buffers change)."""
-        return Letterbox.compute(tuple(source_hw), self.target_size, self.spec.max_stride).input_hw
+        return letterbox(tuple(source_hw), self.target_size, self.spec.max_stride).input_hw
 
     def letterbox(self, source_hw: tuple[int, int]) -> Letterbox:
         if self._letterbox is None or self._letterbox.source_hw != tuple(source_hw):
-            self._setup(Letterbox.compute(tuple(source_hw), self.target_size,
-                                          self.spec.max_stride))
+            self._setup(letterbox(tuple(source_hw), self.target_size, self.spec.max_stride))
         return self._letterbox
 
     def _setup(self, lb: Letterbox) -> None:

@@ -135,6 +135,9 @@ class _Settings:
     max_range: float = _setting(80.0, "detections_3d: farthest ground-contact point (horizontal "
                                 "distance from the camera, metres) that gives a 3D detection",
                                 runtime=True, range_=(1.0, 1000.0))
+    road_max_range: float = _setting(40.0, "road_geometry, lanes, drivable/scan: farthest "
+                                     "forward distance (metres) of the lane lines and drivable "
+                                     "edges", runtime=True, range_=(5.0, 200.0))
     tracking: bool = _setting(True, "give detections track ids (Detection2D/Detection3D id) "
                               "that stay the same for the same object across frames",
                               runtime=True)

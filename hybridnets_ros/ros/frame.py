@@ -24,13 +24,15 @@ from ..core.bev import BevProjector, GridSpec
 from ..core.depth_grid import DepthProjector
 from ..core.camera import CalibrationError, CameraModel
 from ..core.objects3d import LENGTH_PRIOR_BY_NAME, box_estimates, ground_positions
+from ..core.road_geometry import RoadGeometryEstimator, RoadGeometrySettings
 from ..core.tracking import Tracker, TrackerSettings
 from ..pipeline.config import NodeConfig
 from ..pipeline.engines import EngineBuild, EngineBuilds
 from ..core.sources import InputError
 from ..pipeline.pipeline import Pipeline, Result, refuse_degenerate
 from .conversions import ImageConversionError, to_bgr
-from .outputs import ALWAYS, BY_NAME, OUTPUTS, FrameProducts, ModelProducts, enabled_outputs
+from .outputs import (ALWAYS, BY_NAME, OUTPUTS, ROAD_EDGES, ROAD_LANES, FrameProducts,
+                      ModelProducts, enabled_outputs)
 
 # (R_ground_optical, t) of the image's frame in the ground frame, or None
 TransformLookup = Callable[[str, Header], "tuple[np.ndarray, np.ndarray] | None"]
@@ -209,6 +211,7 @@ class FrameProcessor:
         self.tracker = Tracker(config.track_max_missed, config.track_min_iou,
                                config.track_max_distance)
         self.shown_markers: set[tuple[str, int]] = set()  # what RViz holds of the markers
+        self.road: RoadGeometryEstimator | None = None  # this camera's, tracked over frames
         self.network = pipeline.network
         names = self.network.detection_classes
         self.length_prior = {i: LENGTH_PRIOR_BY_NAME[n] for i, n in enumerate(names)
@@ -254,6 +257,9 @@ class FrameProcessor:
         self.tracker.settings = TrackerSettings(config.track_max_missed, config.track_min_iou,
                                                 config.track_max_distance)
         self._depth_projector: tuple[BevProjector, DepthProjector] | None = None
+        road_settings = RoadGeometrySettings(x_max=config.road_max_range)
+        if self.road is None or self.road.settings != road_settings:
+            self.road = RoadGeometryEstimator(road_settings)
 
     def process(self, msg, wanted=None, header: Header | None = None,
                 emit: Callable[[str, object], None] | None = None) -> FrameOutcome:
@@ -278,6 +284,7 @@ class FrameProcessor:
         t2 = time.perf_counter()
         geometric = {name for name in wanted if BY_NAME[name].needs_grids}
         wants_objects = any(BY_NAME[name].needs_camera for name in wanted)
+        wants_road = any(BY_NAME[name].needs_road for name in wanted)
         # The camera model is cached: trying it every frame costs a comparison (and the TF
         # lookup without camera_pose); its ground positions help tracking too.
         transform = None
@@ -287,7 +294,8 @@ class FrameProcessor:
                                                      transform)
         except GridUnavailable as exc:
             # An impossible pose is news even when only the fused grids use this camera.
-            if geometric or wants_objects or exc.reason == "impossible camera pose":
+            if (geometric or wants_objects or wants_road
+                    or exc.reason == "impossible camera pose"):
                 self._no_grids(outcome, exc)
         self._objects(products, wants_objects)
         t3 = time.perf_counter()
@@ -304,17 +312,25 @@ class FrameProcessor:
             except GridUnavailable as exc:
                 self._no_grids(outcome, exc)
         t4 = time.perf_counter()
+        if wants_road and products.camera is not None:
+            # Only what a wanted output shows: lanes, drivable edges or both.
+            products.road = self.road.update(
+                products.camera, result.lane_mask if wanted & ROAD_LANES else None,
+                products.surfaces.drivable_mask(result) if wanted & ROAD_EDGES else None,
+                _seconds(header))
+        t5 = time.perf_counter()
         for row in OUTPUTS:
             if (row.name in wanted and (products.projector is not None or not row.needs_grids)
-                    and (products.camera is not None or not row.needs_camera)):
+                    and (products.camera is not None or not row.needs_camera)
+                    and (products.road is not None or not row.needs_road)):
                 outcome.messages[row.name] = message = row.build(products)
                 if emit is not None:
                     emit(row.name, message)
-        t5 = time.perf_counter()
+        t6 = time.perf_counter()
         outcome.products = products
         outcome.timings_ms = dict(conversion=conversion_ms, **result.timings_ms,
                                   objects=(t3 - t2) * 1e3, grids=(t4 - t3) * 1e3,
-                                  messages=(t5 - t4) * 1e3)
+                                  road=(t5 - t4) * 1e3, messages=(t6 - t5) * 1e3)
 
     def _no_grids(self, outcome: FrameOutcome, problem: GridUnavailable) -> None:
         outcome.no_grids = problem

@@ -43,7 +43,7 @@ def test_every_enabled_output_is_built_with_its_stage_times(processor, frame_msg
     assert outcome.messages["drivable_grid"].header.frame_id == "base_footprint"
     assert outcome.messages["detections"].header.frame_id == "camera_optical_frame"
     assert set(outcome.timings_ms) == {"conversion", "preprocess", "network", "postprocess",
-                                       "objects", "grids", "messages"}
+                                       "objects", "grids", "road", "messages"}
 
 
 def test_each_message_is_emitted_as_built_detections_first_pictures_last(processor, frame_msg):

@@ -244,3 +244,99 @@ def test_drivable_edges_and_scan():
 def test_masks_of_another_size_are_refused():
     with pytest.raises(ValueError, match="640x360 does not match the camera's 1280x720"):
         estimate(np.zeros((360, 640), np.uint8))
+
+
+# --- the command ---
+
+def calibration_yaml(path, K=K, D=PLUMB_BOB):
+    path.write_text(
+        f"image_width: {W}\nimage_height: {H}\ncamera_name: test\n"
+        f"camera_matrix: {{rows: 3, cols: 3, data: {np.ravel(K).tolist()}}}\n"
+        "distortion_model: plumb_bob\n"
+        f"distortion_coefficients: {{rows: 1, cols: 5, data: {list(map(float, D))}}}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def painted(tmp_path_factory):
+    """A lane mask PNG, a drivable mask PNG and an infer-style npz of both, through the
+    plumb_bob camera at TILTED."""
+    folder = tmp_path_factory.mktemp("road")
+    lines = [(1.75, 0.0, 1 / 400), (-1.75, 0.0, 1 / 400)]
+    lane = paint(lines, pose=TILTED, D=PLUMB_BOB)
+    drivable = np.zeros((H, W), np.uint8)
+    xs = np.arange(TILTED[0] + 1.0, 40.0, 0.25)
+    outline = np.vstack([np.column_stack([xs, 4.0 + xs * xs / 800]),
+                         np.column_stack([xs[::-1], -4.0 + xs[::-1] ** 2 / 800])])
+    keep = in_lens(TILTED, outline)
+    uv = project(TILTED, PLUMB_BOB, np.column_stack([outline[keep], np.zeros(keep.sum())]))
+    cv2.fillPoly(drivable, [np.round(uv * 16).astype(np.int32)], 255, cv2.LINE_8, shift=4)
+    cv2.imwrite(str(folder / "lane.png"), lane)
+    cv2.imwrite(str(folder / "drivable.png"), drivable)
+    np.savez_compressed(folder / "frame.npz", seg_mask=np.zeros((H, W), np.uint8),
+                        lane_mask=(lane > 0).astype(np.uint8),
+                        drivable_mask=(drivable > 0).astype(np.uint8))
+    return folder, lines, calibration_yaml(folder / "camera.yaml")
+
+
+def run_command(*args) -> int:
+    from hybridnets_ros.cli import main
+
+    return main(["road-geometry", *map(str, args)])
+
+
+def pose_args(pose=TILTED):
+    return ["--camera-pose", *pose]
+
+
+@pytest.mark.parametrize("source", ["png", "npz"])
+def test_command_json_and_picture(painted, tmp_path, source):
+    folder, lines, yaml_path = painted
+    masks = ([folder / "lane.png", "--drivable", folder / "drivable.png"] if source == "png"
+             else [folder / "frame.npz"])
+    out, picture = tmp_path / "road.json", tmp_path / "road.png"
+    assert run_command(*masks, "--camera-info", yaml_path, *pose_args(), "--json", out,
+                       "--image", picture) == 0
+    result = json.loads(out.read_text())
+    assert [lane["side"] for lane in result["lanes"]] == [1, -1]
+    for lane, (c0, c1, c2) in zip(result["lanes"], lines):
+        points = np.array(lane["points"])
+        assert set(lane) >= {"id", "confidence", "range_m", "residual_m", "dashed"}
+        at = (points[:, 0] >= 6) & (points[:, 0] <= 25)
+        assert at.sum() > 15
+        assert np.all(np.abs(points[at, 1] - (c0 + c1 * points[at, 0] + c2 * points[at, 0] ** 2))
+                      <= 0.10)
+    ego = result["ego_lane"]
+    assert ego["valid"] and ego["width_m"] == pytest.approx(3.5, abs=WIDTH_M)
+    assert ego["center_offset_m"] == pytest.approx(0.0, abs=OFFSET_M)
+    assert ego["curvature_1pm"] == pytest.approx(1 / 200, abs=CURVATURE_1PM)
+    edges = result["drivable_edges"]
+    left = np.array(edges["left"])
+    at = (left[:, 0] >= 10) & (left[:, 0] <= 25)
+    assert at.sum() > 10 and np.all(np.abs(left[at, 1] - (4.0 + left[at, 0] ** 2 / 800)) <= 0.2)
+    assert len(edges["ranges"]) > 100 and set(map(type, edges["ranges"])) <= {float, str, type(None)}
+    image = cv2.imread(str(picture))
+    assert image.shape == (800, 480, 3) and image.std() > 10
+
+
+def test_command_errors(painted, tmp_path, capsys):
+    folder, _, yaml_path = painted
+    cases = [
+        ([tmp_path / "none.png", "--camera-info", yaml_path, *pose_args()], "none.png: no such file"),
+        ([folder / "lane.png", "--camera-info", tmp_path / "no.yaml", *pose_args()],
+         "not a camera calibration YAML"),
+        ([folder / "lane.png", "--camera-info",
+          calibration_yaml(tmp_path / "bad.yaml", K=CameraModel.intrinsics(0, 0, 640, 360)),
+          *pose_args()], "bad.yaml: k: "),
+        ([folder / "lane.png", "--camera-info", yaml_path, *pose_args((0, 0, -1, 0, 0, 0))],
+         "below the ground plane"),
+        ([folder / "lane.png", "--drivable", folder / "camera.yaml", "--camera-info", yaml_path,
+          *pose_args()], "camera.yaml: not an image"),
+    ]
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), np.zeros((360, 640), np.uint8))
+    cases.append(([small, "--camera-info", yaml_path, *pose_args()],
+                  "lane mask 640x360 does not match the camera's 1280x720"))
+    for args, message in cases:
+        assert run_command(*args) == 2, message
+        assert message in capsys.readouterr().err

@@ -26,6 +26,7 @@ from .bev import OCCUPIED, UNSEEN, BevProjector, GridSpec
 from .camera import CameraModel
 
 _POLY_TERMS = 3  # tracked coefficients: y = c0 + c1 x + c2 x^2
+_OUTLIER = 4.0  # points farther from the fit than this many Huber thresholds are outliers
 
 
 @dataclass
@@ -74,8 +75,10 @@ class RoadGeometrySettings:
     x_max: float = 40.0
     y_max: float = 15.0
     min_pixels: int = 20           # a smaller lane piece is noise
+    min_length_m: float = 3.0      # so is a line (its pieces joined) seen over less x than this
     slice_m: float = 0.5           # along-x slice of a piece's points
-    join_m: float = 0.5            # a piece joins a line when its points lie this close to the line's fit
+    join_m: float = 0.3            # a piece joins a line when its points lie this close to the line's fit
+    join_extent_m: float = 2.0     # ... and the line is this long at least (a blob's fit points anywhere)
     huber_m: float = 0.05          # Huber threshold of the fit's lateral residual
     full_degree_m: float = 10.0    # shorter lines get a straight fit, under 1 m a constant
     sample_m: float = 1.0          # spacing of a line's polyline points
@@ -183,9 +186,9 @@ def _same_camera(a: CameraModel, b: CameraModel) -> bool:
 
 
 def _fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, degree: int,
-         huber: float) -> tuple[np.ndarray, float]:
-    """Huber-weighted polynomial y(x) (iteratively reweighted least squares): the raw
-    coefficients padded to 3, and the weighted RMS residual."""
+         huber: float) -> tuple[np.ndarray, float, float]:
+    """Huber-weighted polynomial y(x) (iteratively reweighted least squares): the
+    coefficients in x (3), the weighted RMS residual of the inliers and their share."""
     degree = min(degree, len(x) - 1)
     centre, scale = float(np.mean(x)), max(float(np.ptp(x)) / 2, 1.0)  # conditioning
     A = np.vander((x - centre) / scale, degree + 1, increasing=True)
@@ -201,8 +204,12 @@ def _fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, degree: int,
     m, s = centre, scale
     coef = np.array([c0 - c1 * m / s + c2 * m * m / (s * s), c1 / s - 2 * c2 * m / (s * s),
                      c2 / (s * s)])
-    rms = float(np.sqrt(np.sum(w * r * r) / np.sum(w)))
-    return coef, rms
+    # the residual of the points the fit kept (outliers, e.g. a blob touching the line,
+    # count in the confidence as the weight they take away)
+    inlier = np.abs(r) <= _OUTLIER * huber
+    kept = float(np.sum(w[inlier]))
+    rms = float(np.sqrt(np.sum((w * r * r)[inlier]) / kept)) if kept > 0 else float("inf")
+    return coef, rms, kept / float(np.sum(w))
 
 
 def _poly(coef: np.ndarray, x) -> np.ndarray:
@@ -282,21 +289,28 @@ class RoadGeometryEstimator:
         pieces.sort(key=lambda p: -float(np.sum(p[2] ** 2)))  # most pixels first
         groups: list[list[int]] = []
         fits: list[np.ndarray] = []
+        extents: list[float] = []
         for index, (x, y, w) in enumerate(pieces):
             best, best_cost = -1, s.join_m
             for g, coef in enumerate(fits):
+                if extents[g] < s.join_extent_m:  # a blob's fit says nothing beyond it
+                    continue
                 cost = float(np.median(np.abs(y - _poly(coef, x))))
                 if cost < best_cost:
                     best, best_cost = g, cost
             if best < 0:
-                groups.append([index])
-                fits.append(self._fit_pieces([pieces[index]])[0])
-            else:
-                groups[best].append(index)
-                fits[best] = self._fit_pieces([pieces[i] for i in groups[best]])[0]
-        return [self._line(tables, [pieces[i] for i in g]) for g in groups]
+                best = len(groups)
+                groups.append([])
+                fits.append(None)
+                extents.append(0.0)
+            groups[best].append(index)
+            coef, _, _, gx, _, _ = self._fit_pieces([pieces[i] for i in groups[best]])
+            fits[best], extents[best] = coef, float(gx[-1] - gx[0])
+        lines = [self._line(tables, [pieces[i] for i in g]) for g in groups]
+        return [line for line in lines if line.x[-1] - line.x[0] >= s.min_length_m]
 
-    def _fit_pieces(self, pieces) -> tuple[np.ndarray, float, np.ndarray, np.ndarray, np.ndarray]:
+    def _fit_pieces(self, pieces) -> tuple[np.ndarray, float, float, np.ndarray, np.ndarray,
+                                           np.ndarray]:
         s = self.settings
         x = np.concatenate([p[0] for p in pieces])
         order = np.argsort(x)
@@ -305,17 +319,17 @@ class RoadGeometryEstimator:
         w = np.concatenate([p[2] for p in pieces])[order]
         extent = float(x[-1] - x[0])
         degree = 2 if extent >= s.full_degree_m else 1 if extent >= 1.0 else 0
-        coef, rms = _fit(x, y, w, degree, s.huber_m)
-        return coef, rms, x, y, w
+        coef, rms, share = _fit(x, y, w, degree, s.huber_m)
+        return coef, rms, share, x, y, w
 
     def _line(self, tables: _CameraTables, pieces) -> _Line:
         s = self.settings
-        coef, rms, x, y, w = self._fit_pieces(pieces)
+        coef, rms, share, x, y, w = self._fit_pieces(pieces)
         gaps = np.diff(x)
         at = (x[1:] + x[:-1]) / 2
         real = (gaps > s.dash_gap_m) & (gaps > tables.gap_allowed(at))
         length = float(x[-1] - x[0])
-        confidence = min(1.0, length / s.confident_length_m) / (1.0 + (rms / s.huber_m) ** 2)
+        confidence = min(1.0, length / s.confident_length_m) * share / (1.0 + (rms / s.huber_m) ** 2)
         return _Line(x, y, w, coef, rms, int(np.count_nonzero(real)) >= 2, float(confidence))
 
     # tracking

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from hybridnets_ros.core.camera import CameraModel, optical_transform
-from hybridnets_ros.core.road_geometry import RoadGeometryEstimator
+from hybridnets_ros.core.road_geometry import RoadGeometryEstimator, RoadGeometrySettings
 
 W, H = 1280, 720
 K = CameraModel.intrinsics(1000.0, 1000.0, 640.0, 360.0)
@@ -369,3 +369,8 @@ def test_command_errors(painted, tmp_path, capsys):
     for args, message in cases:
         assert run_command(*args) == 2, message
         assert message in capsys.readouterr().err
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="x_min < x_max"):
+        RoadGeometrySettings(x_min=30.0, x_max=20.0)

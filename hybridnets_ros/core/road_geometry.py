@@ -95,6 +95,17 @@ class RoadGeometrySettings:
     scan_angle_min: float = -np.pi / 4
     scan_angle_increment: float = np.pi / 360  # 0.5 deg
 
+    def __post_init__(self):
+        # a forward-looking camera: the slices are keyed by x >= 0
+        if not 0 <= self.x_min < self.x_max:
+            raise ValueError(f"road geometry: need 0 <= x_min < x_max (got {self.x_min:g}, "
+                             f"{self.x_max:g})")
+        if not (self.y_max > 0 and self.slice_m > 0 and self.sample_m > 0
+                and self.edge_resolution > 0 and self.scan_angle_increment > 0
+                and -np.pi <= self.scan_angle_min < 0):
+            raise ValueError("road geometry: y_max, slice_m, sample_m, edge_resolution and "
+                             "scan_angle_increment must be positive, scan_angle_min in [-pi, 0)")
+
 
 @dataclass
 class _Line:
@@ -275,15 +286,16 @@ class RoadGeometryEstimator:
         pixels = (v[chosen].astype(np.int64) + tables.rows.start) * tables.camera.width + u[chosen]
         if pixels.size == 0:
             return []
-        xy = tables.xy[pixels].astype(np.float64)
-        # slice means per (piece, slice): one sort, then bincounts
-        slice_index = np.floor(xy[:, 0] / s.slice_m).astype(np.int64)
-        key = label.astype(np.int64) * 1_000_000 + slice_index
-        keys, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-        mx = np.bincount(inverse, xy[:, 0]) / counts
-        my = np.bincount(inverse, xy[:, 1]) / counts
-        piece_of = keys // 1_000_000
-        bounds = np.flatnonzero(np.diff(piece_of)) + 1
+        xy = tables.xy[pixels]
+        # slice means per (piece, slice): bincounts over a dense key (no sort)
+        slices = int(np.ceil(s.x_max / s.slice_m)) + 1
+        key = label * slices + (xy[:, 0] / s.slice_m).astype(np.int64)  # x > 0: floor
+        counts = np.bincount(key)
+        keys = np.flatnonzero(counts)
+        counts = counts[keys]
+        mx = np.bincount(key, xy[:, 0])[keys] / counts
+        my = np.bincount(key, xy[:, 1])[keys] / counts
+        bounds = np.flatnonzero(np.diff(keys // slices)) + 1
         pieces = [(mx[a:b], my[a:b], np.sqrt(counts[a:b].astype(np.float64)))
                   for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(keys)])]
         pieces.sort(key=lambda p: -float(np.sum(p[2] ** 2)))  # most pixels first

@@ -149,7 +149,7 @@ def _number(value: float) -> float | str | None:
     """JSON has no NaN or infinity: NaN -> null, +inf -> "inf" (a free bearing)."""
     if math.isnan(value):
         return None
-    return "inf" if math.isinf(value) else round(float(value), 4)
+    return "inf" if math.isinf(value) else round(float(value), 4) + 0.0  # no "-0.0"
 
 
 def to_json(geometry: RoadGeometry) -> dict:

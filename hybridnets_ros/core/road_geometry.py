@@ -109,18 +109,12 @@ class RoadGeometrySettings:
 
 @dataclass
 class _Line:
-    """A line measured in one frame (slice points and its fit)."""
-    x: np.ndarray
-    y: np.ndarray
-    w: np.ndarray
+    """A line measured in one frame."""
     coef: np.ndarray               # (3,)
+    range_m: tuple[float, float]
     residual: float
     dashed: bool
     confidence: float
-
-    @property
-    def range_m(self) -> tuple[float, float]:
-        return float(self.x[0]), float(self.x[-1])
 
 
 @dataclass
@@ -269,7 +263,7 @@ class RoadGeometryEstimator:
 
     def _measure(self, tables: _CameraTables, lane_mask: np.ndarray) -> list[_Line]:
         s = self.settings
-        lanes = lane_mask[tables.rows]
+        lanes = np.ascontiguousarray(lane_mask[tables.rows])
         lanes = lanes.view(np.uint8) if lanes.dtype == bool else (
             lanes if lanes.dtype == np.uint8 else (lanes != 0).view(np.uint8))
         lanes = cv2.bitwise_and(lanes, tables.valid_rows)
@@ -319,7 +313,7 @@ class RoadGeometryEstimator:
             coef, _, _, gx, _, _ = self._fit_pieces([pieces[i] for i in groups[best]])
             fits[best], extents[best] = coef, float(gx[-1] - gx[0])
         lines = [self._line(tables, [pieces[i] for i in g]) for g in groups]
-        return [line for line in lines if line.x[-1] - line.x[0] >= s.min_length_m]
+        return [line for line in lines if line.range_m[1] - line.range_m[0] >= s.min_length_m]
 
     def _fit_pieces(self, pieces) -> tuple[np.ndarray, float, float, np.ndarray, np.ndarray,
                                            np.ndarray]:
@@ -336,13 +330,14 @@ class RoadGeometryEstimator:
 
     def _line(self, tables: _CameraTables, pieces) -> _Line:
         s = self.settings
-        coef, rms, share, x, y, w = self._fit_pieces(pieces)
+        coef, rms, share, x, _, _ = self._fit_pieces(pieces)
         gaps = np.diff(x)
         at = (x[1:] + x[:-1]) / 2
         real = (gaps > s.dash_gap_m) & (gaps > tables.gap_allowed(at))
         length = float(x[-1] - x[0])
         confidence = min(1.0, length / s.confident_length_m) * share / (1.0 + (rms / s.huber_m) ** 2)
-        return _Line(x, y, w, coef, rms, int(np.count_nonzero(real)) >= 2, float(confidence))
+        return _Line(coef, (float(x[0]), float(x[-1])), rms, int(np.count_nonzero(real)) >= 2,
+                     float(confidence))
 
     # tracking
 

@@ -137,7 +137,9 @@ STRAIGHT = [(1.75, 0.0, 0.0), (-1.75, 0.0, 0.0)]
 
 
 def test_straight_lane():
-    geometry = estimate(paint(STRAIGHT))
+    mask = paint(STRAIGHT)
+    geometry = estimate(mask)
+    assert estimate(mask > 0).ego == geometry.ego  # the node's bool masks
     check_lines(geometry, STRAIGHT)
     check_ego(geometry.ego, *STRAIGHT)
     assert not any(lane.dashed for lane in geometry.lanes)
@@ -255,7 +257,9 @@ def test_drivable_edges_and_scan():
     cv2.fillPoly(drivable, [np.round(uv * 16).astype(np.int32)], 255, cv2.LINE_8, shift=4)
     cv2.fillPoly(drivable, [np.round(corners(12.0, 14.0, -0.5, 0.5) * 16).astype(np.int32)], 0,
                  cv2.LINE_8, shift=4)
-    edges = estimate(None, cam, drivable).edges
+    geometry = estimate(None, cam, drivable)
+    assert geometry.lanes == [] and not geometry.ego.valid  # a network without lanes
+    edges = geometry.edges
     assert edges.left.shape[1] == 2 and len(edges.left) > 20
     near = (edges.left[:, 0] > 6) & (edges.left[:, 0] < 25)
     assert np.all(np.abs(edges.left[near, 1] - 4.5) <= 0.15)
@@ -268,6 +272,15 @@ def test_drivable_edges_and_scan():
     # 20 deg left the road ends at y = 4.5: x = 4.5 / tan(20 deg)
     left20 = np.argmin(np.abs(bearings - math.radians(20)))
     assert edges.ranges[left20] == pytest.approx(4.5 / math.sin(bearings[left20]), rel=0.03)
+
+
+@pytest.mark.parametrize("density", [0.3, 1.0])
+def test_noise_gives_few_lines(density):
+    """A failing network's mask: the largest pieces only are looked at, few lines come out."""
+    mask = np.random.default_rng(2).random((H, W)) < density
+    geometry = estimate(mask, drivable=mask)
+    assert len(geometry.lanes) <= RoadGeometrySettings().max_lines
+    assert all(np.isfinite(lane.points).all() for lane in geometry.lanes)
 
 
 def test_masks_of_another_size_are_refused():

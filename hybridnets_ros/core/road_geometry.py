@@ -76,6 +76,9 @@ class RoadGeometrySettings:
     y_max: float = 15.0
     min_pixels: int = 20           # a smaller lane piece is noise
     min_length_m: float = 3.0      # so is a line (its pieces joined) seen over less x than this
+    min_inliers: float = 0.5       # ... or one whose fit keeps less than this share of its points
+    max_pieces: int = 32           # the largest lane pieces are used, at most
+    max_lines: int = 8             # lines per frame at most (the most confident)
     slice_m: float = 0.5           # along-x slice of a piece's points
     join_m: float = 0.3            # a piece joins a line when its points lie this close to the line's fit
     join_extent_m: float = 2.0     # ... and the line is this long at least (a blob's fit points anywhere)
@@ -113,6 +116,7 @@ class _Line:
     coef: np.ndarray               # (3,)
     range_m: tuple[float, float]
     residual: float
+    share: float                   # of its points' weight that the fit keeps
     dashed: bool
     confidence: float
 
@@ -274,7 +278,12 @@ class RoadGeometryEstimator:
             return []
         u, v = found.reshape(-1, 2).T
         label = labels[v, u]
-        keep = np.bincount(label) >= s.min_pixels
+        # the largest pieces only: a mask of noise (a failing network) has thousands
+        sizes = np.bincount(label)
+        sizes[0] = 0
+        largest = np.argsort(sizes)[::-1][:s.max_pieces]
+        keep = np.zeros(sizes.size, bool)
+        keep[largest[sizes[largest] >= s.min_pixels]] = True
         chosen = keep[label]
         label = label[chosen]
         pixels = (v[chosen].astype(np.int64) + tables.rows.start) * tables.camera.width + u[chosen]
@@ -313,7 +322,9 @@ class RoadGeometryEstimator:
             coef, _, _, gx, _, _ = self._fit_pieces([pieces[i] for i in groups[best]])
             fits[best], extents[best] = coef, float(gx[-1] - gx[0])
         lines = [self._line(tables, [pieces[i] for i in g]) for g in groups]
-        return [line for line in lines if line.range_m[1] - line.range_m[0] >= s.min_length_m]
+        lines = [line for line in lines if line.range_m[1] - line.range_m[0] >= s.min_length_m
+                 and line.share >= s.min_inliers]
+        return sorted(lines, key=lambda line: -line.confidence)[:s.max_lines]
 
     def _fit_pieces(self, pieces) -> tuple[np.ndarray, float, float, np.ndarray, np.ndarray,
                                            np.ndarray]:
@@ -336,7 +347,7 @@ class RoadGeometryEstimator:
         real = (gaps > s.dash_gap_m) & (gaps > tables.gap_allowed(at))
         length = float(x[-1] - x[0])
         confidence = min(1.0, length / s.confident_length_m) * share / (1.0 + (rms / s.huber_m) ** 2)
-        return _Line(coef, (float(x[0]), float(x[-1])), rms, int(np.count_nonzero(real)) >= 2,
+        return _Line(coef, (float(x[0]), float(x[-1])), rms, share, int(np.count_nonzero(real)) >= 2,
                      float(confidence))
 
     # tracking

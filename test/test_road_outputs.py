@@ -120,3 +120,21 @@ def test_lanes_only_for_networks_with_a_lane_output_edges_for_all():
 def test_road_max_range_reaches_the_estimator(processor):
     processor.update_config(NodeConfig().with_changes(road_max_range=25.0))
     assert processor.road.settings.x_max == 25.0
+
+
+def test_the_vehicle_motion_between_images_comes_from_odom_tf(random_pipeline):
+    # ground_frame in odom: turned left by 90 degrees, then 1 m further along it and 0.1 rad
+    poses = iter([(0.0, 0.0, math.pi / 2), (0.0, 1.0, math.pi / 2 + 0.1)])
+
+    def lookup(target: str, header: Header):
+        assert (target, header.frame_id) == ("odom", "base_footprint")
+        x, y, yaw = next(poses)
+        c, s = math.cos(yaw), math.sin(yaw)
+        return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]), np.array([x, y, 0.0])
+
+    processor = FrameProcessor(random_pipeline, NodeConfig(), lookup)
+    assert processor._motion(Header(stamp=STAMP)) is None  # no odom_frame: no motion
+    processor.update_config(NodeConfig().with_changes(odom_frame="odom"))
+    assert processor._motion(Header(stamp=STAMP)) is None  # the first pose
+    # forward in the previous ground frame, not along odom's y
+    assert processor._motion(Header(stamp=STAMP)) == pytest.approx((1.0, 0.0, 0.1))

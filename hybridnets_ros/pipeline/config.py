@@ -138,6 +138,10 @@ class _Settings:
     road_max_range: float = _setting(40.0, "road_geometry, lanes, drivable/scan: farthest "
                                      "forward distance (metres) of the lane lines and drivable "
                                      "edges", runtime=True, range_=(5.0, 200.0))
+    odom_frame: str = _setting("", "road_geometry, lanes: a fixed frame (e.g. odom) whose TF to "
+                               "ground_frame gives the vehicle's motion between images, for "
+                               "tracking the lane lines; empty: none (they move as the filter "
+                               "predicts)", runtime=True)
     tracking: bool = _setting(True, "give detections track ids (Detection2D/Detection3D id) "
                               "that stay the same for the same object across frames",
                               runtime=True)

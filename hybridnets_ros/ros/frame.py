@@ -10,6 +10,7 @@ counts in diagnostics, replay summarises); nobody else converts, projects or bui
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -212,6 +213,7 @@ class FrameProcessor:
                                config.track_max_distance)
         self.shown_markers: set[tuple[str, int]] = set()  # what RViz holds of the markers
         self.road: RoadGeometryEstimator | None = None  # this camera's, tracked over frames
+        self._odom_pose: tuple[float, float, float] | None = None  # (x, y, yaw) at its last update
         self.network = pipeline.network
         names = self.network.detection_classes
         self.length_prior = {i: LENGTH_PRIOR_BY_NAME[n] for i, n in enumerate(names)
@@ -317,7 +319,7 @@ class FrameProcessor:
             products.road = self.road.update(
                 products.camera, result.lane_mask if wanted & ROAD_LANES else None,
                 products.surfaces.drivable_mask(result) if wanted & ROAD_EDGES else None,
-                _seconds(header))
+                _seconds(header), self._motion(header))
         t5 = time.perf_counter()
         for row in OUTPUTS:
             if (row.name in wanted and (products.projector is not None or not row.needs_grids)
@@ -365,6 +367,28 @@ class FrameProcessor:
             products.boxes_3d = box_estimates(camera, detections.boxes, products.contacts.points,
                                               detections.classes, self.length_prior,
                                               rectified=config.rectified)
+
+    def _motion(self, header: Header) -> tuple[float, float, float] | None:
+        """The vehicle's (dx, dy, dyaw) since the previous road estimate, in the previous
+        ground frame, from TF of ground_frame in odom_frame (None: no odom_frame or no TF).
+        The lookup gives TF's latest: the motion between two frames' processing, which is
+        theirs while the node keeps pace."""
+        pose = None
+        if self.config.odom_frame and self.transform_lookup is not None:
+            found = self.transform_lookup(self.config.odom_frame,
+                                          Header(stamp=header.stamp,
+                                                 frame_id=self.config.ground_frame))
+            if found is not None:
+                rotation, translation = found
+                pose = (float(translation[0]), float(translation[1]),
+                        math.atan2(rotation[1, 0], rotation[0, 0]))
+        previous, self._odom_pose = self._odom_pose, pose
+        if pose is None or previous is None:
+            return None
+        dx, dy = pose[0] - previous[0], pose[1] - previous[1]
+        c, s = math.cos(previous[2]), math.sin(previous[2])
+        dyaw = math.remainder(pose[2] - previous[2], math.tau)
+        return c * dx + s * dy, -s * dx + c * dy, dyaw
 
     def _transform(self, header: Header):
         """The camera's (R, t) in ground_frame from TF when camera_pose is empty (None when

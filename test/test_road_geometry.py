@@ -387,3 +387,15 @@ def test_command_errors(painted, tmp_path, capsys):
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="x_min < x_max"):
         RoadGeometrySettings(x_min=30.0, x_max=20.0)
+
+
+def test_camera_tables_are_built_once_per_calibration():
+    cam = camera()
+    estimator = estimator_of(cam)
+    tables = estimator.tables(cam)
+    estimator.update(cam, paint(STRAIGHT, x_far=20.0), None, 0.0)
+    # an equal model built anew (a re-sent CameraInfo) keeps them; another pose does not
+    assert estimator.tables(CameraModel.from_pose(K, W, H, LEVEL)) is tables
+    moved = CameraModel.from_pose(K, W, H, (*LEVEL[:4], LEVEL[4] + 0.01, LEVEL[5]))
+    assert estimator.tables(moved) is not tables
+    estimator.tables(cam)  # back, for the module's other tests

@@ -49,8 +49,8 @@ REPO = Path(__file__).resolve().parents[1]
 # Every per-frame output without a switch (what the probe subscribes to), and those of the
 # default model, HybridNets, that every processed frame yields stamped (what test_node
 # expects; an empty MarkerArray carries no stamp).
-# Not the road geometry's: only while subscribed, and on a random network's noisy masks it
-# costs seconds a frame; test_node's road test subscribes to them itself.
+# Not the road geometry's (built only while subscribed): the other tests check none of it;
+# test_node's road test subscribes to them itself.
 ROAD_OUTPUTS = {o.topic: o.msg_type for o in TABLE if o.needs_road}
 ALL_OUTPUTS = {o.topic: o.msg_type for o in TABLE if o.enabled_by is None and o.per_frame
                and not o.needs_road}

@@ -55,7 +55,8 @@ ROAD_OUTPUTS = {o.topic: o.msg_type for o in TABLE if o.needs_road}
 ALL_OUTPUTS = {o.topic: o.msg_type for o in TABLE if o.enabled_by is None and o.per_frame
                and not o.needs_road}
 OUTPUTS = {o.topic: o.msg_type for o in supported(adapter("hybridnets"))
-           if o.enabled_by is None and o.per_frame and hasattr(o.msg_type, "header")}
+           if o.enabled_by is None and o.per_frame and hasattr(o.msg_type, "header")
+           and not o.needs_road}
 
 
 def wait_for(condition, timeout: float) -> bool:

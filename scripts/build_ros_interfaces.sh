@@ -5,19 +5,21 @@
 #
 #   1. pip-installs the ROS 2 Kilted wheels (rclpy + Fast DDS, common message
 #      packages, and the ament/rosidl build tools) into VENV_DIR;
-#   2. builds msg/vision_msgs (not available as a wheel) with CMake in
-#      VENV_DIR/build/vision_msgs and installs it with prefix VENV_DIR, i.e.
+#   2. builds the interface packages in msg/ with CMake, each in
+#      VENV_DIR/build/PKG, and installs them with prefix VENV_DIR, i.e.
 #      exactly where the wheels put their own files:
 #        VENV_DIR/lib/lib*.so                          (typesupport libraries)
-#        VENV_DIR/lib/python3.X/site-packages/vision_msgs  (Python package)
-#        VENV_DIR/share/ament_index, VENV_DIR/share/vision_msgs
-#      The wheels' ros_wheels_bootstrapper.pth re-executes every VENV_DIR
-#      python with LD_LIBRARY_PATH=VENV_DIR/lib:..., so no environment set-up
-#      is needed afterwards: VENV_DIR/bin/python -c 'import vision_msgs.msg'.
-#   3. checks that rclpy can load the vision_msgs type support.
+#        VENV_DIR/lib/python3.X/site-packages/PKG      (Python package)
+#        VENV_DIR/share/ament_index, VENV_DIR/share/PKG
+#      msg/vision_msgs (not available as a wheel), then msg/hybridnets_msgs
+#      (the project's own messages). The wheels' ros_wheels_bootstrapper.pth
+#      re-executes every VENV_DIR python with LD_LIBRARY_PATH=VENV_DIR/lib:...,
+#      so no environment set-up is needed afterwards:
+#      VENV_DIR/bin/python -c 'import vision_msgs.msg, hybridnets_msgs.msg'.
+#   3. checks that rclpy can load both packages' type support.
 #
 # Idempotent: a stamp file (VENV_DIR/.hybridnets_ros_interfaces.stamp) holds
-# a hash of all inputs (this script, cmake/, msg/vision_msgs/, python version);
+# a hash of all inputs (this script, cmake/, the packages in msg/, python version);
 # when it matches and a quick import check passes, nothing is done (~1 s).
 # Set FORCE=1 to rebuild anyway. Needs: cmake >= 3.21, a C/C++ compiler,
 # the Python development headers, network access to the package index.
@@ -32,7 +34,7 @@ readonly ROS_WHEELS=(
   "ros-visualization-msgs==5.5.1"
   "ros-diagnostic-msgs==5.5.1"
   "ros-lifecycle-msgs==2.3.0"
-  # build-time only (vision_msgs):
+  # build-time only (the interface packages in msg/):
   "ros-ament-cmake==2.7.3"
   "ros-ament-cmake-include-directories==2.7.3"
   "ros-ament-cmake-ros-core==0.14.5"
@@ -49,13 +51,17 @@ die() { printf '[build_ros_interfaces] ERROR: %s\n' "$*" >&2; exit 1; }
 [[ $# -eq 1 ]] || die "usage: $0 VENV_DIR   (VENV_DIR created with 'python3 -m venv')"
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PKG_DIR="$REPO_ROOT/msg/vision_msgs"
+# In build order: hybridnets_msgs depends only on the wheels' packages.
+readonly PACKAGES=(vision_msgs hybridnets_msgs)
 CMAKE_FIX="$REPO_ROOT/cmake/drop_missing_imported_includes.cmake"
 [[ -d "$1" ]] || die "venv directory '$1' does not exist (create it with: python3 -m venv $1)"
 VENV="$(cd "$1" && pwd)"
 PY="$VENV/bin/python"
 [[ -x "$PY" && -x "$VENV/bin/pip" ]] || die "'$VENV' is not a Python venv (no bin/python or bin/pip)"
-[[ -f "$PKG_DIR/package.xml" && -f "$CMAKE_FIX" ]] || die "repo files missing under $REPO_ROOT (msg/vision_msgs, cmake/)"
+for pkg in "${PACKAGES[@]}"; do
+  [[ -f "$REPO_ROOT/msg/$pkg/package.xml" && -f "$CMAKE_FIX" ]] \
+    || die "repo files missing under $REPO_ROOT (msg/$pkg, cmake/)"
+done
 
 # Never inherit another ROS environment: a sourced distro (/opt/ros/...) or a
 # parent process of a *different* venv that already ran the wheels'
@@ -65,8 +71,6 @@ unset _ROS_WHEELS_BOOTSTRAP_COMPLETE PYTHONPATH LD_LIBRARY_PATH \
       AMENT_PREFIX_PATH CMAKE_PREFIX_PATH COLCON_PREFIX_PATH PYTHONHOME || true
 
 STAMP="$VENV/.hybridnets_ros_interfaces.stamp"
-BUILD_DIR="$VENV/build/vision_msgs"
-MANIFEST="$VENV/share/vision_msgs/hybridnets_install_manifest.txt"
 
 # Serialize concurrent runs on the same venv.
 if command -v flock >/dev/null 2>&1; then
@@ -80,7 +84,9 @@ inputs_hash() {
   {
     printf '%s\n' "${ROS_WHEELS[@]}" "python=$PY_VER" "venv=$VENV"
     cat "${BASH_SOURCE[0]}" "$CMAKE_FIX"
-    (cd "$PKG_DIR" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+    for pkg in "${PACKAGES[@]}"; do
+      (cd "$REPO_ROOT/msg" && find "$pkg" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+    done
   } | sha256sum | cut -d' ' -f1
 }
 HASH="$(inputs_hash)"
@@ -96,6 +102,11 @@ Detection2DArray.__class__.__import_type_support__()
 assert Detection2DArray._TYPE_SUPPORT is not None, "vision_msgs type support not loaded"
 m = Detection2DArray(detections=[Detection2D(id="x")])
 assert s.deserialize_message(s.serialize_message(m), Detection2DArray) == m
+from hybridnets_msgs.msg import LaneBoundary, RoadGeometry
+RoadGeometry.__class__.__import_type_support__()
+assert RoadGeometry._TYPE_SUPPORT is not None, "hybridnets_msgs type support not loaded"
+g = RoadGeometry(lanes=[LaneBoundary(id=3)], ego_valid=True)
+assert s.deserialize_message(s.serialize_message(g), RoadGeometry) == g
 '
 verify() { "$PY" -B -c "$VERIFY_PY"; }
 
@@ -130,10 +141,7 @@ PY_INC="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
 [[ -f "$PY_INC/Python.h" ]] \
   || die "Python.h not found in $PY_INC (install the Python $PY_VER development headers, e.g. apt-get install python3-dev)"
 
-# --- 3. build + install vision_msgs -------------------------------------------
-rm -rf -- "$BUILD_DIR"
-mkdir -p "$BUILD_DIR"
-LOG_FILE="$BUILD_DIR/build.log"
+# --- 3. build + install the interface packages --------------------------------
 JOBS="$(nproc 2>/dev/null || echo 2)"
 run_logged() {  # run_logged "what" cmd...: output to the log; on failure show its tail
   local what="$1"; shift
@@ -142,41 +150,54 @@ run_logged() {  # run_logged "what" cmd...: output to the log; on failure show i
     die "$what failed; full log: $LOG_FILE"
   fi
 }
-log "[2/4] configuring vision_msgs (build dir $BUILD_DIR, log $LOG_FILE)"
 # AMENT_PREFIX_PATH: ament's CMake resource-index lookups (e.g. the list of
 # available type supports) need it; only while building.
 export AMENT_PREFIX_PATH="$VENV"
-run_logged "CMake configure of vision_msgs" cmake -S "$PKG_DIR" -B "$BUILD_DIR" \
-  -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_INSTALL_PREFIX="$VENV" \
-  -DCMAKE_PREFIX_PATH="$VENV" \
-  -DCMAKE_PROJECT_INCLUDE="$CMAKE_FIX" \
-  -DPython3_EXECUTABLE="$PY" \
-  -DBUILD_TESTING=OFF
-log "[3/4] building vision_msgs with $JOBS jobs (about 30 s on 2 cores), installing into $VENV"
-run_logged "build of vision_msgs" cmake --build "$BUILD_DIR" -j "$JOBS"
+build_package() {  # build_package NAME: msg/NAME built and installed into the venv
+  local pkg="$1"
+  BUILD_DIR="$VENV/build/$pkg"
+  LOG_FILE="$BUILD_DIR/build.log"
+  local manifest="$VENV/share/$pkg/hybridnets_install_manifest.txt"
+  rm -rf -- "$BUILD_DIR"
+  mkdir -p "$BUILD_DIR"
+  log "[2/4] configuring $pkg (build dir $BUILD_DIR, log $LOG_FILE)"
+  run_logged "CMake configure of $pkg" cmake -S "$REPO_ROOT/msg/$pkg" -B "$BUILD_DIR" \
+    -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_INSTALL_PREFIX="$VENV" \
+    -DCMAKE_PREFIX_PATH="$VENV" \
+    -DCMAKE_PROJECT_INCLUDE="$CMAKE_FIX" \
+    -DPython3_EXECUTABLE="$PY" \
+    -DBUILD_TESTING=OFF
+  log "[3/4] building $pkg with $JOBS jobs (about 30 s on 2 cores), installing into $VENV"
+  run_logged "build of $pkg" cmake --build "$BUILD_DIR" -j "$JOBS"
 
-# Only now (the build succeeded) drop files of a previous install, so that
-# messages removed from msg/ do not linger.
-if [[ -f "$MANIFEST" ]]; then
-  log "removing previous vision_msgs install ($(wc -l <"$MANIFEST") files)"
-  while IFS= read -r f; do
-    case "$f" in "$VENV"/*) rm -f -- "$f" ;; esac
-  done <"$MANIFEST"
-  rm -rf -- "$VENV/lib/python$PY_VER/site-packages/vision_msgs" \
-    "$VENV/lib/python$PY_VER/site-packages"/vision_msgs-*.egg-info \
-    "$VENV/include/vision_msgs" "$VENV/share/vision_msgs"
-fi
-run_logged "install of vision_msgs" cmake --install "$BUILD_DIR"
-cp "$BUILD_DIR/install_manifest.txt" "$MANIFEST"
-"$PY" -B -m compileall -q "$VENV/lib/python$PY_VER/site-packages/vision_msgs" >/dev/null \
-  || die "byte-compiling vision_msgs failed"
+  # Only now (the build succeeded) drop files of a previous install, so that
+  # messages removed from msg/ do not linger.
+  if [[ -f "$manifest" ]]; then
+    log "removing previous $pkg install ($(wc -l <"$manifest") files)"
+    while IFS= read -r f; do
+      case "$f" in "$VENV"/*) rm -f -- "$f" ;; esac
+    done <"$manifest"
+    rm -rf -- "$VENV/lib/python$PY_VER/site-packages/$pkg" \
+      "$VENV/lib/python$PY_VER/site-packages"/"$pkg"-*.egg-info \
+      "$VENV/include/$pkg" "$VENV/share/$pkg"
+  fi
+  run_logged "install of $pkg" cmake --install "$BUILD_DIR"
+  cp "$BUILD_DIR/install_manifest.txt" "$manifest"
+  "$PY" -B -m compileall -q "$VENV/lib/python$PY_VER/site-packages/$pkg" >/dev/null \
+    || die "byte-compiling $pkg failed"
+}
+for pkg in "${PACKAGES[@]}"; do
+  build_package "$pkg"
+done
 unset AMENT_PREFIX_PATH
 
 # --- 4. verify ------------------------------------------------------------
-log "[4/4] verifying: import rclpy + vision_msgs type support from $PY"
-verify || die "installed, but vision_msgs does not load in $PY (see traceback above)"
-rm -rf -- "$BUILD_DIR"
+log "[4/4] verifying: import rclpy + ${PACKAGES[*]} type support from $PY"
+verify || die "installed, but ${PACKAGES[*]} do not load in $PY (see traceback above)"
+for pkg in "${PACKAGES[@]}"; do
+  rm -rf -- "${VENV:?}/build/$pkg"
+done
 rmdir -- "$VENV/build" 2>/dev/null || true
 echo "$HASH" >"$STAMP"
-log "done: $PY -c 'import rclpy, vision_msgs.msg' works without any environment set-up"
+log "done: $PY -c 'import rclpy, vision_msgs.msg, hybridnets_msgs.msg' works without any environment set-up"

@@ -49,9 +49,14 @@ REPO = Path(__file__).resolve().parents[1]
 # Every per-frame output without a switch (what the probe subscribes to), and those of the
 # default model, HybridNets, that every processed frame yields stamped (what test_node
 # expects; an empty MarkerArray carries no stamp).
-ALL_OUTPUTS = {o.topic: o.msg_type for o in TABLE if o.enabled_by is None and o.per_frame}
+# Not the road geometry's (built only while subscribed): the other tests check none of it;
+# test_node's road test subscribes to them itself.
+ROAD_OUTPUTS = {o.topic: o.msg_type for o in TABLE if o.needs_road}
+ALL_OUTPUTS = {o.topic: o.msg_type for o in TABLE if o.enabled_by is None and o.per_frame
+               and not o.needs_road}
 OUTPUTS = {o.topic: o.msg_type for o in supported(adapter("hybridnets"))
-           if o.enabled_by is None and o.per_frame and hasattr(o.msg_type, "header")}
+           if o.enabled_by is None and o.per_frame and hasattr(o.msg_type, "header")
+           and not o.needs_road}
 
 
 def wait_for(condition, timeout: float) -> bool:

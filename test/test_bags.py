@@ -33,7 +33,8 @@ OUTPUT_TOPICS = {"/detections", "/drivable/mask", "/lane/mask", "/segmentation/l
                  "/segmentation/confidence", "/segmentation/color", "/overlay"}
 # Written when the bag has a CameraInfo.
 CAMERA_TOPICS = {"/drivable/grid", "/lane/grid", "/detections_3d", "/detections_3d/markers",
-                 "/segmentation/points"}
+                 "/segmentation/points", "/road_geometry", "/lanes", "/lanes/markers",
+                 "/drivable/scan"}
 
 
 def run(*args) -> int:
@@ -85,7 +86,7 @@ def test_round_trip(tmp_path, sample_images, random_weights, infer_npz, camera_y
         for (in_time, in_msg), (out_time, out_msg) in zip(frames, outputs[topic]):
             assert out_time == in_time  # recorded at the input's receive time
             # a MarkerArray has no header: its markers' stamps
-            headers = ([m.header for m in out_msg.markers] if topic == "/detections_3d/markers"
+            headers = ([m.header for m in out_msg.markers] if topic.endswith("/markers")
                        else [out_msg.header])
             assert all((h.stamp.sec, h.stamp.nanosec) ==
                        (in_msg.header.stamp.sec, in_msg.header.stamp.nanosec) for h in headers)

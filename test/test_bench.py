@@ -10,7 +10,8 @@ from hybridnets_ros.pipeline.pipeline import Result
 from hybridnets_ros.core.postprocess import Detections
 
 STAGES = ["image conversion", "pre-processing", "network", "post-processing",
-          "3D and tracks", "bird's-eye grids", "segmentation points", "message build"]
+          "3D and tracks", "bird's-eye grids", "segmentation points", "road geometry",
+          "message build"]
 
 
 @pytest.mark.slow  # a full bench run

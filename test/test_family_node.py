@@ -36,6 +36,8 @@ def test_node_publishes_what_the_model_has(tmp_path, model):
               "device": "cpu", "camera_resolution": "[320,180]", **SETTINGS.get(model, {})}
     node = rg.NodeProcess(tmp_path / "node.log", params)
     probe = rg.Probe()
+    for topic, msg_type in rg.ROAD_OUTPUTS.items():  # the probe leaves them out by default
+        probe.create_subscription(msg_type, topic, probe._store(topic), rg.OUTPUT_QOS)
     infos = []
     probe.create_subscription(VisionInfo, "vision_info", infos.append, LATCHED_QOS)
     try:

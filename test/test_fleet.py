@@ -172,6 +172,10 @@ def test_index_keeps_every_bag_across_runs_and_bags_are_visible(pipeline, archiv
     assert sorted({(r["bag"], r["source"]) for r in rows}) == [
         ("drive0", str(root / "drive0")), ("drive1", str(root / "drive1"))]
     assert len(rows) == 6
+    # The ego lane per frame: NaN where none is valid (lane_valid is null only without a camera).
+    assert all(isinstance(r["lane_valid"], bool) for r in rows)
+    assert all(math.isfinite(r[c]) == r["lane_valid"] for r in rows
+               for c in ("width_m", "center_offset_m", "curvature_1pm"))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["root"] == str(root) and summary["totals"]["frames"] == 6
     assert {k: b["status"] for k, b in summary_of(out).items()} == {"drive0": "done",
@@ -188,6 +192,10 @@ def test_index_keeps_every_bag_across_runs_and_bags_are_visible(pipeline, archiv
             [(d.bbox.center.position.x, d.bbox.size_y, d.id) for d in b.detections]
     for (_, a), (_, b) in zip(got["/drivable/grid"], want["/drivable/grid"], strict=True):
         np.testing.assert_array_equal(a.data, b.data)
+    for topic in ("/road_geometry", "/drivable/scan"):  # replay writes the road geometry
+        assert [t for t, _ in got[topic]] == [t for t, _ in want[topic]] == \
+            [t for t, _ in want["/detections"]], topic
+        assert {m.header.frame_id for _, m in want[topic]} == {config.ground_frame}, topic
 
     (out / "summary.json").unlink()  # as a driver killed after its bags were done leaves it
     report = fleet(pipeline, [root / "drive0", root / "drive1"], out)

@@ -43,7 +43,7 @@ def test_every_enabled_output_is_built_with_its_stage_times(processor, frame_msg
     assert outcome.messages["drivable_grid"].header.frame_id == "base_footprint"
     assert outcome.messages["detections"].header.frame_id == "camera_optical_frame"
     assert set(outcome.timings_ms) == {"conversion", "preprocess", "network", "postprocess",
-                                       "objects", "grids", "semantic", "messages"}
+                                       "objects", "grids", "semantic", "road", "messages"}
 
 
 def test_each_message_is_emitted_as_built_detections_first_pictures_last(processor, frame_msg):
@@ -63,7 +63,7 @@ def test_only_wanted_outputs_and_detections_are_built(processor, frame_msg):
 
 
 @pytest.mark.parametrize("d", [np.full(6, 0.01), np.full(1000, 0.01), [np.nan] * 5])
-def test_bad_calibration_turns_only_the_grids_and_3d_off(processor, frame_msg, d):
+def test_bad_calibration_turns_only_the_grids_3d_and_road_off(processor, frame_msg, d):
     info = processor.camera_info
     processor.camera_info = CameraInfo(width=info.width, height=info.height, k=info.k, d=list(d),
                                        p=info.p, distortion_model="plumb_bob")
@@ -71,7 +71,8 @@ def test_bad_calibration_turns_only_the_grids_and_3d_off(processor, frame_msg, d
     assert outcome.no_grids is not None and outcome.no_grids.bad_input
     assert outcome.no_grids.reason is GridProblem.INVALID_CAMERA_INFO
     assert set(outcome.messages) == {o.name for o in OUTPUTS if o.per_frame and not o.needs_grids
-                                     and not o.needs_camera and o.enabled_by is None
+                                     and not o.needs_camera and not o.needs_road
+                                     and o.enabled_by is None
                                      and o.requires <= HYBRIDNETS.products}
     assert "detections" in outcome.messages
 

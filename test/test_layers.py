@@ -19,7 +19,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "hybridnets_ros"
 LAYERS = ("core", "backends", "pipeline", "ros", "tools", "cli")
 ROS_LAYERS = {"ros", "tools", "cli"}
 ROS_MODULES = {"rclpy", "rosbags", "builtin_interfaces", "std_msgs", "sensor_msgs", "nav_msgs",
-               "vision_msgs", "geometry_msgs", "diagnostic_msgs", "rcl_interfaces",
+               "vision_msgs", "hybridnets_msgs", "geometry_msgs", "diagnostic_msgs", "rcl_interfaces",
                "visualization_msgs", "tf2_ros", "ament_index_python", "bond", "bondpy",
                "message_filters", "sensor_msgs_py", "lifecycle_msgs", "launch", "launch_ros",
                "ros2launch"}

@@ -144,6 +144,33 @@ def test_3d_detections_and_markers_in_the_ground_frame_with_the_2d_ids(node, pro
         set_conf_threshold(probe, 0.25)
 
 
+def test_road_geometry_while_subscribed_in_the_ground_frame(node, probe, sample_images):
+    subscriptions = [probe.create_subscription(msg_type, topic, probe._store(topic),
+                                               rg.OUTPUT_QOS)
+                     for topic, msg_type in rg.ROAD_OUTPUTS.items()]
+    try:
+        assert probe.wait_for(lambda: all(probe.count_subscribers(t) >= 1
+                                          for t in rg.ROAD_OUTPUTS), 10)
+        got = {}
+        # until the node's publishers have matched the new subscriptions
+        for _ in range(10):
+            stamp = next_stamp()
+            send(probe, cv2.imread(str(sample_images[0])), stamp)
+            probe.wait_for(lambda: set(rg.ROAD_OUTPUTS) <= set(probe.got(stamp)), 30)
+            got = probe.got(stamp)
+            if set(rg.ROAD_OUTPUTS) <= set(got):
+                break
+        assert set(rg.ROAD_OUTPUTS) <= set(got), node.log()
+        for topic in ("road_geometry", "lanes", "drivable/scan"):
+            assert got[topic].header.frame_id == "base_footprint", topic
+            assert rg.stamp_ns(got[topic].header) == stamp, topic
+        assert got["road_geometry"].lanes == got["lanes"].lanes  # one estimate, two topics
+        assert all(m.header.frame_id == "base_footprint" for m in got["lanes/markers"].markers)
+    finally:
+        for subscription in subscriptions:
+            probe.destroy_subscription(subscription)
+
+
 def test_late_transient_local_subscriber_gets_grids_and_class_names(node, probe):
     """As Nav2's static layer subscribes (transient-local, reliable): a subscriber that joins
     after the grids were published still gets the newest ones, and the latched VisionInfo."""

@@ -13,7 +13,7 @@ from .status import EXIT_INTERRUPTED, EXIT_STATUS_HELP, CliError
 # One module per command, imported when its parser is made: most load torch and the
 # network's libraries, which `hybridnets launch` (running as long as the robot does) needs not.
 COMMANDS = ("infer", "download_weights", "demo", "export", "bench", "replay", "make_bag", "fleet",
-            "launch")
+            "road_geometry", "launch")
 
 
 def make_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:

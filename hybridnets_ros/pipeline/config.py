@@ -140,6 +140,13 @@ class CommonSettings:
         1.0, "size of segmentation/label, /confidence and /points relative to the image (Nav2's "
         "semantic segmentation layer: about 400x200, 0.3125 of 1280x720); they stay "
         "pixel-aligned", runtime=True, range_=(0.01, 1.0))
+    road_max_range: float = setting(40.0, "road_geometry, lanes, drivable/scan: farthest "
+                                    "forward distance (metres) of the lane lines and drivable "
+                                    "edges", runtime=True, range_=(5.0, 200.0))
+    odom_frame: str = setting("", "road_geometry, lanes: a fixed frame (e.g. odom) whose TF to "
+                              "ground_frame gives the vehicle's motion between images, for "
+                              "tracking the lane lines; empty: none (they move as the filter "
+                              "predicts)", runtime=True)
     tracking: bool = setting(True, "give detections track ids (Detection2D/Detection3D id) "
                              "that stay the same for the same object across frames",
                              runtime=True)

@@ -11,6 +11,7 @@ counts in diagnostics, replay summarises); nobody else converts, projects or bui
 from __future__ import annotations
 
 import enum
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from ..core.bev import BevProjector, GridSpec
 from ..core.depth_grid import DepthProjector
 from ..core.camera import CalibrationError, CameraModel
 from ..core.objects3d import LENGTH_PRIOR_BY_NAME, box_estimates, ground_positions
+from ..core.road_geometry import RoadGeometryEstimator, RoadGeometrySettings
 from ..core.semantic_cloud import GroundPoints, Sampler
 from ..core.tracking import Tracker, TrackerSettings
 from ..pipeline.config import NodeConfig
@@ -32,7 +34,8 @@ from ..pipeline.engines import EngineBuild, EngineBuilds
 from ..core.sources import InputError
 from ..pipeline.pipeline import Pipeline, Result, refuse_degenerate
 from .conversions import ImageConversionError, to_bgr
-from .outputs import (ALWAYS, BY_NAME, NEEDS_CONFIDENCE, NO_GRIDS_NEEDED, OUTPUTS, FrameProducts,
+from .outputs import (ALWAYS, BY_NAME, NEEDS_CONFIDENCE, NO_GRIDS_NEEDED, OUTPUTS, ROAD_EDGES,
+                      ROAD_LANES, FrameProducts,
                       ModelProducts, enabled_outputs)
 
 # (R_ground_optical, t) of the image's frame in the ground frame, or None
@@ -225,6 +228,8 @@ class FrameProcessor:
         self.tracker = Tracker(config.track_max_missed, config.track_min_iou,
                                config.track_max_distance)
         self.shown_markers: set[tuple[str, int]] = set()  # what RViz holds of the markers
+        self.road: RoadGeometryEstimator | None = None  # this camera's, tracked over frames
+        self._odom_pose: tuple[float, float, float] | None = None  # (x, y, yaw) at its last update
         self.adapter = pipeline.adapter
         names = self.adapter.detection_classes
         self.length_prior = {i: LENGTH_PRIOR_BY_NAME[n] for i, n in enumerate(names)
@@ -272,6 +277,9 @@ class FrameProcessor:
         self._depth_projector: tuple[BevProjector, DepthProjector] | None = None
         self._sampler: Sampler | None = None
         self._ground_points: tuple[tuple, GroundPoints] | None = None  # (its key, it)
+        road_settings = RoadGeometrySettings(x_max=config.road_max_range)
+        if self.road is None or self.road.settings != road_settings:
+            self.road = RoadGeometryEstimator(road_settings)
 
     def wanted(self, names=None) -> frozenset[str]:
         """The outputs to build of ``names`` (None: every enabled one), detections always."""
@@ -301,6 +309,7 @@ class FrameProcessor:
         t2 = time.perf_counter()
         geometric = {name for name in wanted if BY_NAME[name].needs_grids}
         wants_objects = any(BY_NAME[name].needs_camera for name in wanted)
+        wants_road = any(BY_NAME[name].needs_road for name in wanted)
         # The camera model is cached: trying it every frame costs a comparison (and the TF
         # lookup without camera_pose); its ground positions help tracking too.
         transform = None
@@ -310,7 +319,8 @@ class FrameProcessor:
                                                      transform)
         except GridUnavailable as exc:
             # An impossible pose is news even when only the fused grids use this camera.
-            if geometric or wants_objects or exc.reason is GridProblem.IMPOSSIBLE_POSE:
+            if (geometric or wants_objects or wants_road
+                    or exc.reason is GridProblem.IMPOSSIBLE_POSE):
                 self._no_grids(outcome, exc)
         self._objects(products, wants_objects)
         t3 = time.perf_counter()
@@ -330,10 +340,18 @@ class FrameProcessor:
         if "segmentation_points" in wanted and products.projector is not None:
             products.ground_points = self._ground_points_for(products.projector)
         t5 = time.perf_counter()
+        if wants_road and products.camera is not None:
+            # Only what a wanted output shows: lanes, drivable edges or both.
+            products.road = self.road.update(
+                products.camera, result.lane_mask if wanted & ROAD_LANES else None,
+                products.surfaces.drivable_mask(result) if wanted & ROAD_EDGES else None,
+                _seconds(header), self._motion(header))
+        t5_road = time.perf_counter()
         cloud_ms = 0.0  # segmentation/points' message, its own stage with its lookup
         for row in OUTPUTS:
             if (row.name in wanted and (products.projector is not None or not row.needs_grids)
-                    and (products.camera is not None or not row.needs_camera)):
+                    and (products.camera is not None or not row.needs_camera)
+                    and (products.road is not None or not row.needs_road)):
                 started = time.perf_counter()
                 outcome.messages[row.name] = message = row.build(products)
                 if row.name == "segmentation_points":
@@ -344,8 +362,8 @@ class FrameProcessor:
         outcome.products = products
         outcome.timings_ms = dict(conversion=conversion_ms, **result.timings_ms,
                                   objects=(t3 - t2) * 1e3, grids=(t4 - t3) * 1e3,
-                                  semantic=(t5 - t4) * 1e3 + cloud_ms,
-                                  messages=(t6 - t5) * 1e3 - cloud_ms)
+                                  semantic=(t5 - t4) * 1e3 + cloud_ms, road=(t5_road - t5) * 1e3,
+                                  messages=(t6 - t5_road) * 1e3 - cloud_ms)
 
     def _no_grids(self, outcome: FrameOutcome, problem: GridUnavailable) -> None:
         outcome.no_grids = problem
@@ -398,6 +416,28 @@ class FrameProcessor:
             products.boxes_3d = box_estimates(camera, detections.boxes, products.contacts.points,
                                               detections.classes, self.length_prior,
                                               rectified=config.rectified)
+
+    def _motion(self, header: Header) -> tuple[float, float, float] | None:
+        """The vehicle's (dx, dy, dyaw) since the previous road estimate, in the previous
+        ground frame, from TF of ground_frame in odom_frame (None: no odom_frame or no TF).
+        The lookup gives TF's latest: the motion between two frames' processing, which is
+        theirs while the node keeps pace."""
+        pose = None
+        if self.config.odom_frame and self.transform_lookup is not None:
+            found = self.transform_lookup(self.config.odom_frame,
+                                          Header(stamp=header.stamp,
+                                                 frame_id=self.config.ground_frame))
+            if found is not None:
+                rotation, translation = found
+                pose = (float(translation[0]), float(translation[1]),
+                        math.atan2(rotation[1, 0], rotation[0, 0]))
+        previous, self._odom_pose = self._odom_pose, pose
+        if pose is None or previous is None:
+            return None
+        dx, dy = pose[0] - previous[0], pose[1] - previous[1]
+        c, s = math.cos(previous[2]), math.sin(previous[2])
+        dyaw = math.remainder(pose[2] - previous[2], math.tau)
+        return c * dx + s * dy, -s * dx + c * dy, dyaw
 
     def _transform(self, header: Header):
         """The camera's (R, t) in ground_frame from TF when camera_pose is empty (None when

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from hybridnets_msgs.msg import LaneBoundaryArray, RoadGeometry
 from nav_msgs.msg import OccupancyGrid
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
-from sensor_msgs.msg import Image, PointCloud2
+from sensor_msgs.msg import Image, LaserScan, PointCloud2
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo, VisionClass, VisionInfo
 from visualization_msgs.msg import MarkerArray
@@ -27,10 +28,11 @@ from ..core.camera import CameraModel
 from ..core.depth_grid import DepthProjector
 from ..core.objects3d import BoxEstimates, GroundContacts
 from ..core import registry
+from ..core.road_geometry import RoadGeometry as Geometry
 from ..core.semantic_cloud import GroundPoints, Sampler
 from ..core.visualize import draw_result
 from ..pipeline.pipeline import Result
-from . import messages
+from . import messages, road_messages
 
 # Reliable, so both reliable (RViz, recorders) and best-effort subscribers connect.
 OUTPUT_QOS = QoSProfile(reliability=QoSReliabilityPolicy.RELIABLE,
@@ -66,6 +68,7 @@ class FrameProducts:
     boxes_3d: BoxEstimates | None = None               # with camera, when a 3D output is wanted
     sampler: Sampler | None = None                     # semantic_output_scale (None: scale 1)
     ground_points: GroundPoints | None = None          # segmentation/points' lookup, when wanted
+    road: Geometry | None = None                       # with camera, when a road output is wanted
     # (namespace, id) of the markers viewers hold, owned by the frame processor; the markers
     # builder replaces them with what it draws, so that the next frame deletes what is gone.
     shown_markers: set[tuple[str, int]] = field(default_factory=set)
@@ -97,6 +100,7 @@ class Output:
     build: Callable[[FrameProducts], object]
     needs_grids: bool = False      # built only when the frame has a bird's-eye projection
     needs_camera: bool = False     # built only when the frame has a camera model (3D)
+    needs_road: bool = False       # built only when the frame has road geometry (with camera)
     enabled_by: str | None = None  # a boolean setting that must be true, e.g. publish_points
     viewer_only: bool = False      # a debug picture, not data a planner consumes
     qos: QoSProfile = field(default_factory=lambda: OUTPUT_QOS)
@@ -214,8 +218,27 @@ OUTPUTS: tuple[Output, ...] = (
            lambda p: messages.labelled_cloud(p.ground_header, p.depth_projector.cloud(
                p.result.depth_m, p.result.seg_mask, p.surfaces.no_surface, p.points_decimation)),
            needs_grids=True, requires=frozenset({DEPTH})),
+    # Road geometry (core.road_geometry, docs/road_geometry.md) in ground_frame: lane
+    # boundaries where the network has a lane output, the drivable area's edges for all.
+    # `lanes` is RoadGeometry's lanes alone, for a consumer of lane lines only.
+    Output("road_geometry", "road_geometry", RoadGeometry,
+           lambda p: road_messages.road_geometry(p.ground_header, p.road),
+           needs_road=True, requires=frozenset({SEMANTIC})),
+    Output("lanes", "lanes", LaneBoundaryArray,
+           lambda p: road_messages.lane_array(p.ground_header, p.road),
+           needs_road=True, requires=frozenset({LANE})),
+    Output("lanes_markers", "lanes/markers", MarkerArray,
+           lambda p: road_messages.lane_markers(p.ground_header, p.road),
+           needs_road=True, viewer_only=True, requires=frozenset({SEMANTIC})),
+    # Free distance per bearing, as Nav2's obstacle layer takes a laser.
+    Output("drivable_scan", "drivable/scan", LaserScan,
+           lambda p: road_messages.drivable_scan(p.ground_header, p.road.edges),
+           needs_road=True, requires=frozenset({SEMANTIC})),
     Output("overlay", "overlay", Image, _overlay, viewer_only=True),
 )
+# Road outputs that use the lane lines / the drivable edges (the others are not computed).
+ROAD_LANES = frozenset({"road_geometry", "lanes", "lanes_markers"})
+ROAD_EDGES = frozenset({"road_geometry", "lanes_markers", "drivable_scan"})
 BY_NAME = {o.name: o for o in OUTPUTS}
 # Rows that need the camera's lookup (needs_grids) but not the grids themselves.
 NO_GRIDS_NEEDED = frozenset({"points", "segmentation_points"})

@@ -43,31 +43,37 @@ class DamagedBag(BagError):
     """A bag so damaged that nothing in it can be read; the message says where."""
 
 
+# The packages built from msg/ (scripts/build_ros_interfaces.sh), not in rosbags' stores.
+INTERFACE_PACKAGES = ("vision_msgs", "hybridnets_msgs")
+
+
 @lru_cache(maxsize=1)
 def typestore():
-    """Message definitions: ROS 2 Jazzy's standard set plus vision_msgs (4.x)."""
+    """Message definitions: ROS 2 Jazzy's standard set plus the interface packages in msg/
+    (vision_msgs 4.x, hybridnets_msgs)."""
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
     store = get_typestore(Stores.ROS2_JAZZY)
     types = {}
-    for path in sorted(_vision_msgs_dir().glob("*.msg")):
-        types.update(get_types_from_msg(path.read_text(), f"vision_msgs/msg/{path.stem}"))
+    for package in INTERFACE_PACKAGES:
+        for path in sorted(_interface_dir(package).glob("*.msg")):
+            types.update(get_types_from_msg(path.read_text(), f"{package}/msg/{path.stem}"))
     store.register(types)
     return store
 
 
-def _vision_msgs_dir() -> Path:
-    """The installed .msg files of vision_msgs (prefix/share/vision_msgs/msg, found from the
+def _interface_dir(package: str) -> Path:
+    """The installed .msg files of ``package`` (prefix/share/<package>/msg, found from the
     Python package), else this repository's copy."""
     try:
-        import vision_msgs
-        prefix = Path(vision_msgs.__file__).resolve().parents[4]  # prefix/lib/pythonX/site-packages/vision_msgs
-        installed = prefix / "share" / "vision_msgs" / "msg"
+        module = importlib.import_module(package)
+        prefix = Path(module.__file__).resolve().parents[4]  # prefix/lib/pythonX/site-packages/<package>
+        installed = prefix / "share" / package / "msg"
         if installed.is_dir():
             return installed
     except ImportError:
         pass
-    return Path(__file__).resolve().parents[2] / "msg" / "vision_msgs" / "msg"
+    return Path(__file__).resolve().parents[2] / "msg" / package / "msg"
 
 
 def is_bag(path: str | Path) -> bool:

@@ -2,7 +2,7 @@
 
 Each frame goes through the same :class:`FrameProcessor` as the node and replay (image
 message -> conversion -> pre-processing -> network -> post-processing -> 3D and tracks ->
-bird's-eye grids -> messages), which reports each stage's time (the pipeline synchronises CUDA between stages,
+bird's-eye grids -> road geometry -> messages), which reports each stage's time (the pipeline synchronises CUDA between stages,
 so the numbers are honest there too).
 
 Every backend is set up first (export, quantisation, engine build or tracing: reported as
@@ -67,7 +67,7 @@ SYNTHETIC_FRAMES = 8  # distinct synthetic frames rendered, then cycled
 STAGES = {"conversion": "image conversion", "preprocess": "pre-processing",
           "network": "network", "postprocess": "post-processing",
           "objects": "3D and tracks", "grids": "bird's-eye grids",
-          "semantic": "segmentation points", "messages": "message build"}
+          "semantic": "segmentation points", "road": "road geometry", "messages": "message build"}
 TORCH_VARIANTS = {"torch-eager": (("optimize", False),), "torch-cudagraph": (("cuda_graph", True),)}
 
 

@@ -262,6 +262,12 @@ def output_full(exc: BaseException) -> OSError | None:
 
 
 # ------------------------------------------------------------------------ the tables
+# The frame index's ego-lane columns (from the road geometry, core.road_geometry.EgoLane).
+EGO_COLUMNS = ("width_m", "center_offset_m", "curvature_1pm")
+# Built for the index whether or not the bag gets it: the ego lane's columns.
+INDEXED = frozenset({"road_geometry"})
+
+
 def frame_schema(class_names: tuple[str, ...]):
     import pyarrow as pa
     return pa.schema([
@@ -270,6 +276,7 @@ def frame_schema(class_names: tuple[str, ...]):
         *[(f"det_{name}", pa.int32()) for name in class_names],
         ("max_score", pa.float64()), ("nearest_m", pa.float64()),
         ("drivable_fraction", pa.float64()), ("lane_fraction", pa.float64()),
+        *[(name, pa.float64()) for name in EGO_COLUMNS], ("lane_valid", pa.bool_()),
         ("processing_ms", pa.float64()), ("rejected", pa.string())])
 
 
@@ -292,7 +299,8 @@ class IndexParts:
         self.track_offset = track_offset
         self.frames: dict[str, list] = {name: [] for name in (
             "camera", "topic", "stamp_ns", "bag_time_ns", "max_score", "nearest_m",
-            "drivable_fraction", "lane_fraction", "processing_ms", "rejected")}
+            "drivable_fraction", "lane_fraction", *EGO_COLUMNS, "lane_valid", "processing_ms",
+            "rejected")}
         self.counts: list[np.ndarray | None] = []  # per frame: detections per class
         self.per_frame: list[int] = []  # detections of each frame (camera, stamp: its row's)
         self.detections: dict[str, list[np.ndarray]] = {name: [] for name in (
@@ -314,7 +322,8 @@ class IndexParts:
         row["bag_time_ns"].append(timestamp)
         row["processing_ms"].append(seconds * 1e3)
         if outcome.rejected is not None:  # nothing known of it: nulls, not zeros
-            for column in ("max_score", "nearest_m", "drivable_fraction", "lane_fraction"):
+            for column in ("max_score", "nearest_m", "drivable_fraction", "lane_fraction",
+                           *EGO_COLUMNS, "lane_valid"):
                 row[column].append(None)
             row["rejected"].append(f"{outcome.rejected.reason}: {outcome.rejected}")
             self.counts.append(None)
@@ -335,6 +344,11 @@ class IndexParts:
             float(np.mean(products.surfaces.drivable_mask(products.result))))
         lane = products.result.lane_mask
         row["lane_fraction"].append(nan if lane is None else float(np.mean(lane)))
+        ego = products.road.ego if products.road is not None else None
+        for column in EGO_COLUMNS:  # NaN: no valid ego lane this frame
+            row[column].append(nan if ego is None or not ego.valid
+                               else float(getattr(ego, column)))
+        row["lane_valid"].append(None if ego is None else bool(ego.valid))  # null: no camera
         row["rejected"].append(None)
         self.per_frame.append(count)
         if count:
@@ -359,7 +373,7 @@ class IndexParts:
         for index, name in enumerate(self.class_names):
             columns[f"det_{name}"] = pa.array(counts[:, index].astype(np.int32), mask=rejected)
         for name in ("max_score", "nearest_m", "drivable_fraction", "lane_fraction",
-                     "processing_ms", "rejected"):
+                     *EGO_COLUMNS, "lane_valid", "processing_ms", "rejected"):
             columns[name] = self.frames[name]
         schema = frame_schema(self.class_names).with_metadata({RECORD_KEY: json.dumps(record)})
         frames = pa.Table.from_pydict(columns, schema=schema)
@@ -586,6 +600,7 @@ class BagWorker:
                          self.pipeline, self.config, image_topics=piece.image_topics,
                          on_frame=on_frame, say=lambda text: None,
                          outputs=outputs or frozenset(), compress_images=True,
+                         indexed=INDEXED & enabled_outputs(self.config),
                          window=piece.window, warmup_ns=int(WARMUP_S * 1e9),
                          custom_data={WRITER_KEY: "fleet"})
         if summary.interrupted:

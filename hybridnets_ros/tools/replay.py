@@ -281,7 +281,8 @@ def replay(in_bag: Path, out_bag: Path | None, pipeline, config: NodeConfig, *,
            progress_factory=None, say=print, on_frame=None,
            outputs: frozenset[str] | None = None, compress_images: bool = False,
            window: tuple[int | None, int | None] | None = None, warmup_ns: int = 0,
-           custom_data: dict[str, str] | None = None) -> ReplaySummary:
+           custom_data: dict[str, str] | None = None,
+           indexed: frozenset[str] = frozenset()) -> ReplaySummary:
     """Every image of every camera of ``in_bag`` (or of ``image_topics``) through the
     node's frame path into ``out_bag``: each camera's outputs (under its name when there are
     several, as the multi-camera node publishes them), the fused grids of several cameras,
@@ -297,7 +298,8 @@ def replay(in_bag: Path, out_bag: Path | None, pipeline, config: NodeConfig, *,
     masks and labels PNG, lossless; overlay JPEG), ``window`` = (start, end) ns replays the
     images logged in [start, end) only, after ``warmup_ns`` of images before ``start`` that
     go through the frame path unwritten (tracks warm up as in a whole replay) and with each
-    camera's latest CameraInfo from before, and ``custom_data`` marks the bag's writer."""
+    camera's latest CameraInfo from before, ``custom_data`` marks the bag's writer and
+    ``indexed`` (output names) are built for ``on_frame`` even where not written."""
     summary = ReplaySummary()
     prefix = "/" + namespace.strip("/") if namespace.strip("/") else ""
     start, end = window or (None, None)
@@ -326,7 +328,7 @@ def replay(in_bag: Path, out_bag: Path | None, pipeline, config: NodeConfig, *,
                 "drivable_grid", "lane_grid"}) else None
         with _writer(out_bag, storage, custom_data) as bag:
             out = _Output(bag, video, reader.rate_hz(cameras[0].image) or 10.0, outputs,
-                          compress_images)
+                          compress_images, indexed)
             try:
                 for topic, msgtype, timestamp, msg in reader.messages(read, read_from, end):
                     if topic in by_info:
@@ -420,6 +422,7 @@ class _Output:
     rate_hz: float
     outputs: frozenset[str] | None = None  # the outputs written (None: all built)
     compress: bool = False                 # image outputs as CompressedImage
+    indexed: frozenset[str] = frozenset()  # also built (for on_frame), not written
     writer: object = None  # cv2.VideoWriter, opened at the first frame
     transforms: StaticTransforms | None = None  # written to /tf_static before the first image
 
@@ -452,7 +455,8 @@ def _replay_image(camera: CameraReplay, msg, timestamp: int, out: _Output,
     processor = camera.processor
     header = rclpy_header(msg.header)
     started = time.perf_counter()
-    outcome = processor.process(msg, out.outputs, header=header)
+    outcome = processor.process(msg, None if out.outputs is None else out.outputs | out.indexed,
+                                header=header)
     seconds = time.perf_counter() - started
     if on_frame is not None:
         on_frame(camera.topics, timestamp, header, outcome, seconds)

@@ -21,7 +21,7 @@ from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
 from hybridnets_ros.pipeline.config import NodeConfig
 from hybridnets_ros.ros import messages, road_messages
 from hybridnets_ros.ros.camera_info import camera_info_from_model
-from hybridnets_ros.ros.frame import FrameProcessor
+from hybridnets_ros.ros.frame import FrameProcessor, GridProblem
 from hybridnets_ros.ros.outputs import supported
 
 CAMERA = default_camera()
@@ -107,7 +107,7 @@ def test_road_geometry_only_when_wanted_and_with_a_camera(processor, frame_msg):
     assert outcome.products.road is None and not ROAD & set(outcome.messages)
     processor.camera_info = None  # no calibration: no road outputs, the reason said
     outcome = processor.process(frame_msg, ROAD)
-    assert not ROAD & set(outcome.messages) and outcome.no_grids.reason == "no camera_info"
+    assert not ROAD & set(outcome.messages) and outcome.no_grids.reason is GridProblem.NO_CAMERA_INFO
 
 
 def test_lanes_only_for_networks_with_a_lane_output_edges_for_all():

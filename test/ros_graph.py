@@ -19,7 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-DOMAIN_ID = 1 + os.getpid() % 100
+# A DDS domain of this test process's own: two pytest runs, or the two workers of one
+# (pytest-xdist, `make test`), never see each other's nodes.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER.startswith("gw") and _WORKER[2:].isdigit():
+    DOMAIN_ID = 1 + (os.getppid() % 25) * 4 + int(_WORKER[2:]) % 4
+else:
+    DOMAIN_ID = 1 + os.getpid() % 100
 os.environ["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
 for _name in ("FASTDDS_BUILTIN_TRANSPORTS", "FASTDDS_DEFAULT_PROFILES_FILE",
               "FASTRTPS_DEFAULT_PROFILES_FILE", "ROS_AUTOMATIC_DISCOVERY_RANGE",

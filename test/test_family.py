@@ -175,8 +175,9 @@ def test_frame_outputs_are_what_the_family_produces(model, extra):
     processor.set_camera_info(camera_info_from_model(CAMERA, "camera_optical_frame"))
     bgr = SyntheticRoad(CAMERA).render(0.0)[0]
     outcome = processor.process(messages.image(Header(frame_id="camera_optical_frame"), bgr, "bgr8"))
-    common = {"drivable_mask", "segmentation_label", "segmentation_color", "drivable_grid",
-              "drivable_points", "overlay"}
+    common = {"drivable_mask", "segmentation_label", "segmentation_confidence",
+              "segmentation_points", "segmentation_color", "drivable_grid", "drivable_points",
+              "road_geometry", "drivable_scan", "lanes_markers", "overlay"}
     assert set(outcome.messages) == common | ({"depth", "points"} if model == "hydra" else set())
     family = FAMILIES[model]
     label = outcome.messages["segmentation_label"]

@@ -39,13 +39,13 @@ class ScriptedDetections:
         self.adapter = pipeline.adapter
         self.script: list[Detections] = []
 
-    def __call__(self, bgr, settings=None):
-        result = self.pipeline(bgr, settings)
+    def __call__(self, bgr, settings=None, confidence=False):
+        result = self.pipeline(bgr, settings, confidence)
         result.detections = self.script.pop(0)
         return result
 
-    def run_batch(self, bgrs, settings=None):
-        return [self(bgr, settings) for bgr in bgrs]
+    def run_batch(self, bgrs, settings=None, confidence=False):
+        return [self(bgr, settings, confidence) for bgr in bgrs]
 
 
 def cars(centres, camera=CAMERA) -> Detections:

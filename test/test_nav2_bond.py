@@ -123,8 +123,10 @@ def test_nav2_manager_cycles_a_namespaced_node_and_sees_it_killed(nav2, tmp_path
         # kill -9: no more heartbeats, the manager's bond breaks (after bond_timeout, 4 s)
         assert manager.startup(), manager.errors
         # bondpy starts its heartbeat timeout at the second message from the other side
-        # (bond_core pull request 93, not merged): a node killed at once is never noticed
-        time.sleep(0.5)
+        # (bond_core pull request 93, not merged): a node killed at once is never noticed;
+        # wait until the manager's heartbeat timer runs
+        timer = manager.bonds[NODE].bond.heartbeat_timer
+        assert rg.wait_for(lambda: timer.timer.is_alive(), 10), "no second heartbeat"
         node.proc.kill()
         killed = time.monotonic()
         assert rg.wait_for(lambda: manager.is_broken(NODE), 60), "the manager did not notice"

@@ -288,6 +288,15 @@ def test_masks_of_another_size_are_refused():
         estimate(np.zeros((360, 640), np.uint8))
 
 
+def test_a_camera_that_sees_no_road_within_range_gives_no_lines():
+    # far ahead of the grid and looking up: no image row meets the road within x_max
+    cam = CameraModel.from_pose(K, W, H, (500.0, 0.0, 1.4, 0.0, -0.3, 0.0))
+    geometry = RoadGeometryEstimator().update(cam, np.full((H, W), 255, np.uint8),
+                                              np.full((H, W), 255, np.uint8), 0.0)
+    assert geometry.lanes == [] and not geometry.ego.valid
+    assert geometry.edges is not None and len(geometry.edges.left) == 0
+
+
 # --- the command ---
 
 def calibration_yaml(path, K=K, D=PLUMB_BOB):

@@ -267,6 +267,8 @@ class RoadGeometryEstimator:
 
     def _measure(self, tables: _CameraTables, lane_mask: np.ndarray) -> list[_Line]:
         s = self.settings
+        if tables.rows.stop <= tables.rows.start:  # no image row sees the road within range
+            return []
         lanes = np.ascontiguousarray(lane_mask[tables.rows])
         lanes = lanes.view(np.uint8) if lanes.dtype == bool else (
             lanes if lanes.dtype == np.uint8 else (lanes != 0).view(np.uint8))

@@ -5,7 +5,7 @@ demo: setup
 	.venv/bin/hybridnets demo
 
 test: setup-test
-	.venv/bin/python -m pytest -n 2 --dist loadfile
+	.venv/bin/python -m pytest
 
 # The developer loop: everything but the DDS graph and subprocess tests (marked slow).
 test-fast: setup-test

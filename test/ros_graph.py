@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-# A DDS domain of this test process's own: two pytest runs, or the two workers of one
-# (pytest-xdist, `make test`), never see each other's nodes.
+# A DDS domain of this test process's own: two pytest runs, or the workers of one run with
+# pytest-xdist (`pytest -n 2`), never see each other's nodes.
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 if _WORKER.startswith("gw") and _WORKER[2:].isdigit():
     DOMAIN_ID = 1 + (os.getppid() % 25) * 4 + int(_WORKER[2:]) % 4

@@ -73,6 +73,8 @@ def test_random_weights_are_kept_in_the_cache_and_rebuilt_when_damaged(tmp_path,
     from hybridnets_ros.pipeline.factory import load_module as load_configured
 
     monkeypatch.setenv("HYBRIDNETS_CACHE", str(tmp_path))
+    (tmp_path / "random").mkdir()
+    (tmp_path / "random" / "yolop-0123456789abcdef.pth").write_bytes(b"an earlier code's")
     config = NodeConfig(model="yolop", allow_random_weights=True)
     first, path = load_configured(config)
     assert path is None

@@ -86,6 +86,9 @@ def _random_module(config: NodeConfig) -> torch.nn.Module:
         with os.fdopen(fd, "wb") as out:
             torch.save(module.state_dict(), out)
         os.replace(part, path)
+        for stale in path.parent.glob(f"{config.model}-*.pth"):  # earlier code's: one kept
+            if stale != path:
+                stale.unlink(missing_ok=True)
     except OSError as exc:  # an unwritable cache only costs the next process the set-up
         log.info("random weights not cached (%s)", exc)
     return module

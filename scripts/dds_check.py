@@ -138,6 +138,15 @@ class Probe:
         self.rclpy.try_shutdown()
 
 
+def stop(node: subprocess.Popen, timeout: float) -> None:
+    """Ctrl-C the node as launch does; kill it if it has not exited within ``timeout``."""
+    node.send_signal(signal.SIGINT)
+    try:
+        node.wait(timeout)
+    except subprocess.TimeoutExpired:
+        node.kill()
+
+
 def active_at(log_path: Path, started: float) -> float | None:
     """Seconds after ``started`` (monotonic) at which the node logged "active" (its log
     stamps are wall-clock; converted with the current offset)."""
@@ -174,11 +183,7 @@ def measure_setting(name: str, period: float, timeout: float, backend: str) -> d
                             if topic in probe.first else None) for topic in TOPICS})
         return row
     finally:
-        node.send_signal(signal.SIGINT)
-        try:
-            node.wait(10)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        stop(node, 10)
         probe.close()
 
 
@@ -437,11 +442,7 @@ def node_receiver_process(qos: str, side: str) -> None:
                           "cpu_s": round(cpu_s() - cpu0, 2), "library": _fastdds_library()}),
               flush=True)
     finally:
-        node.send_signal(signal.SIGINT)
-        try:
-            node.wait(20)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        stop(node, 20)
         listener.destroy_node()
         rclpy.try_shutdown()
 

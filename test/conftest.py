@@ -71,6 +71,19 @@ def random_pipeline(hybridnets_module):
     return Pipeline(create_backend("torch", hybridnets_module, adapter("hybridnets")))
 
 
+@pytest.fixture
+def processor(random_pipeline):
+    """A frame processor on the session's random pipeline, calibrated as the synthetic
+    road's camera (the frames of ``core.synthetic``)."""
+    from hybridnets_ros.core.synthetic import default_camera
+    from hybridnets_ros.pipeline.config import NodeConfig
+    from hybridnets_ros.ros.camera_info import camera_info_from_model
+    from hybridnets_ros.ros.frame import FrameProcessor
+    processor = FrameProcessor(random_pipeline, NodeConfig())
+    processor.camera_info = camera_info_from_model(default_camera(), "camera_optical_frame")
+    return processor
+
+
 @pytest.fixture(scope="session")
 def random_onnx(hybridnets_module, session_cache) -> Path:
     """``hybridnets_module``'s ONNX export for a 1280x720 camera's 384x640 input (exported once)."""

@@ -13,8 +13,7 @@ HYBRIDNETS = adapter("hybridnets")
 from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
 from hybridnets_ros.pipeline.config import NodeConfig
 from hybridnets_ros.ros import messages
-from hybridnets_ros.ros.camera_info import camera_info_from_model
-from hybridnets_ros.ros.frame import FrameProcessor, GridProblem
+from hybridnets_ros.ros.frame import GridProblem
 from hybridnets_ros.ros.outputs import ALWAYS, OUTPUTS, planner_outputs
 
 CAMERA = default_camera()
@@ -24,13 +23,6 @@ CAMERA = default_camera()
 def frame_msg():
     bgr = SyntheticRoad(CAMERA).render(0.0)[0]
     return messages.image(Header(frame_id="camera_optical_frame"), bgr, "bgr8")
-
-
-@pytest.fixture
-def processor(random_pipeline):
-    processor = FrameProcessor(random_pipeline, NodeConfig())
-    processor.camera_info = camera_info_from_model(CAMERA, "camera_optical_frame")
-    return processor
 
 
 def test_every_enabled_output_is_built_with_its_stage_times(processor, frame_msg):

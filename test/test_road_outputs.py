@@ -20,7 +20,6 @@ from hybridnets_ros.core.road_geometry import RoadGeometry as Geometry
 from hybridnets_ros.core.synthetic import SyntheticRoad, default_camera
 from hybridnets_ros.pipeline.config import NodeConfig
 from hybridnets_ros.ros import messages, road_messages
-from hybridnets_ros.ros.camera_info import camera_info_from_model
 from hybridnets_ros.ros.frame import FrameProcessor, GridProblem
 from hybridnets_ros.ros.outputs import supported
 
@@ -81,13 +80,6 @@ def test_an_invalid_ego_lane_is_said_and_no_edges_give_an_empty_scan():
 def frame_msg():
     bgr = SyntheticRoad(CAMERA).render(0.0)[0]
     return messages.image(Header(stamp=STAMP, frame_id="camera_optical_frame"), bgr, "bgr8")
-
-
-@pytest.fixture
-def processor(random_pipeline):
-    processor = FrameProcessor(random_pipeline, NodeConfig())
-    processor.camera_info = camera_info_from_model(CAMERA, "camera_optical_frame")
-    return processor
 
 
 def test_road_outputs_in_the_ground_frame_with_the_image_stamp(processor, frame_msg):

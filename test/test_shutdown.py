@@ -108,6 +108,34 @@ def test_a_signal_during_a_background_engine_build_ends_the_node_with_exit_0(
     assert not wrong, "\n".join(wrong)
 
 
+# Holds autostart's activate open for 0.4 s after the node says "active", as a slow
+# machine does for milliseconds: the window where the signals came.
+HELD_ACTIVATE = ("-c", "import sys, time; import hybridnets_ros.ros.node as node\n"
+                       "activate = node.HybridNetsNode.on_activate\n"
+                       "def held(self, state):\n"
+                       "    result = activate(self, state); time.sleep(0.4); return result\n"
+                       "node.HybridNetsNode.on_activate = held; node.main()")
+
+
+@pytest.mark.slow  # a hybridnets_node process
+def test_a_signal_during_activation_ends_the_node_with_exit_0(tmp_path, random_weights):
+    """ROS shut down from the signal's thread under a transition the main thread was
+    running crashed the process (SIGSEGV in rcl_lifecycle): 3 of 4 Ctrl-Cs sent as the node
+    logged "active" at start-up; every one with the activate held open."""
+    node = rg.NodeProcess(tmp_path / "node.log", {"weights": random_weights},
+                          namespace="activating", python_args=HELD_ACTIVATE)
+    try:
+        deadline = time.monotonic() + 120
+        while "active: listening" not in node.log():
+            assert time.monotonic() < deadline and node.alive(), node.log()
+            time.sleep(0.01)
+        seconds, code = rg.signal_and_wait(node.proc, signal.SIGINT)
+    finally:
+        node.stop()
+    assert outcome(seconds, code, node.log()) is None, \
+        f"{outcome(seconds, code, node.log())}\n{node.log()[-1500:]}"
+
+
 def read_only_home(tmp_path) -> tuple[dict, tuple[str, ...]]:
     """(an environment whose HOME is a read-only directory and that names no other log
     directory, the interpreter arguments that make it read-only for root too)."""

@@ -29,7 +29,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
@@ -592,17 +592,25 @@ def _run(args, shutdown: BoundedShutdown) -> None:
     # The watcher thread owns SIGINT/SIGTERM (rclpy's handlers wait for the main thread).
     rclpy.init(args=[*(sys.argv if args is None else args), *extra_args],
                signal_handler_options=SignalHandlerOptions.NO)
-    node = None
+    node = wake = None
+    stop = threading.Event()
 
     def on_signal() -> None:
+        # Runs in the watcher's thread. ROS is shut down by the main thread alone, between
+        # callbacks: rclpy.shutdown here, under a transition the main thread is running
+        # (autostart's activate, a manager's configure), crashed the process (SIGSEGV in
+        # rcl_lifecycle's state machine). The watcher's grace bounds a long callback.
         try:  # a manager is told while ROS is still up (Nav2's servers: at pre-shutdown),
             # and bondpy's heartbeat thread stops before the context it publishes in
             if node is not None:
                 node._bond.destroy()
         finally:
-            rclpy.try_shutdown()
+            stop.set()
+            if wake is not None:
+                wake.trigger()  # wakes the executor's wait in the main thread
     shutdown.orderly(on_signal)
     node = HybridNetsNode()
+    wake = node.create_guard_condition(lambda: None)
     log = node.get_logger()
     for level, message in messages:  # one call per level: rclpy refuses a call site whose
         if level == "warning":       # severity changes
@@ -612,11 +620,10 @@ def _run(args, shutdown: BoundedShutdown) -> None:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        if not node.autostart():
+        if not stop.is_set() and not node.autostart():
             node.get_logger().error("autostart failed; the node stays up for a new configure")
-        executor.spin()
-    except ExternalShutdownException:  # the watcher shut ROS down under spin
-        pass
+        while not stop.is_set():
+            executor.spin_once()
     finally:
         node._bond.destroy()
         node._stop_worker(timeout=0.2)  # a frame still in the network is dropped

@@ -4,8 +4,10 @@
 demo: setup
 	.venv/bin/hybridnets demo
 
+# Two test processes, one file each at a time (pytest-xdist): much of the suite waits on
+# DDS, subprocesses and sockets, and the two share one cache of exports and engines.
 test: setup-test
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest -n 2 --dist loadfile
 
 # The developer loop: everything but the DDS graph and subprocess tests (marked slow).
 test-fast: setup-test

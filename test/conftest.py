@@ -18,13 +18,18 @@ GOLDEN = SHARED / "golden"
 DEMO_IMAGES = SHARED / "data" / "demo_images"
 ROS_TOOLS = SHARED / "ros_tools"
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# `make test` runs the files in two processes (pytest-xdist): each takes its share of the
+# cores, so that their thread pools do not spin against each other.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // WORKERS))
 
 # The real launch tools' pytest plugins (launch_testing, launch_pytest) import `launch`, whose
 # logging module makes every logger created afterwards a LaunchLogger that does not propagate
 # to the root logger, so caplog would see none of the package's records. Loggers created from
 # here on (the package's, at its import) are plain ones again.
 logging.setLoggerClass(logging.Logger)
+
+import ros_graph  # noqa: E402,F401  (each test process's DDS domain, before any graph starts)
 
 
 def _need(path: Path) -> Path:
@@ -140,8 +145,15 @@ def golden_pipeline(golden_model):
 @pytest.fixture(scope="session", autouse=True)
 def session_cache(tmp_path_factory) -> Path:
     """Everything the tests cache (ONNX exports, INT8 models, engines) goes to one folder per
-    session, shared by the tests and the processes they start, never the user's cache."""
-    cache = tmp_path_factory.mktemp("hybridnets-cache")
+    session, shared by the tests and the processes they start, never the user's cache. The
+    test processes of one run share it (the package's cache is safe for that: each export or
+    engine is written whole under a lock, as for two nodes on one machine), so that a model
+    is exported once per run; a test that must see a build gets a folder of its own."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        cache = tmp_path_factory.getbasetemp().parent / "hybridnets-cache"
+        cache.mkdir(exist_ok=True)
+    else:
+        cache = tmp_path_factory.mktemp("hybridnets-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HYBRIDNETS_CACHE", str(cache))
         yield cache

@@ -10,8 +10,7 @@ from hybridnets_ros.pipeline.pipeline import Result
 from hybridnets_ros.core.postprocess import Detections
 
 STAGES = ["image conversion", "pre-processing", "network", "post-processing",
-          "3D and tracks", "bird's-eye grids", "segmentation points", "road geometry",
-          "message build"]
+          "3D and tracks", "bird's-eye grids", "message build"]
 
 
 @pytest.mark.slow  # a full bench run
@@ -48,7 +47,12 @@ def test_bench_writes_the_json_schema(tmp_path, random_weights, random_onnx, cap
     assert auto["fastest"] == min(auto["network_ms"], key=auto["network_ms"].get)
     recorded = json.loads(open(auto["recorded"]).read())
     assert any("size 640" in by_model.get("hybridnets", {}) for by_model in recorded.values())
+    # the opt-in outputs' costs, apart from the overhead, on the faster exact engine
+    opt_in = doc["opt_in"]
+    assert opt_in["variant"] == f"{auto['fastest']}:fp32"
+    assert set(opt_in["ms"]) == {"road geometry", "Nav2 semantic layer (confidence, points)"}
     printed = capsys.readouterr().out
+    assert "opt-in outputs, built only for their subscribers" in printed
     assert "of the GEMM ceiling" in printed and "timed in turn" in printed
     assert "synthetic road frames" in printed and "pre-processing" in printed
     assert "frames per second" in printed and "message build" in printed

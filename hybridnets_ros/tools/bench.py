@@ -2,8 +2,9 @@
 
 Each frame goes through the same :class:`FrameProcessor` as the node and replay (image
 message -> conversion -> pre-processing -> network -> post-processing -> 3D and tracks ->
-bird's-eye grids -> road geometry -> messages), which reports each stage's time (the pipeline synchronises CUDA between stages,
-so the numbers are honest there too).
+bird's-eye grids -> messages), which reports each stage's time (the pipeline synchronises
+CUDA between stages, so the numbers are honest there too). The opt-in outputs (road
+geometry, the Nav2 semantic layer's) are timed apart, on the fastest exact engine.
 
 Every backend is set up first (export, quantisation, engine build or tracing: reported as
 "setup") and warmed up; then all are timed over ``frames`` frames cycling over the source,
@@ -55,7 +56,7 @@ from ..pipeline.pipeline import device_synchronizer
 from ..ros import messages
 from ..ros.camera_info import camera_info_from_model
 from ..ros.frame import FrameProcessor
-from ..ros.outputs import planner_outputs
+from ..ros.outputs import NEEDS_CONFIDENCE, OUTPUTS, planner_outputs
 from .layer_profile import PROFILED, format_layers, profile_layers
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,13 @@ SYNTHETIC_FRAMES = 8  # distinct synthetic frames rendered, then cycled
 # FrameProcessor's timing keys -> the table's stage names, in path order
 STAGES = {"conversion": "image conversion", "preprocess": "pre-processing",
           "network": "network", "postprocess": "post-processing",
-          "objects": "3D and tracks", "grids": "bird's-eye grids",
-          "semantic": "segmentation points", "road": "road geometry", "messages": "message build"}
+          "objects": "3D and tracks", "grids": "bird's-eye grids", "messages": "message build"}
 TORCH_VARIANTS = {"torch-eager": (("optimize", False),), "torch-cudagraph": (("cuda_graph", True),)}
+# The planner's outputs that a node builds only for a subscriber of its own kind: road
+# geometry, and the Nav2 semantic layer's confidence and points. The frame path's overhead
+# (the table) is over the others; these are timed apart (opt_in_costs), on one engine.
+OPT_IN = {"road geometry": frozenset(o.name for o in OUTPUTS if o.needs_road),
+          "Nav2 semantic layer (confidence, points)": NEEDS_CONFIDENCE | {"segmentation_points"}}
 
 
 @dataclass(frozen=True)
@@ -248,7 +253,8 @@ class PreparedVariant:
         self.processor.set_camera_info(camera_info_from_model(default_camera(width, height),
                                                               "camera_optical_frame"))
         self.inputs = inputs
-        self.wanted = planner_outputs(config.adapter)
+        self.everything = planner_outputs(config.adapter)
+        self.wanted = self.everything - frozenset().union(*OPT_IN.values())
         for i in range(WARMUP_FRAMES):
             self.processor.process(self.inputs[i % len(self.inputs)], self.wanted)
         self.setup_s = time.monotonic() - started
@@ -265,6 +271,26 @@ class PreparedVariant:
         for key in STAGES:
             self.times[key].append(outcome.timings_ms[key])
         self.results.setdefault(index, outcome.result)
+
+    def opt_in_costs(self, n_frames: int) -> dict:
+        """What each OPT_IN group adds to a frame when subscribed, on top of the planner's
+        other outputs: the median of the time around the network (end to end less the
+        network, each frame's own) over ``n_frames`` with the group, less the same median
+        of the timed frames without it (its stages, its messages and the post-processing
+        it adds: the confidence)."""
+        base = float(np.median(np.subtract(self.e2e, self.times["network"])))
+        costs = {}
+        for group, names in OPT_IN.items():
+            if not names & self.everything:
+                continue
+            around = []
+            for i in range(n_frames):
+                t0 = time.perf_counter()
+                outcome = self.processor.process(self.inputs[i % len(self.inputs)],
+                                                 self.wanted | (names & self.everything))
+                around.append((time.perf_counter() - t0) * 1e3 - outcome.timings_ms["network"])
+            costs[group] = round(float(np.median(around)) - base, 3)
+        return costs
 
     def record(self) -> dict:
         record = {
@@ -299,11 +325,12 @@ def fidelity(reference: dict, results: dict) -> dict:
 
 
 def run_bench(variants: list[Variant], model, frames: list[np.ndarray], n_frames: int,
-              config: NodeConfig, ceiling_gflops: float | None = None) -> dict:
+              config: NodeConfig, ceiling_gflops: float | None = None) -> tuple[dict, dict | None]:
     """Set up every variant, then time them frame by frame in turn (in reversed order every
     other frame): a machine whose speed drifts, as a shared host's does, then slows every
-    variant alike, where one variant's run after another's could flip their order. The
-    returned dict is the --json document's "backends"."""
+    variant alike, where one variant's run after another's could flip their order. Returns
+    the --json document's "backends" and "opt_in" (OPT_IN's costs on the fastest exact
+    fp32 engine; None: none ran)."""
     prepared, skipped = [], {}
     inputs = [messages.image(Header(frame_id="camera_optical_frame"), f, "bgr8") for f in frames]
     for variant in variants:
@@ -319,6 +346,11 @@ def run_bench(variants: list[Variant], model, frames: list[np.ndarray], n_frames
     for i in range(n_frames):
         for run in prepared if i % 2 == 0 else prepared[::-1]:
             run.time_frame(i)
+    exact = [run for run in prepared if run.variant.precision == "fp32" and not run.variant.settings]
+    opt_in = None
+    if exact:
+        fastest = min(exact, key=lambda run: np.median(run.times["network"]))
+        opt_in = {"variant": fastest.variant.label, "ms": fastest.opt_in_costs(n_frames)}
     records, reference, reference_label = dict(skipped), None, None
     gflop: dict[tuple[int, int], float] = {}
     for run in prepared:
@@ -337,7 +369,7 @@ def run_bench(variants: list[Variant], model, frames: list[np.ndarray], n_frames
         records[run.variant.label] = record
     del prepared
     gc.collect()
-    return records
+    return records, opt_in
 
 
 def format_table(doc: dict) -> str:
@@ -475,7 +507,8 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
                 cv2.imwrite(str(Path(tmp) / f"frame_{i:03d}.png"), frame)
             calib = tmp
         config = config.with_changes(int8_calibration=calib or "")
-        backends = run_bench(runnable, model, images, frames, config, ceiling) if runnable else {}
+        backends, opt_in = (run_bench(runnable, model, images, frames, config, ceiling)
+                            if runnable else ({}, None))
     backends.update(skipped)
     doc = {"date": time.strftime("%Y-%m-%d"), "model": config.model,
            "machine": machine_info(device),
@@ -484,7 +517,7 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
            "gemm_ceiling_gflops": round(ceiling, 1) if ceiling else None,
            "gemm_ceiling_kernel": ceiling_kernel,
            "calibration": (calib if calib != tmp else "the frames measured") if int8 else None,
-           "backends": {v.label: backends[v.label] for v in variants}}
+           "backends": {v.label: backends[v.label] for v in variants}, "opt_in": opt_in}
     m = doc["machine"]
     print(f"hybridnets bench: model {config.model}, {frames} frames from {source_text}"
           + (f", --size {config.input_size}" if config.adapter.uses_input_size else ""))
@@ -500,6 +533,10 @@ def bench(config: NodeConfig, variants: list[Variant] | None = None, source: str
               f"tried, best of 2 s, {m['threads']} threads)")
     print()
     print(format_table(doc))
+    if opt_in and opt_in["ms"]:
+        print(f"\nopt-in outputs, built only for their subscribers (not in the overhead above), "
+              f"per frame on {opt_in['variant']}: "
+              + "; ".join(f"{group} +{ms:.1f} ms" for group, ms in opt_in["ms"].items()))
     if device == "cpu":
         # auto's candidates on the main path (the exact one), timed in turn with the rest
         timings = {name: backends[f"{name}:fp32"]["network_ms"] for name in engine_choice.CANDIDATES

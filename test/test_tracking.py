@@ -71,7 +71,12 @@ def random_case(seed, lattice=False, degenerate=False):
 
 
 @pytest.mark.parametrize("min_iou", [0.1, 0.3, 0.02])
-def test_same_matches_as_the_dense_assignment(min_iou):
+@pytest.mark.parametrize("few_compared_directly", [True, False])
+def test_same_matches_as_the_dense_assignment(min_iou, few_compared_directly, monkeypatch):
+    """Both ways to the pairs: every pair of a small frame at once, and the candidate
+    search (here also on small frames)."""
+    if not few_compared_directly:
+        monkeypatch.setattr(tracking, "DENSE_PAIRS", -1)
     for seed in range(40):
         case = random_case(seed)
         rows, cols = tracked(case, min_iou)

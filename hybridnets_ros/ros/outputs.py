@@ -189,7 +189,7 @@ OUTPUTS: tuple[Output, ...] = (
     Output("segmentation_color", "segmentation/color", Image,
            lambda p: messages.colour_image(p.header, p.result.seg_mask,
                                            p.adapter.seg_colors_rgb),
-           requires=frozenset({SEMANTIC})),
+           viewer_only=True, requires=frozenset({SEMANTIC})),  # the label, to look at
     Output("vision_info", "vision_info", VisionInfo, _vision_info, qos=LATCHED_QOS,
            per_frame=False),
     # Beside the label image, latched, as vision_msgs' README asks of segmentation pipelines

@@ -11,10 +11,10 @@ whichever thread), and a watcher thread reading that pipe acts on it:
   that needs an orderly stop) the process ends at once. That is why this module imports
   only the standard library and is installed first (``entry.py``, and the top of
   ``node.py`` for ``python -m``);
-- once :meth:`BoundedShutdown.orderly` has named what starts the orderly stop (ROS's
-  shutdown, which wakes the main thread from spin to destroy the node: peers see it leave
-  the graph at once), the watcher starts it and, if the process has not left ``grace_s``
-  later, ends it itself.
+- once :meth:`BoundedShutdown.orderly` has named what starts the orderly stop (the node's:
+  it wakes the main thread, which destroys the node between callbacks, so peers see it
+  leave the graph at once, and shuts ROS down), the watcher starts it and, if the process
+  has not left ``grace_s`` later, ends it itself.
 
 The process always leaves through :meth:`BoundedShutdown.exit` (``os._exit`` after flushing
 its logs), never through the interpreter's finalisation: native code may still run in other

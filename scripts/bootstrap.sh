@@ -62,19 +62,19 @@ fi
 # --no-compile: Python compiles a module when it is first imported; compiling every file
 # of torch, ray and the rest at install time took 18 s of the set-up for files never
 # imported (the imports the project makes compile in about 1 s).
-INSTALL=("$VENV/bin/python" -m pip --disable-pip-version-check install --no-compile)
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check --no-compile)
 
 if [[ $INSTALL_TORCH == 1 ]] && ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
     say "installing torch==2.13.0"
     # A local wheel (find-links) first; without one, a CPU-only machine gets PyTorch's CPU
     # build rather than the default PyPI wheel with gigabytes of CUDA libraries.
-    if "${INSTALL[@]}" -q --no-index --no-deps torch==2.13.0 2>/dev/null; then
-        "${INSTALL[@]}" -q torch==2.13.0  # its dependencies, from the package index
+    if "${PIP[@]}" install -q --no-index --no-deps torch==2.13.0 2>/dev/null; then
+        "${PIP[@]}" install -q torch==2.13.0  # its dependencies, from the package index
     else
         if command -v nvidia-smi >/dev/null 2>&1 || [[ -e /dev/nvidia0 ]]; then
-            "${INSTALL[@]}" -q torch==2.13.0
+            "${PIP[@]}" install -q torch==2.13.0
         else
-            "${INSTALL[@]}" -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+            "${PIP[@]}" install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
         fi
     fi
 fi
@@ -82,8 +82,8 @@ fi
 say "installing Python dependencies"
 reqs=(-r requirements.txt)
 [[ $WITH_TEST == 1 ]] && reqs+=(-r requirements-test.txt)
-"${INSTALL[@]}" -q "${reqs[@]}"
-"${INSTALL[@]}" -q --no-deps -e .
+"${PIP[@]}" install -q "${reqs[@]}"
+"${PIP[@]}" install -q --no-deps -e .
 
 # ROS 2 Kilted wheels (rclpy over Fast DDS, message packages) and vision_msgs built from
 # msg/ (not on the package index); a no-op when already done.

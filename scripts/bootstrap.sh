@@ -59,10 +59,7 @@ if [[ ! -x $VENV/bin/python ]]; then
         "$PY" -m venv "$VENV"
     fi
 fi
-# --no-compile: Python compiles a module when it is first imported; compiling every file
-# of torch, ray and the rest at install time took 18 s of the set-up for files never
-# imported (the imports the project makes compile in about 1 s).
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check --no-compile)
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
 if [[ $INSTALL_TORCH == 1 ]] && ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
     say "installing torch==2.13.0"

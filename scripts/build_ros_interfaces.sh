@@ -123,7 +123,7 @@ log "[1/4] pip install ROS 2 Kilted wheels into $VENV"
 # (The grep only hides pip's noise about local --extra-index-url folders that
 # lack a package; pip's exit status is what counts.)
 set +e
-"$VENV/bin/pip" install --disable-pip-version-check --no-compile -q "${ROS_WHEELS[@]}" 2>&1 \
+"$VENV/bin/pip" install --disable-pip-version-check -q "${ROS_WHEELS[@]}" 2>&1 \
   | grep -v "is ignored: it is neither a file nor a directory"
 pip_rc=${PIPESTATUS[0]}
 set -e

@@ -4,12 +4,13 @@ Each track keeps its last 2D box and ground position with velocities from an alp
 filter (a fixed-gain Kalman filter for constant velocity). Every update predicts each track
 to the frame's time, finds the same-class (track, detection) pairs that can match (boxes
 that overlap enough, by core.nms.overlapping_pairs; ground positions near enough, by a k-d
-tree), never comparing every track with every detection, scores them by the overlap of
-the predicted box and, when ground positions are given, by their ground distance, and
-finds the cheapest one-to-one assignment among them, cluster by cluster of tracks and
-detections linked by such pairs. The state lives in arrays, one row per track, and the
-work grows with the number of tracks and of pairs that can match, not with their
-product: 10,000 tracks and detections take tens of milliseconds (docs/benchmarks.md).
+tree), scores them by the overlap of the predicted box and, when ground positions are
+given, by their ground distance, and finds the cheapest one-to-one assignment among them,
+cluster by cluster of tracks and detections linked by such pairs. The state lives in
+arrays, one row per track; beyond a frame of traffic (DENSE_PAIRS pairs, which are compared
+and assigned all at once) the work grows with the number of tracks and of pairs that can
+match, not with their product: 10,000 tracks and detections take tens of milliseconds
+(docs/benchmarks.md).
 
 Velocities are in the frame of the ground positions given: relative to the ego vehicle for
 base_footprint positions, over ground for positions in a fixed frame such as odom.
